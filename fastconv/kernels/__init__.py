@@ -1,0 +1,78 @@
+"""Kernel backends. One module per backend, the same op names in each.
+
+    from fastconv import kernels
+    K = kernels.get("cpu")          # or "reference", "cuda"
+    y = K.conv2d_forward(x, w, b, stride=1, padding="same")
+
+CONTRACT lists the ops every backend exports, with the reference's meaning
+(see fastconv/kernels/reference and ../shared/DESIGN.md).
+"""
+import importlib
+
+from ._validate import float64_allowed
+
+CONTRACT = (
+    "conv2d_forward", "conv2d_backward",
+    "maxpool2d_forward", "maxpool2d_backward",
+    "dense_forward", "dense_backward",
+    "relu_forward", "relu_backward",
+    "sigmoid_forward", "sigmoid_backward",
+    "softmax_forward", "softmax_backward",
+    "dropout_forward", "dropout_backward",
+    "binary_crossentropy", "softmax_crossentropy",
+    "sgd_update", "rmsprop_update", "adam_update",
+)
+
+BACKENDS = ("reference", "cpu", "cuda")
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend that exists but cannot run here; the message says why."""
+
+
+def _missing_ops(module):
+    return [name for name in CONTRACT if not hasattr(module, name)]
+
+
+def get(name):
+    """The backend module called `name`: 'reference', 'cpu' or 'cuda'.
+
+    Raises ValueError for an unknown name and BackendUnavailable (with the
+    reason) for a backend that cannot load on this machine.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name == "cuda":
+        _require_cuda()
+    try:
+        module = importlib.import_module(f"{__name__}.{name}")
+    except ImportError as exc:
+        raise BackendUnavailable(f"backend {name!r} cannot be imported: {exc}") from exc
+    missing = _missing_ops(module)
+    if missing:
+        raise BackendUnavailable(
+            f"backend {name!r} is not built yet: it lacks {', '.join(missing)}")
+    return module
+
+
+def cuda_unavailable_reason():
+    """None when a real CUDA driver and device are usable, else why not."""
+    try:
+        from numba import cuda
+    except ImportError as exc:  # numba-cuda not installed
+        return f"numba-cuda is not installed ({exc}); install fastconv[cuda]"
+    try:
+        if cuda.is_available():
+            return None
+        return "no CUDA driver or no CUDA device found (numba.cuda.is_available() is False)"
+    except Exception as exc:  # a broken driver raises rather than answering False
+        return f"the CUDA driver failed to initialise: {exc}"
+
+
+def _require_cuda():
+    import os
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        return  # the simulator stands in for a device (tests only)
+    reason = cuda_unavailable_reason()
+    if reason:
+        raise BackendUnavailable(f"backend 'cuda' cannot run here: {reason}")

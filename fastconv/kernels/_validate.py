@@ -1,0 +1,219 @@
+"""Argument checks and geometry shared by every backend.
+
+Every public kernel of every backend calls these first, so a bad shape or
+dtype gives the same message whichever backend the user picked. Messages name
+the op, the argument, the expected and the actual value.
+
+Geometry follows Keras (channels-last):
+  valid: out = floor((in - k) / s) + 1, no padding; k > in is an error.
+  same:  out = ceil(in / s); pad_total = max((out - 1) * s + k - in, 0),
+         pad_before = pad_total // 2, the extra row/column at the bottom/right.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+import numpy as np
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def float64_allowed():
+    """Let float32-only checks accept float64 inside this block.
+
+    Only the reference engine honours it (it computes in float64 anyway and
+    returns the input's dtype), so finite-difference tests can call the public
+    reference ops in full float64 precision.
+    """
+    previous = getattr(_state, "allow64", False)
+    _state.allow64 = True
+    try:
+        yield
+    finally:
+        _state.allow64 = previous
+
+
+def float_dtypes():
+    if getattr(_state, "allow64", False):
+        return (np.float32, np.float64)
+    return (np.float32,)
+
+
+def check_float_array(op, name, a, ndim=None):
+    """Raise TypeError/ValueError unless `a` is a float32 ndarray of rank `ndim`."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(a).__name__}")
+    if a.dtype not in float_dtypes():
+        raise TypeError(f"{op}: {name} must be float32, got {a.dtype}")
+    if ndim is not None:
+        ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if a.ndim not in ranks:
+            want = " or ".join(str(r) for r in ranks)
+            raise ValueError(
+                f"{op}: {name} must have rank {want}, got rank {a.ndim} (shape {a.shape})")
+    return a
+
+
+def check_same_shape(op, name_a, a, name_b, b):
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{op}: {name_b} must have the shape of {name_a} {a.shape}, got {b.shape}")
+
+
+def check_positive_float(op, name, value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: {name} must be a number, got {value!r}") from None
+    if not np.isfinite(v) or v < 0:
+        raise ValueError(f"{op}: {name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+def as_pair(op, name, value):
+    """An int or a pair of ints >= 1, as a tuple (vertical, horizontal)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        pair = (int(value), int(value))
+    elif (isinstance(value, (tuple, list)) and len(value) == 2
+          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
+    if pair[0] < 1 or pair[1] < 1:
+        raise ValueError(f"{op}: {name} must be >= 1, got {value!r}")
+    return pair
+
+
+def check_padding(op, padding):
+    if padding not in ("valid", "same"):
+        raise ValueError(f"{op}: padding must be 'valid' or 'same', got {padding!r}")
+    return padding
+
+
+def window_geometry(op, in_hw, k_hw, stride, padding, what="kernel"):
+    """Output size and padding of a sliding window over (H, W).
+
+    Returns (OH, OW, pad_top, pad_left). Bottom/right padding is implied:
+    windows that run past the input read padding.
+    """
+    padding = check_padding(op, padding)
+    out, pads = [], []
+    for dim, n, k, s in zip(("height", "width"), in_hw, k_hw, stride):
+        if padding == "valid":
+            if k > n:
+                raise ValueError(
+                    f"{op}: {what} {dim} {k} is larger than the input {dim} {n} "
+                    f"with padding='valid'")
+            out.append((n - k) // s + 1)
+            pads.append(0)
+        else:
+            o = -(-n // s)
+            out.append(o)
+            pads.append(max((o - 1) * s + k - n, 0) // 2)
+    return out[0], out[1], pads[0], pads[1]
+
+
+def conv2d_geometry(op, x, w, stride, padding):
+    """Validate conv2d operands. Returns (stride pair, OH, OW, pad_top, pad_left)."""
+    check_float_array(op, "x", x, 4)
+    check_float_array(op, "w", w, 4)
+    if w.dtype != x.dtype:
+        raise TypeError(f"{op}: w must have x's dtype {x.dtype}, got {w.dtype}")
+    if w.shape[2] != x.shape[3]:
+        raise ValueError(
+            f"{op}: w expects C_in={w.shape[2]} input channels but x has {x.shape[3]} "
+            f"(x shape {x.shape}, w shape {w.shape} as (KH, KW, C_in, C_out))")
+    if min(x.shape) == 0 or min(w.shape) == 0:
+        raise ValueError(f"{op}: empty operand (x shape {x.shape}, w shape {w.shape})")
+    stride = as_pair(op, "stride", stride)
+    oh, ow, pt, pl = window_geometry(op, x.shape[1:3], w.shape[0:2], stride, padding)
+    return stride, oh, ow, pt, pl
+
+
+def pool2d_geometry(op, x, pool, stride, padding):
+    """Validate pooling operands. Returns (pool pair, stride pair, OH, OW, pad_top, pad_left)."""
+    check_float_array(op, "x", x, 4)
+    if min(x.shape) == 0:
+        raise ValueError(f"{op}: empty input x of shape {x.shape}")
+    pool = as_pair(op, "pool", pool)
+    stride = pool if stride is None else as_pair(op, "stride", stride)
+    oh, ow, pt, pl = window_geometry(op, x.shape[1:3], pool, stride, padding, what="pool")
+    return pool, stride, oh, ow, pt, pl
+
+
+def check_bias(op, b, n_out, dtype):
+    check_float_array(op, "b", b, 1)
+    if b.dtype != dtype:
+        raise TypeError(f"{op}: b must have dtype {dtype}, got {b.dtype}")
+    if b.shape[0] != n_out:
+        raise ValueError(f"{op}: b must have shape ({n_out},), got {b.shape}")
+
+
+def check_dy(op, dy, expected_shape, dtype):
+    check_float_array(op, "dy", dy)
+    if dy.dtype != dtype:
+        raise TypeError(f"{op}: dy must have dtype {dtype}, got {dy.dtype}")
+    if dy.shape != tuple(expected_shape):
+        raise ValueError(f"{op}: dy must have shape {tuple(expected_shape)}, got {dy.shape}")
+
+
+def dense_check(op, x, w):
+    check_float_array(op, "x", x, 2)
+    check_float_array(op, "w", w, 2)
+    if w.dtype != x.dtype:
+        raise TypeError(f"{op}: w must have x's dtype {x.dtype}, got {w.dtype}")
+    if w.shape[0] != x.shape[1]:
+        raise ValueError(
+            f"{op}: w expects {w.shape[0]} input features but x has {x.shape[1]} "
+            f"(x shape {x.shape}, w shape {w.shape} as (in, out))")
+
+
+def check_rate(op, rate):
+    r = check_positive_float(op, "rate", rate)
+    if r >= 1.0:
+        raise ValueError(f"{op}: rate must be in [0, 1), got {rate!r}")
+    return r
+
+
+def check_binary_labels(op, y_true, logits):
+    check_float_array(op, "logits", logits, (1, 2))
+    if logits.ndim == 2 and logits.shape[1] != 1:
+        raise ValueError(f"{op}: logits must have shape (N,) or (N, 1), got {logits.shape}")
+    y = np.asarray(y_true)
+    if y.size != logits.shape[0] or y.ndim > 2 or (y.ndim == 2 and y.shape[1] != 1):
+        raise ValueError(
+            f"{op}: y_true must have shape ({logits.shape[0]},) or ({logits.shape[0]}, 1) "
+            f"to match logits {logits.shape}, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.number) and y.dtype != np.bool_:
+        raise TypeError(f"{op}: y_true must be numeric, got {y.dtype}")
+    return y.reshape(logits.shape)
+
+
+def check_int_labels(op, y_true, logits):
+    check_float_array(op, "logits", logits, 2)
+    y = np.asarray(y_true)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.shape != (logits.shape[0],):
+        raise ValueError(
+            f"{op}: y_true must have shape ({logits.shape[0]},) of class indices, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)
+        else:
+            raise TypeError(f"{op}: y_true must hold integer class indices, got dtype {y.dtype}")
+    k = logits.shape[1]
+    if y.size and (y.min() < 0 or y.max() >= k):
+        raise ValueError(f"{op}: class index out of range [0, {k}): min {y.min()}, max {y.max()}")
+    return y
+
+
+def check_update(op, p, g, *state):
+    check_float_array(op, "p", p)
+    for name, a in (("g", g),) + tuple(state):
+        check_float_array(op, name, a)
+        if a.dtype != p.dtype:
+            raise TypeError(f"{op}: {name} must have p's dtype {p.dtype}, got {a.dtype}")
+        check_same_shape(op, "p", p, name, a)

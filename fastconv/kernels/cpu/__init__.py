@@ -1,0 +1,2 @@
+"""The Numba CPU-parallel engine (not built yet: see the CPU engine issue)."""
+NAME = "cpu"

@@ -1,0 +1,69 @@
+"""Optimizer updates with Keras 3 formulas, in place, the reference.
+
+Each updates the parameter p and its state arrays in place and returns None.
+p, g and every state array share one shape and dtype.
+"""
+import numpy as np
+
+from .. import _validate as v
+
+
+def sgd_update(p, g, v_, lr, momentum=0.0, nesterov=False):
+    """Keras SGD. With momentum m (the velocity v_, may be None when momentum == 0):
+    v_ = m * v_ - lr * g;  p += m * v_ - lr * g (nesterov)  or  p += v_.
+    Without momentum: p -= lr * g.
+    """
+    op = "sgd_update"
+    lr = v.check_positive_float(op, "lr", lr)
+    momentum = v.check_positive_float(op, "momentum", momentum)
+    if momentum > 0 or v_ is not None:
+        if v_ is None:
+            raise ValueError(f"{op}: momentum={momentum} needs a velocity array v, got None")
+        v.check_update(op, p, g, ("v", v_))
+    else:
+        v.check_update(op, p, g)
+    g64 = g.astype(np.float64)
+    if momentum == 0:
+        p[...] = p - lr * g64
+        return
+    vel = momentum * v_.astype(np.float64) - lr * g64
+    v_[...] = vel
+    if nesterov:
+        p[...] = p + momentum * vel - lr * g64
+    else:
+        p[...] = p + vel
+
+
+def rmsprop_update(p, g, ms, lr, rho=0.9, eps=1e-7):
+    """Keras RMSprop (no momentum, not centered):
+    ms = rho * ms + (1 - rho) * g^2;  p -= lr * g / sqrt(ms + eps).
+    """
+    op = "rmsprop_update"
+    lr = v.check_positive_float(op, "lr", lr)
+    rho = v.check_positive_float(op, "rho", rho)
+    eps = v.check_positive_float(op, "eps", eps)
+    v.check_update(op, p, g, ("ms", ms))
+    g64 = g.astype(np.float64)
+    ms64 = rho * ms.astype(np.float64) + (1.0 - rho) * g64 * g64
+    ms[...] = ms64
+    p[...] = p - lr * g64 / np.sqrt(ms64 + eps)
+
+
+def adam_update(p, g, m, v_, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
+    """Keras Adam, step t = 1 for the first update (epsilon-hat placement):
+    a = lr * sqrt(1 - beta2^t) / (1 - beta1^t)
+    m += (g - m) * (1 - beta1);  v_ += (g^2 - v_) * (1 - beta2)
+    p -= a * m / (sqrt(v_) + eps)
+    """
+    op = "adam_update"
+    lr = v.check_positive_float(op, "lr", lr)
+    if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or t < 1:
+        raise ValueError(f"{op}: t must be an int >= 1 (the step number), got {t!r}")
+    v.check_update(op, p, g, ("m", m), ("v", v_))
+    g64 = g.astype(np.float64)
+    alpha = lr * np.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
+    m64 = m + (g64 - m) * (1.0 - beta1)
+    v64 = v_ + (g64 * g64 - v_) * (1.0 - beta2)
+    m[...] = m64
+    v_[...] = v64
+    p[...] = p - alpha * m64 / (np.sqrt(v64) + eps)

@@ -1,0 +1,66 @@
+"""2-D max pooling (Keras MaxPooling2D), NHWC, the reference.
+
+argmax convention, shared by every backend: an int32 array shaped like y
+holding, for each output (n, oh, ow, c), the flat spatial index h * W + w of
+the winning input pixel in the unpadded x. The winner is the first maximum in
+row-major window order: start from the window's first real pixel, then take
+a later pixel only if it is strictly greater. Padding ('same') never wins.
+"""
+import numpy as np
+
+from .. import _validate as v
+
+
+def maxpool2d_forward(x, pool=2, stride=None, padding="valid"):
+    """y[n, oh, ow, c] = max over the pool window at (oh*sh - pt, ow*sw - pl).
+
+    x (N, H, W, C) float32; pool and stride int or pair (stride defaults to
+    pool); padding 'valid' (floor) or 'same' (ceil). Returns new arrays
+    (y (N, OH, OW, C) of x's dtype, argmax (N, OH, OW, C) int32).
+    """
+    op = "maxpool2d_forward"
+    (ph, pw), (sh, sw), oh, ow, pt, pl = v.pool2d_geometry(op, x, pool, stride, padding)
+    n, h, w, c = x.shape
+    best = np.full((n, oh, ow, c), -np.inf, x.dtype)
+    arg = np.full((n, oh, ow, c), -1, np.int64)
+    rows0 = np.arange(oh) * sh - pt
+    cols0 = np.arange(ow) * sw - pl
+    for i in range(ph):
+        for j in range(pw):
+            r, q = rows0 + i, cols0 + j
+            real = (r[:, None] >= 0) & (r[:, None] < h) & (q[None, :] >= 0) & (q[None, :] < w)
+            rc, qc = np.clip(r, 0, h - 1), np.clip(q, 0, w - 1)
+            vals = x[:, rc][:, :, qc]                                   # (N, OH, OW, C)
+            flat = (rc[:, None] * w + qc[None, :])[None, :, :, None]    # (1, OH, OW, 1)
+            real4 = real[None, :, :, None]
+            take = real4 & ((arg < 0) | (vals > best))
+            best = np.where(take, vals, best)
+            arg = np.where(take, flat, arg)
+    return best, arg.astype(np.int32)
+
+
+def maxpool2d_backward(dy, argmax, x_shape):
+    """dx (x_shape, new array) with dx[n, h, w, c] = sum of dy over the outputs whose argmax is (h, w).
+
+    Overlapping windows (stride < pool) may route several outputs to one pixel:
+    their gradients add.
+    """
+    op = "maxpool2d_backward"
+    v.check_float_array(op, "dy", dy, 4)
+    x_shape = tuple(int(s) for s in x_shape)
+    if len(x_shape) != 4:
+        raise ValueError(f"{op}: x_shape must be (N, H, W, C), got {x_shape}")
+    if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int32:
+        raise TypeError(f"{op}: argmax must be an int32 ndarray, got "
+                        f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
+    v.check_same_shape(op, "dy", dy, "argmax", argmax)
+    n, h, w, c = x_shape
+    if dy.shape[0] != n or dy.shape[3] != c:
+        raise ValueError(f"{op}: dy {dy.shape} does not match x_shape {x_shape} in N or C")
+    if argmax.size and (argmax.min() < 0 or argmax.max() >= h * w):
+        raise ValueError(f"{op}: argmax holds indices outside [0, {h * w})")
+    dx = np.zeros((n, h * w, c), np.float64)
+    nn = np.arange(n)[:, None, None, None]
+    cc = np.arange(c)[None, None, None, :]
+    np.add.at(dx, (np.broadcast_to(nn, dy.shape), argmax, np.broadcast_to(cc, dy.shape)), dy)
+    return dx.reshape(x_shape).astype(dy.dtype)

@@ -1,0 +1,139 @@
+"""One table of sample inputs per op (PyTorch's OpInfo, in small).
+
+`samples()` yields Sample(op, args, kwargs, label) for every op of the kernel
+contract. The test suite runs each sample on every available backend against
+the reference (tests/test_backends_match_reference.py), so a new backend gets
+every case for free; `fastconv check` will draw from the same table.
+
+Shapes: 'quick' are small and odd on purpose (batch 1, odd sizes, channel
+counts that are multiples of nothing, stride 2, 'same', remainder rows).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+F32 = np.float32
+
+
+class Sample(NamedTuple):
+    op: str
+    args: tuple
+    kwargs: dict
+    label: str
+
+
+def _conv_configs(shapes):
+    if shapes == "seed":  # the seed model's layers, batch 8
+        return [((8, 150, 150, 3), (3, 3), 32, 1, "valid"),
+                ((8, 49, 49, 32), (3, 3), 32, 1, "valid"),
+                ((8, 23, 23, 32), (3, 3), 64, 1, "valid")]
+    return [((1, 13, 11, 1), (3, 3), 7, 1, "valid"),
+            ((5, 13, 11, 3), (3, 3), 32, 1, "valid"),
+            ((2, 9, 10, 5), (3, 3), 1, 2, "same"),
+            ((2, 8, 7, 3), (2, 3), 7, (2, 1), "valid"),
+            ((1, 6, 9, 5), (5, 5), 7, 1, "same"),
+            ((3, 7, 7, 3), (1, 1), 7, 1, "valid")]
+
+
+def _pool_configs(shapes):
+    if shapes == "seed":
+        return [((8, 148, 148, 32), 3, None, "valid"),
+                ((8, 47, 47, 32), 2, None, "valid"),
+                ((8, 21, 21, 64), 2, None, "valid")]
+    return [((1, 13, 11, 7), 2, None, "valid"),    # remainder row and column
+            ((5, 12, 9, 3), 3, None, "valid"),
+            ((2, 9, 9, 5), 3, 2, "valid"),         # overlapping windows
+            ((2, 7, 10, 3), 2, None, "same"),
+            ((1, 4, 4, 1), (2, 3), (1, 2), "same")]
+
+
+def _dense_configs(shapes):
+    if shapes == "seed":
+        return [(8, 6400, 64), (8, 64, 1)]
+    return [(1, 7, 3), (5, 13, 7), (4, 100, 1)]
+
+
+def _f32(a):
+    return np.ascontiguousarray(a, dtype=F32)
+
+
+def samples(shapes="quick", seed=0):
+    """Yield a Sample for every op of the contract; fresh random inputs from `seed`."""
+    from .kernels import reference as R
+
+    rng = np.random.default_rng(seed)
+    for shape, k, f, stride, padding in _conv_configs(shapes):
+        x = _f32(rng.standard_normal(shape))
+        w = _f32(rng.standard_normal(k + (shape[3], f)) * 0.3)
+        b = _f32(rng.standard_normal(f))
+        label = f"x{shape} w{w.shape} s{stride} {padding}"
+        yield Sample("conv2d_forward", (x, w, b), dict(stride=stride, padding=padding), label)
+        y = R.conv2d_forward(x, w, b, stride, padding)
+        dy = _f32(rng.standard_normal(y.shape))
+        for need_dx in (True, False):
+            yield Sample("conv2d_backward", (x, w, dy),
+                         dict(stride=stride, padding=padding, need_dx=need_dx),
+                         f"{label} need_dx={need_dx}")
+    for shape, pool, stride, padding in _pool_configs(shapes):
+        x = _f32(rng.standard_normal(shape))
+        x.reshape(-1)[::7] = 0.5  # ties inside windows, so the tie rule is exercised
+        label = f"x{shape} pool {pool} stride {stride} {padding}"
+        yield Sample("maxpool2d_forward", (x,), dict(pool=pool, stride=stride, padding=padding),
+                     label)
+        y, arg = R.maxpool2d_forward(x, pool, stride, padding)
+        dy = _f32(rng.standard_normal(y.shape))
+        yield Sample("maxpool2d_backward", (dy, arg, x.shape), {}, label)
+    for n, d_in, d_out in _dense_configs(shapes):
+        x = _f32(rng.standard_normal((n, d_in)))
+        w = _f32(rng.standard_normal((d_in, d_out)) * 0.1)
+        b = _f32(rng.standard_normal(d_out))
+        dy = _f32(rng.standard_normal((n, d_out)))
+        label = f"{n}x{d_in} -> {d_out}"
+        yield Sample("dense_forward", (x, w, b), {}, label)
+        for need_dx in (True, False):
+            yield Sample("dense_backward", (x, w, dy), dict(need_dx=need_dx),
+                         f"{label} need_dx={need_dx}")
+    act_shape = (8, 148, 148, 32) if shapes == "seed" else (3, 7, 5, 6)
+    x = _f32(rng.standard_normal(act_shape))
+    x.reshape(-1)[::11] = 0.0  # exact zeros: ReLU's gradient there is 0
+    dy = _f32(rng.standard_normal(act_shape))
+    label = f"x{act_shape}"
+    yield Sample("relu_forward", (x,), {}, label)
+    yield Sample("relu_backward", (dy, R.relu_forward(x)), {}, label)
+    z = _f32(rng.standard_normal(act_shape) * 4)
+    z.reshape(-1)[:2] = (-100.0, 100.0)  # saturation must not overflow
+    yield Sample("sigmoid_forward", (z,), {}, label)
+    yield Sample("sigmoid_backward", (dy, R.sigmoid_forward(z)), {}, label)
+    for n, k in ((1, 3), (7, 10)):
+        z = _f32(rng.standard_normal((n, k)) * 3)
+        yield Sample("softmax_forward", (z,), {}, f"{n}x{k}")
+        yield Sample("softmax_backward", (_f32(rng.standard_normal((n, k))),
+                                          R.softmax_forward(z)), {}, f"{n}x{k}")
+    for rate in (0.0, 0.5):
+        label = f"x{act_shape} rate {rate}"
+        yield Sample("dropout_forward", (x, rate, np.random.default_rng(seed + 1)), {}, label)
+        mask = R.dropout_forward(x, rate, np.random.default_rng(seed + 1))[1]
+        yield Sample("dropout_backward", (dy, mask), {}, label)
+    for n in (1, 32):
+        z = _f32(rng.standard_normal((n, 1)) * 5)
+        z[0, 0] = 40.0  # large logits stay finite
+        y = _f32(rng.random((n, 1)) > 0.5)
+        yield Sample("binary_crossentropy", (y, z), {}, f"N={n}")
+    for n, k in ((1, 2), (9, 5)):
+        z = _f32(rng.standard_normal((n, k)) * 5)
+        yield Sample("softmax_crossentropy", (rng.integers(0, k, n), z), {}, f"{n}x{k}")
+    p_shape = (3, 3, 32, 64) if shapes == "seed" else (3, 3, 5, 7)
+    p = _f32(rng.standard_normal(p_shape))
+    g = _f32(rng.standard_normal(p_shape))
+    s1 = _f32(rng.random(p_shape))
+    s2 = _f32(rng.random(p_shape))
+    label = f"p{p_shape}"
+    yield Sample("sgd_update", (p, g, None), dict(lr=0.01, momentum=0.0, nesterov=False),
+                 f"{label} plain")
+    for nesterov in (False, True):
+        yield Sample("sgd_update", (p, g, s1), dict(lr=0.01, momentum=0.9, nesterov=nesterov),
+                     f"{label} momentum nesterov={nesterov}")
+    yield Sample("rmsprop_update", (p, g, s1), dict(lr=1e-3, rho=0.9, eps=1e-7), label)
+    yield Sample("adam_update", (p, g, s1, s2), dict(t=3, lr=1e-3), label)

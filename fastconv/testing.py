@@ -1,0 +1,156 @@
+"""Checking kernels: finite differences and backend-vs-reference comparison.
+
+Installed with the package (not only in tests/) so that `fastconv selftest`
+and `fastconv check` can prove the kernels on a user's own machine.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from . import kernels
+
+
+class MismatchError(AssertionError):
+    """A backend or an analytic gradient disagrees with its truth."""
+
+
+def error_stats(actual, expected):
+    """(max abs error, normwise relative error ||a - e|| / max(||e||, tiny)) in float64."""
+    a = np.asarray(actual, np.float64)
+    e = np.asarray(expected, np.float64)
+    if a.shape != e.shape:
+        raise MismatchError(f"shape {a.shape} != expected {e.shape}")
+    if a.size == 0:
+        return 0.0, 0.0
+    diff = a - e
+    bad = ~(np.isfinite(a) & np.isfinite(e))
+    if np.any(bad & ~((a == e) | (np.isnan(a) & np.isnan(e)))):
+        return float("inf"), float("inf")
+    diff[bad] = 0.0
+    max_abs = float(np.max(np.abs(diff)))
+    rel = float(np.linalg.norm(diff) / max(np.linalg.norm(e), np.finfo(np.float64).tiny))
+    return max_abs, rel
+
+
+def _index(flat, shape):
+    return tuple(int(i) for i in np.unravel_index(flat, shape))
+
+
+def assert_close(actual, expected, rtol, atol, what="value"):
+    """Elementwise |a - e| <= atol + rtol * |e|, with a message that says where and how far."""
+    a = np.asarray(actual)
+    e = np.asarray(expected)
+    if a.shape != e.shape:
+        raise MismatchError(f"{what}: shape {a.shape} != expected {e.shape}")
+    if np.issubdtype(e.dtype, np.integer):
+        if not np.array_equal(a, e):
+            k = int(np.argmax((a != e).ravel()))
+            raise MismatchError(
+                f"{what}: {int(np.sum(a != e))} of {e.size} integers differ, first at "
+                f"{_index(k, e.shape)}: {a.ravel()[k]} != {e.ravel()[k]}")
+        return
+    a64, e64 = a.astype(np.float64), e.astype(np.float64)
+    ok = np.isclose(a64, e64, rtol=rtol, atol=atol, equal_nan=True)
+    if not ok.all():
+        max_abs, rel = error_stats(a64, e64)
+        k = int(np.argmin(ok.ravel()))
+        raise MismatchError(
+            f"{what}: {int((~ok).sum())} of {e.size} values outside atol={atol:g} + "
+            f"rtol={rtol:g}*|expected|; max abs error {max_abs:.3g}, normwise relative "
+            f"error {rel:.3g}; first at {_index(k, e.shape)}: "
+            f"{float(a.ravel()[k])!r} != {float(e.ravel()[k])!r}")
+
+
+def numerical_gradient(f, x, h=1e-6):
+    """Central differences of the scalar function f at x (float64), same shape as x."""
+    if x.dtype != np.float64:
+        raise TypeError(f"numerical_gradient needs float64 x, got {x.dtype}")
+    grad = np.empty_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    for k in range(flat.size):
+        old = flat[k]
+        flat[k] = old + h
+        up = f()
+        flat[k] = old - h
+        down = f()
+        flat[k] = old
+        gflat[k] = (up - down) / (2 * h)
+    return grad
+
+
+def check_gradient(f, x, analytic, what, rtol=1e-6, h=1e-6):
+    """Raise MismatchError unless `analytic` matches central differences of f at x.
+
+    f() reads x (float64, perturbed in place) and returns a scalar. The test is
+    normwise: ||analytic - numeric|| <= rtol * ||numeric||. Returns the
+    relative error.
+    """
+    numeric = numerical_gradient(f, x, h)
+    _, rel = error_stats(analytic, numeric)
+    if not rel <= rtol:
+        raise MismatchError(
+            f"{what}: analytic gradient differs from finite differences: normwise "
+            f"relative error {rel:.3g} > rtol {rtol:g}")
+    return rel
+
+
+def _to_backend(backend, value):
+    if isinstance(value, np.ndarray) and hasattr(backend, "to_device"):
+        return backend.to_device(value)
+    return value
+
+
+def _to_host(backend, value):
+    if hasattr(backend, "to_host"):
+        return backend.to_host(value)
+    return value
+
+
+def _flatten(value, prefix):
+    """Yield (label, leaf) for nested tuples/lists of results."""
+    if isinstance(value, (tuple, list)):
+        for k, item in enumerate(value):
+            yield from _flatten(item, f"{prefix}[{k}]")
+    else:
+        yield prefix, value
+
+
+def assert_matches_reference(backend, op, *args, rtol=1e-4, atol=1e-5, **kwargs):
+    """Run `op` on `backend` and on the reference with copies of the same inputs
+    and raise MismatchError naming the op and the output that differs.
+
+    backend: a module from fastconv.kernels.get() or its name. Array arguments
+    are compared after the call too, which checks the in-place optimizer
+    updates and catches a kernel that writes into its inputs. Generators
+    (dropout's rng) are deep-copied so both sides draw the same numbers.
+    Returns (backend result, reference result) on the host.
+    """
+    if isinstance(backend, str):
+        backend = kernels.get(backend)
+    ref = kernels.get("reference")
+    ref_args = copy.deepcopy(args)
+    ref_kwargs = copy.deepcopy(kwargs)
+    dev_args = [_to_backend(backend, copy.deepcopy(a)) for a in args]
+    dev_kwargs = {k: _to_backend(backend, copy.deepcopy(a)) for k, a in kwargs.items()}
+    expected = getattr(ref, op)(*ref_args, **ref_kwargs)
+    actual = getattr(backend, op)(*dev_args, **dev_kwargs)
+    actual = _to_host(backend, actual)
+    name = getattr(backend, "NAME", str(backend))
+    pairs = list(zip(_flatten(actual, "out"), _flatten(expected, "out")))
+    if len(list(_flatten(actual, "out"))) != len(list(_flatten(expected, "out"))):
+        raise MismatchError(f"{name}.{op}: returns {actual!r:.80}, reference {expected!r:.80}")
+    for k, (dev_a, ref_a) in enumerate(zip(dev_args, ref_args)):
+        if isinstance(ref_a, np.ndarray):
+            pairs.append(((f"arg[{k}]", _to_host(backend, dev_a)), (f"arg[{k}]", ref_a)))
+    for (label, a), (_, e) in pairs:
+        if e is None or a is None:
+            if not (e is None and a is None):
+                raise MismatchError(f"{name}.{op} {label}: {a!r:.60} where the reference gives "
+                                    f"{e!r:.60}")
+            continue
+        if isinstance(e, np.ndarray) and isinstance(a, np.ndarray) and a.dtype != e.dtype:
+            raise MismatchError(f"{name}.{op} {label}: dtype {a.dtype}, reference {e.dtype}")
+        assert_close(a, e, rtol, atol, what=f"{name}.{op} {label}")
+    return actual, expected
