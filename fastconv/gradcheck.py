@@ -43,6 +43,24 @@ def _conv_case(shape, k, c_out, stride, padding):
     return (f"conv2d x{shape} k{k} F{c_out} s{stride} {padding}", run)
 
 
+def _fused_case(shape, f, pool):
+    """conv + relu + maxpool as one op: the gradient the fused CPU/CUDA kernels must give."""
+    def run(rng, rtol, tamper=None):
+        x = rng.standard_normal(shape)
+        w = rng.standard_normal((3, 3, shape[3], f)) * 0.5
+        b = rng.standard_normal(f) * 0.1
+        y, arg = R.conv2d_relu_maxpool_forward(x, w, b, pool=pool)
+        r = rng.standard_normal(y.shape)
+        dx, dw, db = R.conv2d_relu_maxpool_backward(x, w, r, y, arg)
+        if tamper:
+            dx = tamper(dx)
+        loss = lambda: float(np.sum(R.conv2d_relu_maxpool_forward(x, w, b, pool=pool)[0] * r))  # noqa
+        return max(check_gradient(loss, x, dx, "conv2d_relu_maxpool dx", rtol),
+                   check_gradient(loss, w, dw, "conv2d_relu_maxpool dw", rtol),
+                   check_gradient(loss, b, db, "conv2d_relu_maxpool db", rtol))
+    return (f"conv2d+relu+maxpool x{shape} F{f} pool {pool}", run)
+
+
 def _pool_case(shape, pool, stride, padding):
     def run(rng, rtol, tamper=None):
         x = _distinct(rng, shape)
@@ -125,6 +143,7 @@ CASES = dict([
     _conv_case((1, 7, 6, 1), (3, 2), 3, 2, "same"),
     _conv_case((1, 6, 5, 2), (2, 3), 2, (2, 1), "valid"),
     _conv_case((1, 5, 5, 3), (1, 1), 2, 1, "same"),
+    _fused_case((2, 8, 9, 2), 3, 3),
     _pool_case((2, 7, 6, 3), 2, None, "valid"),
     _pool_case((1, 8, 7, 2), 3, 2, "valid"),
     _pool_case((1, 5, 7, 2), 2, None, "same"),

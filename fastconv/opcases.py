@@ -76,6 +76,27 @@ def samples(shapes="quick", seed=0):
             yield Sample("conv2d_backward", (x, w, dy),
                          dict(stride=stride, padding=padding, need_dx=need_dx),
                          f"{label} need_dx={need_dx}")
+    for (shape, k, f, stride, padding), (pool, pool_stride) in zip(
+            _conv_configs(shapes), [(3, None), (2, None), (2, 1), (3, 2), (2, None), (2, 2)]):
+        x = _f32(rng.standard_normal(shape))
+        w = _f32(rng.standard_normal(k + (shape[3], f)) * 0.3)
+        b = _f32(rng.standard_normal(f) * 0.1)
+        label = f"x{shape} w{w.shape} s{stride} {padding}"
+        yield Sample("conv2d_relu_forward", (x, w, b), dict(stride=stride, padding=padding), label)
+        y = R.conv2d_relu_forward(x, w, b, stride, padding)
+        dy = _f32(rng.standard_normal(y.shape))
+        yield Sample("conv2d_relu_backward", (x, w, dy, y),
+                     dict(stride=stride, padding=padding, need_dx=True), label)
+        pool_kw = dict(pool=pool, pool_stride=pool_stride)
+        label = f"{label} pool {pool} stride {pool_stride}"
+        yield Sample("conv2d_relu_maxpool_forward", (x, w, b),
+                     dict(stride=stride, padding=padding, **pool_kw), label)
+        y, arg = R.conv2d_relu_maxpool_forward(x, w, b, stride, padding, **pool_kw)
+        dy = _f32(rng.standard_normal(y.shape))
+        for need_dx in (True, False):
+            yield Sample("conv2d_relu_maxpool_backward", (x, w, dy, y, arg),
+                         dict(stride=stride, padding=padding, need_dx=need_dx),
+                         f"{label} need_dx={need_dx}")
     for shape, pool, stride, padding in _pool_configs(shapes):
         x = _f32(rng.standard_normal(shape))
         x.reshape(-1)[::7] = 0.5  # ties inside windows, so the tie rule is exercised

@@ -3,8 +3,10 @@
 This is the test a new backend gets for free: once `kernels.get(name)` loads
 it, each op is compared with the reference (rtol 1e-4, atol 1e-5, float32).
 """
+import numpy as np
 import pytest
 
+from fastconv import kernels
 from fastconv.opcases import samples
 from fastconv.testing import assert_matches_reference
 
@@ -17,10 +19,47 @@ SAMPLES = list(samples("quick"))
 @pytest.mark.parametrize("backend", FOUND)
 @pytest.mark.parametrize("sample", SAMPLES, ids=[f"{s.op}-{s.label}" for s in SAMPLES])
 def test_backend_matches_reference(backend, sample):
+    module = kernels.get(backend)
+    if sample.op in kernels.FUSED and not hasattr(module, sample.op):
+        pytest.skip(f"{backend} has no fused {sample.op}; the model layer composes it")
+    if sample.op == "conv2d_relu_maxpool_forward":
+        return _check_fused_pool(module, sample)
     assert_matches_reference(backend, sample.op, *sample.args, rtol=1e-4, atol=1e-5,
                              **sample.kwargs)
 
 
+def _check_fused_pool(module, sample):
+    """argmax of a fused conv+relu+pool is only defined where y > 0 (see reference/fused.py)."""
+    from fastconv.testing import assert_close
+    ref = kernels.get("reference")
+    y_ref, arg_ref = ref.conv2d_relu_maxpool_forward(*sample.args, **sample.kwargs)
+    args = [module.to_device(a) if hasattr(module, "to_device") else a for a in sample.args]
+    y, arg = module.conv2d_relu_maxpool_forward(*args, **sample.kwargs)
+    if hasattr(module, "to_host"):
+        y, arg = module.to_host((y, arg))
+    assert_close(y, y_ref, 1e-4, 1e-5, what=f"{module.NAME}.conv2d_relu_maxpool_forward y")
+    live = y_ref > 0
+    assert_close(arg[live], arg_ref[live], 0, 0,
+                 what=f"{module.NAME}.conv2d_relu_maxpool_forward argmax where y > 0")
+
+
 def test_table_covers_the_whole_contract():
-    from fastconv.kernels import CONTRACT
-    assert {s.op for s in SAMPLES} == set(CONTRACT)
+    assert {s.op for s in SAMPLES} == set(kernels.CONTRACT + kernels.FUSED)
+
+
+def test_out_buffers_are_filled_and_returned(rng):
+    for backend in FOUND:
+        K = kernels.get(backend)
+        x = rng.standard_normal((2, 6, 5, 3)).astype(np.float32)
+        w = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+        b = rng.standard_normal(4).astype(np.float32)
+        y = np.empty((2, 4, 3, 4), np.float32)
+        got = K.conv2d_forward(x, w, b, out=y)
+        assert got is y
+        np.testing.assert_allclose(y, kernels.reference.conv2d_forward(x, w, b), rtol=1e-4,
+                                   atol=1e-5)
+        dw, db = np.empty_like(w), np.empty_like(b)
+        dx, dw2, db2 = K.conv2d_backward(x, w, y, need_dx=False, out=(None, dw, db))
+        assert dx is None and dw2 is dw and db2 is db
+        with pytest.raises(ValueError, match=r"out must be float32 of shape \(2, 4, 3, 4\)"):
+            K.conv2d_forward(x, w, b, out=np.empty((2, 4, 3, 5), np.float32))

@@ -23,6 +23,13 @@ CONTRACT = (
     "sgd_update", "rmsprop_update", "adam_update",
 )
 
+# Fused layer ops (reference: the composition of the ops above). A backend may
+# leave them out; the model layer then composes the unfused ops.
+FUSED = (
+    "conv2d_relu_forward", "conv2d_relu_backward",
+    "conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward",
+)
+
 BACKENDS = ("reference", "cpu", "cuda")
 
 

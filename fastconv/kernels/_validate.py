@@ -217,3 +217,38 @@ def check_update(op, p, g, *state):
         if a.dtype != p.dtype:
             raise TypeError(f"{op}: {name} must have p's dtype {p.dtype}, got {a.dtype}")
         check_same_shape(op, "p", p, name, a)
+
+
+def deliver(op, result, out):
+    """Write `result` into the caller's `out` buffers and return them.
+
+    The out= convention shared by every backend: out is None (return new
+    arrays), an array (single result), or a tuple shaped like the result with
+    an array for each array output and None elsewhere (e.g. dx when
+    need_dx=False, or a loss's scalar). Shapes and dtypes must match exactly.
+    """
+    if out is None:
+        return result
+    if not isinstance(result, tuple):
+        _copy_into(op, "out", result, out)
+        return out
+    if not isinstance(out, tuple) or len(out) != len(result):
+        raise TypeError(f"{op}: out must be a tuple of {len(result)} (arrays or None), got "
+                        f"{type(out).__name__}")
+    delivered = []
+    for k, (r, o) in enumerate(zip(result, out)):
+        if isinstance(r, np.ndarray) and o is not None:
+            _copy_into(op, f"out[{k}]", r, o)
+            delivered.append(o)
+        else:
+            delivered.append(r)
+    return tuple(delivered)
+
+
+def _copy_into(op, name, result, buf):
+    if not isinstance(buf, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(buf).__name__}")
+    if buf.shape != result.shape or buf.dtype != result.dtype:
+        raise ValueError(f"{op}: {name} must be {result.dtype} of shape {result.shape}, got "
+                         f"{buf.dtype} of shape {buf.shape}")
+    buf[...] = result

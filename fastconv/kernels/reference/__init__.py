@@ -2,15 +2,37 @@
 
 Written for clarity, computing in float64 internally and returning float32
 (float64 inputs are accepted only inside `fastconv.kernels.float64_allowed()`,
-for finite-difference checks). Ops return new arrays; optimizer updates work
-in place.
+for finite-difference checks). Ops return new arrays, or write into the
+caller's buffers given as `out=` (see `_validate.deliver`); optimizer updates
+work in place.
 """
-from .activations import (dropout_backward, dropout_forward, relu_backward, relu_forward,
-                          sigmoid_backward, sigmoid_forward, softmax_backward, softmax_forward)
-from .conv2d import conv2d_backward, conv2d_forward
-from .dense import dense_backward, dense_forward
-from .losses import binary_crossentropy, softmax_crossentropy
-from .optimizers import adam_update, rmsprop_update, sgd_update
-from .pool import maxpool2d_backward, maxpool2d_forward
+import functools as _functools
+
+from .. import _validate
+from . import activations as _activations
+from . import conv2d as _conv2d
+from . import dense as _dense
+from . import fused as _fused
+from . import losses as _losses
+from . import pool as _pool
+from .optimizers import adam_update, rmsprop_update, sgd_update  # noqa: F401  (in place)
 
 NAME = "reference"
+
+
+def _with_out(fn):
+    @_functools.wraps(fn)
+    def op(*args, out=None, **kwargs):
+        return _validate.deliver(fn.__name__, fn(*args, **kwargs), out)
+    return op
+
+
+for _module in (_activations, _conv2d, _dense, _fused, _losses, _pool):
+    for _name in dir(_module):
+        _fn = getattr(_module, _name)
+        if (callable(_fn) and not _name.startswith("_") and _name != "dropout_mask"
+                and getattr(_fn, "__module__", "") == _module.__name__):
+            globals()[_name] = _with_out(_fn)
+
+dropout_mask = _activations.dropout_mask
+del _module, _name, _fn
