@@ -9,6 +9,7 @@ work in place.
 import functools as _functools
 
 from .. import _validate
+from .._host import empty, to_device, to_host, zeros  # noqa: F401
 from . import activations as _activations
 from . import conv2d as _conv2d
 from . import dense as _dense
