@@ -8,9 +8,15 @@ __version__ = "0.1.0"
 from . import kernels  # noqa: E402
 
 
+def check(device="cpu", shapes="quick", seed=0):
+    """Check a backend's kernels against the NumPy reference; see fastconv.check.check."""
+    from .check import check as _check
+    return _check(device, shapes, seed)
+
+
 def cuda_available():
     """True when a real CUDA driver and device are usable by numba-cuda."""
     return kernels.cuda_unavailable_reason() is None
 
 
-__all__ = ["__version__", "cuda_available", "kernels"]
+__all__ = ["__version__", "check", "cuda_available", "kernels"]

@@ -29,6 +29,42 @@ def _cmd_selftest(args):
     return 1 if failed else 0
 
 
+def _cmd_check(args):
+    """Check the kernels of a backend against the NumPy reference on this machine."""
+    import json
+
+    from . import kernels
+    from .check import HEADER, check, format_row
+
+    stream = sys.stderr if args.json else sys.stdout
+    printed = []
+
+    def progress(row):
+        if not printed:
+            print(HEADER, file=stream)
+        printed.append(row)
+        print(format_row(row), file=stream, flush=True)
+
+    try:
+        report = check(args.device, args.shapes, args.seed, progress=progress)
+    except kernels.BackendUnavailable as exc:
+        print(f"fastconv check: {exc}", file=sys.stderr)
+        return 2
+    for name, why in report["skipped"].items():
+        print(f"skipped {name}: {why}", file=stream)
+    failed = [r for r in report["results"] if not r["passed"]]
+    for row in failed:
+        print(f"FAIL {row['device']}.{row['op']} [{row['case']}]: {row['message']}", file=stream)
+    print(f"{len(report['results']) - len(failed)} passed, {len(failed)} failed "
+          f"({', '.join(report['devices']) or 'no device'}, {args.shapes} shapes, "
+          f"rtol {report['results'][0]['rtol'] if report['results'] else '-'}, "
+          f"{report['seconds']:.1f} s)", file=stream)
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+    return 0 if report["passed"] else 1
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="fastconv",
@@ -41,6 +77,18 @@ def build_parser():
     p.add_argument("--rtol", type=float, default=1e-6,
                    help="normwise relative tolerance (default 1e-6)")
     p.set_defaults(func=_cmd_selftest)
+
+    p = sub.add_parser("check", help="check the fast kernels against the NumPy reference "
+                                     "on this machine (run this first when in doubt)")
+    p.add_argument("--device", choices=["cpu", "cuda", "all"], default="cpu",
+                   help="backend to check (default cpu; all = every backend that loads)")
+    p.add_argument("--shapes", choices=["quick", "seed"], default="quick",
+                   help="quick: small odd shapes, seconds; seed: the seed model's layers "
+                        "at batch 8")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the inputs")
+    p.add_argument("--json", action="store_true",
+                   help="print a machine-readable report on stdout (the table goes to stderr)")
+    p.set_defaults(func=_cmd_check)
     return parser
 
 

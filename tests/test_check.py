@@ -1,0 +1,66 @@
+"""`fastconv check`: the installed proof of the kernels against the reference."""
+import json
+
+import pytest
+
+from fastconv import kernels
+from fastconv.cli import main
+
+from .backends import available_backends
+
+FOUND, MISSING = available_backends()
+needs_cpu = pytest.mark.skipif("cpu" not in FOUND, reason=MISSING.get("cpu", ""))
+
+
+@needs_cpu
+def test_check_cpu_quick_passes_and_prints_every_op(capsys):
+    assert main(["check", "--device", "cpu", "--shapes", "quick"]) == 0
+    out = capsys.readouterr().out
+    for op in kernels.CONTRACT:
+        assert f"cpu   {op} " in out, op
+    assert " 0 failed" in out
+
+
+@needs_cpu
+def test_a_broken_kernel_fails_with_its_name(capsys, monkeypatch):
+    import numpy as np
+    cpu = kernels.get("cpu")
+    real = cpu.dense_backward
+
+    def broken(*args, **kwargs):
+        dx, dw, db = real(*args, **kwargs)
+        return dx, dw, db + np.float32(0.01)
+    monkeypatch.setattr(cpu, "dense_backward", broken)
+    assert main(["check", "--device", "cpu"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL cpu.dense_backward" in out and "out[2]" in out
+
+
+@needs_cpu
+def test_json_report_parses_and_has_the_environment(capsys):
+    assert main(["check", "--device", "cpu", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    env = report["environment"]
+    for key in ("fastconv", "numba", "numba-cuda", "numpy", "cpu", "numba_threads"):
+        assert key in env
+    row = report["results"][0]
+    for key in ("op", "shapes", "max_abs_error", "rel_error", "rtol", "atol", "passed",
+                "seconds_backend", "seconds_reference"):
+        assert key in row
+    assert report["passed"] is True
+
+
+@pytest.mark.skipif("cuda" in FOUND, reason="a CUDA device is present")
+def test_cuda_without_a_device_says_so(capsys):
+    assert main(["check", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "cuda" in err and "cannot run here" in err
+
+
+def test_all_lists_what_it_skipped(capsys):
+    code = main(["check", "--device", "all"])
+    out = capsys.readouterr().out
+    for name, why in MISSING.items():
+        if name != "reference":
+            assert f"skipped {name}: {why}" in out
+    assert code == (0 if "cpu" in FOUND or "cuda" in FOUND else 1)
