@@ -112,6 +112,7 @@ def save_model(model, filepath, include_optimizer=True):
             "fastconv_version": __version__, "class_name": type(model).__name__,
             "config": model.get_config(), "weights": entries, "compile": None,
             "optimizer_state": None}
+    meta["random"] = {"seed": model.seed, "streams": model._rng_states()}
     if model.compiled:
         meta["compile"] = {"loss": model.loss, "metrics": list(model.metrics),
                            "optimizer": optimizers_mod.serialize(model.optimizer)}
@@ -162,6 +163,15 @@ def _read(path):
         raise FileNotFoundError(f"{path}: no such model file")
     if os.path.isdir(path):
         _fail(path, "is a folder, not a fastconv model file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        _fail(path, "is empty (a truncated save?), not a fastconv model file")
+    if head.startswith(b"\x80"):
+        _fail(path, "holds pickled data; fastconv model files never contain pickles and "
+                    "are read with allow_pickle=False")
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x93NUMPY")):
+        _fail(path, f"not a fastconv model file (it starts with {head!r}, not a .npz zip)")
     try:
         npz = np.load(path, allow_pickle=False)
     except ValueError as exc:
@@ -270,6 +280,12 @@ def load_model(filepath, device="cpu", compile=True):
     except (ValueError, TypeError, KeyError, L.LayerError) as exc:
         _fail(path, f"its architecture cannot be rebuilt: {exc}")
     _assign(path, model, weights, meta)
+    rnd = meta.get("random")
+    if isinstance(rnd, dict):
+        try:
+            model._set_rng_states(rnd["seed"], rnd["streams"])
+        except (KeyError, TypeError, ValueError) as exc:
+            _fail(path, f"its random-generator state is invalid: {exc}")
     comp = meta.get("compile")
     if compile and comp:
         try:

@@ -218,6 +218,19 @@ class Sequential:
             self._layer_rngs[layer.name] = np.random.default_rng(layer.seed)
         return self._layer_rngs[layer.name]
 
+    def _rng_states(self):
+        """JSON-able states of the init, shuffle and dropout generators (saved in files)."""
+        return [rng.bit_generator.state for rng in
+                (self._init_rng, self._shuffle_rng, self._dropout_rng)]
+
+    def _set_rng_states(self, seed, states):
+        self.seed = _random.check_seed(self.name, seed)
+        rngs = _random.streams(self.seed)
+        for rng, state in zip(rngs, states):
+            rng.bit_generator.state = state
+        self._init_rng, self._shuffle_rng, self._dropout_rng = rngs
+        self._invalidate()
+
     def _params(self):
         return [w for layer in self.layers for w in layer._weights]
 
