@@ -66,7 +66,7 @@ class Optimizer:
 
     def to(self, K):
         """Move the state arrays to backend K (after the model moved)."""
-        if self._state is not None:
+        if self._state is not None and K is not self._K:
             old = self._K
             self._state = [[K.to_device(to_numpy(old, s)) for s in group]
                            for group in self._state]

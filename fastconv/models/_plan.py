@@ -245,18 +245,19 @@ class DropoutStep(Step):
         shape = tuple(x.shape)
         self.u = np.empty(shape, np.float64)                  # uniform draws
         self.keep = np.empty(shape, np.bool_)
-        self.mask64 = np.empty(shape, np.float64)
         self.mask = K.empty(shape)                            # on the backend
         self.mask_host = self.mask if isinstance(self.mask, np.ndarray) else np.empty(shape,
                                                                                     np.float32)
-        self.scale = 1.0 - self.rate
+        # reference: (keep / (1 - rate)).astype(float32); kept entries all equal this value.
+        # Writing it where keep is True avoids a bool->float cast (which buffers).
+        self.kept = np.float32(1.0 / (1.0 - self.rate))
         self.y = K.empty(shape)
 
     def forward(self):
         self.rng.random(out=self.u)
         np.greater_equal(self.u, self.rate, out=self.keep)
-        np.divide(self.keep, self.scale, out=self.mask64)
-        np.copyto(self.mask_host, self.mask64, casting="same_kind")
+        self.mask_host.fill(0)
+        np.copyto(self.mask_host, self.kept, where=self.keep)
         if self.mask_host is not self.mask:
             upload(self.mask_host, self.mask)
         self.K.dropout_backward(self.x, self.mask, out=self.y)

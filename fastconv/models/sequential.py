@@ -192,7 +192,13 @@ class Sequential:
     def to(self, device):
         """Move weights, optimizer state and future buffers to `device`; returns self."""
         device = _check_device(f"{self.name}.to", device)
-        K = kernels.get(device)
+        self._bind(kernels.get(device), device)
+        return self
+
+    def _bind(self, K, device):
+        """Run on backend module K (anything exporting kernels.CONTRACT plus
+        empty/zeros/to_device/to_host): move weights and optimizer state there and
+        drop the plans, whose buffers lived on the old backend."""
         for layer in self.layers:
             self._move_layer(layer, K)
         if self.optimizer is not None:
@@ -201,7 +207,6 @@ class Sequential:
         self._device = device
         self._grads = {}
         self._invalidate()
-        return self
 
     def _invalidate(self):
         self._plans.clear()
