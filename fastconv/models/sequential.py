@@ -543,7 +543,10 @@ class Sequential:
             val = ("arrays", data[1][split:], data[2][split:])
             data = ("arrays", data[1][:split], data[2][:split])
         elif validation_data is not None:
-            if isinstance(validation_data, tuple) and len(validation_data) in (2, 3) \
+            if isinstance(validation_data, tuple) and len(validation_data) == 3:
+                raise ValueError(f"{self.name}.fit: validation_data=(x, y, sample_weight): "
+                                 f"sample weights are not supported; pass (x, y)")
+            if isinstance(validation_data, tuple) and len(validation_data) == 2 \
                     and isinstance(validation_data[0], np.ndarray):
                 val = self._adapt(validation_data[0], validation_data[1], "fit")
             else:
