@@ -24,17 +24,17 @@ def discs_and_squares(n, rng, size=16, noise=0.25):
 
 
 def tiny_convnet(device="reference", seed=0, input_shape=(16, 16, 1), dropout=0.25,
-                 classes=1):
+                 classes=1, filters=(8, 12), units=16):
     """conv-relu-pool x2, dense-relu, dropout, dense-sigmoid (or softmax)."""
     head = "sigmoid" if classes == 1 else "softmax"
     return Sequential([
-        L.Conv2D(8, 3, activation="relu", input_shape=input_shape),
+        L.Conv2D(filters[0], 3, activation="relu", input_shape=input_shape),
         L.MaxPooling2D(2),
-        L.Conv2D(12, 3),
+        L.Conv2D(filters[1], 3),
         L.Activation("relu"),
         L.MaxPooling2D(2),
         L.Flatten(),
-        L.Dense(16, activation="relu"),
+        L.Dense(units, activation="relu"),
         L.Dropout(dropout),
         L.Dense(classes),
         L.Activation(head),

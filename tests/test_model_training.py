@@ -26,24 +26,27 @@ def _backend_or_skip(device):
 @pytest.fixture(scope="module")
 def shapes_data():
     rng = np.random.default_rng(7)
-    return discs_and_squares(600, rng), discs_and_squares(300, rng)
+    return (discs_and_squares(1000, rng, noise=0.1),
+            discs_and_squares(400, rng, noise=0.1))
 
 
 @pytest.mark.parametrize("device", ["reference", "cpu"])
 def test_tiny_convnet_learns_discs_vs_squares(device, shapes_data):
+    """Held-out accuracy >= 95% (measured 0.983-1.0 over seeds 0-5 on the reference)."""
     _backend_or_skip(device)
     (x, y), (xv, yv) = shapes_data
-    model = tiny_convnet(device=device, seed=3)
-    model.compile(optimizer=Adam(learning_rate=0.01), loss="binary_crossentropy",
+    model = tiny_convnet(device=device, seed=3, filters=(8, 16), units=32)
+    model.compile(optimizer=Adam(learning_rate=0.003), loss="binary_crossentropy",
                   metrics=["accuracy"])
-    history = model.fit(x, y, batch_size=32, epochs=20, validation_data=(xv, yv), verbose=0)
+    history = model.fit(x, y, batch_size=32, epochs=8, validation_data=(xv, yv), verbose=0)
     assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
-    assert len(history.history["loss"]) == 20
+    assert len(history.history["loss"]) == 8
     assert history.history["loss"][-1] < history.history["loss"][0]
     loss, acc = model.evaluate(xv, yv)
-    assert acc >= 0.95, f"held-out accuracy {acc:.3f} after 20 epochs"
+    assert acc >= 0.95, f"held-out accuracy {acc:.3f} after 8 epochs"
+    assert history.history["val_accuracy"][-1] == acc
     pred = model.predict(xv)
-    assert pred.shape == (300, 1) and pred.dtype == np.float32
+    assert pred.shape == (400, 1) and pred.dtype == np.float32
     assert np.all((pred >= 0) & (pred <= 1))
     assert np.mean((pred[:, 0] > 0.5) == (yv > 0.5)) == pytest.approx(acc)
 
