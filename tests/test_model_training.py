@@ -399,3 +399,49 @@ def test_nan_guard_can_leave_the_weights():
         model.fit(NaNAt(x, y, bad=0), epochs=2, verbose=0, callbacks=[guard])
     assert "weights were left as they were" in guard.message
     assert any(issubclass(w.category, C.NonFiniteLossWarning) for w in caught)
+
+
+def test_to_moves_weights_and_optimizer_state_and_training_continues_identically():
+    rng = np.random.default_rng(15)
+    x, y = discs_and_squares(32, rng, size=12)
+    runs = []
+    for move in (False, True):
+        model = tiny_convnet(seed=8, input_shape=(12, 12, 1))
+        model.compile(optimizer=Adam(0.01), loss="binary_crossentropy", metrics=["accuracy"])
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        if move:
+            assert model.to("reference") is model and model.device == "reference"
+            assert not model._plans                         # buffers are rebuilt
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+        runs.append(model.get_weights())
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_without_metrics_and_verbose_2(capsys):
+    rng = np.random.default_rng(16)
+    x, y = discs_and_squares(16, rng, size=12)
+    model = tiny_convnet(seed=0, input_shape=(12, 12, 1))
+    model.compile(optimizer="sgd", loss="binary_crossentropy")
+    h = model.fit(x, y, batch_size=8, epochs=2, verbose=2, validation_data=(x, y))
+    assert set(h.history) == {"loss", "val_loss"} and h.epoch == [0, 1]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Epoch 1/2" and out[1].startswith("16/16 - ") and "val_loss" in out[1]
+    assert isinstance(model.evaluate(x, y), float)
+    assert isinstance(model.train_on_batch(x, y), float)
+
+
+def test_uncompiled_model_predicts_and_builds_from_data():
+    model = fastconv.Sequential([L.Conv2D(4, 3, activation="relu"), L.Flatten(),
+                                 L.Dense(3, activation="softmax")], device="reference", seed=0)
+    assert not model.built
+    x = np.random.default_rng(0).random((5, 6, 6, 2), np.float32)
+    p = model.predict(x, batch_size=2)
+    assert model.input_shape == (None, 6, 6, 2) and p.shape == (5, 3)
+    np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-5)
+    assert model.count_params() == 3 * 3 * 2 * 4 + 4 + 64 * 3 + 3
+    config = model.get_config()
+    again = fastconv.Sequential.from_config(config, device="reference")
+    assert again.get_config() == config
+    again.set_weights(model.get_weights())
+    np.testing.assert_array_equal(again.predict(x), p)
