@@ -152,7 +152,6 @@ DEVICE_ARRAY_SCRIPT = textwrap.dedent("""
 def test_model_runs_on_a_backend_whose_buffers_are_device_arrays():
     """The model never assumes NumPy buffers: a backend with the reference's math and
     numba simulator device arrays as buffers gives the reference's results bit for bit."""
-    import numpy as np
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     tests = os.path.dirname(os.path.abspath(__file__))
     proc = subprocess.run([sys.executable, "-c", DEVICE_ARRAY_SCRIPT.format(tests=tests)],

@@ -195,7 +195,6 @@ def test_dropout_mask_is_the_reference_mask_of_the_model_generator():
     from fastconv.kernels.reference import dropout_mask
     model = fastconv.Sequential([L.Dropout(0.4, input_shape=(5, 7))], device="reference",
                                 seed=3)
-    model.compile(optimizer="sgd", loss="binary_crossentropy") if False else None
     plan = model._plan("train", 6)
     expected_rng = np.random.default_rng(np.random.SeedSequence(3).spawn(3)[2])
     x = np.ones((6, 5, 7), np.float32)
@@ -445,3 +444,25 @@ def test_uncompiled_model_predicts_and_builds_from_data():
     assert again.get_config() == config
     again.set_weights(model.get_weights())
     np.testing.assert_array_equal(again.predict(x), p)
+
+
+def test_one_shot_generators_with_and_without_steps_per_epoch():
+    rng = np.random.default_rng(17)
+    x, y = discs_and_squares(32, rng, size=12)
+
+    def gen():
+        while True:
+            for k in range(0, 32, 8):
+                yield x[k:k + 8], y[k:k + 8]
+
+    a = tiny_convnet(seed=0, input_shape=(12, 12, 1))
+    a.compile(optimizer="sgd", loss="binary_crossentropy", metrics=["accuracy"])
+    ha = a.fit(gen(), steps_per_epoch=4, epochs=2, verbose=0)
+    b = tiny_convnet(seed=0, input_shape=(12, 12, 1))
+    b.compile(optimizer="sgd", loss="binary_crossentropy", metrics=["accuracy"])
+    hb = b.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    assert ha.history == hb.history           # no batch is skipped between epochs
+    once = (batch for batch in [(x[:8], y[:8])])
+    with pytest.raises(ValueError, match=r"yielded no samples in epoch 2 \(a one-shot "
+                                         r"generator is exhausted"):
+        a.fit(once, epochs=2, verbose=0)

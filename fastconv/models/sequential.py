@@ -14,6 +14,7 @@ summarised and saved on a machine without that backend.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
@@ -427,9 +428,9 @@ class Sequential:
                 yield plan, stop - start
             return
         iterable = data[1]
+        if steps is not None:      # a one-shot generator continues where it stopped
+            iterable = itertools.islice(iterable, steps)
         for k, batch in enumerate(iterable):
-            if steps is not None and k >= steps:
-                break
             if isinstance(batch, (tuple, list)) and len(batch) >= 2:
                 xb, yb = batch[0], batch[1]
             elif isinstance(batch, (tuple, list)) and len(batch) == 1:
@@ -621,7 +622,10 @@ class Sequential:
             if bar is not None:
                 bar.close()
             if seen == 0:
-                raise ValueError(f"{self.name}.fit: the training data yielded no samples")
+                raise ValueError(
+                    f"{self.name}.fit: the training data yielded no samples in epoch "
+                    f"{epoch + 1} (a one-shot generator is exhausted after one pass: pass a "
+                    f"re-iterable object, or steps_per_epoch)")
             logs = {"loss": loss_sum / seen}
             for m in self.metrics:
                 logs[m] = correct_sum / seen if nonfinite is None else float("nan")
