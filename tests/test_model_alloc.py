@@ -86,7 +86,7 @@ def null_backend():
 
 
 def _backends():
-    params = [pytest.param("null", id="null")]
+    params = [pytest.param("null", id="null"), pytest.param("null-unfused", id="null-unfused")]
     for name in ("cpu", "cuda"):
         params.append(pytest.param(name, id=name))
     return params
@@ -121,8 +121,11 @@ def test_steady_state_training_step_allocates_no_buffers(device):
     x, y = discs_and_squares(256, rng, size=16)
     model = tiny_convnet(seed=0, input_shape=(16, 16, 1), dropout=0.25)
     model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
-    if device == "null":
+    if device.startswith("null"):
         K = null_backend()
+        if device == "null-unfused":
+            for name in kernels.FUSED:
+                delattr(K, name)
         model._bind(K, "reference")
     else:
         try:
@@ -144,6 +147,9 @@ def test_steady_state_training_step_allocates_no_buffers(device):
         assert calls["conv2d_relu_maxpool_forward"] == 2 * 4 * 4   # fused convs x epochs x steps
         assert "conv2d_forward" not in calls and "maxpool2d_forward" not in calls
         assert "sigmoid_forward" not in calls                    # folded into the loss
+    if device == "null-unfused":
+        calls = model._K.calls
+        assert calls["conv2d_forward"] == calls["maxpool2d_forward"] == 2 * 4 * 4
 
 
 def test_buffers_are_reused_across_steps_and_epochs():

@@ -130,3 +130,20 @@ def test_unfused_backend_plans_separate_steps():
     ops, head = logical_ops(fastconv.small_convnet(device="reference").layers)
     assert head.act == "sigmoid"
     assert describe(ops, bare)[:4] == ["conv", "relu", "pool", "conv"]
+
+
+def test_small_convnet_trains_a_few_steps_on_the_reference():
+    """The seed architecture end to end (input 40x40x3 to stay fast): loss finite,
+    every weight moves, predictions are probabilities."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 40, 40, 3), np.float32)
+    y = (rng.random(8) > 0.5).astype(np.float32)
+    model = fastconv.small_convnet(input_shape=(40, 40, 3), device="reference", seed=0)
+    before = model.get_weights()
+    h = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert all(np.isfinite(v) for v in h.history["loss"])
+    after = model.get_weights()
+    assert all(not np.array_equal(a, b) for a, b in zip(before, after))
+    p = model.predict(x)
+    assert p.shape == (8, 1) and np.all((p > 0) & (p < 1))
