@@ -466,3 +466,21 @@ def test_one_shot_generators_with_and_without_steps_per_epoch():
     with pytest.raises(ValueError, match=r"yielded no samples in epoch 2 \(a one-shot "
                                          r"generator is exhausted"):
         a.fit(once, epochs=2, verbose=0)
+
+
+def test_built_layers_keep_their_weights_when_added_and_models_build_from_data():
+    dense = L.Dense(3)
+    dense.build((None, 4), rng=np.random.default_rng(0))
+    kernel = dense.get_weights()[0]
+    model = fastconv.Sequential([L.Input((4,)), dense, L.Dense(1, activation="sigmoid")],
+                                device="reference")
+    np.testing.assert_array_equal(model.get_weights()[0], kernel)
+    with pytest.raises(L.LayerError, match=r"Dense layer 'dense_1' was built for input shape "
+                                           r"\(None, 4\) but the model's output here is "
+                                           r"\(None, 5\)"):
+        fastconv.Sequential([L.Input((5,)), dense], device="reference")
+    lazy = fastconv.Sequential([L.Dense(2, activation="relu"), L.Dense(1, activation="sigmoid")],
+                               device="reference", seed=0)
+    lazy.compile(optimizer="sgd", loss="binary_crossentropy")
+    loss = lazy.train_on_batch(np.ones((3, 4), np.float32), np.ones(3))
+    assert lazy.input_shape == (None, 4) and np.isfinite(loss)

@@ -119,7 +119,13 @@ class Sequential:
                     f"{self.output_shape}")
         self._name_layer(layer)
         if self.built:
-            layer.build(self.output_shape, rng=self._init_rng)
+            if not layer.built:
+                layer.build(self.output_shape, rng=self._init_rng)
+            elif tuple(layer.input_shape) != tuple(self.output_shape):
+                raise L.LayerError(
+                    f"{layer.__class__.__name__} layer '{layer.name}' was built for input "
+                    f"shape {layer.input_shape} but the model's output here is "
+                    f"{self.output_shape}")
         self.layers.append(layer)
         if self.input_shape is not None and not self.built:
             self.build(self.input_shape)
@@ -497,8 +503,11 @@ class Sequential:
     def train_on_batch(self, x, y, return_dict=False):
         """One step on (x, y); returns loss, or [loss, accuracy] with metrics. A NaN/inf
         loss is returned but not applied."""
+        if not self.compiled:
+            raise RuntimeError(f"{self.name}: call compile(optimizer, loss) before "
+                               f"train_on_batch")
+        x = self._check_x(x)                     # builds the model from x if needed
         self._require_compiled("train_on_batch")
-        x = self._check_x(x)
         y = self._prep_labels(y, x.shape[0])
         self._ensure_optimizer()
         plan = self._plan("train", x.shape[0])
