@@ -255,9 +255,14 @@ class Sequential:
         if plan is None:
             K = self._backend()
             plan = Plan(self, K, n, training=mode == "train")
+            if plan.training:
+                plan.params = self._params()
+                plan.grads = self._grad_list(K)
             self._plans[key] = plan
-            while len(self._plans) > _MAX_PLANS:
+            while len(self._plans) > _MAX_PLANS:       # least recently used goes first
                 self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(key)
         return plan
 
     def plan_summary(self, training=True):
@@ -484,10 +489,10 @@ class Sequential:
             return loss, None
         correct = plan.correct() if self.metrics else 0
         if guard_snaps is not None:
-            for p, s in zip(self._params(), guard_snaps):
+            for p, s in zip(plan.params, guard_snaps):
                 _copy(p, s)
         plan.backward()
-        self.optimizer.apply(plan.K, self._params(), self._grad_list(plan.K))
+        self.optimizer.apply(plan.K, plan.params, plan.grads)
         return loss, correct
 
     def _ensure_optimizer(self):
