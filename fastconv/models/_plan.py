@@ -1,0 +1,401 @@
+"""The execution plan of a Sequential model on one backend at one batch size.
+
+Planning happens once per (mode, batch size):
+  1. the layers become logical ops (a Conv2D/Dense with an activation is two ops);
+  2. a final sigmoid/softmax is split off as the *head*: training and evaluation
+     hand the logits before it to the loss kernel, prediction applies it;
+  3. Conv2D -> ReLU -> MaxPooling2D and Conv2D -> ReLU become one fused step when the
+     backend exports the fused ops (fastconv.kernels.FUSED), else unfused steps;
+  4. every step allocates its output, workspace (argmax, dropout mask) and, when
+     training, input-gradient buffers once with the backend's empty(); Flatten and
+     inference-time Dropout are views/aliases and cost nothing.
+Each step then calls its kernels with out= buffers, so a steady-state step
+allocates no arrays. Buffers, shape comments: N batch, H/W/C as in the layer.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import layers as L
+from .._memory import download, upload
+
+FUSED_RELU = ("conv2d_relu_forward", "conv2d_relu_backward")
+FUSED_RELU_POOL = ("conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward")
+
+
+class Op:
+    """One logical operation: kind in conv, dense, pool, act, flatten, dropout."""
+
+    __slots__ = ("kind", "layer", "act", "out_shape")
+
+    def __init__(self, kind, layer, act=None, out_shape=None):
+        self.kind, self.layer, self.act = kind, layer, act
+        self.out_shape = tuple(out_shape if out_shape is not None else layer.output_shape)
+
+    def __repr__(self):
+        return f"Op({self.kind}{'=' + self.act if self.act else ''}, {self.layer.name})"
+
+
+def logical_ops(layers):
+    """(ops, head): the model as ops, and its final sigmoid/softmax op (or None)."""
+    ops = []
+    for layer in layers:
+        if isinstance(layer, L.InputLayer):
+            continue
+        if isinstance(layer, (L.Conv2D, L.Dense)):
+            ops.append(Op("conv" if isinstance(layer, L.Conv2D) else "dense", layer))
+            if layer.activation != "linear":
+                ops.append(Op("act", layer, layer.activation))
+        elif isinstance(layer, L.MaxPooling2D):
+            ops.append(Op("pool", layer))
+        elif isinstance(layer, L.Activation):
+            if layer.activation != "linear":
+                ops.append(Op("act", layer, layer.activation))
+        elif isinstance(layer, L.Flatten):
+            ops.append(Op("flatten", layer))
+        elif isinstance(layer, L.Dropout):
+            if layer.rate > 0:
+                ops.append(Op("dropout", layer))
+        else:
+            raise TypeError(f"layer '{layer.name}' of type {type(layer).__name__} cannot be planned")
+    head = None
+    if ops and ops[-1].kind == "act" and ops[-1].act in ("sigmoid", "softmax"):
+        head = ops.pop()
+    return ops, head
+
+
+def _has(K, names):
+    return all(callable(getattr(K, n, None)) for n in names)
+
+
+def describe(ops, K):
+    """Human-readable step names after fusion (for tests and debugging)."""
+    return [s for s, _ in _group(ops, K)]
+
+
+def _group(ops, K):
+    """[(step kind, [ops])] after fusion on backend K."""
+    out, i = [], 0
+    while i < len(ops):
+        op = ops[i]
+        nxt = ops[i + 1] if i + 1 < len(ops) else None
+        nxt2 = ops[i + 2] if i + 2 < len(ops) else None
+        if op.kind == "conv" and nxt is not None and nxt.kind == "act" and nxt.act == "relu":
+            if nxt2 is not None and nxt2.kind == "pool" and _has(K, FUSED_RELU_POOL):
+                out.append(("conv2d_relu_maxpool", [op, nxt, nxt2]))
+                i += 3
+                continue
+            if _has(K, FUSED_RELU):
+                out.append(("conv2d_relu", [op, nxt]))
+                i += 2
+                continue
+        out.append((op.act if op.kind == "act" else op.kind, [op]))
+        i += 1
+    return out
+
+
+# --------------------------------------------------------------------------- steps
+
+class Step:
+    """A planned step. forward() reads self.x and writes self.y; backward() reads
+    self.dy and writes self.dx (None when no input gradient is needed) and the
+    layer's gradient buffers."""
+
+    layer = None            # the layer whose weights this step trains, if any
+    alias = False           # y is x (or a view of it); dx is dy (or a view)
+
+    def __init__(self, K, n, x, ops):
+        self.K, self.n, self.x, self.ops = K, n, x, ops
+        self.y = None
+        self.dy = self.dx = None
+
+    def out_shape(self):
+        return (self.n,) + self.ops[-1].out_shape[1:]
+
+    def bind_backward(self, dy, need_dx):
+        self.dy = dy
+        self.dx = self.K.empty(tuple(self.x.shape)) if need_dx else None
+        return self.dx
+
+    def forward(self):
+        raise NotImplementedError
+
+    def backward(self):
+        raise NotImplementedError
+
+
+class ConvStep(Step):
+    """conv2d (+ relu (+ maxpool)) in one call where fused."""
+
+    def __init__(self, K, n, x, ops, kind, grads):
+        super().__init__(K, n, x, ops)
+        conv = ops[0].layer
+        self.layer, self.kind = conv, kind
+        self.w, self.b = conv._weights                        # (KH, KW, C, F), (F,)
+        self.dw, self.db = grads
+        self.conv_kw = {"stride": conv.strides, "padding": conv.padding}
+        self.y = K.empty(self.out_shape())                    # (N, OH, OW, F) or pooled
+        self.argmax = None
+        if kind == "conv2d_relu_maxpool":
+            pool = ops[2].layer
+            self.pool_kw = {"pool": pool.pool_size, "pool_stride": pool.strides,
+                            "pool_padding": pool.padding}
+            self.argmax = K.empty(self.out_shape(), np.int32)  # (N, PH, PW, F) into (OH, OW)
+
+    def forward(self):
+        K, kind = self.K, self.kind
+        if kind == "conv":
+            K.conv2d_forward(self.x, self.w, self.b, out=self.y, **self.conv_kw)
+        elif kind == "conv2d_relu":
+            K.conv2d_relu_forward(self.x, self.w, self.b, out=self.y, **self.conv_kw)
+        else:
+            K.conv2d_relu_maxpool_forward(self.x, self.w, self.b, out=(self.y, self.argmax),
+                                          **self.conv_kw, **self.pool_kw)
+
+    def backward(self):
+        K, kind = self.K, self.kind
+        out = (self.dx, self.dw, self.db)
+        need_dx = self.dx is not None
+        if kind == "conv":
+            K.conv2d_backward(self.x, self.w, self.dy, need_dx=need_dx, out=out, **self.conv_kw)
+        elif kind == "conv2d_relu":
+            K.conv2d_relu_backward(self.x, self.w, self.dy, self.y, need_dx=need_dx, out=out,
+                                   **self.conv_kw)
+        else:
+            K.conv2d_relu_maxpool_backward(self.x, self.w, self.dy, self.y, self.argmax,
+                                           need_dx=need_dx, out=out, **self.conv_kw)
+
+
+class DenseStep(Step):
+    def __init__(self, K, n, x, ops, grads):
+        super().__init__(K, n, x, ops)
+        self.layer = ops[0].layer
+        self.w, self.b = self.layer._weights                  # (IN, OUT), (OUT,)
+        self.dw, self.db = grads
+        self.y = K.empty(self.out_shape())                    # (N, OUT)
+
+    def forward(self):
+        self.K.dense_forward(self.x, self.w, self.b, out=self.y)
+
+    def backward(self):
+        self.K.dense_backward(self.x, self.w, self.dy, need_dx=self.dx is not None,
+                              out=(self.dx, self.dw, self.db))
+
+
+class PoolStep(Step):
+    def __init__(self, K, n, x, ops):
+        super().__init__(K, n, x, ops)
+        pool = ops[0].layer
+        self.kw = {"pool": pool.pool_size, "stride": pool.strides, "padding": pool.padding}
+        self.y = K.empty(self.out_shape())                    # (N, PH, PW, C)
+        self.argmax = K.empty(self.out_shape(), np.int32)     # (N, PH, PW, C) into (H, W)
+        self.x_shape = tuple(x.shape)
+
+    def forward(self):
+        self.K.maxpool2d_forward(self.x, out=(self.y, self.argmax), **self.kw)
+
+    def backward(self):
+        self.K.maxpool2d_backward(self.dy, self.argmax, self.x_shape, out=self.dx)
+
+
+class ActStep(Step):
+    def __init__(self, K, n, x, ops):
+        super().__init__(K, n, x, ops)
+        act = ops[0].act
+        self.fwd = getattr(K, f"{act}_forward")
+        self.bwd = getattr(K, f"{act}_backward")
+        self.y = K.empty(tuple(x.shape))
+
+    def forward(self):
+        self.fwd(self.x, out=self.y)
+
+    def backward(self):
+        self.bwd(self.dy, self.y, out=self.dx)
+
+
+class FlattenStep(Step):
+    alias = True
+
+    def __init__(self, K, n, x, ops):
+        super().__init__(K, n, x, ops)
+        self.y = x.reshape(self.out_shape())                  # a view: (N, H*W*C)
+
+    def bind_backward(self, dy, need_dx):
+        self.dy = dy
+        self.dx = dy.reshape(tuple(self.x.shape)) if need_dx else None
+        return self.dx
+
+    def forward(self):
+        pass
+
+    def backward(self):
+        pass
+
+
+class DropoutStep(Step):
+    """Training-time inverted dropout. The mask is drawn on the host into buffers
+    allocated here (the same numbers as kernels.reference.dropout_mask for the same
+    generator state), copied to the backend, and applied with dropout_backward
+    (y = x * mask), so every backend sees the same mask."""
+
+    def __init__(self, K, n, x, ops, rng):
+        super().__init__(K, n, x, ops)
+        self.rate = ops[0].layer.rate
+        self.rng = rng
+        shape = tuple(x.shape)
+        self.u = np.empty(shape, np.float64)                  # uniform draws
+        self.keep = np.empty(shape, np.bool_)
+        self.mask = K.empty(shape)                            # on the backend
+        self.mask_host = self.mask if isinstance(self.mask, np.ndarray) else np.empty(shape,
+                                                                                    np.float32)
+        # reference: (keep / (1 - rate)).astype(float32); kept entries all equal this value.
+        # Writing it where keep is True avoids a bool->float cast (which buffers).
+        self.kept = np.float32(1.0 / (1.0 - self.rate))
+        self.y = K.empty(shape)
+
+    def forward(self):
+        self.rng.random(out=self.u)
+        np.greater_equal(self.u, self.rate, out=self.keep)
+        self.mask_host.fill(0)
+        np.copyto(self.mask_host, self.kept, where=self.keep)
+        if self.mask_host is not self.mask:
+            upload(self.mask_host, self.mask)
+        self.K.dropout_backward(self.x, self.mask, out=self.y)
+
+    def backward(self):
+        self.K.dropout_backward(self.dy, self.mask, out=self.dx)
+
+
+class Plan:
+    """Steps and buffers for one mode ('train' or 'infer') and batch size n.
+
+    x: the input buffer (N, H, W, C); logits: the last step's output; probs: the
+    head's output (inference, when the model ends in sigmoid/softmax); labels and
+    dlogits when the model is compiled.
+    """
+
+    def __init__(self, model, K, n, training):
+        self.K, self.n, self.training = K, n, training
+        ops, head = logical_ops(model.layers)
+        self.head = head
+        in_shape = (n,) + tuple(model.input_shape[1:])
+        self.x = K.empty(in_shape)
+        self.x_host = self.x if isinstance(self.x, np.ndarray) else np.empty(in_shape,
+                                                                             np.float32)
+        self.steps = []
+        cur = self.x
+        for kind, group in _group(ops, K):
+            if kind == "dropout" and not training:
+                continue                                       # identity at inference
+            if kind in ("conv", "conv2d_relu", "conv2d_relu_maxpool"):
+                step = ConvStep(K, n, cur, group, kind, model._grads_of(group[0].layer, K)
+                                if training else (None, None))
+            elif kind == "dense":
+                step = DenseStep(K, n, cur, group, model._grads_of(group[0].layer, K)
+                                 if training else (None, None))
+            elif kind == "pool":
+                step = PoolStep(K, n, cur, group)
+            elif kind == "flatten":
+                step = FlattenStep(K, n, cur, group)
+            elif kind == "dropout":
+                step = DropoutStep(K, n, cur, group, model._dropout_rng_of(group[0].layer))
+            else:
+                step = ActStep(K, n, cur, group)
+            self.steps.append(step)
+            cur = step.y
+        self.logits = cur                                      # (N, units) usually
+        self.kinds = [type(s).__name__ if not isinstance(s, ConvStep) else s.kind
+                      for s in self.steps]
+        self.probs = None
+        if head is not None and not training:
+            self.head_fwd = getattr(K, f"{head.act}_forward")
+            self.probs = K.empty(tuple(self.logits.shape))
+        out = self.probs if self.probs is not None else self.logits
+        self.out_host = out if isinstance(out, np.ndarray) else np.empty(tuple(out.shape),
+                                                                       np.float32)
+        self.logits_host = (self.logits if isinstance(self.logits, np.ndarray)
+                            else np.empty(tuple(self.logits.shape), np.float32))
+        self.loss = model._loss
+        if self.loss is not None:
+            self._plan_loss(K, n)
+        self.backward_steps = []
+        if training:
+            self._plan_backward()
+
+    def _plan_loss(self, K, n):
+        shape = tuple(self.logits.shape)
+        self.loss_fn = getattr(K, self.loss.kernel)
+        self.dlogits = K.empty(shape)                           # (N, units)
+        if self.loss.labels == "binary":
+            label_shape, label_dtype = shape, np.float32        # (N, 1) like the logits
+            self.pred = np.empty(shape, np.bool_)
+            self.truth = np.empty(shape, np.bool_)
+        else:
+            label_shape, label_dtype = (n,), np.int32           # class indices
+            self.pred = np.empty((n,), np.intp)
+            self.truth = None
+        self.eq = np.empty(self.pred.shape, np.bool_)
+        self.labels = K.empty(label_shape, label_dtype)
+        self.labels_host = (self.labels if isinstance(self.labels, np.ndarray)
+                            else np.empty(label_shape, label_dtype))
+        self.loss_out = (None, self.dlogits)
+
+    def _plan_backward(self):
+        first_param = next((i for i, s in enumerate(self.steps) if s.layer is not None), None)
+        if first_param is None:
+            return
+        dy = self.dlogits
+        for i in range(len(self.steps) - 1, first_param - 1, -1):
+            dy = self.steps[i].bind_backward(dy, need_dx=i > first_param)
+        self.backward_steps = [s for s in reversed(self.steps[first_param:]) if not s.alias]
+
+    # -- loading a batch
+    def load_slice(self, x, y, start, stop):
+        np.copyto(self.x_host, x[start:stop])
+        if self.x_host is not self.x:
+            upload(self.x_host, self.x)
+        if y is not None:
+            np.copyto(self.labels_host, y[start:stop])
+            if self.labels_host is not self.labels:
+                upload(self.labels_host, self.labels)
+
+    def load_take(self, x, y, idx):
+        np.take(x, idx, axis=0, out=self.x_host, mode="clip")  # 'clip': no hidden buffer
+        if self.x_host is not self.x:
+            upload(self.x_host, self.x)
+        if y is not None:
+            np.take(y, idx, axis=0, out=self.labels_host, mode="clip")
+            if self.labels_host is not self.labels:
+                upload(self.labels_host, self.labels)
+
+    # -- running
+    def forward(self):
+        for step in self.steps:
+            step.forward()
+
+    def compute_loss(self):
+        loss, _ = self.loss_fn(self.labels, self.logits, out=self.loss_out)
+        return loss
+
+    def correct(self):
+        """How many predictions match the labels (Keras accuracy), on the host."""
+        z = download(self.logits, self.logits_host)
+        if self.truth is not None:                              # binary: sigmoid(z) > 0.5
+            np.greater(z, 0, out=self.pred)
+            np.greater(self.labels_host, 0.5, out=self.truth)
+            np.equal(self.pred, self.truth, out=self.eq)
+        else:
+            np.argmax(z, axis=1, out=self.pred)
+            np.equal(self.pred, self.labels_host, out=self.eq)
+        return int(np.count_nonzero(self.eq))
+
+    def backward(self):
+        for step in self.backward_steps:
+            step.backward()
+
+    def predict_out(self):
+        """The model's output (probabilities when it ends in sigmoid/softmax), on the host."""
+        if self.probs is not None:
+            self.head_fwd(self.logits, out=self.probs)
+            return download(self.probs, self.out_host)
+        return download(self.logits, self.out_host)

@@ -1,0 +1,37 @@
+"""Ready-made models. small_convnet: the classic Keras cats-vs-dogs convnet (DESIGN.md)."""
+from __future__ import annotations
+
+from .. import layers as L
+from ..optimizers import RMSprop
+from .sequential import Sequential
+
+
+def small_convnet(input_shape=(150, 150, 3), device="cpu", seed=None, compile=True):
+    """The seed network, layer for layer (separate Activation layers, as the seed):
+
+    Conv2D 32 3x3 > relu > MaxPool 3 > Conv2D 32 3x3 > relu > MaxPool 2 > Conv2D 64 3x3 >
+    relu > MaxPool 2 > Flatten > Dense 64 > relu > Dropout 0.5 > Dense 1 > sigmoid;
+    438,369 parameters at 150x150x3. Compiled with binary cross-entropy, RMSprop
+    (learning_rate 1e-4) and accuracy unless compile=False.
+    """
+    model = Sequential([
+        L.Conv2D(32, (3, 3), input_shape=tuple(input_shape)),
+        L.Activation("relu"),
+        L.MaxPooling2D(pool_size=(3, 3)),
+        L.Conv2D(32, (3, 3)),
+        L.Activation("relu"),
+        L.MaxPooling2D(pool_size=(2, 2)),
+        L.Conv2D(64, (3, 3)),
+        L.Activation("relu"),
+        L.MaxPooling2D(pool_size=(2, 2)),
+        L.Flatten(),
+        L.Dense(64),
+        L.Activation("relu"),
+        L.Dropout(0.5),
+        L.Dense(1),
+        L.Activation("sigmoid"),
+    ], device=device, seed=seed)
+    if compile:
+        model.compile(optimizer=RMSprop(learning_rate=1e-4), loss="binary_crossentropy",
+                      metrics=["accuracy"])
+    return model

@@ -1,0 +1,318 @@
+"""Model files: one .npz (a zip of .npy arrays) holding the architecture as JSON,
+the weights and, optionally, the optimizer state.
+
+Entries:
+  fastconv_meta   uint8 array of UTF-8 JSON: format, version, kind ('model' or
+                  'weights'), class_name, config, compile settings, and for every
+                  weight its entry, layer, name, shape and SHA-256
+  w0000, w0001..  weights in Keras order (layer by layer, kernel then bias), float32
+  o0000, o0001..  optimizer state arrays (parameter-major), float32
+
+Writing is atomic: the file is written to a temporary file in the same folder,
+flushed to disk and renamed over the target with os.replace, so an interrupted
+save leaves the previous file intact. Reading uses allow_pickle=False; a
+truncated, foreign or tampered file raises ModelFileError naming the file.
+Weights are stored on the host, so a model saved on cuda loads on cpu and back.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+
+import numpy as np
+
+from . import __version__
+from . import optimizers as optimizers_mod
+
+META = "fastconv_meta"
+FORMAT = "fastconv"
+FORMAT_VERSION = 1
+_READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, KeyError,
+                RuntimeError)
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be loaded: unreadable, foreign, damaged or tampered."""
+
+
+def _digest(a):
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- writing
+
+def _write_arrays(fileobj, arrays):
+    """Write `arrays` (name -> ndarray) as an uncompressed .npz into the open file."""
+    np.savez(fileobj, **arrays)
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path, arrays):
+    """Write the .npz to a temporary file next to `path`, fsync it, then os.replace."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            _write_arrays(f, arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _weight_entries(model):
+    arrays, entries = {}, []
+    k = 0
+    for layer in model.layers:
+        for wname, w in zip(layer.weight_names, layer.get_weights()):
+            key = f"w{k:04d}"
+            w = np.ascontiguousarray(w, np.float32)
+            arrays[key] = w
+            entries.append({"key": key, "layer": layer.name, "name": wname,
+                            "shape": list(w.shape), "sha256": _digest(w)})
+            k += 1
+    return arrays, entries
+
+
+def _meta_array(meta):
+    return np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), np.uint8)
+
+
+def save_model(model, filepath, include_optimizer=True):
+    """Save architecture, weights and (include_optimizer) optimizer state to `filepath`."""
+    model._require_built("save")
+    arrays, entries = _weight_entries(model)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "model",
+            "fastconv_version": __version__, "class_name": type(model).__name__,
+            "config": model.get_config(), "weights": entries, "compile": None,
+            "optimizer_state": None}
+    meta["random"] = {"seed": model.seed, "streams": model._rng_states()}
+    if model.compiled:
+        meta["compile"] = {"loss": model.loss, "metrics": list(model.metrics),
+                           "optimizer": optimizers_mod.serialize(model.optimizer)}
+        state = _optimizer_state(model) if include_optimizer else None
+        if state is not None:
+            iterations, arrays_o = state
+            o_entries = []
+            for k, s in enumerate(arrays_o):
+                key = f"o{k:04d}"
+                s = np.ascontiguousarray(s, np.float32)
+                arrays[key] = s
+                o_entries.append({"key": key, "shape": list(s.shape), "sha256": _digest(s)})
+            meta["optimizer_state"] = {"iterations": iterations, "arrays": o_entries}
+    arrays[META] = _meta_array(meta)
+    atomic_write(filepath, arrays)
+
+
+def _optimizer_state(model):
+    pending = getattr(model, "_pending_optimizer_state", None)
+    if model.optimizer is not None and model.optimizer.built:
+        return model.optimizer.iterations, model.optimizer.get_state()
+    if pending is not None:
+        return pending[1], pending[0]
+    return None
+
+
+def save_weights(model, filepath):
+    """Save only the weights (with the architecture for checking) to `filepath`."""
+    model._require_built("save weights")
+    arrays, entries = _weight_entries(model)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "weights",
+            "fastconv_version": __version__, "class_name": type(model).__name__,
+            "config": model.get_config(), "weights": entries}
+    arrays[META] = _meta_array(meta)
+    atomic_write(filepath, arrays)
+
+
+# --------------------------------------------------------------------------- reading
+
+def _fail(path, why):
+    raise ModelFileError(f"{path}: {why}")
+
+
+def _read(path):
+    """(meta dict, arrays dict) from a fastconv file, or ModelFileError."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such model file")
+    if os.path.isdir(path):
+        _fail(path, "is a folder, not a fastconv model file")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        _fail(path, "is empty (a truncated save?), not a fastconv model file")
+    if head.startswith(b"\x80"):
+        _fail(path, "holds pickled data; fastconv model files never contain pickles and "
+                    "are read with allow_pickle=False")
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x93NUMPY")):
+        _fail(path, f"not a fastconv model file (it starts with {head!r}, not a .npz zip)")
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            _fail(path, "holds pickled data; fastconv model files never contain pickles and "
+                        "are read with allow_pickle=False")
+        _fail(path, f"not a fastconv model file ({exc})")
+    except _READ_ERRORS as exc:
+        _fail(path, f"not a fastconv model file, or truncated/damaged ({type(exc).__name__}: "
+                    f"{exc})")
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        _fail(path, "holds a single .npy array, not a fastconv model file")
+    arrays = {}
+    with npz:
+        names = list(npz.files)
+        if META not in names:
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            hint = " (it looks like a Keras .keras archive)" if "config.json" in " ".join(
+                npz.zip.namelist()) else ""
+            _fail(path, f"not a fastconv model file{hint}: it has no '{META}' entry "
+                        f"(entries: {shown or 'none'})")
+        for name in names:
+            try:
+                arrays[name] = npz[name]
+            except ValueError as exc:
+                if "pickle" in str(exc) or "Object arrays" in str(exc):
+                    _fail(path, f"entry '{name}' holds pickled data (an object array); "
+                                f"fastconv never loads pickles")
+                _fail(path, f"entry '{name}' is damaged ({exc})")
+            except _READ_ERRORS as exc:
+                _fail(path, f"truncated or damaged: entry '{name}' cannot be read "
+                            f"({type(exc).__name__}: {exc})")
+    raw = arrays.pop(META)
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        _fail(path, f"'{META}' must be a uint8 vector of JSON, found {raw.dtype} {raw.shape}")
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        _fail(path, f"'{META}' is not valid JSON ({exc}); the file was modified or damaged")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        _fail(path, "not a fastconv model file (its metadata names another format)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        _fail(path, f"format version {meta.get('format_version')!r} is not supported by "
+                    f"fastconv {__version__} (it reads version {FORMAT_VERSION})")
+    if meta.get("class_name") != "Sequential":
+        _fail(path, f"holds a model of type {meta.get('class_name')!r}; fastconv loads "
+                    f"Sequential models")
+    if not isinstance(meta.get("weights"), list) or not isinstance(meta.get("config"), dict):
+        _fail(path, "its metadata lacks the weight list or the model config")
+    return path, meta, arrays
+
+
+def _checked_array(path, arrays, entry, what):
+    try:
+        key, shape, digest = entry["key"], tuple(entry["shape"]), entry["sha256"]
+    except (KeyError, TypeError):
+        _fail(path, f"metadata entry of {what} is malformed: {entry!r:.100}")
+    if key not in arrays:
+        _fail(path, f"{what} entry '{key}' is missing: the file is truncated or was modified")
+    a = arrays[key]
+    if a.dtype != np.float32:
+        _fail(path, f"{what} entry '{key}' has dtype {a.dtype}, expected float32")
+    if tuple(a.shape) != shape:
+        _fail(path, f"{what} entry '{key}' has shape {a.shape} but the metadata says {shape}")
+    if _digest(a) != digest:
+        _fail(path, f"{what} entry '{key}' does not match its SHA-256: the file was modified "
+                    f"or damaged")
+    return a
+
+
+def _weights_from(path, meta, arrays):
+    out = []
+    for entry in meta["weights"]:
+        what = f"weight {entry.get('layer', '?')}/{entry.get('name', '?')}" \
+            if isinstance(entry, dict) else "weight"
+        out.append(_checked_array(path, arrays, entry, what))
+    return out
+
+
+def _assign(path, model, weights, meta):
+    expected = [(layer.name, wname, tuple(w.shape)) for layer in model.layers
+                for wname, w in zip(layer.weight_names, layer._weights)]
+    if len(expected) != len(weights):
+        _fail(path, f"holds {len(weights)} weight arrays but model '{model.name}' has "
+                    f"{len(expected)}: it was saved from another architecture")
+    for (lname, wname, shape), entry, w in zip(expected, meta["weights"], weights):
+        if tuple(w.shape) != shape:
+            _fail(path, f"weight {entry.get('layer')}/{entry.get('name')} has shape "
+                        f"{tuple(w.shape)} but layer '{lname}' {wname} expects {shape}: it was "
+                        f"saved from another architecture")
+    model.set_weights(weights)
+
+
+def load_model(filepath, device="cpu", compile=True):
+    """The Sequential saved in `filepath`, on `device`, compiled as it was saved
+    (with its optimizer state when saved). Never unpickles anything."""
+    from . import layers as L
+    from .models.sequential import Sequential
+    path, meta, arrays = _read(filepath)
+    if meta.get("kind") != "model":
+        _fail(path, f"holds only weights (kind {meta.get('kind')!r}); build the model and call "
+                    f"model.load_weights() instead")
+    weights = _weights_from(path, meta, arrays)
+    try:
+        model = Sequential.from_config(meta["config"], device=device)
+    except (ValueError, TypeError, KeyError, L.LayerError) as exc:
+        _fail(path, f"its architecture cannot be rebuilt: {exc}")
+    _assign(path, model, weights, meta)
+    rnd = meta.get("random")
+    if isinstance(rnd, dict):
+        try:
+            model._set_rng_states(rnd["seed"], rnd["streams"])
+        except (KeyError, TypeError, ValueError) as exc:
+            _fail(path, f"its random-generator state is invalid: {exc}")
+    comp = meta.get("compile")
+    if compile and comp:
+        try:
+            model.compile(optimizer=optimizers_mod.get(comp["optimizer"]), loss=comp["loss"],
+                          metrics=comp.get("metrics") or None)
+        except (ValueError, TypeError, KeyError) as exc:
+            _fail(path, f"its compile settings are invalid: {exc}")
+        state = meta.get("optimizer_state")
+        if state:
+            entries = state.get("arrays", [])
+            arrays_o = [_checked_array(path, arrays, e, "optimizer state") for e in entries]
+            want = len(model._params()) * len(model.optimizer.state_names)
+            if len(arrays_o) != want:
+                _fail(path, f"holds {len(arrays_o)} optimizer state arrays, the optimizer "
+                            f"needs {want}")
+            model._pending_optimizer_state = ([np.array(a) for a in arrays_o],
+                                              int(state.get("iterations", 0)))
+    return model
+
+
+def load_weights(model, filepath):
+    """Load weights saved by save_weights() or save() into `model` (same architecture)."""
+    path, meta, arrays = _read(filepath)
+    model._require_built("load weights")
+    weights = _weights_from(path, meta, arrays)
+    _assign(path, model, weights, meta)
+
+
+__all__ = ["save_model", "load_model", "save_weights", "load_weights", "ModelFileError",
+           "atomic_write"]

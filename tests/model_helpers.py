@@ -1,0 +1,41 @@
+"""Synthetic data and tiny models for the model-layer tests (reference engine, small shapes)."""
+import numpy as np
+
+from fastconv import Sequential
+from fastconv import layers as L
+
+
+def discs_and_squares(n, rng, size=16, noise=0.25):
+    """Bright discs (label 1) and bright squares (label 0) of random size and place on
+    Gaussian noise, (n, size, size, 1) float32, labels float32 (n,), balanced."""
+    x = rng.normal(0.0, noise, (n, size, size, 1)).astype(np.float32)
+    y = np.arange(n) % 2
+    rng.shuffle(y)
+    yy, xx = np.mgrid[:size, :size]
+    for i in range(n):
+        r = rng.uniform(3.0, 5.0)
+        cy, cx = rng.uniform(r + 0.5, size - r - 0.5, 2)
+        if y[i]:
+            m = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        else:
+            m = (np.abs(yy - cy) <= r) & (np.abs(xx - cx) <= r)
+        x[i, m, 0] += 1.0
+    return x, y.astype(np.float32)
+
+
+def tiny_convnet(device="reference", seed=0, input_shape=(16, 16, 1), dropout=0.25,
+                 classes=1, filters=(8, 12), units=16):
+    """conv-relu-pool x2, dense-relu, dropout, dense-sigmoid (or softmax)."""
+    head = "sigmoid" if classes == 1 else "softmax"
+    return Sequential([
+        L.Conv2D(filters[0], 3, activation="relu", input_shape=input_shape),
+        L.MaxPooling2D(2),
+        L.Conv2D(filters[1], 3),
+        L.Activation("relu"),
+        L.MaxPooling2D(2),
+        L.Flatten(),
+        L.Dense(units, activation="relu"),
+        L.Dropout(dropout),
+        L.Dense(classes),
+        L.Activation(head),
+    ], device=device, seed=seed)

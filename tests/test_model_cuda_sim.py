@@ -1,0 +1,165 @@
+"""The model on device='cuda' under the CUDA simulator, against the reference.
+
+Runs in its own process: NUMBA_ENABLE_CUDASIM=1 must be set before numba.cuda
+is imported. Skips (with the reason) while the cuda backend cannot load, e.g.
+before the CUDA engine lands.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    import json, sys, tempfile, os
+    import numpy as np
+    from fastconv import kernels
+    try:
+        kernels.get("cuda")
+    except kernels.BackendUnavailable as exc:
+        print("SKIP:", exc)
+        sys.exit(3)
+    sys.path.insert(0, {tests!r})
+    from model_helpers import tiny_convnet
+    from fastconv.optimizers import SGD
+    import fastconv
+
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 12, 12, 3), np.float32)
+    y = (rng.random(16) > 0.5).astype(np.float32)
+    out = {{}}
+    for device in ("reference", "cuda"):
+        m = tiny_convnet(device=device, seed=3, input_shape=(12, 12, 3))
+        m.compile(optimizer=SGD(0.05, momentum=0.9), loss="binary_crossentropy", metrics=["accuracy"])
+        losses = [m.train_on_batch(x[k:k + 8], y[k:k + 8])[0] for k in (0, 8)]
+        h = m.fit(x, y, batch_size=8, epochs=2, verbose=0, validation_data=(x, y))
+        out[device] = {{"losses": losses + h.history["loss"] + h.history["val_loss"],
+                        "weights": [w.tolist() for w in m.get_weights()],
+                        "pred": m.predict(x).tolist()}}
+        if device == "cuda":
+            path = os.path.join(tempfile.mkdtemp(), "m.npz")
+            m.save(path)
+            back = fastconv.load_model(path, device="reference")
+            out["reloaded_pred"] = back.predict(x).tolist()
+            back.to("cuda")
+            out["back_on_cuda_pred"] = back.predict(x).tolist()
+    print("RESULT:" + json.dumps(out))
+""")
+
+
+def test_cuda_model_under_the_simulator_matches_the_reference():
+    import numpy as np
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=tests)], env=env,
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode == 3:
+        pytest.skip(f"cuda backend under the simulator: {proc.stdout.strip()}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads(proc.stdout.split("RESULT:", 1)[1])
+    ref, dev = result["reference"], result["cuda"]
+    np.testing.assert_allclose(dev["losses"], ref["losses"], rtol=2e-4, atol=1e-5)
+    for a, b in zip(dev["weights"], ref["weights"]):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(dev["pred"], ref["pred"], rtol=1e-3, atol=1e-4)
+    # saved on cuda, loaded on the host and moved back: the same predictions
+    np.testing.assert_allclose(result["reloaded_pred"], dev["pred"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(result["back_on_cuda_pred"], dev["pred"], rtol=1e-4, atol=1e-5)
+
+
+DEVICE_ARRAY_SCRIPT = textwrap.dedent("""
+    import json, os, sys, tempfile, types
+    import numpy as np
+    from numba import cuda
+    import fastconv
+    from fastconv import kernels
+    from fastconv.kernels import reference as R
+    sys.path.insert(0, {tests!r})
+    from model_helpers import tiny_convnet, discs_and_squares
+
+    def host(a):
+        return a.copy_to_host() if hasattr(a, "copy_to_host") else a
+
+    def put(dev, value):
+        assert not isinstance(dev, np.ndarray), "model passed a host buffer as out="
+        dev.copy_to_device(np.ascontiguousarray(value))
+
+    def wrap(name):
+        f = getattr(R, name)
+        def op(*args, out=None, **kwargs):
+            for a in list(args) + list(kwargs.values()):
+                assert not isinstance(a, np.ndarray), \\
+                    f"{{name}}: host array argument of shape {{a.shape}}"
+            hargs = [host(a) for a in args]
+            hkw = {{k: host(v) for k, v in kwargs.items()}}
+            result = f(*hargs, **hkw)
+            if name.endswith("_update"):          # in place: write the host copies back
+                for d, h in zip(args, hargs):
+                    if hasattr(d, "copy_to_device"):
+                        put(d, h)
+                return None
+            if out is None:
+                raise AssertionError(f"{{name}} called without out=")
+            if isinstance(result, tuple):
+                for o, r in zip(out, result):
+                    if o is not None:
+                        put(o, r)
+                return tuple(o if o is not None else r for o, r in zip(out, result))
+            put(out, result)
+            return out
+        return op
+
+    def to_host(v):
+        if isinstance(v, (tuple, list)):
+            return type(v)(to_host(a) for a in v)
+        return host(v)
+
+    dev = types.SimpleNamespace(
+        NAME="device-arrays",
+        empty=lambda shape, dtype=np.float32: cuda.device_array(shape, dtype),
+        zeros=lambda shape, dtype=np.float32: cuda.to_device(np.zeros(shape, dtype)),
+        to_device=lambda a: cuda.to_device(np.ascontiguousarray(a)),
+        to_host=to_host,
+        **{{n: wrap(n) for n in kernels.CONTRACT + kernels.FUSED}})
+
+    rng = np.random.default_rng(0)
+    x, y = discs_and_squares(24, rng, size=12)
+    out = {{}}
+    for name in ("reference", "device"):
+        m = tiny_convnet(device="reference", seed=3, input_shape=(12, 12, 1))
+        m.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+        if name == "device":
+            m._bind(dev, "cuda")
+        losses = [m.train_on_batch(x[:8], y[:8])[0]]
+        h = m.fit(x, y, batch_size=8, epochs=2, verbose=0, validation_data=(x, y))
+        losses += h.history["loss"] + h.history["val_loss"] + h.history["accuracy"]
+        losses += m.evaluate(x, y, batch_size=5)
+        out[name] = {{"losses": losses, "pred": m.predict(x, batch_size=7).tolist(),
+                      "weights": [w.tolist() for w in m.get_weights()]}}
+        if name == "device":
+            path = os.path.join(tempfile.mkdtemp(), "m.npz")
+            m.save(path)
+            back = fastconv.load_model(path, device="reference")
+            out["reloaded_pred"] = back.predict(x).tolist()
+            m.set_weights(back.get_weights())
+            out["set_pred"] = m.predict(x).tolist()
+    print("RESULT:" + json.dumps(out))
+""")
+
+
+def test_model_runs_on_a_backend_whose_buffers_are_device_arrays():
+    """The model never assumes NumPy buffers: a backend with the reference's math and
+    numba simulator device arrays as buffers gives the reference's results bit for bit."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run([sys.executable, "-c", DEVICE_ARRAY_SCRIPT.format(tests=tests)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads(proc.stdout.split("RESULT:", 1)[1])
+    ref, dev = result["reference"], result["device"]
+    assert dev["losses"] == ref["losses"]
+    assert dev["pred"] == ref["pred"]
+    assert dev["weights"] == ref["weights"]
+    assert result["reloaded_pred"] == dev["pred"] == result["set_pred"]
