@@ -131,3 +131,41 @@ def _read_keras3(group, path):
     order = {"conv2d": 0, "dense": 1}
     layers.sort(key=lambda layer: (order.get(layer.kind, 2), _suffix(layer.name), layer.name))
     return layers
+
+
+_KINDS = {"Conv2D": "conv2d", "Dense": "dense"}
+
+
+def load_into(model, path):
+    """Load a Keras HDF5 weights file into a built fastconv Sequential.
+
+    Keras's rule for Sequential models: the weight-bearing layers of the file
+    are matched with the model's in order. Every layer's kind, weight count and
+    shapes are checked before anything is assigned; the first layer that
+    differs is named in a KerasWeightsError.
+    """
+    model._require_built("load Keras weights")
+    file_layers = read_keras_weights(path)
+    mine = [layer for layer in model.layers if layer._weights]
+    path = os.fspath(path)
+    for k in range(max(len(mine), len(file_layers))):
+        if k >= len(file_layers):
+            raise KerasWeightsError(
+                f"{path} has {len(file_layers)} weight-bearing layers but the model has "
+                f"{len(mine)}: nothing in the file for layer '{mine[k].name}' "
+                f"({type(mine[k]).__name__})")
+        if k >= len(mine):
+            raise KerasWeightsError(
+                f"{path} has {len(file_layers)} weight-bearing layers but the model has "
+                f"{len(mine)}: file layer '{file_layers[k].name}' has no model layer")
+        layer, theirs = mine[k], file_layers[k]
+        want_kind = _KINDS.get(type(layer).__name__, type(layer).__name__)
+        want = [tuple(w.shape) for w in layer._weights]
+        got = [tuple(w.shape) for w in theirs.weights]
+        if want_kind != theirs.kind or want != got:
+            raise KerasWeightsError(
+                f"{path}: file layer '{theirs.name}' ({theirs.kind}, weights {got}) does not "
+                f"fit model layer '{layer.name}' ({type(layer).__name__}, weights {want}); "
+                f"the file was saved from another architecture")
+    for layer, theirs in zip(mine, file_layers):
+        layer.set_weights(theirs.weights)

@@ -307,7 +307,12 @@ def load_model(filepath, device="cpu", compile=True):
 
 
 def load_weights(model, filepath):
-    """Load weights saved by save_weights() or save() into `model` (same architecture)."""
+    """Load weights into `model` (same architecture) from a file written by
+    save_weights() or save(), or from a Keras HDF5 weights file (Keras 2
+    `save_weights` or Keras 3 `.weights.h5`; needs h5py, fastconv[keras])."""
+    from . import keras_weights
+    if os.path.isfile(filepath) and keras_weights.is_hdf5(filepath):
+        return keras_weights.load_into(model, filepath)
     path, meta, arrays = _read(filepath)
     model._require_built("load weights")
     weights = _weights_from(path, meta, arrays)

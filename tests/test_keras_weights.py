@@ -91,3 +91,58 @@ def test_missing_h5py_says_what_to_install(tmp_path, monkeypatch):
     f.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     with pytest.raises(ImportError, match=r"pip install 'fastconv\[keras\]'"):
         read_keras_weights(f)
+
+
+def _backends():
+    from .backends import available_backends
+    return [b for b in available_backends()[0] if b in ("reference", "cpu")]
+
+
+@needs_seed
+@pytest.mark.parametrize("device", _backends())
+def test_small_convnet_with_keras_weights_predicts_like_keras(device):
+    import fastconv
+    from fastconv import layers as L
+    data = np.load(os.path.join(SEED, "expected.npz"))
+    model = fastconv.models.small_convnet(weights=H5, device=device)
+    p = model.predict(data["x"], batch_size=4, verbose=0)
+    np.testing.assert_allclose(p, data["p_keras"], atol=1e-5, rtol=0)
+    # the Flatten output: the conv stack alone, with the same weights
+    stack = fastconv.Sequential(
+        [L.deserialize(L.serialize(layer)) for layer in model.layers[:10]],
+        device=device)
+    stack.build((None, 150, 150, 3))
+    stack.set_weights(model.get_weights()[:6])
+    flat = stack.predict(data["x"], batch_size=6, verbose=0)
+    np.testing.assert_allclose(flat, data["flatten_keras"], atol=1e-5, rtol=0)
+
+
+def _write_keras2(path, shapes, names):
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = [n.encode() for n in names]
+        for name, ss in zip(names, shapes):
+            g = f.create_group(name)
+            wn = [f"{name}/kernel:0".encode(), f"{name}/bias:0".encode()] if ss else []
+            g.attrs["weight_names"] = wn
+            for w, s in zip(wn, ss):
+                g[w.decode()] = np.zeros(s, np.float32)
+
+
+def test_another_architecture_names_the_first_layer_that_differs(tmp_path):
+    import fastconv
+    model = fastconv.models.small_convnet(device="reference")
+    path = tmp_path / "other.h5"
+    shapes = [[(3, 3, 3, 32), (32,)], [(3, 3, 32, 16), (16,)], [(3, 3, 16, 64), (64,)],
+              [(6400, 64), (64,)], [(64, 1), (1,)]]
+    _write_keras2(path, shapes, ["c1", "c2", "c3", "d1", "d2"])
+    before = model.get_weights()
+    with pytest.raises(KerasWeightsError, match=r"file layer 'c2' \(conv2d, weights "
+                       r"\[\(3, 3, 32, 16\), \(16,\)\]\) does not fit model layer 'conv2d_2'"):
+        model.load_weights(path)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)  # nothing was half-loaded
+    shapes[1] = [(3, 3, 32, 32), (32,)]
+    shapes[2] = [(3, 3, 32, 64), (64,)]
+    _write_keras2(path, shapes[:4], ["c1", "c2", "c3", "d1"])
+    with pytest.raises(KerasWeightsError, match="nothing in the file for layer 'dense_2'"):
+        model.load_weights(path)

@@ -6,13 +6,15 @@ from ..optimizers import RMSprop
 from .sequential import Sequential
 
 
-def small_convnet(input_shape=(150, 150, 3), device="cpu", seed=None, compile=True):
+def small_convnet(input_shape=(150, 150, 3), device="cpu", seed=None, compile=True, weights=None):
     """The seed network, layer for layer (separate Activation layers, as the seed):
 
     Conv2D 32 3x3 > relu > MaxPool 3 > Conv2D 32 3x3 > relu > MaxPool 2 > Conv2D 64 3x3 >
     relu > MaxPool 2 > Flatten > Dense 64 > relu > Dropout 0.5 > Dense 1 > sigmoid;
     438,369 parameters at 150x150x3. Compiled with binary cross-entropy, RMSprop
-    (learning_rate 1e-4) and accuracy unless compile=False.
+    (learning_rate 1e-4) and accuracy unless compile=False. weights: a path to
+    load, either a fastconv weights/model file or a Keras HDF5 weights file of
+    this architecture (e.g. the seed's own first_try.h5).
     """
     model = Sequential([
         L.Conv2D(32, (3, 3), input_shape=tuple(input_shape)),
@@ -34,4 +36,6 @@ def small_convnet(input_shape=(150, 150, 3), device="cpu", seed=None, compile=Tr
     if compile:
         model.compile(optimizer=RMSprop(learning_rate=1e-4), loss="binary_crossentropy",
                       metrics=["accuracy"])
+    if weights is not None:
+        model.load_weights(weights)
     return model
