@@ -250,7 +250,9 @@ def _grad_x(dy, wt, sh, sw, dxp):
             dyr = dy[n, oh]
             wi = wt[i]
             for ow in range(OW):
-                base = ow * step
+                # A slice, so the inner index is the bare loop counter: Numba then
+                # emits no negative-index fix-up and LLVM vectorizes the loop.
+                d = dxr[ow * step:ow * step + K]
                 g = dyr[ow]
                 f = 0
                 while f + 4 <= F:                # 4 channels per dx load/store
@@ -263,14 +265,13 @@ def _grad_x(dy, wt, sh, sw, dxp):
                     w2 = wi[f + 2]
                     w3 = wi[f + 3]
                     for k in range(K):
-                        dxr[base + k] = (dxr[base + k] + g0 * w0[k] + g1 * w1[k]
-                                         + g2 * w2[k] + g3 * w3[k])
+                        d[k] = d[k] + g0 * w0[k] + g1 * w1[k] + g2 * w2[k] + g3 * w3[k]
                     f += 4
                 while f < F:
                     g0 = g[f]
                     w0 = wi[f]
                     for k in range(K):
-                        dxr[base + k] += g0 * w0[k]
+                        d[k] += g0 * w0[k]
                     f += 1
     return dxp
 
