@@ -2,7 +2,8 @@
 
 1. The main kernels at the seed model's layer shapes (fastconv.opcases 'seed'
    shapes, batch 8) on the chosen device against the NumPy reference: one timed
-   call each after a warm-up call, checked for agreement as `fastconv check` does.
+   call each after a warm-up call, with the normwise relative error (the pass/fail
+   proof at these shapes is `fastconv check --shapes seed`).
 2. The seed model (150x150x3) through the model layer: training steps
    (train_on_batch, RMSprop) and inference, in images per second, on the device
    and on the reference.
@@ -21,29 +22,45 @@ import numpy as np
 
 from ._cli_common import CLIError, require_device
 
-KERNEL_OPS = ("conv2d_forward", "conv2d_backward", "conv2d_relu_maxpool_forward",
-              "conv2d_relu_maxpool_backward", "maxpool2d_forward", "maxpool2d_backward",
-              "dense_forward", "dense_backward")
+FUSED_OPS = ("conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward")
+UNFUSED_OPS = ("conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward")
+DENSE_OPS = ("dense_forward", "dense_backward")
+SEED_INPUT = (150, 150, 3)
+
+
+def model_ops(K):
+    """The kernels a training step of the seed model runs on backend K (fused
+    conv+relu+pool where K has it, as the model layer plans it)."""
+    conv = FUSED_OPS if all(hasattr(K, op) for op in FUSED_OPS) else UNFUSED_OPS
+    return conv + DENSE_OPS
+
+
+def _as_the_model_runs_it(sample):
+    """Backward cases with the model's need_dx: the first layer needs no input gradient
+    (and the reference's input gradient of a 3-channel conv is its slowest op)."""
+    if "need_dx" not in sample.kwargs:
+        return True
+    first = tuple(sample.args[0].shape[1:]) == SEED_INPUT
+    return sample.kwargs["need_dx"] != first
 
 
 def bench_kernels(device, progress):
     from . import kernels
-    from .check import RTOL, _atol_for
+    from .check import ATOL, RTOL
     from .opcases import samples
     from .testing import compare_to_reference
     K = kernels.get(device)
+    ops = model_ops(K)
     rows = []
     for sample in samples("seed", 0):
-        if sample.op not in KERNEL_OPS or not hasattr(K, sample.op):
+        if sample.op not in ops or not _as_the_model_runs_it(sample):
             continue
-        if sample.op.endswith("backward") and sample.kwargs.get("need_dx") is False:
-            continue            # the need_dx=False cases repeat the same timing
-        cmp = compare_to_reference(K, sample.op, *sample.args, rtol=RTOL,
-                                   atol=_atol_for(sample, "seed"), warmup=True, **sample.kwargs)
+        cmp = compare_to_reference(K, sample.op, *sample.args, rtol=RTOL, atol=ATOL,
+                                   warmup=True, **sample.kwargs)
         row = {"op": sample.op, "case": sample.label, "device_ms": cmp.seconds_backend * 1e3,
                "reference_ms": cmp.seconds_reference * 1e3,
                "speedup": cmp.seconds_reference / max(cmp.seconds_backend, 1e-12),
-               "matches_reference": bool(cmp.passed)}
+               "rel_error": cmp.rel}
         rows.append(row)
         progress(row)
     return rows
@@ -83,12 +100,12 @@ def cmd_bench(args):
         print(f"kernels at the seed model's shapes (batch 8), {args.device} vs the NumPy "
               f"reference, one call each after a warm-up:", file=out)
         print(f"{'op':<30} {'case':<40} {args.device + ' ms':>10} {'ref ms':>10} "
-              f"{'speedup':>8}  matches", file=out)
+              f"{'speedup':>8} {'rel err':>9}", file=out)
 
         def progress(r):
             print(f"{r['op']:<30} {r['case'][:40]:<40} {r['device_ms']:>10.2f} "
-                  f"{r['reference_ms']:>10.2f} {r['speedup']:>7.1f}x  "
-                  f"{'yes' if r['matches_reference'] else 'NO'}", file=out, flush=True)
+                  f"{r['reference_ms']:>10.2f} {r['speedup']:>7.1f}x {r['rel_error']:>9.1e}",
+                  file=out, flush=True)
         report["kernels"] = bench_kernels(args.device, progress)
     print(f"\nthe seed model (150x150x3), batch {args.batch_size}, {args.steps} steps after a "
           f"warm-up step:", file=out)
@@ -111,11 +128,6 @@ def cmd_bench(args):
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()
-    failed = [r for r in report["kernels"] if not r["matches_reference"]]
-    if failed:
-        print(f"fastconv bench: {len(failed)} kernels do not match the reference: run "
-              f"fastconv check --device {args.device} --shapes seed", file=sys.stderr)
-        return 1
     return 0
 
 

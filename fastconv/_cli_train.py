@@ -131,10 +131,6 @@ def open_datasets(root, s, workers=None, cache=False):
                                                     shuffle=False, **split, **common)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    if len(train.class_names) != 2:
-        raise CLIError(f"{train_dir}: train builds the seed's binary classifier and needs "
-                       f"exactly 2 class folders, found {len(train.class_names)} "
-                       f"({', '.join(train.class_names)})")
     if val.num_images == 0:
         raise CLIError(f"{val_dir or train_dir}: no validation images")
     return train, val

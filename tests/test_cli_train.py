@@ -203,7 +203,8 @@ def test_train_data_errors(demo, tmp_path, capsys):
     for k, name in enumerate(["a", "b", "c"]):
         shutil.copytree(os.path.join(demo, "train", data.DEMO_CLASSES[k % 2]), three / name)
     assert main(["train", str(three), *FAST, "--out", str(tmp_path / "m.fcm")]) == 1
-    assert "exactly 2 class folders, found 3 (a, b, c)" in capsys.readouterr().err
+    err = capsys.readouterr().err           # label_mode="binary": the seed model's head
+    assert "needs exactly 2 class folders" in err and "found 3" in err
     assert main(["train", demo, *FAST, "--image-size", "20"]) == 1
     assert "too small" in capsys.readouterr().err
     assert main(["train", demo, *FAST, "--out", str(tmp_path / "no" / "m.fcm")]) == 1
@@ -234,3 +235,26 @@ def test_demo_data_command(tmp_path, capsys):
             assert len(os.listdir(out / split / name)) == n
     assert main(["demo-data", str(out)]) == 1            # not empty: refuse
     assert "not empty" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_a_real_process_exits_cleanly_with_a_checkpoint(demo, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    out = tmp_path / "m.fcm"
+    proc = subprocess.Popen([sys.executable, "-m", "fastconv", "train", demo, *FAST,
+                             "--epochs", "10000", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch 2/"):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    state = json.loads((tmp_path / "m.fcm.ckpt.json").read_text())
+    assert state["epochs_done"] >= 2
+    assert len(fastconv.load_model(str(out) + ".ckpt", device="reference").get_weights()) == 10
