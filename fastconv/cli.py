@@ -66,19 +66,32 @@ def _cmd_check(args):
 
 
 def build_parser():
+    from . import _cli_bench, _cli_evaluate, _cli_predict, _cli_tools, _cli_train
     parser = argparse.ArgumentParser(
         prog="fastconv",
         description="Train and run small convolutional image classifiers on Numba kernels.")
     parser.add_argument("--version", action="version", version=f"fastconv {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error")
+    # Every subcommand accepts --debug too; SUPPRESS keeps it from resetting the flag
+    # when it was given before the command name.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    p = sub.add_parser("selftest", help="check the NumPy reference's gradients against "
+    _cli_train.add_parser(sub, common)
+    _cli_evaluate.add_parser(sub, common)
+    _cli_predict.add_parser(sub, common)
+    _cli_tools.add_parsers(sub, common)
+    _cli_bench.add_parser(sub, common)
+    p = sub.add_parser("selftest", parents=[common], help="check the NumPy reference's gradients against "
                                         "finite differences")
     p.add_argument("--seed", type=int, default=0, help="random seed of the inputs (default 0)")
     p.add_argument("--rtol", type=float, default=1e-6,
                    help="normwise relative tolerance (default 1e-6)")
     p.set_defaults(func=_cmd_selftest)
 
-    p = sub.add_parser("check", help="check the fast kernels against the NumPy reference "
+    p = sub.add_parser("check", parents=[common], help="check the fast kernels against the NumPy reference "
                                      "on this machine (run this first when in doubt)")
     p.add_argument("--device", choices=["cpu", "cuda", "all"], default="cpu",
                    help="backend to check (default cpu; all = every backend that loads)")
@@ -92,13 +105,39 @@ def build_parser():
     return parser
 
 
+def _expected_errors():
+    """Errors whose message says what is wrong: printed as one line, no traceback."""
+    from ._cli_common import CLIError
+    from .kernels import BackendUnavailable
+    from .keras_weights import KerasWeightsError
+    from .saving import ModelFileError
+    return (CLIError, ModelFileError, KerasWeightsError, BackendUnavailable,
+            FileNotFoundError, ImportError)
+
+
 def main(argv=None):
+    """Run the command line; returns the exit code: 0 ok, 1 error, 2 usage, 130 Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"fastconv {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if not isinstance(exc, _expected_errors()):
+            # a bug or an unforeseen failure: still one line, with how to see more
+            text = f"{type(exc).__name__}: {text} (run with --debug for the traceback)"
+        print(f"fastconv {args.command}: error: {text}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ def save_model(model, filepath, include_optimizer=True):
             "config": model.get_config(), "weights": entries, "compile": None,
             "optimizer_state": None}
     meta["random"] = {"seed": model.seed, "streams": model._rng_states()}
+    meta["class_names"] = getattr(model, "class_names", None)   # label order, set by the CLI
     if model.compiled:
         meta["compile"] = {"loss": model.loss, "metrics": list(model.metrics),
                            "optimizer": optimizers_mod.serialize(model.optimizer)}
@@ -280,6 +281,8 @@ def load_model(filepath, device="cpu", compile=True):
     except (ValueError, TypeError, KeyError, L.LayerError) as exc:
         _fail(path, f"its architecture cannot be rebuilt: {exc}")
     _assign(path, model, weights, meta)
+    names = meta.get("class_names")
+    model.class_names = [str(n) for n in names] if isinstance(names, list) else None
     rnd = meta.get("random")
     if isinstance(rnd, dict):
         try:

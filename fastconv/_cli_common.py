@@ -1,0 +1,136 @@
+"""What the `fastconv` subcommands share: the error type, device checks, opening a
+model file (fastconv or Keras .h5), class names and the list of images to read."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+from contextlib import contextmanager
+
+SEED_ARCHITECTURE = "the seed small convnet architecture (150x150x3 input, 438,369 params)"
+# The seed's folders were data/train/cats and data/train/dogs; Keras numbers classes in
+# sorted folder order, so the sigmoid output is P(dogs).
+KERAS_DEFAULT_CLASSES = ("cats", "dogs")
+RESCALE = 1.0 / 255.0        # the seed's ImageDataGenerator(rescale=1. / 255)
+
+
+class CLIError(Exception):
+    """An error the user can fix; main() prints it as one line and exits 1."""
+
+
+def require_device(device):
+    """Load the kernels of `device` now, so a missing GPU fails before any work."""
+    from . import kernels
+    try:
+        kernels.get(device)
+    except kernels.BackendUnavailable as exc:
+        raise CLIError(f"--device {device}: {exc}") from None
+
+
+def parse_class_names(text):
+    """'cats,dogs' -> ['cats', 'dogs'] (None stays None)."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",")]
+    if len(names) < 2 or not all(names) or len(set(names)) != len(names):
+        raise CLIError(f"--class-names must list two or more distinct names separated by "
+                       f"commas, received {text!r}")
+    return names
+
+
+def check_class_names(names, model, source):
+    """Class names must fit the model's output: 2 for one sigmoid unit, K for K units."""
+    units = model.output_shape[-1]
+    want = 2 if units == 1 else units
+    if len(names) != want:
+        raise CLIError(f"{source} gives {len(names)} class names ({', '.join(names)}) but the "
+                       f"model has {units} output unit{'s' * (units != 1)}, i.e. {want} classes")
+    return list(names)
+
+
+class OpenedModel:
+    """A model read from a file, with its class names and what was assumed about it."""
+
+    def __init__(self, model, path, class_names, keras, note=None):
+        self.model, self.path, self.class_names = model, path, class_names
+        self.keras = keras          # True for a Keras .h5 weights file
+        self.note = note
+
+    @property
+    def image_size(self):
+        return tuple(self.model.input_shape[1:3])
+
+
+def open_model(path, device, class_names=None):
+    """A fastconv model file (.fcm/.npz) or a Keras HDF5 weights file of the seed
+    architecture, on `device`. class_names (a list) overrides the stored or
+    default names. Raises CLIError, ModelFileError or KerasWeightsError."""
+    from . import keras_weights, saving
+    from .models import small_convnet
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CLIError(f"model file not found: {path}")
+    if os.path.isdir(path):
+        raise CLIError(f"{path} is a folder, not a model file")
+    if keras_weights.is_hdf5(path):
+        model = small_convnet(device=device, weights=path)
+        names = check_class_names(class_names or list(KERAS_DEFAULT_CLASSES), model,
+                                  "--class-names" if class_names else "the default")
+        note = (f"{path} is a Keras weights file: assumed {SEED_ARCHITECTURE}; classes "
+                f"0 = {names[0]}, 1 = {names[1]}"
+                + ("" if class_names else " (the seed's sorted folders; change with "
+                                          "--class-names)"))
+        return OpenedModel(model, path, names, keras=True, note=note)
+    try:
+        model = saving.load_model(path, device=device)
+    except FileNotFoundError as exc:
+        raise CLIError(str(exc)) from None
+    stored = getattr(model, "class_names", None)
+    if class_names:
+        names = check_class_names(class_names, model, "--class-names")
+    elif stored:
+        names = check_class_names(stored, model, f"{path}")
+    else:
+        units = model.output_shape[-1]
+        names = [f"class {k}" for k in range(2 if units == 1 else units)]
+    return OpenedModel(model, path, names, keras=False)
+
+
+def write_json_atomic(path, obj):
+    """json.dump to a temporary file beside `path`, then os.replace (never half a file)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=True)
+            fh.write("\n")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)        # mkstemp creates 0600; a plain file is 0666 - umask
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+@contextmanager
+def deferred_sigint():
+    """Hold back Ctrl-C for the duration (a checkpoint and its state file are written
+    together); the KeyboardInterrupt is raised when the block ends."""
+    caught = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    except ValueError:          # not the main thread: signals cannot be handled here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt

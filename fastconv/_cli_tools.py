@@ -1,0 +1,110 @@
+"""`fastconv summary`, `fastconv convert` and `fastconv demo-data`."""
+from __future__ import annotations
+
+import os
+
+from ._cli_common import CLIError, KERAS_DEFAULT_CLASSES, open_model, parse_class_names
+
+
+def cmd_summary(args):
+    """The Keras summary table of a model file, or of the seed model when none is given."""
+    if args.model is None:
+        from .models import small_convnet
+        model = small_convnet(device="reference", compile=False)
+        print("The seed small convnet (fastconv.small_convnet()), input 150x150x3:")
+        model.summary()
+        return 0
+    opened = open_model(args.model, "reference", parse_class_names(args.class_names))
+    if opened.note:
+        print(f"note: {opened.note}")
+    opened.model.summary()
+    print(f"Input: {'x'.join(map(str, opened.model.input_shape[1:]))}; classes: "
+          + ", ".join(f"{k} = {n}" for k, n in enumerate(opened.class_names)))
+    if opened.model.compiled:
+        opt = opened.model.optimizer
+        print(f"Compiled: loss {opened.model.loss}, optimizer {type(opt).__name__} "
+              f"(learning rate {opt.learning_rate:g})")
+    return 0
+
+
+def cmd_convert(args):
+    """A Keras .h5 weights file of the seed architecture -> a fastconv model file."""
+    from . import keras_weights
+    src, dst = os.fspath(args.keras_h5), os.fspath(args.out)
+    if not os.path.isfile(src):
+        raise CLIError(f"Keras weights file not found: {src}")
+    if not keras_weights.is_hdf5(src):
+        raise CLIError(f"{src} is not an HDF5 file, so not a Keras .h5 weights file")
+    folder = os.path.dirname(os.path.abspath(dst))
+    if not os.path.isdir(folder):
+        raise CLIError(f"cannot write {dst}: folder {folder} does not exist")
+    names = parse_class_names(args.class_names)
+    opened = open_model(src, "reference", names)
+    opened.model.class_names = opened.class_names
+    opened.model.save(dst)
+    print(f"note: {opened.note}")
+    print(f"wrote {dst}: {opened.model.count_params():,} parameters, classes "
+          + ", ".join(f"{k} = {n}" for k, n in enumerate(opened.class_names))
+          + f"; compiled with {opened.model.loss}, RMSprop (learning rate "
+            f"{opened.model.optimizer.learning_rate:g}) for fine-tuning")
+    return 0
+
+
+def cmd_demo_data(args):
+    """Write the built-in demo data set as image files under OUT."""
+    from . import data
+    from ._cli_train import DEMO
+    out = os.fspath(args.out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise CLIError(f"{out} exists and is not a folder")
+    if os.path.isdir(out) and os.listdir(out) and not args.force:
+        raise CLIError(f"{out} is not empty; choose a new folder (or pass --force to write "
+                       f"into it)")
+    for key in ("train_per_class", "validation_per_class", "image_size"):
+        if getattr(args, key) is None:
+            setattr(args, key, DEMO[key])
+        elif getattr(args, key) < 1:
+            raise CLIError(f"--{key.replace('_', '-')} must be at least 1, received "
+                           f"{getattr(args, key)}")
+    data.write_demo_data(out, train_per_class=args.train_per_class,
+                         validation_per_class=args.validation_per_class,
+                         image_size=args.image_size, seed=args.seed)
+    classes = ", ".join(data.DEMO_CLASSES)
+    print(f"wrote the demo data set to {out}: train/ ({args.train_per_class} per class) and "
+          f"validation/ ({args.validation_per_class} per class), classes {classes}, "
+          f"{args.image_size}x{args.image_size} pixels, seed {args.seed}")
+    print(f"train on it with: fastconv train {out} " + " ".join(
+        f"--{k.replace('_', '-')} {DEMO[k]:g}" for k in ("image_size", "epochs", "batch_size",
+                                                          "lr")) + " --no-augment")
+    return 0
+
+
+def add_parsers(sub, common):
+    p = sub.add_parser("summary", parents=[common],
+                       help="print the Keras summary table of a model (the seed model when "
+                            "no file is given)")
+    p.add_argument("model", nargs="?", metavar="MODEL",
+                   help="a fastconv model file or a Keras .h5 weights file of the seed model")
+    p.add_argument("--class-names", metavar="A,B", help="class names, comma-separated")
+    p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("convert", parents=[common],
+                       help="convert a Keras .h5 weights file of the seed architecture into "
+                            "a fastconv model file")
+    p.add_argument("keras_h5", metavar="KERAS_H5", help="e.g. first_try.h5")
+    p.add_argument("out", metavar="OUT", help="the fastconv model file to write, e.g. model.fcm")
+    p.add_argument("--class-names", metavar="A,B",
+                   help=f"class names stored in the file, in label order (default "
+                        f"{','.join(KERAS_DEFAULT_CLASSES)}: class 1 = the second class folder "
+                        f"in sorted order)")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("demo-data", parents=[common],
+                       help="write the built-in demo data set as image files")
+    p.add_argument("out", metavar="OUT", help="folder to create (train/ and validation/ inside)")
+    p.add_argument("--train-per-class", type=int, default=None, metavar="N")
+    p.add_argument("--validation-per-class", type=int, default=None, metavar="N")
+    p.add_argument("--image-size", type=int, default=None, metavar="PX")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="write into a folder that is not empty")
+    p.set_defaults(func=cmd_demo_data)

@@ -1,0 +1,475 @@
+"""`fastconv train [DATA]`: train the seed small convnet on a folder of images.
+
+Files it writes, next to --out (default model.fcm):
+  model.fcm             the best model so far by validation loss (atomic save)
+  model.fcm.ckpt        the model, optimizer and generator state after the last
+                        completed epoch, and model.fcm.ckpt.json, the training state
+                        (settings, epochs done, best val_loss, history): --resume
+                        continues from these exactly where the run stopped
+  history.json          loss, accuracy, val_loss, val_accuracy per epoch
+  history.png           the same as curves, when matplotlib is installed
+
+Ctrl-C stops after the current step: the checkpoint of the last completed epoch
+is on disk (it is written at the end of every epoch, with Ctrl-C held back while
+it is written), so `--resume` repeats the interrupted epoch and the result is the
+same as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+
+from ._cli_common import (RESCALE, CLIError, deferred_sigint, require_device,
+                          write_json_atomic)
+from .callbacks import Callback
+
+# The seed recipe (DESIGN.md): what `fastconv train DATA` does unless told otherwise.
+SEED_RECIPE = {"epochs": 50, "batch_size": 16, "lr": 1e-4, "optimizer": "rmsprop",
+               "image_size": 150, "augment": True, "validation_split": 0.2, "seed": 0}
+
+# `fastconv train` with no DATA: the built-in demo set, sized so that the seed model
+# passes 95% validation accuracy in a few minutes on 2 cores with the cpu engine.
+DEMO = {"train_per_class": 300, "validation_per_class": 100, "image_size": 150,
+        "epochs": 6, "batch_size": 32, "lr": 1e-3, "optimizer": "rmsprop", "augment": False,
+        "validation_split": 0.2, "seed": 0}
+
+SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "image_size", "augment",
+            "validation_split", "seed")
+# May differ on --resume: they change neither the data nor the arithmetic of a step
+# (epochs only extends the run).
+RESUMABLE = ("epochs",)
+STATE_FORMAT = "fastconv-train-state"
+SEED_AUGMENTATION = {"horizontal_flip": True, "shear_range": 0.2, "zoom_range": 0.2}
+
+
+# --------------------------------------------------------------------------- data
+
+def demo_flags():
+    """The train flags that reproduce the demo defaults on a demo-data folder."""
+    flags = [f"--{k.replace('_', '-')} {DEMO[k]:g}" for k in ("image_size", "epochs",
+                                                              "batch_size", "lr")]
+    flags.append("--augment" if DEMO["augment"] else "--no-augment")
+    return " ".join(flags)
+
+
+def demo_root():
+    """The demo data set, generated once into the user's cache folder (a temporary
+    folder when that is not writable) and reused by later runs."""
+    from . import data
+    key = json.dumps({k: DEMO[k] for k in ("train_per_class", "validation_per_class",
+                                           "image_size", "seed")}, sort_keys=True)
+    tag = hashlib.sha256(key.encode()).hexdigest()[:10]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    root = os.path.join(base, "fastconv", f"demo-{tag}")
+    if os.path.isfile(os.path.join(root, "COMPLETE")):
+        return root
+    try:
+        os.makedirs(os.path.dirname(root), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=".demo-", dir=os.path.dirname(root))
+    except OSError:
+        tmp = tempfile.mkdtemp(prefix="fastconv-demo-")
+        root = tmp
+    print(f"generating the demo data set ({len(data.DEMO_CLASSES)} classes: "
+          f"{', '.join(data.DEMO_CLASSES)}) in {root} ...", flush=True)
+    data.write_demo_data(tmp, train_per_class=DEMO["train_per_class"],
+                         validation_per_class=DEMO["validation_per_class"],
+                         image_size=DEMO["image_size"], seed=DEMO["seed"])
+    with open(os.path.join(tmp, "COMPLETE"), "w") as fh:
+        fh.write(key + "\n")
+    if tmp != root:
+        try:
+            os.rename(tmp, root)            # atomic: a half-written set is never reused
+        except OSError:                     # another run finished first: use its copy
+            import shutil
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def split_folders(root):
+    """(train folder, validation folder or None) of DATA."""
+    if not os.path.exists(root):
+        raise CLIError(f"data folder not found: {root}")
+    if not os.path.isdir(root):
+        raise CLIError(f"{root} is not a folder (DATA holds train/ and validation/ "
+                       f"sub-folders, or one folder per class)")
+    train = os.path.join(root, "train")
+    val = next((os.path.join(root, v) for v in ("validation", "val")
+                if os.path.isdir(os.path.join(root, v))), None)
+    if os.path.isdir(train):
+        return train, val
+    if val is not None:
+        raise CLIError(f"{root} has {os.path.basename(val)}/ but no train/ sub-folder")
+    return root, None
+
+
+def open_datasets(root, s, workers=None, cache=False):
+    """(train, validation) ImageDatasets; validation is never augmented or shuffled."""
+    from . import data
+    train_dir, val_dir = split_folders(root)
+    size = (s["image_size"], s["image_size"])
+    common = dict(image_size=size, batch_size=s["batch_size"], label_mode="binary",
+                  rescale=RESCALE, workers=workers, cache=cache)
+    aug = data.Augmentation(**SEED_AUGMENTATION) if s["augment"] else None
+    try:
+        if val_dir is not None:
+            train = data.image_dataset_from_directory(train_dir, shuffle=True, seed=s["seed"],
+                                                      augmentation=aug, **common)
+            val = data.image_dataset_from_directory(val_dir, shuffle=False,
+                                                    class_names=train.class_names, **common)
+        else:
+            split = dict(validation_split=s["validation_split"], seed=s["seed"])
+            train = data.image_dataset_from_directory(train_dir, subset="training",
+                                                      shuffle=True, augmentation=aug,
+                                                      **split, **common)
+            val = data.image_dataset_from_directory(train_dir, subset="validation",
+                                                    shuffle=False, **split, **common)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    if val.num_images == 0:
+        raise CLIError(f"{val_dir or train_dir}: no validation images")
+    return train, val
+
+
+class _Counted:
+    """An ImageDataset that counts the images it has yielded this epoch (for images/s)."""
+
+    def __init__(self, ds):
+        self.ds, self.seen = ds, 0
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __iter__(self):
+        self.seen = 0
+        for x, y in self.ds:
+            self.seen += x.shape[0]
+            yield x, y
+
+
+# --------------------------------------------------------------------------- settings
+
+def resolve_settings(args, demo, stored=None):
+    """The run's settings: explicit flags, else (on --resume) the stored ones, else the
+    demo or seed-recipe defaults. On --resume an explicit flag that changes a stored
+    setting (other than --epochs) is an error: the run could not be continued exactly."""
+    defaults = DEMO if demo else SEED_RECIPE
+    s = {}
+    for key in SETTINGS:
+        given = getattr(args, key)
+        if stored is not None:
+            if given is not None and given != stored[key] and key not in RESUMABLE:
+                raise CLIError(f"--resume: the checkpoint was trained with --"
+                               f"{key.replace('_', '-')} {stored[key]}, not {given}; drop the "
+                               f"flag to continue it, or train afresh without --resume")
+            s[key] = given if given is not None else stored[key]
+        else:
+            s[key] = given if given is not None else defaults[key]
+    for key in ("epochs", "batch_size", "image_size"):
+        if s[key] < 1:
+            raise CLIError(f"--{key.replace('_', '-')} must be at least 1, received {s[key]}")
+    if s["image_size"] < 30:
+        raise CLIError(f"--image-size {s['image_size']} is too small for the seed model's "
+                       f"three conv/pool stages (the smallest is 30)")
+    if not (s["lr"] > 0 and math.isfinite(s["lr"])):
+        raise CLIError(f"--lr must be a positive number, received {s['lr']}")
+    if not 0 < s["validation_split"] < 1:
+        raise CLIError(f"--validation-split must lie between 0 and 1, received "
+                       f"{s['validation_split']}")
+    if s["seed"] < 0:
+        raise CLIError(f"--seed must be >= 0, received {s['seed']}")
+    return s
+
+
+def paths_for(out):
+    out = os.fspath(out)
+    folder = os.path.dirname(os.path.abspath(out))
+    return {"out": out, "ckpt": out + ".ckpt", "state": out + ".ckpt.json",
+            "history": os.path.join(folder, "history.json"),
+            "plot": os.path.join(folder, "history.png")}
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_state(paths):
+    """The training state of --resume, checked against its checkpoint file."""
+    if not os.path.isfile(paths["state"]) or not os.path.isfile(paths["ckpt"]):
+        raise CLIError(f"--resume: no checkpoint to continue ({paths['ckpt']} and "
+                       f"{paths['state']} are written by a train run with --out "
+                       f"{paths['out']}); train without --resume first")
+    try:
+        with open(paths["state"]) as fh:
+            state = json.load(fh)
+        ok = state.get("format") == STATE_FORMAT and all(k in state["settings"]
+                                                          for k in SETTINGS)
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise CLIError(f"--resume: {paths['state']} is not a fastconv training state file")
+    if state.get("checkpoint_sha256") != _sha256(paths["ckpt"]):
+        raise CLIError(f"--resume: {paths['ckpt']} does not match {paths['state']} (written "
+                       f"by different runs, or modified); cannot continue exactly")
+    return state
+
+
+# --------------------------------------------------------------------------- callbacks
+
+class _EpochEnd(Callback):
+    """Progress bar, one-line epoch summary, best model, checkpoint and history."""
+
+    def __init__(self, run):
+        super().__init__()
+        self.run = run
+        self.bar = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+        self.t_train = None
+        r = self.run
+        if r.show_bar:
+            from tqdm import tqdm
+            self.bar = tqdm(total=r.train.ds.num_images, unit="img", leave=False,
+                            desc=f"epoch {epoch + 1}/{r.settings['epochs']}",
+                            file=sys.stderr, dynamic_ncols=True,
+                            disable=None)       # None: no bar when stderr is not a terminal
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.t_train = time.perf_counter() - self.t0
+        if self.bar is not None:
+            self.bar.update(self.run.train.seen - self.bar.n)
+            post = {"loss": f"{logs['loss']:.4f}"}
+            if "accuracy" in logs:
+                post["acc"] = f"{logs['accuracy']:.4f}"
+            self.bar.set_postfix(post, refresh=False)
+
+    def close_bar(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.close_bar()
+        r = self.run
+        took = time.perf_counter() - self.t0
+        rate = r.train.seen / self.t_train if self.t_train else float("nan")
+        for k, v in logs.items():      # JSON has no NaN: a non-finite value is null
+            r.history.setdefault(k, []).append(float(v) if math.isfinite(v) else None)
+        r.history.setdefault("epoch", []).append(epoch + 1)
+        r.history.setdefault("images_per_second", []).append(rate)
+        finite = all(math.isfinite(v) for v in logs.values())
+        saved = ""
+        with deferred_sigint():
+            if finite and logs["val_loss"] < r.best_val_loss:
+                r.best_val_loss, r.best_epoch = logs["val_loss"], epoch + 1
+                r.model.save(r.paths["out"])
+                saved = f"  saved best to {r.paths['out']}"
+            if finite:
+                r.save_checkpoint(epoch + 1)
+            r.write_history()
+        skipped = len(r.train.ds.skipped) + len(r.val.skipped)
+        print(f"epoch {epoch + 1}/{r.settings['epochs']}  "
+              + "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
+              + f"  {rate:.0f} img/s  {took:.1f}s  skipped {skipped}{saved}", flush=True)
+
+
+class TrainRun:
+    """One `fastconv train`: settings, data, model and the files it writes."""
+
+    def __init__(self, settings, root, paths, model, train, val, state=None, show_bar=True):
+        self.settings, self.root, self.paths = settings, root, paths
+        self.model, self.train, self.val = model, _Counted(train), val
+        self.show_bar = show_bar
+        self.history = dict(state["history"]) if state else {}
+        self.best_val_loss = state["best_val_loss"] if state else math.inf
+        self.best_epoch = state["best_epoch"] if state else None
+        self.epochs_done = state["epochs_done"] if state else 0
+
+    def save_checkpoint(self, epochs_done):
+        self.model.save(self.paths["ckpt"])
+        write_json_atomic(self.paths["state"], {
+            "format": STATE_FORMAT, "version": 1, "epochs_done": epochs_done,
+            "settings": self.settings, "data": self.root,
+            "class_names": list(self.model.class_names),
+            "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
+            "history": self.history, "checkpoint_sha256": _sha256(self.paths["ckpt"])})
+        self.epochs_done = epochs_done
+
+    def write_history(self):
+        write_json_atomic(self.paths["history"], {
+            "settings": self.settings, "data": self.root,
+            "class_names": list(self.model.class_names), "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss if self.best_epoch else None,
+            "history": self.history})
+        plot_history(self.history, self.paths["plot"])
+
+
+def plot_history(history, path):
+    """history.png with loss and accuracy curves; nothing without matplotlib
+    (pip install 'fastconv[plot]')."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    epochs = history.get("epoch", [])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        for k, style in ((key, "-o"), (f"val_{key}", "-s")):
+            if k in history:
+                ax.plot(epochs, history[k], style, label=k)
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend()
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+# --------------------------------------------------------------------------- command
+
+def cmd_train(args):
+    from . import optimizers
+    from .models import small_convnet
+    from .saving import load_model
+    require_device(args.device)
+    paths = paths_for(args.out)
+    folder = os.path.dirname(os.path.abspath(paths["out"]))
+    if not os.path.isdir(folder):
+        raise CLIError(f"--out {paths['out']}: folder {folder} does not exist")
+    state = read_state(paths) if args.resume else None
+    if state is not None:
+        demo = state["data"] is None
+        root_arg = args.data if args.data is not None else state["data"]
+        if args.data is not None and state["data"] is not None and \
+                os.path.abspath(args.data) != os.path.abspath(state["data"]):
+            raise CLIError(f"--resume: the checkpoint was trained on {state['data']}, not "
+                           f"{args.data}")
+    else:
+        demo, root_arg = args.data is None, args.data
+    settings = resolve_settings(args, demo, state["settings"] if state else None)
+    if state is not None and state["epochs_done"] >= settings["epochs"]:
+        raise CLIError(f"--resume: {paths['ckpt']} has already trained "
+                       f"{state['epochs_done']} epochs; pass --epochs N with N > "
+                       f"{state['epochs_done']} to train longer")
+    root = demo_root() if demo else os.fspath(root_arg)
+    train, val = open_datasets(root, settings, workers=args.workers,
+                               cache=args.cache or demo)
+    if state is not None:
+        if list(train.class_names) != list(state["class_names"]):
+            raise CLIError(f"--resume: the checkpoint's classes are "
+                           f"{', '.join(state['class_names'])}, the data's are "
+                           f"{', '.join(train.class_names)}")
+        model = load_model(paths["ckpt"], device=args.device)
+    else:
+        s = settings["image_size"]
+        model = small_convnet(input_shape=(s, s, 3), device=args.device, seed=settings["seed"],
+                              compile=False)
+        model.compile(optimizer=optimizers.get({"class_name": settings["optimizer"],
+                                                "config": {"learning_rate": settings["lr"]}}),
+                      loss="binary_crossentropy", metrics=["accuracy"])
+    model.class_names = list(train.class_names)
+    run = TrainRun(settings, None if demo else root, paths, model, train, val, state,
+                   show_bar=not args.no_progress)
+    # The data pipeline shuffles and augments epoch k from (seed, k): start where the
+    # checkpoint stopped so a resumed run sees the same batches as an uninterrupted one.
+    train.epoch = run.epochs_done
+    if state is None:
+        run.save_checkpoint(0)        # so that Ctrl-C in the first epoch can be resumed
+
+    names = train.class_names
+    what = "the demo data set" if demo else root
+    print(f"{'resuming' if state else 'training'} the seed small convnet "
+          f"({model.count_params():,} params, {settings['image_size']}x"
+          f"{settings['image_size']}x3) on {what}")
+    print(f"  {train.num_images} training images, {val.num_images} validation images; "
+          f"classes 0 = {names[0]}, 1 = {names[1]}")
+    print(f"  device {args.device}, epochs {settings['epochs']}"
+          + (f" (continuing after epoch {run.epochs_done})" if state else "")
+          + f", batch {settings['batch_size']}, {settings['optimizer']} lr "
+            f"{settings['lr']:g}, augmentation {'on' if settings['augment'] else 'off'}, "
+            f"seed {settings['seed']}", flush=True)
+
+    epoch_end = _EpochEnd(run)
+    try:
+        model.fit(run.train, epochs=settings["epochs"], initial_epoch=run.epochs_done,
+                  validation_data=val, verbose=0, callbacks=[epoch_end])
+    except KeyboardInterrupt:
+        epoch_end.close_bar()
+        print(f"\ninterrupted: {paths['ckpt']} holds the model after epoch {run.epochs_done}"
+              f"; continue with: fastconv train"
+              + ("" if demo else f" {root}") + f" --out {paths['out']} --resume",
+              file=sys.stderr, flush=True)
+        return 130
+    hist = run.history
+    last_loss = hist["loss"][-1] if hist.get("loss") else None
+    if last_loss is None:
+        print(f"training stopped: the loss became non-finite in epoch {hist['epoch'][-1]}; "
+              f"the best model (epoch {run.best_epoch}) is in {paths['out']}",
+              file=sys.stderr)
+        return 1
+    print(f"final validation accuracy: {hist['val_accuracy'][-1]:.4f} (epoch "
+          f"{hist['epoch'][-1]}); best val_loss {run.best_val_loss:.4f} at epoch "
+          f"{run.best_epoch} (val_accuracy "
+          f"{hist['val_accuracy'][hist['epoch'].index(run.best_epoch)]:.4f}), saved to "
+          f"{paths['out']}")
+    extra = " and history.png" if os.path.isfile(paths["plot"]) else \
+        " (pip install 'fastconv[plot]' for history.png)"
+    print(f"history: {paths['history']}{extra}")
+    return 0
+
+
+def add_parser(sub, common):
+    p = sub.add_parser(
+        "train", parents=[common], help="train the seed small convnet on a folder of images "
+                                        "(the built-in demo data set when none is given)",
+        description="Train the seed small convnet. DATA holds train/ and validation/ (or "
+                    "val/) sub-folders of class folders, or class folders that are split by "
+                    "--validation-split. Without DATA, trains on the built-in demo data set "
+                    f"with the demo defaults ({demo_flags()}); with DATA the defaults are "
+                    "the seed recipe (50 epochs, batch 16, RMSprop lr 1e-4, 150x150, "
+                    "augmentation shear 0.2, zoom 0.2, horizontal flip).")
+    p.add_argument("data", nargs="?", metavar="DATA", help="the image folder (default: demo)")
+    p.add_argument("--epochs", type=int, help="epochs to train (seed recipe 50)")
+    p.add_argument("--batch-size", type=int, help="images per step (seed recipe 16)")
+    p.add_argument("--lr", type=float, help="learning rate (seed recipe 1e-4)")
+    p.add_argument("--optimizer", choices=["rmsprop", "adam", "sgd"],
+                   help="optimizer, Keras defaults apart from the learning rate (rmsprop)")
+    p.add_argument("--device", choices=["cpu", "cuda", "reference"], default="cpu",
+                   help="where to train (default cpu)")
+    p.add_argument("--image-size", type=int, metavar="PX",
+                   help="images are resized to PX x PX (seed recipe 150)")
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                   help="the seed's augmentation: shear 0.2, zoom 0.2, horizontal flip "
+                        "(default on; off for the demo)")
+    p.add_argument("--validation-split", type=float, metavar="F",
+                   help="fraction held out for validation when DATA has no validation/ "
+                        "folder (default 0.2)")
+    p.add_argument("--out", default="model.fcm",
+                   help="the best model by validation loss (default model.fcm); the "
+                        "checkpoint and history.json are written beside it")
+    p.add_argument("--seed", type=int, help="seed of initialisation, shuffling, "
+                                            "augmentation and dropout (default 0)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run whose checkpoint is beside --out")
+    p.add_argument("--workers", type=int, help="image decoding threads (default: the data "
+                                               "pipeline's choice)")
+    p.add_argument("--cache", action="store_true",
+                   help="keep decoded images in memory after the first epoch (small data "
+                        "sets; always on for the demo)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)

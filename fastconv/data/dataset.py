@@ -1,0 +1,301 @@
+"""image_dataset_from_directory: a folder of class sub-folders as batches for model.fit."""
+from __future__ import annotations
+
+import math
+import os
+import warnings
+
+import numpy as np
+
+from .. import _random
+from .augment import Augmentation
+from .prefetch import OrderedPrefetch, check_workers
+from .reading import (IMAGE_EXTENSIONS, ImageReadError, check_image_size, decode_image,
+                      is_image_file)
+
+LABEL_MODES = ("binary", "int", "categorical")
+SUBSETS = ("training", "validation", "both")
+_OP = "image_dataset_from_directory"
+_SPLIT_STREAM, _SHUFFLE_STREAM, _AUGMENT_STREAM = 0, 1, 2
+
+
+def _fail(msg):
+    raise ValueError(f"{_OP}: {msg}")
+
+
+def _scan(path, class_names):
+    """(class_names, [(file, class index)...]) for the class folders under path."""
+    if not os.path.exists(path):
+        _fail(f"no such directory: {path!r}")
+    if not os.path.isdir(path):
+        _fail(f"not a directory: {path!r} (expected a folder of class sub-folders)")
+    found = sorted(e.name for e in os.scandir(path)
+                   if e.is_dir() and not e.name.startswith("."))
+    if class_names is None:
+        class_names = found
+    else:
+        class_names = [str(c) for c in class_names]
+        if sorted(class_names) != found:
+            _fail(f"class_names {class_names} must name exactly the sub-folders of "
+                  f"{path!r}, which are {found}")
+        if len(set(class_names)) != len(class_names):
+            _fail(f"class_names has duplicates: {class_names}")
+    if not class_names:
+        _fail(f"no class sub-folders in {path!r} (expected e.g. {path}/cats/*.jpg, "
+              f"{path}/dogs/*.jpg)")
+    files = []
+    for label, name in enumerate(class_names):
+        folder = os.path.join(path, name)
+        mine = []
+        for root, dirs, names in os.walk(folder, followlinks=True):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            mine.extend(os.path.join(root, n) for n in sorted(names) if is_image_file(n))
+        if not mine:
+            _fail(f"class folder {folder!r} holds no image files "
+                  f"({', '.join(e[1:] for e in IMAGE_EXTENSIONS)})")
+        files.extend((f, label) for f in mine)
+    return class_names, files
+
+
+def _split(labels, fraction, seed):
+    """(training, validation) index arrays: the last `fraction` of each class after a
+    seeded permutation, so both subsets keep the class balance."""
+    rng = np.random.default_rng([seed, _SPLIT_STREAM])
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val = int(round(fraction * idx.size))
+        train.append(idx[:idx.size - n_val])
+        val.append(idx[idx.size - n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+class ImageDataset:
+    """Batches (x, y) of images from files; iterate it once per epoch.
+
+    x: float32 (n, H, W, 3) NHWC, RGB 0..255 times `rescale` (when given). y: float32 (n,)
+    for label_mode "binary", int32 (n,) for "int", float32 one-hot (n, K) for
+    "categorical". Every epoch is reshuffled (shuffle=True) and augmented from the
+    seed and the epoch number, so two datasets with one seed yield identical epochs
+    whatever the number of worker threads. Build it with image_dataset_from_directory.
+
+    Files that fail to decode are left out of their batch (which is then smaller),
+    warned about once (warnings.warn naming the file), listed in `.skipped` and not
+    read again; they never raise during iteration.
+    """
+
+    def __init__(self, file_paths, labels, class_names, image_size, batch_size, shuffle,
+                 seed, label_mode, rescale, augmentation, cache, workers, prefetch):
+        self.file_paths = list(file_paths)
+        self.labels = np.asarray(labels, dtype=np.int32)
+        self.class_names = list(class_names)
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.label_mode = label_mode
+        self.rescale = rescale
+        self.augmentation = augmentation
+        self.cache = cache
+        self.workers = workers
+        self.prefetch = prefetch
+        self.epoch = 0                 # the epoch the next iteration yields; settable (resume)
+        self.last_epoch_wait_seconds = 0.0
+        self._cached = [None] * len(self.file_paths) if cache else None
+        self._bad = {}                 # index -> reason, in the order found
+
+    # ------------------------------------------------------------------ info
+    @property
+    def num_images(self):
+        """Image files found (including any that later failed to decode)."""
+        return len(self.file_paths)
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    @property
+    def skipped(self):
+        """[(path, reason)] of the files that failed to decode so far."""
+        return [(self.file_paths[i], why) for i, why in self._bad.items()]
+
+    def _good(self):
+        if not self._bad:
+            return np.arange(self.num_images)
+        return np.array([i for i in range(self.num_images) if i not in self._bad], np.int64)
+
+    def __len__(self):
+        """Batches per epoch (files already known to be unreadable not counted)."""
+        return math.ceil(len(self._good()) / self.batch_size)
+
+    def __repr__(self):
+        aug = f", augmentation={self.augmentation!r}" if self.augmentation else ""
+        return (f"<ImageDataset {self.num_images} images, classes {self.class_names}, "
+                f"image_size={self.image_size}, batch_size={self.batch_size}, "
+                f"label_mode={self.label_mode!r}{aug}>")
+
+    # ------------------------------------------------------------------ batches
+    def order(self, epoch):
+        """Indices into file_paths in the order epoch `epoch` yields them."""
+        good = self._good()
+        if not self.shuffle:
+            return good
+        return np.random.default_rng([self.seed, _SHUFFLE_STREAM, epoch]).permutation(good)
+
+    def _decoded(self, i):
+        if self._cached is not None and self._cached[i] is not None:
+            return self._cached[i]
+        img = decode_image(self.file_paths[i], self.image_size)
+        if self._cached is not None:
+            self._cached[i] = img
+        return img
+
+    def _targets(self, idx):
+        labels = self.labels[idx]
+        if self.label_mode == "binary":
+            return labels.astype(np.float32)
+        if self.label_mode == "int":
+            return labels.copy()
+        onehot = np.zeros((labels.size, self.num_classes), np.float32)
+        onehot[np.arange(labels.size), labels] = 1.0
+        return onehot
+
+    def _make_batch(self, job):
+        """(x, y, failures) of one batch; runs on a loader thread."""
+        epoch, start, idx = job
+        h, w = self.image_size
+        x = np.empty((len(idx), h, w, 3), np.float32)      # (N, H, W, 3)
+        scale = 1.0 if self.rescale is None else self.rescale
+        kept, failures = [], []
+        for k, i in enumerate(idx):
+            try:
+                img = self._decoded(i)
+            except ImageReadError as exc:
+                failures.append((int(i), exc.reason))
+                continue
+            dst = x[len(kept)]
+            if self.augmentation is not None:
+                # One stream per (epoch, position): reproducible whichever thread runs it.
+                rng = np.random.default_rng([self.seed, _AUGMENT_STREAM, epoch, start + k])
+                self.augmentation.apply(img, rng, out=dst, scale=scale)
+            elif self.rescale is None:
+                np.copyto(dst, img)
+            else:
+                np.multiply(img, np.float32(scale), out=dst)
+            kept.append(i)
+        kept = np.asarray(kept, np.int64)
+        return x[:kept.size], self._targets(kept), failures
+
+    def __iter__(self):
+        epoch = self.epoch
+        self.epoch += 1
+        order = self.order(epoch)
+        jobs = [(epoch, s, order[s:s + self.batch_size])
+                for s in range(0, order.size, self.batch_size)]
+        runner = OrderedPrefetch(self._make_batch, jobs, self.workers, self.prefetch)
+        try:
+            for x, y, failures in runner:
+                for i, reason in failures:
+                    if i not in self._bad:
+                        self._bad[i] = reason
+                        warnings.warn(f"skipping unreadable image {self.file_paths[i]!r}: "
+                                      f"{reason}", UserWarning, stacklevel=2)
+                if x.shape[0]:
+                    yield x, y
+        finally:
+            self.last_epoch_wait_seconds = runner.wait_seconds
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        _fail(f"{name} must be one of {choices}, received {name}={value!r}")
+
+
+def image_dataset_from_directory(path, image_size=(150, 150), batch_size=32, shuffle=True,
+                                 seed=None, validation_split=None, subset=None,
+                                 label_mode="binary", class_names=None, rescale=None,
+                                 augmentation=None, cache=False, workers=None, prefetch=2):
+    """Batches of images from `path/<class>/...` for model.fit, in Keras's spirit.
+
+    Classes are the sorted sub-folder names of `path` (or `class_names`, which must
+    name exactly those folders, in the label order you want); label k is class_names[k].
+    Images in nested folders inside a class folder belong to that class. Files are
+    picked by extension (see reading.IMAGE_EXTENSIONS; hidden files are ignored), so
+    README.txt or .DS_Store never reach the decoder.
+
+    image_size: (height, width) every image is resized to (nearest, see load_image).
+    batch_size: images per batch (the last batch may be smaller).
+    shuffle: reshuffle the files every epoch, deterministically from seed and epoch.
+    seed: int; None draws one from fastconv's generator (fastconv.set_seed fixes it).
+    validation_split, subset: hold out this fraction of each class (after a seeded
+      permutation); subset "training" or "validation" returns that part, "both" returns
+      (training, validation). Both calls must use the same seed, which is required here
+      unless subset="both". Augmentation is never applied to a validation subset.
+    label_mode: "binary" (float32 0/1, exactly two classes), "int" (int32) or
+      "categorical" (float32 one-hot).
+    rescale: multiply pixels (0..255) by this, e.g. 1/255 as the seed recipe.
+    augmentation: an Augmentation applied per image (training data only).
+    cache: keep decoded, resized uint8 images in memory after the first epoch.
+    workers: loader threads (None: one per core up to 4; 0: the calling thread).
+    prefetch: batches prepared ahead of the one being consumed (at least one per worker).
+
+    Raises ValueError naming the path for a missing path, no class folders, an empty
+    class folder, or not exactly two classes with label_mode="binary".
+    """
+    path = os.fspath(path)
+    image_size = check_image_size(_OP, image_size)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size < 1:
+        _fail(f"batch_size must be an int >= 1, received batch_size={batch_size!r}")
+    _check_choice("label_mode", label_mode, LABEL_MODES)
+    seed = _random.check_seed(_OP, seed)
+    if validation_split is not None:
+        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
+                or not 0 < validation_split < 1:
+            _fail(f"validation_split must be a float in (0, 1), received "
+                  f"validation_split={validation_split!r}")
+        if subset is None:
+            _fail("validation_split needs subset='training', 'validation' or 'both'")
+        _check_choice("subset", subset, SUBSETS)
+        if seed is None and subset != "both":
+            _fail("validation_split with subset='training' or 'validation' needs a seed, so "
+                  "that the two subsets are disjoint (or use subset='both')")
+    elif subset is not None:
+        _fail(f"subset={subset!r} needs validation_split")
+    if rescale is not None:
+        if isinstance(rescale, bool) or not isinstance(rescale, (int, float, np.floating)) \
+                or not math.isfinite(rescale):
+            _fail(f"rescale must be None or a finite number, received rescale={rescale!r}")
+        rescale = float(rescale)
+    if augmentation is not None and not isinstance(augmentation, Augmentation):
+        raise TypeError(f"{_OP}: augmentation must be a fastconv.data.Augmentation or None, "
+                        f"received {type(augmentation).__name__}")
+    if augmentation is not None and augmentation.is_identity:
+        augmentation = None
+    workers, prefetch = check_workers(workers, prefetch)
+    if seed is None:
+        seed = _random.draw_seed()
+
+    class_names, files = _scan(path, class_names)
+    if label_mode == "binary" and len(class_names) != 2:
+        _fail(f"label_mode='binary' needs exactly 2 class folders in {path!r}, found "
+              f"{len(class_names)}: {class_names} (use label_mode='int' or 'categorical')")
+    paths = [f for f, _ in files]
+    labels = np.array([c for _, c in files], np.int32)
+
+    def make(idx, aug):
+        return ImageDataset([paths[i] for i in idx], labels[idx], class_names, image_size,
+                            int(batch_size), bool(shuffle), seed, label_mode, rescale, aug,
+                            bool(cache), workers, prefetch)
+
+    if validation_split is None:
+        return make(np.arange(len(paths)), augmentation)
+    train, val = _split(labels, validation_split, seed)
+    if train.size == 0 or val.size == 0:
+        _fail(f"validation_split={validation_split} of {len(paths)} images in {path!r} "
+              f"leaves no {'training' if train.size == 0 else 'validation'} images")
+    if subset == "training":
+        return make(train, augmentation)
+    if subset == "validation":
+        return make(val, None)
+    return make(train, augmentation), make(val, None)

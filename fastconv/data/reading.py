@@ -1,0 +1,132 @@
+"""Reading one image file into a float32 RGB array, the way the seed's Keras loader did.
+
+`load_image` decodes with Pillow, applies the EXIF orientation, converts every
+Pillow mode to RGB (alpha composited on white, 16-bit grey scaled down, not
+clipped) and resizes with nearest-neighbour sampling, Keras's `load_img`
+default, so a model trained in Keras predicts the same on our inputs.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..kernels._validate import as_pair
+
+#: File extensions (lower case) that the directory loader treats as images; anything
+#: else in a class folder (README.txt, .DS_Store, thumbs.db) is ignored.
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+
+#: The resampling filter of every resize (Keras's load_img default).
+RESIZE_FILTER = Image.Resampling.NEAREST
+
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+_WIDE_GREY_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be decoded. `.path` names the file, `.reason` says why."""
+
+    def __init__(self, path, reason):
+        self.path = os.fspath(path)
+        self.reason = str(reason)
+        super().__init__(f"cannot read image {self.path!r}: {self.reason}")
+
+    def __reduce__(self):       # picklable, e.g. across a process pool
+        return (type(self), (self.path, self.reason))
+
+
+def is_image_file(name):
+    """True for a visible file whose extension is one of IMAGE_EXTENSIONS.
+
+    Names starting with '.' are skipped too: macOS writes '._photo.jpg' resource
+    forks next to real photos, and they are not images."""
+    base = os.path.basename(name)
+    return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def check_image_size(op, image_size):
+    """(height, width) from an int or a pair of ints >= 1."""
+    return as_pair(op, "image_size", image_size)
+
+
+def _to_rgb(img):
+    """A Pillow image of any mode as an 'RGB' image."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "P":
+        # A palette with a transparent index decodes to RGBA; compositing it keeps
+        # transparent pixels white instead of whatever colour the index holds.
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    elif mode in ("L", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        return img.convert("RGB")
+    if mode in _WIDE_GREY_MODES:
+        # Pillow's I;16 -> RGB conversion clips at 255 (a 16-bit scan turns white);
+        # scale the 0..65535 range instead.
+        a = np.asarray(img, dtype=np.float64)
+        a = np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        if a.size and np.nanmax(a) <= 1.0:      # float images are 0..1 by convention
+            a = a * 255.0
+        a = np.clip(np.nan_to_num(np.rint(a)), 0, 255).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    if mode in _ALPHA_MODES:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_image(path, image_size=(150, 150)):
+    """The image at `path` as uint8 (H, W, 3) RGB, resized to image_size=(H, W).
+
+    This is load_image without the float conversion: the dataset caches these
+    (4x smaller than float32). Raises ImageReadError when the file cannot be decoded.
+    """
+    h, w = check_image_size("load_image", image_size)
+    try:
+        with Image.open(path) as img:
+            img.seek(0)                       # GIF, APNG, TIFF: the first frame
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+            if img.size != (w, h):
+                img = img.resize((w, h), RESIZE_FILTER)
+            out = np.asarray(img, dtype=np.uint8)
+    except FileNotFoundError as exc:
+        raise ImageReadError(path, f"no such file ({exc.strerror})") from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:                  # Pillow raises many types for bad data
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            reason = "the file is empty (0 bytes)"
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+        raise ImageReadError(path, reason) from exc
+    if out.shape != (h, w, 3):
+        raise ImageReadError(path, f"decoded to shape {out.shape}, expected {(h, w, 3)}")
+    return np.ascontiguousarray(out)
+
+
+def load_image(path, image_size=(150, 150)):
+    """Read one image file as a float32 array (H, W, 3), RGB, values 0..255 (not rescaled).
+
+    - Formats: whatever Pillow decodes (JPEG, PNG, BMP, GIF, TIFF, WebP where Pillow
+      was built with it); GIF/APNG/TIFF give their first frame.
+    - EXIF orientation is applied (a phone photo comes out upright).
+    - Modes: L, 1, P, CMYK, YCbCr... convert to RGB; LA, RGBA, PA and palette images
+      with a transparent index are alpha-composited on white; 16-bit grey (I;16, I)
+      is scaled by 1/257 rather than clipped.
+    - Resize: to image_size=(height, width) with NEAREST sampling (Keras load_img's
+      default, as the seed's ImageDataGenerator.flow_from_directory used), only when
+      the size differs.
+
+    Raises ImageReadError (a ValueError) naming the file for anything that cannot be
+    decoded: a missing, empty, truncated or non-image file.
+    """
+    return decode_image(path, image_size).astype(np.float32)

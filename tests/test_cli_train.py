@@ -1,0 +1,260 @@
+"""`fastconv train`, `evaluate` and `predict` end to end on a tiny generated data set
+(32x32 images, a few dozen of them, 1-3 epochs on the reference device)."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _cli_train
+from fastconv.cli import main
+from fastconv.models import Sequential
+
+data = pytest.importorskip("fastconv.data")
+
+SIZE = 32
+FAST = ["--image-size", str(SIZE), "--batch-size", "8", "--device", "reference",
+        "--lr", "1e-3", "--no-augment"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "demo"
+    data.write_demo_data(str(root), train_per_class=12, validation_per_class=6,
+                         image_size=SIZE, seed=0)
+    return str(root)
+
+
+def _weights_equal(a, b):
+    wa, wb = fastconv.load_model(a, device="reference").get_weights(), \
+        fastconv.load_model(b, device="reference").get_weights()
+    return len(wa) == len(wb) and all(np.array_equal(x, y) for x, y in zip(wa, wb))
+
+
+def test_train_writes_model_checkpoint_and_history_then_evaluate_and_predict(
+        demo, tmp_path, capsys):
+    out = tmp_path / "model.fcm"
+    assert main(["train", demo, *FAST, "--epochs", "2", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "24 training images, 12 validation images" in text
+    assert f"classes 0 = {data.DEMO_CLASSES[0]}, 1 = {data.DEMO_CLASSES[1]}" in text
+    assert text.count("img/s") == 2 and "skipped 0" in text
+    assert "final validation accuracy:" in text
+    assert out.is_file() and (tmp_path / "model.fcm.ckpt").is_file()
+    hist = json.loads((tmp_path / "history.json").read_text())
+    h = hist["history"]
+    assert h["epoch"] == [1, 2]
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert len(h[key]) == 2 and all(np.isfinite(h[key])), key
+    assert hist["best_val_loss"] == min(h["val_loss"])
+    assert hist["class_names"] == list(data.DEMO_CLASSES)
+    model = fastconv.load_model(str(out), device="reference")
+    assert model.class_names == list(data.DEMO_CLASSES)
+    assert model.input_shape == (None, SIZE, SIZE, 3)
+    # history.png exactly when matplotlib is importable
+    try:
+        import matplotlib  # noqa: F401
+        assert (tmp_path / "history.png").is_file()
+    except ImportError:
+        assert not (tmp_path / "history.png").exists()
+        assert "fastconv[plot]" in text
+
+    # evaluate on the validation/ folder: the same loss as the best epoch's val_loss
+    assert main(["evaluate", str(out), demo, "--device", "reference", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 12
+    assert report["loss"] == pytest.approx(hist["best_val_loss"], rel=1e-5)
+    m = np.array(report["confusion_matrix"])
+    assert m.shape == (2, 2) and m.sum() == 12 and m.sum(axis=1).tolist() == [6, 6]
+    assert report["accuracy"] == pytest.approx(np.trace(m) / 12)
+    for k, name in enumerate(data.DEMO_CLASSES):
+        assert report["per_class"][name]["accuracy"] == pytest.approx(m[k, k] / 6)
+    assert main(["evaluate", str(out), demo, "--device", "reference"]) == 0
+    text = capsys.readouterr().out
+    assert "confusion matrix" in text and "per-class accuracy" in text
+    assert f"accuracy {report['accuracy']:.4f}" in text
+
+    # predict a folder and a file; --json parses and agrees with model.predict
+    folder = os.path.join(demo, "validation", data.DEMO_CLASSES[1])
+    assert main(["predict", str(out), folder, "--device", "reference", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["class_names"] == list(data.DEMO_CLASSES) and not report["errors"]
+    paths = [p["path"] for p in report["predictions"]]
+    assert len(paths) == 6 and paths == sorted(paths)
+    x = np.stack([data.load_image(p, (SIZE, SIZE)) for p in paths]) / np.float32(255)
+    expected = model.predict(x.astype(np.float32))[:, 0]
+    got = [p["probabilities"][data.DEMO_CLASSES[1]] for p in report["predictions"]]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    assert main(["predict", str(out), paths[0], "--device", "reference"]) == 0
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert line.startswith(paths[0]) and report["predictions"][0]["class"] in line
+
+
+def test_predict_reports_unreadable_images_and_predicts_the_rest(demo, tmp_path, capsys):
+    out = tmp_path / "model.fcm"
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    good = os.path.join(demo, "train", data.DEMO_CLASSES[0], sorted(
+        os.listdir(os.path.join(demo, "train", data.DEMO_CLASSES[0])))[0])
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"this is not a jpeg")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    assert main(["predict", str(out), str(bad), good, str(empty), "--device", "reference",
+                 "--json"]) == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert [p["path"] for p in report["predictions"]] == [good]
+    assert [e["path"] for e in report["errors"]] == [str(bad), str(empty)]
+    assert f"cannot read {bad}" in captured.err and f"cannot read {empty}" in captured.err
+    assert "2 of 3 images could not be read" in captured.err
+
+
+def _interrupt_at(monkeypatch, step):
+    """Raise KeyboardInterrupt (as Ctrl-C does) at the start of training step `step`."""
+    real = Sequential._train_step
+    calls = []
+
+    def step_or_interrupt(self, plan, guard_snaps=None):
+        calls.append(1)
+        if len(calls) == step:
+            raise KeyboardInterrupt
+        return real(self, plan, guard_snaps)
+    monkeypatch.setattr(Sequential, "_train_step", step_or_interrupt)
+
+
+@pytest.mark.parametrize("augment", ["--no-augment", "--augment"])
+def test_ctrl_c_then_resume_gives_the_uninterrupted_result(demo, tmp_path, capsys,
+                                                           monkeypatch, augment):
+    args = ["train", demo, *FAST, augment, "--epochs", "3", "--seed", "5"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    assert main(args + ["--out", str(a / "m.fcm")]) == 0
+    capsys.readouterr()
+    _interrupt_at(monkeypatch, 3 + 2)      # 24 images / batch 8 = 3 steps per epoch
+    assert main(args + ["--out", str(b / "m.fcm")]) == 130
+    captured = capsys.readouterr()
+    assert "model after epoch 1" in captured.err and "--resume" in captured.err
+    state = json.loads((b / "m.fcm.ckpt.json").read_text())
+    assert state["epochs_done"] == 1
+    monkeypatch.undo()
+    assert main(args + ["--out", str(b / "m.fcm"), "--resume"]) == 0
+    assert "continuing after epoch 1" in capsys.readouterr().out
+    assert _weights_equal(a / "m.fcm.ckpt", b / "m.fcm.ckpt")
+    assert _weights_equal(a / "m.fcm", b / "m.fcm")
+    ha = json.loads((a / "history.json").read_text())["history"]
+    hb = json.loads((b / "history.json").read_text())["history"]
+    for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy"):
+        assert ha[key] == hb[key], key
+    # a finished run extends with a larger --epochs, and not otherwise
+    assert main(args + ["--out", str(b / "m.fcm"), "--resume"]) == 1
+    assert "pass --epochs N with N > 3" in capsys.readouterr().err
+
+
+def test_resume_errors(demo, tmp_path, capsys):
+    out = str(tmp_path / "m.fcm")
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", out, "--resume"]) == 1
+    assert "no checkpoint to continue" in capsys.readouterr().err
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", out]) == 0
+    capsys.readouterr()
+    assert main(["train", demo, *FAST, "--epochs", "2", "--out", out, "--resume",
+                 "--batch-size", "4"]) == 1
+    assert "--batch-size 8, not 4" in capsys.readouterr().err
+    with open(out + ".ckpt", "ab") as fh:           # a checkpoint that is not the state's
+        fh.write(b"x")
+    assert main(["train", demo, *FAST, "--epochs", "2", "--out", out, "--resume"]) == 1
+    assert "does not match" in capsys.readouterr().err
+
+
+def test_class_folders_are_split_by_validation_split(demo, tmp_path, capsys):
+    flat = tmp_path / "flat"
+    shutil.copytree(os.path.join(demo, "train"), flat)
+    out = tmp_path / "m.fcm"
+    assert main(["train", str(flat), *FAST, "--epochs", "1", "--validation-split", "0.25",
+                 "--out", str(out)]) == 0
+    assert "18 training images, 6 validation images" in capsys.readouterr().out
+
+
+def test_train_without_data_uses_the_cached_demo_set(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setitem(_cli_train.DEMO, "train_per_class", 8)
+    monkeypatch.setitem(_cli_train.DEMO, "validation_per_class", 4)
+    monkeypatch.setitem(_cli_train.DEMO, "image_size", SIZE)
+    monkeypatch.setitem(_cli_train.DEMO, "epochs", 1)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--device", "reference"]) == 0
+    text = capsys.readouterr().out
+    assert "generating the demo data set" in text and "on the demo data set" in text
+    assert "16 training images, 8 validation images" in text
+    assert "final validation accuracy" in text and (tmp_path / "model.fcm").is_file()
+    assert main(["train", "--device", "reference", "--out", "again.fcm"]) == 0
+    assert "generating" not in capsys.readouterr().out        # generated once, reused
+    assert _weights_equal(tmp_path / "model.fcm", tmp_path / "again.fcm")   # seed 0 default
+
+
+def test_train_data_errors(demo, tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nowhere"), *FAST]) == 1
+    err = capsys.readouterr().err
+    assert err == f"fastconv train: error: data folder not found: {tmp_path / 'nowhere'}\n"
+    three = tmp_path / "three"
+    for k, name in enumerate(["a", "b", "c"]):
+        shutil.copytree(os.path.join(demo, "train", data.DEMO_CLASSES[k % 2]), three / name)
+    assert main(["train", str(three), *FAST, "--out", str(tmp_path / "m.fcm")]) == 1
+    err = capsys.readouterr().err           # label_mode="binary": the seed model's head
+    assert "needs exactly 2 class folders" in err and "found 3" in err
+    assert main(["train", demo, *FAST, "--image-size", "20"]) == 1
+    assert "too small" in capsys.readouterr().err
+    assert main(["train", demo, *FAST, "--out", str(tmp_path / "no" / "m.fcm")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_evaluate_errors(demo, tmp_path, capsys):
+    out = tmp_path / "m.fcm"
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), str(tmp_path / "nowhere"), "--device", "reference"]) == 1
+    assert "data folder not found" in capsys.readouterr().err
+    other = tmp_path / "other"
+    (other / "x").mkdir(parents=True)
+    (other / "y").mkdir()
+    assert main(["evaluate", str(out), str(other), "--device", "reference"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fastconv evaluate: error: ") and "the model's classes are" in err
+
+
+def test_demo_data_command(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["demo-data", str(out), "--train-per-class", "3", "--validation-per-class",
+                 "2", "--image-size", str(SIZE)]) == 0
+    assert "fastconv train" in capsys.readouterr().out
+    for split, n in (("train", 3), ("validation", 2)):
+        for name in data.DEMO_CLASSES:
+            assert len(os.listdir(out / split / name)) == n
+    assert main(["demo-data", str(out)]) == 1            # not empty: refuse
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_a_real_process_exits_cleanly_with_a_checkpoint(demo, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    out = tmp_path / "m.fcm"
+    proc = subprocess.Popen([sys.executable, "-m", "fastconv", "train", demo, *FAST,
+                             "--epochs", "10000", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch 2/"):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+    state = json.loads((tmp_path / "m.fcm.ckpt.json").read_text())
+    assert state["epochs_done"] >= 2
+    assert len(fastconv.load_model(str(out) + ".ckpt", device="reference").get_weights()) == 10
