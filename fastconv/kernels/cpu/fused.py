@@ -52,7 +52,7 @@ def _forward_pooled(xp, w, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl
         lo = max(top, 0)
         hi = min(top + ph_k, oh_n)
         for oh in range(lo, hi):
-            _conv_row(xf[n], wf, b, oh * sh, step, z[oh - lo])
+            _conv_row(xf[n], wf, b, oh * sh, step, False, z[oh - lo])
         yr = y[n, ph]
         ar = arg[n, ph]
         for pw in range(PW):
