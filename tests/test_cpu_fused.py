@@ -193,3 +193,30 @@ def test_bad_input_raises_as_the_reference_does(op, args, kwargs):
     with pytest.raises(want.type) as got:
         getattr(Fu, op)(*args, **kwargs)
     assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize("shape, k, f", [
+    ((3, 10, 9, 3), (3, 3), 32),    # KW*C = 9: the box path (channels in blocks of 32)
+    ((2, 10, 9, 1), (3, 3), 64),    # the box path, two channel blocks
+    ((2, 10, 9, 4), (3, 3), 8),     # the per-channel sparse path
+])
+def test_pooled_backward_takes_any_argmax(shape, k, f, rng):
+    """argmax is only an input: winners scattered over the whole grid (no pool made
+    them) must still give maxpool2d_backward + conv2d_backward, on every path."""
+    x, w, _ = make(rng, shape, k, f)
+    oh, ow = shape[1] - 2, shape[2] - 2
+    pooled = (shape[0], 3, 3, f)
+    argmax = rng.integers(0, oh * ow, pooled).astype(np.int32)
+    argmax[0, 0, 0, :] = argmax[0, 0, 0, 0]  # one window where every channel shares a winner
+    y = np.abs(rng.standard_normal(pooled)).astype(F32)
+    y.reshape(-1)[::5] = 0                   # dead outputs carry no gradient
+    dy = rng.standard_normal(pooled).astype(F32)
+    dz = R.maxpool2d_backward(R.relu_backward(dy, y), argmax, (shape[0], oh, ow, f))
+    for need_dx in (True, False):
+        got = Fu.conv2d_relu_maxpool_backward(x, w, dy, y, argmax, need_dx=need_dx)
+        want = R.conv2d_backward(x, w, dz, need_dx=need_dx)
+        for a, e, name in zip(got, want, ("dx", "dw", "db")):
+            if e is None:
+                assert a is None
+            else:
+                assert_close(a, e, RTOL, ATOL, name)
