@@ -17,17 +17,9 @@ from .losses import binary_crossentropy, softmax_crossentropy  # noqa: F401
 from .optimizers import adam_update, rmsprop_update, sgd_update  # noqa: F401
 from .pool import maxpool2d_backward, maxpool2d_forward  # noqa: F401
 
-# TEMP until cpu-conv merges
-try:
-    from .conv2d import conv2d_backward, conv2d_forward  # noqa: F401
-except ImportError:
-    pass
-# TEMP until cpu-conv merges
-try:
-    from .fused import (  # noqa: F401
-        conv2d_relu_backward, conv2d_relu_forward, conv2d_relu_maxpool_backward,
-        conv2d_relu_maxpool_forward)
-except ImportError:
-    pass
+from .conv2d import conv2d_backward, conv2d_forward  # noqa: F401
+from .fused import (  # noqa: F401
+    conv2d_relu_backward, conv2d_relu_forward, conv2d_relu_maxpool_backward,
+    conv2d_relu_maxpool_forward)
 
 NAME = "cpu"

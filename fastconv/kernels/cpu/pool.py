@@ -103,7 +103,7 @@ def maxpool2d_backward(dy, argmax, x_shape, out=None):
     """
     op = "maxpool2d_backward"
     v.check_float_array(op, "dy", dy, 4)
-    x_shape = tuple(int(s) for s in x_shape)
+    x_shape = tuple([int(s) for s in x_shape])
     if len(x_shape) != 4:
         raise ValueError(f"{op}: x_shape must be (N, H, W, C), got {x_shape}")
     if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int32:
