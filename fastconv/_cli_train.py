@@ -266,7 +266,8 @@ class _EpochEnd(Callback):
         for k, v in logs.items():      # JSON has no NaN: a non-finite value is null
             r.history.setdefault(k, []).append(float(v) if math.isfinite(v) else None)
         r.history.setdefault("epoch", []).append(epoch + 1)
-        r.history.setdefault("images_per_second", []).append(rate)
+        r.history.setdefault("images_per_second", []).append(
+            rate if math.isfinite(rate) else None)
         finite = all(math.isfinite(v) for v in logs.values())
         saved = ""
         with deferred_sigint():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 
 from . import __version__
 
@@ -115,6 +116,14 @@ def _expected_errors():
             FileNotFoundError, ImportError)
 
 
+def _one_line_warning(command):
+    """Warnings (an unreadable image skipped, a NaN loss) as one line each on stderr."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        print(f"fastconv {command}: warning: {text}", file=file or sys.stderr, flush=True)
+    return show
+
+
 def main(argv=None):
     """Run the command line; returns the exit code: 0 ok, 1 error, 2 usage, 130 Ctrl-C."""
     parser = build_parser()
@@ -123,7 +132,9 @@ def main(argv=None):
         parser.print_help()
         return 0
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command)
+            return args.func(args)
     except KeyboardInterrupt:
         if args.debug:
             raise

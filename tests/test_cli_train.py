@@ -258,3 +258,44 @@ def test_ctrl_c_in_a_real_process_exits_cleanly_with_a_checkpoint(demo, tmp_path
     state = json.loads((tmp_path / "m.fcm.ckpt.json").read_text())
     assert state["epochs_done"] >= 2
     assert len(fastconv.load_model(str(out) + ".ckpt", device="reference").get_weights()) == 10
+
+
+def test_unreadable_training_images_are_skipped_counted_and_named(demo, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(demo, root)
+    bad = root / "train" / data.DEMO_CLASSES[0] / "truncated.png"
+    good = sorted((root / "train" / data.DEMO_CLASSES[0]).iterdir())[0]
+    bad.write_bytes(good.read_bytes()[:60])
+    (root / "train" / data.DEMO_CLASSES[1] / "README.txt").write_text("not an image")
+    assert main(["train", str(root), *FAST, "--epochs", "2", "--out",
+                 str(tmp_path / "m.fcm")]) == 0
+    captured = capsys.readouterr()
+    lines = [l for l in captured.out.splitlines() if l.startswith("epoch ")]
+    assert len(lines) == 2 and all("skipped 1" in l for l in lines)
+    warned = [l for l in captured.err.splitlines() if str(bad) in l]
+    assert len(warned) == 1 and warned[0].startswith("fastconv train: warning: ")
+    assert "README.txt" not in captured.err                 # not an image: ignored
+
+
+def test_a_nan_loss_stops_training_and_keeps_the_last_good_files(demo, tmp_path, capsys,
+                                                                 monkeypatch):
+    out = tmp_path / "m.fcm"
+    real = Sequential._train_step
+    calls = []
+
+    def nan_in_epoch_2(self, plan, guard_snaps=None):
+        calls.append(1)
+        if len(calls) == 3 + 2:
+            return float("nan"), None
+        return real(self, plan, guard_snaps)
+    monkeypatch.setattr(Sequential, "_train_step", nan_in_epoch_2)
+    assert main(["train", demo, *FAST, "--epochs", "3", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "training stopped: the loss became non-finite in epoch 2" in captured.err
+    assert "fastconv train: warning: " in captured.err and "loss became nan" in captured.err
+    state = json.loads((tmp_path / "m.fcm.ckpt.json").read_text())
+    assert state["epochs_done"] == 1
+    text = (tmp_path / "history.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text           # strict JSON
+    hist = json.loads(text)
+    assert hist["history"]["loss"][1] is None and hist["best_epoch"] == 1
