@@ -103,10 +103,15 @@ def _conv_row(xn, wf, b, h0, step, relu, yr):
                     wi = wf[i]
                     p0 = ow * step
                     if npx == PX:
+                        # Slices taken once, indexed by bare loop counters: no
+                        # negative-index fix-ups in the hot loop.
+                        x0 = xr[p0:p0 + K]
+                        x1 = xr[p0 + step:p0 + step + K]
+                        x2 = xr[p0 + 2 * step:p0 + 2 * step + K]
                         for k in range(K):
-                            a0 = xr[p0 + k]
-                            a1 = xr[p0 + step + k]
-                            a2 = xr[p0 + 2 * step + k]
+                            a0 = x0[k]
+                            a1 = x1[k]
+                            a2 = x2[k]
                             wv = wi[k, f0:f0 + FC]
                             for f in range(FC):
                                 u = wv[f]
@@ -114,10 +119,11 @@ def _conv_row(xn, wf, b, h0, step, relu, yr):
                                 acc[1, f] += a1 * u
                                 acc[2, f] += a2 * u
                     else:
-                        for k in range(K):
-                            wv = wi[k, f0:f0 + FC]
-                            for p in range(npx):
-                                ap = xr[p0 + p * step + k]
+                        for p in range(npx):
+                            xs = xr[p0 + p * step:p0 + p * step + K]
+                            for k in range(K):
+                                ap = xs[k]
+                                wv = wi[k, f0:f0 + FC]
                                 for f in range(FC):
                                     acc[p, f] += ap * wv[f]
             else:
