@@ -80,58 +80,105 @@ def _forward_pooled(xp, w, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl
     return y
 
 
+# Width of the register-held chunk of a KW*C input run in the sparse dw (12 AVX2
+# registers; the seed's KW*C is 96). A chunk of 32 measured 3x slower: LLVM
+# unrolls a 32-trip loop fully and then fails to re-vectorize it.
+KC = 96
+
+
 @njit(parallel=True, **OPTS)
-def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dw, need_dx, dwp, dbp, dxp):
+def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dw, need_dx, loff, lg, lcnt,
+                     dwp, dbp, dxp):
     """Per-image partial dw, db and the padded dx of conv2d_relu_maxpool_backward.
 
     dy, y, arg (N, PH, PW, F); wt (KH, F, KW*C) as conv2d's transposed w.
     Overwrites dwp (N, F, KH, KW*C) and dbp (N, F) if need_dw, and dxp
-    (N, Hp, Wp, C) if need_dx. Each pooled gradient with y > 0 lands on one conv output
-    (oh, ow) = divmod(arg, OW), which saw the KW*C contiguous inputs at
-    ow*sw*C of rows oh*sh + i: dw[f] gets them times the gradient, and dx gets
-    wt[i, f] times it. One task per image owns dwp[n], dbp[n] and dxp[n].
+    (N, Hp, Wp, C) if need_dx. One task per image owns dwp[n], dbp[n], dxp[n].
+
+    Each pooled gradient with y > 0 lands on one conv output (oh, ow) =
+    divmod(arg, OW), which saw the KW*C contiguous inputs at offset
+    oh*sh*Wp*C + ow*sw*C (+ i*Wp*C for kernel row i) of the image.
+    - dx: each live channel adds g * wt[i, f, :] to its winner's inputs.
+    - dw: the winners are listed per channel (loff, lg; lcnt entries), then
+      dw[f, i, chunk] sums g * x[winner + i*Wp*C + chunk] over the list with
+      the chunk in registers: one load per FMA, no stores in the loop.
+    Scratch, one slab per worker thread: loff (T, F, PH*PW) int64, lg
+    (T, F, PH*PW), lcnt (T, F) int64.
     """
     N, Hp, Wp, C = xp.shape
     PH, PW, F = dy.shape[1], dy.shape[2], dy.shape[3]
     KH, _, K = wt.shape
-    xf = xp.reshape(N, Hp, Wp * C)
-    dxf = dxp.reshape(dxp.shape[0], Hp, Wp * C)
+    row = Wp * C
     step = sw * C
+    xf = xp.reshape(N, Hp * row)
+    dxf = dxp.reshape(dxp.shape[0], Hp * row)
     for n in prange(N):
-        dwn = dwp[n]
-        dbn = dbp[n]
+        tid = numba.get_thread_id()
+        offs = loff[tid]
+        gs = lg[tid]
+        cnt = lcnt[tid]
+        acc = numba.carray(_stack_f32(KC), (KC,))
+        xn = xf[n]
+        dxn = dxf[n]
+        cnt[:] = 0
         if need_dw:
-            dwn[...] = 0
-            dbn[...] = 0
+            dbp[n] = 0
         if need_dx:
-            dxf[n][...] = 0
+            dxn[:] = 0
         for ph in range(PH):
             for pw in range(PW):
-                gr = dy[n, ph, pw]
-                yr = y[n, ph, pw]
-                ar = arg[n, ph, pw]
+                ga = dy[n, ph, pw]
+                ya = y[n, ph, pw]
+                aa = arg[n, ph, pw]
                 for f in range(F):
-                    if not yr[f] > 0:
-                        continue
-                    g = gr[f]
-                    oh = ar[f] // ow_n
-                    ow = ar[f] - oh * ow_n
-                    base = ow * step
-                    if need_dw:
-                        dbn[f] += g
-                        # Slices, so inner indices are bare loop counters: no negative-index
-                        # fix-up, and LLVM vectorizes (4x faster than indexing xr[base + k]).
-                        for i in range(KH):
-                            xs = xf[n, oh * sh + i, base:base + K]
-                            d = dwn[f, i]
-                            for k in range(K):
-                                d[k] += g * xs[k]
-                    if need_dx:
-                        for i in range(KH):
-                            d = dxf[n, oh * sh + i, base:base + K]
-                            wi = wt[i, f]
-                            for k in range(K):
-                                d[k] += g * wi[k]
+                    if ya[f] > 0:
+                        g = ga[f]
+                        r = aa[f] // ow_n
+                        o = r * sh * row + (aa[f] - r * ow_n) * step
+                        if need_dw:
+                            dbp[n, f] += g
+                            offs[f, cnt[f]] = o
+                            gs[f, cnt[f]] = g
+                            cnt[f] += 1
+                        if need_dx:
+                            # Slices, so inner indices are bare loop counters: no
+                            # negative-index fix-up, and LLVM vectorizes.
+                            for i in range(KH):
+                                d = dxn[o + i * row:o + i * row + K]
+                                wi = wt[i, f]
+                                for k in range(K):
+                                    d[k] += g * wi[k]
+        if not need_dw:
+            continue
+        for f in range(F):
+            of = offs[f]
+            gf = gs[f]
+            for i in range(KH):
+                c0 = 0
+                while c0 < K:
+                    cw = min(KC, K - c0)
+                    d = dwp[n, f, i, c0:c0 + cw]
+                    base = i * row + c0
+                    if cw == KC:
+                        for t in range(KC):
+                            acc[t] = 0
+                        for j in range(cnt[f]):
+                            o = of[j] + base
+                            xs = xn[o:o + KC]
+                            gv = gf[j]
+                            for t in range(KC):
+                                acc[t] += gv * xs[t]
+                        for t in range(KC):
+                            d[t] = acc[t]
+                    else:
+                        d[:] = 0
+                        for j in range(cnt[f]):
+                            o = of[j] + base
+                            xs = xn[o:o + cw]
+                            gv = gf[j]
+                            for t in range(cw):
+                                d[t] += gv * xs[t]
+                    c0 += KC
     return dwp
 
 
@@ -287,6 +334,15 @@ def _relu_mask(dy, y, dz):
     return dz
 
 
+def _sparse_scratch(g, dy, need_dw):
+    """Per-thread scratch of _backward_pooled: (loff, lg, lcnt)."""
+    threads = numba.config.NUMBA_NUM_THREADS
+    cap = dy.shape[1] * dy.shape[2] if need_dw else 1
+    return (_c.workspace("sparse_offsets", (threads, g.f, cap), np.int64),
+            _c.workspace("sparse_gradients", (threads, g.f, cap)),
+            _c.workspace("sparse_counts", (threads, g.f), np.int64))
+
+
 def _check_relu_grad(dy, y):
     """relu_backward's checks, in the reference's order and words."""
     op = "relu_backward"
@@ -409,11 +465,13 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
         _c._reduce_partials(dwp, dbp, dw_buf, db_buf)
         if need_dx:
             _backward_pooled(xp, wt, dy, y, argmax, g.sh, g.sw, g.ow, False, True,
+                             *_sparse_scratch(g, dy, False),
                              _c.workspace("no_dw", (1, g.f, g.kh, k)), dbp, dxp)
     else:
         dwp = _c.workspace("pool_dw_partial", (g.n, g.f, g.kh, k))
         dbp = _c.workspace("pool_db_partial", (g.n, g.f))
-        _backward_pooled(xp, wt, dy, y, argmax, g.sh, g.sw, g.ow, True, need_dx, dwp, dbp, dxp)
+        _backward_pooled(xp, wt, dy, y, argmax, g.sh, g.sw, g.ow, True, need_dx,
+                         *_sparse_scratch(g, dy, True), dwp, dbp, dxp)
         _reduce_images(dwp, dbp, dw_buf, db_buf)
     if need_dx:
         if not g.direct:
