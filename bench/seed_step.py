@@ -151,7 +151,8 @@ def worker(engine, steps):
 
 
 def profile(steps):
-    """Per kernel step of a fastconv cpu training step (batch 32): best-of-`steps` ms."""
+    """Per kernel step of a fastconv cpu training step and inference (batch 32):
+    best-of-`steps` ms each."""
     runner = FastconvRunner("cpu")
     runner.train()
     model = runner.model
@@ -165,6 +166,16 @@ def profile(steps):
     whole = min(time_calls(runner.train, steps))
     total = sum(t for _, t in rows)
     print(f"fastconv cpu training step at batch {BATCH}: {whole * 1e3:.1f} ms "
+          f"({BATCH / whole:.1f} img/s); kernel steps below sum to {total * 1e3:.1f} ms")
+    for name, t in rows:
+        print(f"  {name:<36}{t * 1e3:9.2f} ms {100 * t / total:6.1f}%")
+    runner.infer()
+    plan = model._plan("infer", BATCH)
+    rows = [(f"forward  {name}", min(time_calls(s.forward, steps)))
+            for name, s in zip(plan.kinds, plan.steps)]
+    whole = min(time_calls(runner.infer, steps))
+    total = sum(t for _, t in rows)
+    print(f"fastconv cpu inference at batch {BATCH}: {whole * 1e3:.1f} ms "
           f"({BATCH / whole:.1f} img/s); kernel steps below sum to {total * 1e3:.1f} ms")
     for name, t in rows:
         print(f"  {name:<36}{t * 1e3:9.2f} ms {100 * t / total:6.1f}%")
