@@ -193,3 +193,32 @@ def test_bad_input_raises_as_the_reference_does(op, args, kwargs):
     with pytest.raises(want.type) as got:
         getattr(Fu, op)(*args, **kwargs)
     assert str(got.value) == str(want.value)
+
+
+@pytest.mark.parametrize("shape, k, f", [
+    ((3, 10, 9, 3), (3, 3), 32),    # KW*C = 9: short runs read 16 wide (past the end: exact loop)
+    ((2, 10, 9, 1), (5, 3), 7),     # short runs, 5 kernel rows: a block of 3 and 2 single rows
+    ((2, 10, 9, 8), (3, 3), 5),     # KW*C = 24: one partial register chunk
+    ((2, 10, 9, 32), (3, 3), 4),    # KW*C = 96: one full register chunk
+    ((2, 10, 9, 40), (3, 3), 3),    # KW*C = 120: a full chunk and a partial one
+])
+def test_pooled_backward_takes_any_argmax(shape, k, f, rng):
+    """argmax is only an input: winners scattered over the whole grid (no pool made
+    them) must still give maxpool2d_backward + conv2d_backward, on every path."""
+    x, w, _ = make(rng, shape, k, f)
+    oh, ow = shape[1] - k[0] + 1, shape[2] - k[1] + 1
+    pooled = (shape[0], 3, 3, f)
+    argmax = rng.integers(0, oh * ow, pooled).astype(np.int32)
+    argmax[0, 0, 0, :] = argmax[0, 0, 0, 0]  # one window where every channel shares a winner
+    y = np.abs(rng.standard_normal(pooled)).astype(F32)
+    y.reshape(-1)[::5] = 0                   # dead outputs carry no gradient
+    dy = rng.standard_normal(pooled).astype(F32)
+    dz = R.maxpool2d_backward(R.relu_backward(dy, y), argmax, (shape[0], oh, ow, f))
+    for need_dx in (True, False):
+        got = Fu.conv2d_relu_maxpool_backward(x, w, dy, y, argmax, need_dx=need_dx)
+        want = R.conv2d_backward(x, w, dz, need_dx=need_dx)
+        for a, e, name in zip(got, want, ("dx", "dw", "db")):
+            if e is None:
+                assert a is None
+            else:
+                assert_close(a, e, RTOL, ATOL, name)

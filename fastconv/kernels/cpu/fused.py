@@ -25,7 +25,7 @@ from numba import njit, prange
 
 from .. import _validate as v
 from . import conv2d as _c
-from .conv2d import F32, OPTS, _conv_row
+from .conv2d import F32, OPTS, _conv_row, _stack_f32
 
 
 @njit(parallel=True, **OPTS)
@@ -52,7 +52,7 @@ def _forward_pooled(xp, w, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl
         lo = max(top, 0)
         hi = min(top + ph_k, oh_n)
         for oh in range(lo, hi):
-            _conv_row(xf[n], wf, b, oh * sh, step, z[oh - lo])
+            _conv_row(xf[n], wf, b, oh * sh, step, False, z[oh - lo])
         yr = y[n, ph]
         ar = arg[n, ph]
         for pw in range(PW):
@@ -80,56 +80,145 @@ def _forward_pooled(xp, w, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl
     return y
 
 
+# Width of the register-held chunk of a KW*C input run in the sparse dw (12 AVX2
+# registers; the seed's KW*C is 96). A chunk of 32 measured 3x slower: LLVM
+# unrolls a 32-trip loop fully and then fails to re-vectorize it.
+KC = 96
+# Short runs (KW*C <= KS) read KS inputs per kernel row, IB kernel rows at a time.
+KS = 16
+IB = 3
+IB_KS = IB * KS
+
+
 @njit(parallel=True, **OPTS)
-def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, dwp, dbp, dxp):
+def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, dwp, dbp,
+                     dxp):
     """Per-image partial dw, db and the padded dx of conv2d_relu_maxpool_backward.
 
     dy, y, arg (N, PH, PW, F); wt (KH, F, KW*C) as conv2d's transposed w.
     Overwrites dwp (N, F, KH, KW*C), dbp (N, F) and, if need_dx, dxp
-    (N, Hp, Wp, C). Each pooled gradient with y > 0 lands on one conv output
-    (oh, ow) = divmod(arg, OW), which saw the KW*C contiguous inputs at
-    ow*sw*C of rows oh*sh + i: dw[f] gets them times the gradient, and dx gets
-    wt[i, f] times it. One task per image owns dwp[n], dbp[n] and dxp[n].
+    (N, Hp, Wp, C). One task per image owns dwp[n], dbp[n], dxp[n].
+
+    Each pooled gradient with y > 0 lands on one conv output (oh, ow) =
+    divmod(arg, OW), which saw the KW*C contiguous inputs at offset
+    oh*sh*Wp*C + ow*sw*C (+ i*Wp*C for kernel row i) of the image.
+    - dx: each live channel adds g * wt[i, f, :] to its winner's inputs.
+    - dw: the winners are listed per channel (loff, lg; lcnt entries), then
+      dw[f, i, chunk] sums g * x[winner + i*Wp*C + chunk] over the list with
+      the chunk accumulating on the stack (no aliasing, so no stores to dw in
+      the loop). Runs of at most KS inputs (an RGB first layer) read KS and
+      keep the first KW*C sums, IB kernel rows at a time.
+    Scratch, one slab per worker thread: loff (T, F, PH*PW) int64, lg
+    (T, F, PH*PW), lcnt (T, F) int64.
     """
     N, Hp, Wp, C = xp.shape
     PH, PW, F = dy.shape[1], dy.shape[2], dy.shape[3]
     KH, _, K = wt.shape
-    xf = xp.reshape(N, Hp, Wp * C)
-    dxf = dxp.reshape(dxp.shape[0], Hp, Wp * C)
+    row = Wp * C
     step = sw * C
+    xf = xp.reshape(N, Hp * row)
+    xall = xp.reshape(-1)
+    dxf = dxp.reshape(dxp.shape[0], Hp * row)
+    inv = 1.0 / ow_n
     for n in prange(N):
-        dwn = dwp[n]
-        dbn = dbp[n]
-        dwn[...] = 0
-        dbn[...] = 0
+        tid = numba.get_thread_id()
+        offs = loff[tid]
+        gs = lg[tid]
+        cnt = lcnt[tid]
+        acc = numba.carray(_stack_f32(KC), (KC,))
+        acc2 = numba.carray(_stack_f32(IB_KS), (IB, KS))
+        xn = xf[n]
+        dxn = dxf[n]
+        cnt[:] = 0
+        dbp[n] = 0
         if need_dx:
-            dxf[n][...] = 0
+            dxn[:] = 0
         for ph in range(PH):
             for pw in range(PW):
-                gr = dy[n, ph, pw]
-                yr = y[n, ph, pw]
-                ar = arg[n, ph, pw]
+                ga = dy[n, ph, pw]
+                ya = y[n, ph, pw]
+                aa = arg[n, ph, pw]
                 for f in range(F):
-                    if not yr[f] > 0:
-                        continue
-                    g = gr[f]
-                    dbn[f] += g
-                    oh = ar[f] // ow_n
-                    ow = ar[f] - oh * ow_n
-                    base = ow * step
-                    # Slices, so inner indices are bare loop counters: no negative-index
-                    # fix-up, and LLVM vectorizes (4x faster than indexing xr[base + k]).
-                    for i in range(KH):
-                        xs = xf[n, oh * sh + i, base:base + K]
-                        d = dwn[f, i]
-                        for k in range(K):
-                            d[k] += g * xs[k]
-                    if need_dx:
-                        for i in range(KH):
-                            d = dxf[n, oh * sh + i, base:base + K]
-                            wi = wt[i, f]
-                            for k in range(K):
-                                d[k] += g * wi[k]
+                    if ya[f] > 0:
+                        g = ga[f]
+                        # oh = arg // OW without an integer division: (arg + 0.5) / OW
+                        # is at least 0.5 / OW from an integer, far beyond float64
+                        # rounding.
+                        r = int((aa[f] + 0.5) * inv)
+                        o = r * sh * row + (aa[f] - r * ow_n) * step
+                        dbp[n, f] += g
+                        offs[f, cnt[f]] = o
+                        gs[f, cnt[f]] = g
+                        cnt[f] += 1
+                        if need_dx:
+                            # Slices, so inner indices are bare loop counters: no
+                            # negative-index fix-up, and LLVM vectorizes.
+                            for i in range(KH):
+                                d = dxn[o + i * row:o + i * row + K]
+                                wi = wt[i, f]
+                                for k in range(K):
+                                    d[k] += g * wi[k]
+        img = n * Hp * row                     # image n's offset in the flat xall
+        for f in range(F):
+            of = offs[f]
+            gf = gs[f]
+            i0 = 0
+            if K <= KS:
+                # Short runs (conv1: KW*C = 9): read KS inputs per kernel row, IB rows
+                # at a time, and keep only the first K sums. The extra lanes read
+                # the next pixels' inputs (finite, discarded); an entry whose reads
+                # would pass the end of x takes the exact loop below.
+                while i0 + IB <= KH:
+                    for r in range(IB):
+                        for t in range(KS):
+                            acc2[r, t] = 0
+                    for j in range(cnt[f]):
+                        o = img + of[j] + i0 * row
+                        gv = gf[j]
+                        if o + (IB - 1) * row + KS <= xall.size:
+                            xs0 = xall[o:o + KS]
+                            xs1 = xall[o + row:o + row + KS]
+                            xs2 = xall[o + 2 * row:o + 2 * row + KS]
+                            for t in range(KS):
+                                acc2[0, t] += gv * xs0[t]
+                                acc2[1, t] += gv * xs1[t]
+                                acc2[2, t] += gv * xs2[t]
+                        else:
+                            for r in range(IB):
+                                xs = xall[o + r * row:o + r * row + K]
+                                for t in range(K):
+                                    acc2[r, t] += gv * xs[t]
+                    for r in range(IB):
+                        d = dwp[n, f, i0 + r]
+                        for t in range(K):
+                            d[t] = acc2[r, t]
+                    i0 += IB
+            for i in range(i0, KH):
+                c0 = 0
+                while c0 < K:
+                    cw = min(KC, K - c0)
+                    d = dwp[n, f, i, c0:c0 + cw]
+                    base = i * row + c0
+                    if cw == KC:
+                        for t in range(KC):
+                            acc[t] = 0
+                        for j in range(cnt[f]):
+                            o = of[j] + base
+                            xs = xn[o:o + KC]
+                            gv = gf[j]
+                            for t in range(KC):
+                                acc[t] += gv * xs[t]
+                        for t in range(KC):
+                            d[t] = acc[t]
+                    else:
+                        d[:] = 0
+                        for j in range(cnt[f]):
+                            o = of[j] + base
+                            xs = xn[o:o + cw]
+                            gv = gf[j]
+                            for t in range(cw):
+                                d[t] += gv * xs[t]
+                    c0 += KC
     return dwp
 
 
@@ -266,14 +355,19 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
     dw_buf, dw_out = _c.target(op, "out[1]", o[1], w.shape)
     db_buf, db_out = _c.target(op, "out[2]", o[2], (g.f,))
     k = g.kw * g.c
-    dwp = _c.workspace("pool_dw_partial", (g.n, g.f, g.kh, k))
-    dbp = _c.workspace("pool_db_partial", (g.n, g.f))
     if need_dx:
         dxp = dx_buf if g.direct else _c.workspace("dxpad", g.padded_shape)
     else:
         dxp = _c.workspace("no_dx", (1, g.hp, g.wp, g.c))  # typed stand-in, never written
+    dwp = _c.workspace("pool_dw_partial", (g.n, g.f, g.kh, k))
+    dbp = _c.workspace("pool_db_partial", (g.n, g.f))
+    threads = numba.config.NUMBA_NUM_THREADS
+    pooled = dy.shape[1] * dy.shape[2]
     _backward_pooled(g.padded(x), g.transposed_w(_c.contiguous(w)), _c.contiguous(dy),
                      _c.contiguous(y), _c.contiguous(argmax), g.sh, g.sw, g.ow, need_dx,
+                     _c.workspace("sparse_offsets", (threads, g.f, pooled), np.int64),
+                     _c.workspace("sparse_gradients", (threads, g.f, pooled)),
+                     _c.workspace("sparse_counts", (threads, g.f), np.int64),
                      dwp, dbp, dxp)
     _reduce_images(dwp, dbp, dw_buf, db_buf)
     if need_dx:
