@@ -33,7 +33,7 @@ def dense_forward(x, w, b, out=None):
     v.dense_check(op, d.meta(op, "x", x), d.meta(op, "w", w))
     v.check_bias(op, d.meta(op, "b", b), w.shape[1], np.float32)
     y = d.out_buffer(op, "out", out, (x.shape[0], w.shape[1]))
-    _conv.launch_forward(_image(x), w, b, _image(y), 1, 1, 1, 1, _ONE, 0, 0)
+    _conv.launch_forward(_image(x), w, b, _image(y), 1, 1, 1, _ONE, 0, 0)
     return y
 
 
@@ -48,7 +48,7 @@ def dense_backward(x, w, dy, need_dx=True, out=None):
     dw = d.out_buffer(op, "out[1]", out_dw, w.shape)
     db = d.out_buffer(op, "out[2]", out_db, (w.shape[1],))
     dx = d.out_buffer(op, "out[0]", out_dx, x.shape) if need_dx else None
-    _conv.launch_dw(_image(x), _image(dy), dw, db, 1, 1, _ONE, 0, 0)
+    _conv.launch_dw(_image(x), _image(dy), dw, db, 1, _ONE, 0, 0)
     if need_dx:
         _conv.launch_dx(_image(dy), w, _image(dx), 1, 1, _ONE, 0, 0)
     return dx, dw, db

@@ -103,7 +103,7 @@ def conv2d_relu_forward(x, w, b, stride=1, padding="valid", out=None):
     v.check_bias(op, d.meta(op, "b", b), w.shape[3], np.float32)
     kh, kw, c, f = w.shape
     y = d.out_buffer(op, "out", out, (x.shape[0], oh, ow, f))
-    _conv.launch_forward(x, w.reshape(kh * kw * c, f), b, y, kh, kw, oh, ow, stride, pt, pl,
+    _conv.launch_forward(x, w.reshape(kh * kw * c, f), b, y, kw, oh, ow, stride, pt, pl,
                          relu=True)
     return y
 
@@ -142,7 +142,7 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool
     out_y, out_arg = d.split_out(op, out, 2)
     y = d.out_buffer(op, "out[0]", out_y, (x.shape[0], ph, pw, f))
     arg = d.out_buffer(op, "out[1]", out_arg, (x.shape[0], ph, pw, f), np.int32)
-    _conv.launch_forward(x, w.reshape(kh * kw * c, f), b, y, kh, kw, oh, ow, stride, pt, pl,
+    _conv.launch_forward(x, w.reshape(kh * kw * c, f), b, y, kw, oh, ow, stride, pt, pl,
                          relu=True, pool=pool, pool_stride=pool_stride, ppt=ppt, ppl=ppl,
                          arg=arg)
     return y, arg
