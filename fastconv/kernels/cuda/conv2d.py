@@ -503,16 +503,43 @@ def launch_dw(x, dz, dw2, db, kw, stride, pt, pl):
 
 
 def launch_backward(op, x, w, dz, stride, pt, pl, need_dx, out):
-    """(dx or None, dw, db) of the conv from dz (N, OH, OW, F), into out= buffers or new ones."""
+    """(dx or None, dw, db) of the conv from device arrays x, w and dz (N, OH, OW, F), into
+    the out= tuple's buffers or new device arrays (the reference's out= convention)."""
     kh, kw, c, f = w.shape
-    out_dx, out_dw, out_db = d.split_out(op, out, 3)
-    dw = d.out_buffer(op, "out[1]", out_dw, w.shape)
-    db = d.out_buffer(op, "out[2]", out_db, (f,))
-    dx = d.out_buffer(op, "out[0]", out_dx, x.shape) if need_dx else None
-    launch_dw(x, dz, dw.reshape(kh * kw * c, f), db, kw, stride, pt, pl)
+    out = d.out_tuple(op, out, 3)
+    specs = [("out[1]", out[1], w.shape, np.float32), ("out[2]", out[2], (f,), np.float32)]
     if need_dx:
+        specs.append(("out[0]", out[0], x.shape, np.float32))
+    bufs = d.out_buffers(op, *specs)
+    (dw, dw_host), (db, db_host) = bufs[:2]
+    launch_dw(x, dz, dw.reshape(kh * kw * c, f), db, kw, stride, pt, pl)
+    dx = None
+    if need_dx:
+        dx, dx_host = bufs[2]
         launch_dx(dz, w.reshape(kh * kw * c, f), dx, kh, kw, stride, pt, pl)
-    return dx, dw, db
+        dx = d.finish(dx, dx_host)
+    return dx, d.finish(dw, dw_host), d.finish(db, db_host)
+
+
+def check_conv(op, x, w, stride, padding):
+    """The reference's checks of x and w (host or device arrays), plus float32 and
+    C-contiguous device arrays. Returns (stride pair, OH, OW, pad_top, pad_left)."""
+    d.check_float32(op, "x", x, 4)
+    d.check_float32(op, "w", w, 4)
+    geometry = v.conv2d_geometry(op, d.checkable(x), d.checkable(w), stride, padding)
+    _, oh, ow, _, _ = geometry
+    d.check_int32_indexable(op, x.shape, (x.shape[0], oh, ow, w.shape[3]))  # dz, y
+    return geometry
+
+
+def check_bias(op, b, n_out):
+    v.check_bias(op, d.checkable(b), n_out, np.float32)
+    d.check_float32(op, "b", b)
+
+
+def check_dy(op, dy, shape):
+    v.check_dy(op, d.checkable(dy), shape, np.float32)
+    d.check_float32(op, "dy", dy)
 
 
 # --- public ops ---
@@ -520,29 +547,29 @@ def launch_backward(op, x, w, dz, stride, pt, pl, need_dx, out):
 def conv2d_forward(x, w, b, stride=1, padding="valid", out=None):
     """y[n, oh, ow, f] = b[f] + sum_{i, j, c} xpad[n, oh*sh + i, ow*sw + j, c] * w[i, j, c, f].
 
-    x (N, H, W, C), w (KH, KW, C, F), b (F,): float32 C-contiguous device arrays; stride int
-    or pair; padding 'valid' or 'same' (Keras geometry). Returns y (N, OH, OW, F), a new device
-    array or `out` (overwritten). Never copies to the host.
+    x (N, H, W, C), w (KH, KW, C, F), b (F,): float32 C-contiguous device arrays (host arrays
+    are copied in); stride int or pair; padding 'valid' or 'same' (Keras geometry). Returns y
+    (N, OH, OW, F): a new device array, or `out` (overwritten). One launch of conv2d_fwd_tile.
     """
     op = "conv2d_forward"
-    xm, wm = d.meta(op, "x", x), d.meta(op, "w", w)
-    stride, oh, ow, pt, pl = v.conv2d_geometry(op, xm, wm, stride, padding)
-    v.check_bias(op, d.meta(op, "b", b), w.shape[3], np.float32)
+    stride, oh, ow, pt, pl = check_conv(op, x, w, stride, padding)
+    check_bias(op, b, w.shape[3])
     kh, kw, c, f = w.shape
-    y = d.out_buffer(op, "out", out, (x.shape[0], oh, ow, f))
+    [(y, y_host)] = d.out_buffers(op, ("out", out, (x.shape[0], oh, ow, f), np.float32))
+    x, w, b = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "b", b)
     launch_forward(x, w.reshape(kh * kw * c, f), b, y, kw, oh, ow, stride, pt, pl)
-    return y
+    return d.finish(y, y_host)
 
 
 def conv2d_backward(x, w, dy, stride=1, padding="valid", need_dx=True, out=None):
     """Gradients of conv2d_forward given dy (N, OH, OW, F): (dx or None, dw, db).
 
-    dx (N, H, W, C), dw (KH, KW, C, F), db (F,), new device arrays or the out= tuple's buffers
-    (overwritten; an out entry may be None). need_dx=False skips dx. dw and db are reduced in
-    two deterministic stages (no atomics) through a cached workspace.
+    dx (N, H, W, C), dw (KH, KW, C, F), db (F,): new device arrays or the out= tuple's
+    buffers (overwritten; an entry may be None). need_dx=False skips dx. dw and db are
+    reduced in two deterministic stages (no atomics) through a cached workspace.
     """
     op = "conv2d_backward"
-    xm, wm = d.meta(op, "x", x), d.meta(op, "w", w)
-    stride, oh, ow, pt, pl = v.conv2d_geometry(op, xm, wm, stride, padding)
-    v.check_dy(op, d.meta(op, "dy", dy), (x.shape[0], oh, ow, w.shape[3]), np.float32)
+    stride, oh, ow, pt, pl = check_conv(op, x, w, stride, padding)
+    check_dy(op, dy, (x.shape[0], oh, ow, w.shape[3]))
+    x, w, dy = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "dy", dy)
     return launch_backward(op, x, w, dy, stride, pt, pl, need_dx, out)
