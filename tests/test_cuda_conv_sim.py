@@ -189,3 +189,25 @@ def test_bad_arguments_raise_the_reference_messages_and_host_arrays_are_copied_i
     assert out["out_tuple"].startswith("TypeError: conv2d_backward: out must be a tuple of 3")
     assert out["argmax_dtype"] == ("TypeError: conv2d_relu_maxpool_backward: argmax must be "
                                    "int32, got float32")
+
+
+def test_conv_kernels_keep_half_occupancy_on_sm90():
+    """The conv kernels' target: no spills and >= 50% theoretical occupancy on sm_90 at
+    the block sizes the wrappers launch (ptxas -v via the cuda report, no GPU needed)."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        pytest.skip("NUMBA_ENABLE_CUDASIM=1 is set: the simulator has no compiler")
+    report = pytest.importorskip("fastconv.kernels.cuda.report",
+                                 reason="the cuda report module (cuda-ops) is not merged yet")
+    problem = report.toolchain_problem()
+    if problem:
+        message = f"CUDA toolchain missing, occupancy NOT checked: {problem}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from fastconv.kernels.cuda import conv2d
+    rows = {spec.name: report.measure(spec, "sm_90") for spec in conv2d.KERNELS
+            if spec.name in ("conv2d_fwd_tile", "conv2d_dx_tile", "conv2d_dw_tile")}
+    assert len(rows) == 3
+    for name, row in rows.items():
+        assert row["spill_stores"] == row["spill_loads"] == 0, (name, row)
+        assert row["occupancy"] >= 0.5, (name, row)
