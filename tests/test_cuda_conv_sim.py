@@ -83,7 +83,7 @@ SCRIPT = textwrap.dedent("""
     conv2d.set_tiles(bm=8, bn=4, bk=4, tm=2, dw_bm=4, dw_bk=8, dw_bn=4, dw_tk=2,
                      dw_target_blocks=8)
     conv_case((2, 7, 6, 3), (3, 3), 5, 1, "valid")
-    conv_case((2, 6, 5, 3), (3, 3), 6, 2, "same")
+    conv_case((2, 6, 5, 5), (3, 3), 6, 2, "same")   # dx: 2 channel blocks; dw_sum: 2 blocks
     conv_case((1, 5, 6, 2), (2, 3), 3, (2, 1), "same", relu=False)
     conv_case((1, 4, 5, 3), (5, 5), 5, 1, "same", relu=False, skip_dx=False)  # kernel > input
     conv_case((2, 8, 7, 3), (3, 3), 5, 1, "valid", pool=(2, None, "valid"))
