@@ -41,15 +41,21 @@ def test_write_demo_data_layout_and_determinism(tmp_path):
         demo_images(1, split="test")
 
 
-def test_demo_images_vary_in_colour_place_and_size():
+def test_demo_images_vary_and_show_their_class():
     x, y = demo_images(40, 48, seed=0)
     assert x.dtype == np.uint8 and x.shape == (80, 48, 48, 3)
     assert y.tolist() == [0, 1] * 40
     corners = x[:, 0, 0].astype(float)                  # background colour (plus noise)
     assert corners.std(axis=0).min() > 40
-    # the class is not in the mean brightness or colour of the image
+    # the class is not in the mean brightness or colour of the image...
     means = x.reshape(80, -1).mean(1)
     assert abs(means[y == 0].mean() - means[y == 1].mean()) < 10
+    # ...but in the orientation: horizontal bands vary down the columns, vertical
+    # ones along the rows (mean absolute difference of neighbouring pixels)
+    f = x.astype(float).sum(-1)
+    down = np.abs(np.diff(f, axis=1)).mean((1, 2))
+    across = np.abs(np.diff(f, axis=2)).mean((1, 2))
+    assert np.mean((down > across) == (y == 0)) >= 0.9
 
 
 def _logistic_regression(x, y, xv, steps=300, lr=2.0, l2=1e-4):
