@@ -130,6 +130,12 @@ def _warp_kernel(src, m, mode, cval, scale, out):
                 out[r, c, ch] = v00 * w00 + v01 * w01 + v10 * w10 + v11 * w11
 
 
+def _scale32(scale):
+    # Keras multiplies a float32 image by rescale in float32; with the scale rounded
+    # to float32, an unwarped pixel (v exact) gets exactly float32(v) * float32(scale).
+    return float(np.float32(scale))
+
+
 def affine_warp(src, matrix, out=None, fill_mode="nearest", cval=0.0, scale=1.0):
     """Warp one image with bilinear sampling (Numba, releases the GIL).
 
@@ -137,14 +143,15 @@ def affine_warp(src, matrix, out=None, fill_mode="nearest", cval=0.0, scale=1.0)
     (row, col) -> input (row, col), see the module docstring. out: float32 (OH, OW, C),
     C-contiguous, overwritten (a fresh (H, W, C) array when None); OH, OW may differ
     from H, W. fill_mode: nearest | constant | reflect | wrap; cval: the constant fill
-    in src's units; scale: every output value is multiplied by it. Arithmetic is
-    float64 until the final float32 store. Returns out.
+    in src's units; scale: every output value is multiplied by it (rounded to float32
+    first, as Keras's float32 rescale). Arithmetic is float64 until the final float32
+    store. Returns out.
     """
     m = _check("affine_warp", src, matrix, out, fill_mode, cval, scale)
     src = np.ascontiguousarray(src)
     if out is None:
         out = np.empty(src.shape, np.float32)
-    _warp_kernel(src, m, FILL_MODES.index(fill_mode), float(cval), float(scale), out)
+    _warp_kernel(src, m, FILL_MODES.index(fill_mode), float(cval), _scale32(scale), out)
     return out
 
 
@@ -186,4 +193,4 @@ def affine_warp_reference(src, matrix, out_shape=None, fill_mode="nearest", cval
 
     top = tap(y0, x0) * (1 - wx) + tap(y0, x0 + 1) * wx
     bot = tap(y0 + 1, x0) * (1 - wx) + tap(y0 + 1, x0 + 1) * wx
-    return ((top * (1 - wy) + bot * wy) * float(scale)).astype(np.float32)
+    return ((top * (1 - wy) + bot * wy) * _scale32(scale)).astype(np.float32)
