@@ -295,3 +295,17 @@ def test_feeds_model_fit(tmp_path):
     history = model.fit(train, epochs=2, validation_data=val, verbose=0)
     assert len(history.history["val_loss"]) == 2 and train.epoch == 2
     assert all(math.isfinite(v) for v in history.history["loss"])
+
+
+def test_rescale_is_exact_float32(tmp_path):
+    _tree(tmp_path, {"cats": 2, "dogs": 2})
+    ds = image_dataset_from_directory(tmp_path, image_size=S, shuffle=False, rescale=1 / 255)
+    x, _ = _epoch(ds)
+    for i, p in enumerate(ds.file_paths):
+        np.testing.assert_array_equal(x[i], load_image(p, S) * np.float32(1 / 255))
+    # a flip-only augmentation goes through the warp: the same values, mirrored or not
+    aug = image_dataset_from_directory(tmp_path, image_size=S, shuffle=False, rescale=1 / 255,
+                                       augmentation=Augmentation(horizontal_flip=True), seed=0)
+    xa, _ = _epoch(aug)
+    for i in range(len(x)):
+        assert np.array_equal(xa[i], x[i]) or np.array_equal(xa[i], x[i][:, ::-1])

@@ -172,3 +172,19 @@ def test_image_extensions():
     assert is_image_file("a/b/Cat.JPG") and is_image_file("x.webp") and is_image_file("y.png")
     assert not is_image_file("README.txt") and not is_image_file(".DS_Store")
     assert not is_image_file("._cat.jpg")          # macOS resource fork, not an image
+
+
+def test_32_bit_integer_and_float_grey(tmp_path):
+    a = np.array([[0, 257, 65535, 70000]], np.int32)      # mode I: read as 16-bit range
+    img = Image.fromarray(a)
+    assert img.mode == "I"
+    x = load_image(_save(tmp_path, "i.tif", img), (1, 4))
+    np.testing.assert_array_equal(x[0, :, 1], [0, 1, 255, 255])
+    f = np.array([[0.0, 0.5, 1.0]], np.float32)             # mode F in 0..1: times 255
+    img = Image.fromarray(f)
+    assert img.mode == "F"
+    x = load_image(_save(tmp_path, "f.tif", img), (1, 3))
+    np.testing.assert_array_equal(x[0, :, 0], [0, 128, 255])
+    f = np.array([[0.0, 100.0, 300.0]], np.float32)         # F beyond 1: 0..255, clipped
+    x = load_image(_save(tmp_path, "g.tif", Image.fromarray(f)), (1, 3))
+    np.testing.assert_array_equal(x[0, :, 2], [0, 100, 255])

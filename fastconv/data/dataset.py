@@ -181,7 +181,8 @@ class ImageDataset:
             elif self.rescale is None:
                 np.copyto(dst, img)
             else:
-                np.multiply(img, np.float32(scale), out=dst)
+                # dtype pins the float32 loop (NumPy 1.x would pick float16 for uint8 * scalar)
+                np.multiply(img, np.float32(scale), out=dst, dtype=np.float32)
             kept.append(i)
         kept = np.asarray(kept, np.int64)
         return x[:kept.size], self._targets(kept), failures

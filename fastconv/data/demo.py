@@ -1,53 +1,55 @@
-"""The built-in demo data set: discs vs squares, generated in code.
+"""The built-in demo data set: horizontal vs vertical stripes, generated in code.
 
 Each image is a flat background of a random colour with Gaussian pixel noise
-(std 0.1 of the range) and one shape of another random colour: a disc or an
-axis-aligned square of random size and place. The square's side is sqrt(pi)
-times the disc's radius, so both classes cover the same area on average, and
-the shape is lighter or darker than the background at random: no pixel or sum
-of pixels predicts the class, and a linear model on raw pixels stays near
-chance (tests/test_data_demo.py), while a convnet sees round edges against
-corners. Every image is drawn from its own seeded stream, so a file's content
-depends only on (seed, split, class, index), never on how many were asked for.
+(std 0.1 of the range) and one disc of random size and place filled with
+stripes of two other random colours, random period and random phase: bands
+along the rows (class "horizontal") or along the columns (class "vertical").
+A convnet's first 3x3 filters see the orientation anywhere in the image; a
+linear model on raw pixels cannot, because the random phase, colours and place
+give each pixel the same distribution in both classes (tests/test_data_demo.py
+checks it stays at chance). Every image is drawn from its own seeded stream,
+so a file's content depends only on (seed, split, class, index), never on how
+many were asked for.
 """
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 from PIL import Image
 
 #: Class names, in label order (sorted, as image_dataset_from_directory reads them).
-DEMO_CLASSES = ("discs", "squares")
+DEMO_CLASSES = ("horizontal", "vertical")
 
 NOISE = 0.1                     # pixel noise std, fraction of the 0..255 range
-MIN_CONTRAST = 90.0             # minimum RGB distance shape <-> background (0..441)
-RADIUS = (0.10, 0.24)           # disc radius, fraction of the image size
+STRIPE_CONTRAST = 90.0          # minimum RGB distance between the two stripe colours
+BACKGROUND_CONTRAST = 40.0      # minimum RGB distance background <-> mean stripe colour
+RADIUS = (0.18, 0.35)           # disc radius, fraction of the image size
+PERIOD = (0.06, 0.12)           # stripe period, fraction of the image size (9-18 px at 150)
 _SPLITS = {"train": 0, "validation": 1}
 
 
 def _colours(rng):
     while True:
-        bg, fg = rng.uniform(0, 255, (2, 3))
-        if np.linalg.norm(fg - bg) >= MIN_CONTRAST:
-            return bg, fg
+        bg, c1, c2 = rng.uniform(0, 255, (3, 3))
+        if (np.linalg.norm(c1 - c2) >= STRIPE_CONTRAST
+                and np.linalg.norm(bg - (c1 + c2) / 2) >= BACKGROUND_CONTRAST):
+            return bg, c1, c2
 
 
 def demo_image(label, image_size, rng):
     """One (image_size, image_size, 3) uint8 image of class DEMO_CLASSES[label]."""
     n = image_size
-    bg, fg = _colours(rng)
+    bg, c1, c2 = _colours(rng)
     r = rng.uniform(*RADIUS) * n
-    half = r * math.sqrt(math.pi) / 2          # square of the disc's area
-    extent = r if label == 0 else half
-    cy, cx = rng.uniform(extent, n - 1 - extent, 2)
+    cy, cx = rng.uniform(r, n - 1 - r, 2)
+    period = rng.uniform(*PERIOD) * n
+    phase = rng.uniform(0, period)
     yy, xx = np.mgrid[:n, :n]
-    if label == 0:
-        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
-    else:
-        mask = (np.abs(yy - cy) <= half) & (np.abs(xx - cx) <= half)
-    img = np.where(mask[..., None], fg, bg)
+    across = yy if label == 0 else xx          # horizontal bands change down the rows
+    band = ((across + phase) % period) < period / 2
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    img = np.where(disc[..., None], np.where(band[..., None], c1, c2), bg)
     img = img + rng.normal(0.0, NOISE * 255.0, img.shape)
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 

@@ -87,6 +87,10 @@ def _warp_kernel(src, m, mode, cval, scale, out):
     OH, OW = out.shape[0], out.shape[1]
     m00, m01, m02 = m[0, 0], m[0, 1], m[0, 2]
     m10, m11, m12 = m[1, 0], m[1, 1], m[1, 2]
+    # Coordinates of a huge shear/zoom can leave the int range; beyond `big` every
+    # mode gives what it gives at a nearer point: nearest/constant clamp, and
+    # reflect/wrap are periodic in 2H (2W), which the modulus 2*H*W preserves.
+    big = 4.0 * (H + W)
     for r in range(OH):
         for c in range(OW):
             y = m00 * r + m01 * c + m02
@@ -95,22 +99,25 @@ def _warp_kernel(src, m, mode, cval, scale, out):
             fx0 = math.floor(x)
             wy = y - fy0
             wx = x - fx0
-            # Coordinates of a huge shear/zoom can leave the int range; clamp far
-            # outside the image first (every mode maps them into it identically
-            # modulo the period, which 4*(H+W) preserves for reflect and wrap).
-            big = 4.0 * (H + W)
+            # the four bilinear weights, with the rescale folded in
+            w00 = (1.0 - wy) * (1.0 - wx) * scale
+            w01 = (1.0 - wy) * wx * scale
+            w10 = wy * (1.0 - wx) * scale
+            w11 = wy * wx * scale
+            if 0.0 <= fy0 and fy0 < H - 1 and 0.0 <= fx0 and fx0 < W - 1:
+                y0 = int(fy0)
+                x0 = int(fx0)
+                for ch in range(C):
+                    out[r, c, ch] = (src[y0, x0, ch] * w00 + src[y0, x0 + 1, ch] * w01
+                                     + src[y0 + 1, x0, ch] * w10
+                                     + src[y0 + 1, x0 + 1, ch] * w11)
+                continue
             if fy0 < -big or fy0 > big:
                 fy0 = fy0 % (2.0 * H * W) if mode >= _REFLECT else (-big if fy0 < 0 else big)
             if fx0 < -big or fx0 > big:
                 fx0 = fx0 % (2.0 * H * W) if mode >= _REFLECT else (-big if fx0 < 0 else big)
             y0 = int(fy0)
             x0 = int(fx0)
-            if 0 <= y0 and y0 + 1 < H and 0 <= x0 and x0 + 1 < W:
-                for ch in range(C):
-                    top = src[y0, x0, ch] * (1.0 - wx) + src[y0, x0 + 1, ch] * wx
-                    bot = src[y0 + 1, x0, ch] * (1.0 - wx) + src[y0 + 1, x0 + 1, ch] * wx
-                    out[r, c, ch] = (top * (1.0 - wy) + bot * wy) * scale
-                continue
             ya = _fix_index(y0, H, mode)
             yb = _fix_index(y0 + 1, H, mode)
             xa = _fix_index(x0, W, mode)
@@ -120,9 +127,13 @@ def _warp_kernel(src, m, mode, cval, scale, out):
                 v01 = cval if (ya < 0 or xb < 0) else float(src[ya, xb, ch])
                 v10 = cval if (yb < 0 or xa < 0) else float(src[yb, xa, ch])
                 v11 = cval if (yb < 0 or xb < 0) else float(src[yb, xb, ch])
-                top = v00 * (1.0 - wx) + v01 * wx
-                bot = v10 * (1.0 - wx) + v11 * wx
-                out[r, c, ch] = (top * (1.0 - wy) + bot * wy) * scale
+                out[r, c, ch] = v00 * w00 + v01 * w01 + v10 * w10 + v11 * w11
+
+
+def _scale32(scale):
+    # Keras multiplies a float32 image by rescale in float32; with the scale rounded
+    # to float32, an unwarped pixel (v exact) gets exactly float32(v) * float32(scale).
+    return float(np.float32(scale))
 
 
 def affine_warp(src, matrix, out=None, fill_mode="nearest", cval=0.0, scale=1.0):
@@ -132,14 +143,15 @@ def affine_warp(src, matrix, out=None, fill_mode="nearest", cval=0.0, scale=1.0)
     (row, col) -> input (row, col), see the module docstring. out: float32 (OH, OW, C),
     C-contiguous, overwritten (a fresh (H, W, C) array when None); OH, OW may differ
     from H, W. fill_mode: nearest | constant | reflect | wrap; cval: the constant fill
-    in src's units; scale: every output value is multiplied by it. Arithmetic is
-    float64 until the final float32 store. Returns out.
+    in src's units; scale: every output value is multiplied by it (rounded to float32
+    first, as Keras's float32 rescale). Arithmetic is float64 until the final float32
+    store. Returns out.
     """
     m = _check("affine_warp", src, matrix, out, fill_mode, cval, scale)
     src = np.ascontiguousarray(src)
     if out is None:
         out = np.empty(src.shape, np.float32)
-    _warp_kernel(src, m, FILL_MODES.index(fill_mode), float(cval), float(scale), out)
+    _warp_kernel(src, m, FILL_MODES.index(fill_mode), float(cval), _scale32(scale), out)
     return out
 
 
@@ -181,4 +193,4 @@ def affine_warp_reference(src, matrix, out_shape=None, fill_mode="nearest", cval
 
     top = tap(y0, x0) * (1 - wx) + tap(y0, x0 + 1) * wx
     bot = tap(y0 + 1, x0) * (1 - wx) + tap(y0 + 1, x0 + 1) * wx
-    return ((top * (1 - wy) + bot * wy) * float(scale)).astype(np.float32)
+    return ((top * (1 - wy) + bot * wy) * _scale32(scale)).astype(np.float32)
