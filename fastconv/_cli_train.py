@@ -62,8 +62,16 @@ def demo_root():
     """The demo data set, generated once into the user's cache folder (a temporary
     folder when that is not writable) and reused by later runs."""
     from . import data
-    key = json.dumps({k: DEMO[k] for k in ("train_per_class", "validation_per_class",
-                                           "image_size", "seed")}, sort_keys=True)
+    spec = {k: DEMO[k] for k in ("train_per_class", "validation_per_class", "image_size",
+                                  "seed")}
+    try:        # a changed generator must not reuse images cached by an older one
+        import inspect
+        spec["generator"] = hashlib.sha256(inspect.getsource(
+            sys.modules[data.write_demo_data.__module__]).encode()).hexdigest()[:12]
+    except (OSError, TypeError):
+        from . import __version__
+        spec["generator"] = __version__
+    key = json.dumps(spec, sort_keys=True)
     tag = hashlib.sha256(key.encode()).hexdigest()[:10]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     root = os.path.join(base, "fastconv", f"demo-{tag}")
@@ -329,7 +337,8 @@ def plot_history(history, path):
     for ax, key in zip(axes, ("loss", "accuracy")):
         for k, style in ((key, "-o"), (f"val_{key}", "-s")):
             if k in history:
-                ax.plot(epochs, history[k], style, label=k)
+                values = [math.nan if v is None else v for v in history[k]]
+                ax.plot(epochs, values, style, label=k)
         ax.set_xlabel("epoch")
         ax.set_title(key)
         ax.legend()
