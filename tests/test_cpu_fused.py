@@ -118,13 +118,16 @@ def test_fused_out_buffers_allocate_nothing(rng):
         return r1, r2, r3, r4
 
     step()
-    tracemalloc.start()
-    try:
-        r1, r2, r3, r4 = step()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 4096, f"{peak} bytes allocated with out= buffers"
+    peaks = []
+    for _ in range(3):   # the smallest of 3: other threads' objects can land in one window
+        tracemalloc.start()
+        try:
+            r1, r2, r3, r4 = step()
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    peak = min(peaks)
+    assert peak < 4096, f"{peaks} bytes allocated with out= buffers"
     assert r1[0] is y and r1[1] is arg and r3 is z
     assert r2 == (dx, dw, db) or (r2[0] is dx and r2[1] is dw and r2[2] is db)
     assert r4[0] is dz_dx and r4[1] is dw and r4[2] is db
