@@ -160,7 +160,7 @@ def _forward(xp, w, wpk, b, sh, sw, relu, y):
     """
     N, Hp, Wp, C = xp.shape
     KH, KW, _, F = w.shape
-    OH, OW = y.shape[1], y.shape[2]
+    OH = y.shape[1]
     xf = xp.reshape(N, Hp, Wp * C)
     wf = w.reshape(KH, KW * C, F)
     for r in prange(N * OH):

@@ -142,8 +142,8 @@ def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, 
                     if ya[f] > 0:
                         g = ga[f]
                         # oh = arg // OW without an integer division: (arg + 0.5) / OW
-                        # is at least 0.5 / OW from an integer, far beyond float64
-                        # rounding.
+                        # lies at least 0.5 / OW from an integer, and float64 errs by
+                        # under OH * 2**-52, smaller whenever OH * OW < 2**51.
                         r = int((aa[f] + 0.5) * inv)
                         o = r * sh * row + (aa[f] - r * ow_n) * step
                         dbp[n, f] += g
