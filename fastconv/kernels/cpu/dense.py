@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _validate as v
-from ._common import OPTS, Target, contiguous, kernel, out_tuple
+from ._common import OPTS, Target, check_float32, contiguous, kernel, out_tuple
 
 F0 = np.float32(0.0)
 ROWS = 4        # rows of x sharing each loaded row of w in the forward product
@@ -86,6 +86,7 @@ def dense_forward(x, w, b, out=None):
     op = "dense_forward"
     v.dense_check(op, x, w)
     v.check_bias(op, b, w.shape[1], x.dtype)
+    check_float32(op, "x", x)              # w, b: x's dtype, checked above
     x, w, b = contiguous(x), contiguous(w), contiguous(b)
     t = Target(op, "out", out, (x.shape[0], w.shape[1]), x.dtype)
     _forward(x.shape[0] * w.size, x, w, b, t.buf)
@@ -101,6 +102,7 @@ def dense_backward(x, w, dy, need_dx=True, out=None):
     op = "dense_backward"
     v.dense_check(op, x, w)
     v.check_dy(op, dy, (x.shape[0], w.shape[1]), x.dtype)
+    check_float32(op, "x", x)              # w, dy: x's dtype, checked above
     o_dx, o_dw, o_db = out_tuple(op, out, 3)
     x, w, dy = contiguous(x), contiguous(w), contiguous(dy)
     work = x.shape[0] * w.size
