@@ -29,7 +29,7 @@ from .conv2d import F32, OPTS, _conv_row, _stack_f32
 
 
 @njit(parallel=True, **OPTS)
-def _forward_pooled(xp, w, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl, zbuf,
+def _forward_pooled(xp, w, wpk, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl, zbuf,
                     y, arg):
     """y, arg (N, PH, PW, F) = max-pool of conv(xp, w) + b over the conv grid (OH, OW),
     y clamped at 0. Overwrites y and arg.
@@ -52,7 +52,7 @@ def _forward_pooled(xp, w, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl
         lo = max(top, 0)
         hi = min(top + ph_k, oh_n)
         for oh in range(lo, hi):
-            _conv_row(xf[n], wf, b, oh * sh, step, False, z[oh - lo])
+            _conv_row(xf[n], wf, wpk, b, oh * sh, step, False, z[oh - lo])
         yr = y[n, ph]
         ar = arg[n, ph]
         for pw in range(PW):
@@ -142,8 +142,8 @@ def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, 
                     if ya[f] > 0:
                         g = ga[f]
                         # oh = arg // OW without an integer division: (arg + 0.5) / OW
-                        # is at least 0.5 / OW from an integer, far beyond float64
-                        # rounding.
+                        # lies at least 0.5 / OW from an integer, and float64 errs by
+                        # under OH * 2**-52, smaller whenever OH * OW < 2**51.
                         r = int((aa[f] + 0.5) * inv)
                         o = r * sh * row + (aa[f] - r * ow_n) * step
                         dbp[n, f] += g
@@ -329,7 +329,8 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool
     y_buf, y_out = _c.target(op, "out[0]", o[0], (g.n, ph, pw, g.f))
     a_buf, a_out = _c.target(op, "out[1]", o[1], (g.n, ph, pw, g.f), np.int32)
     zbuf = _c.workspace("pool_rows", (numba.config.NUMBA_NUM_THREADS, pk_h, g.ow, g.f))
-    _forward_pooled(g.padded(x), _c.contiguous(w), _c.contiguous(b), g.sh, g.sw, g.oh, g.ow,
+    _forward_pooled(g.padded(x), _c.contiguous(w), g.packed_w(_c.contiguous(w)),
+                    _c.contiguous(b), g.sh, g.sw, g.oh, g.ow,
                     pk_h, pk_w, ps_h, ps_w, ppt, ppl, zbuf, y_buf, a_buf)
     return _c.finish(y_buf, y_out), _c.finish(a_buf, a_out)
 
