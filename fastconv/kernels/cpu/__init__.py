@@ -1,2 +1,25 @@
-"""The Numba CPU-parallel engine (not built yet: see the CPU engine issue)."""
+"""The Numba CPU-parallel engine: every op of the kernel contract (and the fused
+conv layer ops) with the reference's names, arguments, errors and out=
+convention, as `@njit(parallel=True, cache=True)` kernels over float32 NHWC
+arrays. See docs/cpu.md for how it is built and how fast it is.
+
+Each op writes the caller's `out=` buffers when given (no allocation for
+C-contiguous buffers) or returns new arrays; optimizer updates work in place.
+Results are bitwise identical with any number of Numba threads: no kernel
+splits a sum across threads.
+"""
+from .._host import empty, to_device, to_host, zeros  # noqa: F401
+from .activations import (  # noqa: F401
+    dropout_backward, dropout_forward, relu_backward, relu_forward, sigmoid_backward,
+    sigmoid_forward, softmax_backward, softmax_forward)
+from .dense import dense_backward, dense_forward  # noqa: F401
+from .losses import binary_crossentropy, softmax_crossentropy  # noqa: F401
+from .optimizers import adam_update, rmsprop_update, sgd_update  # noqa: F401
+from .pool import maxpool2d_backward, maxpool2d_forward  # noqa: F401
+
+from .conv2d import conv2d_backward, conv2d_forward  # noqa: F401
+from .fused import (  # noqa: F401
+    conv2d_relu_backward, conv2d_relu_forward, conv2d_relu_maxpool_backward,
+    conv2d_relu_maxpool_forward)
+
 NAME = "cpu"

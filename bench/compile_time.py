@@ -1,0 +1,105 @@
+"""Compile time of the cpu engine: cold (empty Numba cache) and warm (cache=True
+hits) import-plus-first-call, each in a fresh process.
+
+    python bench/compile_time.py [--repeat 2]
+
+Two measurements per state:
+  engine  import fastconv.kernels.cpu, then call every op in the op table
+          (fastconv.opcases, quick shapes) once with each kernel's serial build
+          and once with its parallel build forced: every compiled signature the
+          engine has for float32 inputs;
+  model   import fastconv, build small_convnet(device="cpu") and run one
+          train_on_batch and one predict_on_batch at batch 4: what a user waits
+          for before the first step.
+Cold runs use a new temporary NUMBA_CACHE_DIR; warm runs reuse the one the cold
+run filled.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CHILD = {
+    "engine": r"""
+import time
+t0 = time.perf_counter()
+import fastconv.kernels.cpu as C
+from fastconv.kernels.cpu import _common
+from fastconv.opcases import samples
+t_import = time.perf_counter() - t0
+ops = 0
+for threshold in (1 << 62, 0):                     # serial builds, then parallel builds
+    _common.PARALLEL_MIN = threshold
+    for s in samples("quick"):
+        if hasattr(C, s.op):
+            getattr(C, s.op)(*s.args, **s.kwargs)
+            ops += 1
+print(t_import, time.perf_counter() - t0, ops)
+""",
+    "model": r"""
+import time
+t0 = time.perf_counter()
+import numpy as np
+import fastconv
+t_import = time.perf_counter() - t0
+model = fastconv.small_convnet(device="cpu", seed=0)
+rng = np.random.default_rng(0)
+x = rng.random((4, 150, 150, 3), dtype=np.float32)
+y = (rng.random(4) > 0.5).astype(np.float32)
+model.train_on_batch(x, y)
+model.predict_on_batch(x)
+print(t_import, time.perf_counter() - t0, 2)
+""",
+}
+
+
+def measure(what, cache_dir):
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", CHILD[what]], env=env, cwd=ROOT,
+                          capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-2000:]}")
+    t_import, t_total, calls = proc.stdout.split()
+    return dict(what=what, import_s=float(t_import), import_and_calls_s=float(t_total),
+                calls=int(calls), process_s=wall)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=1, help="cold/warm pairs per measurement")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    rows = []
+    measurements = ["engine", "model"]
+    sys.path.insert(0, ROOT)
+    from fastconv import kernels
+    try:
+        kernels.get("cpu")
+    except kernels.BackendUnavailable as exc:
+        print(f"model: skipped ({exc})")
+        measurements.remove("model")
+    for what in measurements:
+        for _ in range(args.repeat):
+            with tempfile.TemporaryDirectory(prefix="fastconv-numba-cache-") as cache:
+                rows.append(dict(measure(what, cache), state="cold"))
+                rows.append(dict(measure(what, cache), state="warm"))
+    print(f"{'measurement':<13}{'cache':<7}{'import s':>10}{'import + first calls s':>24}"
+          f"{'calls':>7}")
+    for r in rows:
+        print(f"{r['what']:<13}{r['state']:<7}{r['import_s']:10.2f}"
+              f"{r['import_and_calls_s']:24.2f}{r['calls']:7d}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The cpu engine's conv kernels, plain and fused, at the seed model's layer shapes
+(batch 32), against the NumPy reference and, when torch is installed, PyTorch's
+conv2d (a benchmark peer only). Run:
+
+    pytest bench/test_cpu_conv.py --benchmark-only --benchmark-json=bench.json
+    python bench/report.py bench.json
+
+Rows are named <test>[<backend>-<layer>]. The cpu rows pass out= buffers, as the
+model layer does, so they time the steady state (no allocation). FLOPs:
+a forward conv is 2*N*OH*OW*KH*KW*C*F; the plain backward counts dw (and dx
+where the layer needs it) at the same cost each. The fused pool backward
+reports the FLOPs of the unfused backward it replaces ("dense equivalent"):
+it only touches the 1 in pool_h*pool_w conv outputs that won their window,
+so its GFLOP/s can exceed the machine's peak.
+"""
+import os
+import types
+
+import numpy as np
+import pytest
+
+from fastconv.kernels import reference as R
+from fastconv.kernels.cpu import conv2d as C
+from fastconv.kernels.cpu import fused as Fu
+
+from . import seed_shapes as S
+from .conftest import run
+
+F32 = np.float32
+CPU = types.SimpleNamespace(**{name: getattr(m, name) for m, names in (
+    (C, ("conv2d_forward", "conv2d_backward")),
+    (Fu, ("conv2d_relu_forward", "conv2d_relu_backward", "conv2d_relu_maxpool_forward",
+          "conv2d_relu_maxpool_backward"))) for name in names})
+BACKENDS = {"reference": R, "cpu": CPU}
+# The seed's conv -> relu -> pool blocks: layer name -> pool size.
+POOL_OF = dict(zip(S.CONVS, (3, 2, 2)))
+# The reference takes seconds per call at batch 32: fewer rounds keep the suite short.
+ROUNDS = {"reference": 1, "cpu": 5}
+
+
+def _layer(rng, layer):
+    shape, k, f, stride, padding = S.CONVS[layer]
+    x = rng.standard_normal(shape, F32)
+    w = (rng.standard_normal(k + (shape[3], f), F32) * 0.1).astype(F32)
+    b = np.full(f, 0.01, F32)
+    oh, ow = S.conv_out(shape, k, stride, padding)
+    flops = S.conv_flops(shape, k, f, stride, padding)
+    need_dx = not layer.startswith("conv1")  # the first layer needs no input gradient
+    return x, w, b, (shape[0], oh, ow, f), flops, need_dx, dict(stride=stride, padding=padding)
+
+
+def _grads(x, w, b, need_dx):
+    return (np.empty_like(x) if need_dx else None, np.empty_like(w), np.empty_like(b))
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("layer", list(S.CONVS))
+def test_conv2d_forward(benchmark, backend, layer, rng):
+    K = BACKENDS[backend]
+    x, w, b, y_shape, flops, _, kw = _layer(rng, layer)
+    y = np.empty(y_shape, F32)
+    run(benchmark, lambda: K.conv2d_forward(x, w, b, out=y, **kw), gflop=flops / 1e9,
+        rounds=ROUNDS[backend])
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("layer", list(S.CONVS))
+def test_conv2d_backward(benchmark, backend, layer, rng):
+    K = BACKENDS[backend]
+    x, w, b, y_shape, flops, need_dx, kw = _layer(rng, layer)
+    dy = rng.standard_normal(y_shape, F32)
+    out = _grads(x, w, b, need_dx)
+    run(benchmark, lambda: K.conv2d_backward(x, w, dy, need_dx=need_dx, out=out, **kw),
+        gflop=(1 + need_dx) * flops / 1e9, rounds=ROUNDS[backend])
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("layer", list(S.CONVS))
+def test_conv2d_relu_maxpool_forward(benchmark, backend, layer, rng):
+    K = BACKENDS[backend]
+    x, w, b, y_shape, flops, _, kw = _layer(rng, layer)
+    pool = POOL_OF[layer]
+    pooled = (y_shape[0], y_shape[1] // pool, y_shape[2] // pool, y_shape[3])
+    out = (np.empty(pooled, F32), np.empty(pooled, np.int32))
+    run(benchmark, lambda: K.conv2d_relu_maxpool_forward(x, w, b, pool=pool, out=out, **kw),
+        gflop=flops / 1e9, rounds=ROUNDS[backend])
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+@pytest.mark.parametrize("layer", list(S.CONVS))
+def test_conv2d_relu_maxpool_backward(benchmark, backend, layer, rng):
+    K = BACKENDS[backend]
+    x, w, b, _, flops, need_dx, kw = _layer(rng, layer)
+    pool = POOL_OF[layer]
+    y, arg = Fu.conv2d_relu_maxpool_forward(x, w, b, pool=pool, **kw)
+    dy = rng.standard_normal(y.shape, F32)
+    out = _grads(x, w, b, need_dx)
+    benchmark.extra_info["live_fraction"] = float((y > 0).mean())
+    run(benchmark,
+        lambda: K.conv2d_relu_maxpool_backward(x, w, dy, y, arg, need_dx=need_dx, out=out, **kw),
+        gflop=(1 + need_dx) * flops / 1e9, rounds=ROUNDS[backend])
+
+
+@pytest.mark.parametrize("layer", list(S.CONVS))
+def test_conv2d_forward_torch_peer(benchmark, layer, rng):
+    """torch.nn.functional.conv2d (+bias), channels_last, 2 threads: the peer to beat."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(int(os.environ.get("FASTCONV_TORCH_THREADS", "2")))
+    x, w, b, _, flops, _, kw = _layer(rng, layer)
+    if kw["padding"] != "valid" or kw["stride"] != 1:
+        pytest.skip("the seed's convs are valid, stride 1")
+    xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+    wt = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1)))
+    bt = torch.from_numpy(b)
+    with torch.no_grad():
+        run(benchmark, lambda: torch.nn.functional.conv2d(xt, wt, bt), gflop=flops / 1e9)

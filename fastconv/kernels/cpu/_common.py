@@ -1,0 +1,124 @@
+"""Shared Numba options and out= plumbing of the cpu engine's pool, dense,
+activation, loss and optimizer kernels.
+
+Every public op validates its arguments with `fastconv.kernels._validate` first
+(so errors read exactly like the reference's), then calls an njit kernel that
+writes into a caller buffer: `out=` when given (no allocation), else a new
+array. The out= convention is the reference's (`_validate.deliver`); the
+messages below repeat `deliver`'s word for word.
+"""
+import types
+
+import numpy as np
+from numba import njit
+
+# cache=True: a warm start loads machine code instead of compiling (~0.3 s vs
+# ~2.5 s per signature). error_model="numpy": no ZeroDivisionError branches, so
+# loops with a division still vectorize. No fastmath: results must not depend on
+# how LLVM reassociates (kernels that reduce say where they differ).
+OPTS = dict(cache=True, nogil=True, error_model="numpy")
+
+# Below this many elements a parallel launch (~2 us + wake-up of the workers)
+# costs more than the loop itself: the serial twin of the kernel runs instead.
+PARALLEL_MIN = 1 << 15
+
+
+class Kernel:
+    """One Python loop body compiled twice: serially and with parallel=True.
+
+    The body uses `numba.prange`, which is a plain range in the serial build.
+    Both builds compile lazily, so a program that only ever runs small (or only
+    large) inputs compiles one. `kernel(work, *args)` picks by `work`, the
+    number of elements the call touches.
+    """
+
+    def __init__(self, fn, fastmath=False):
+        # Numba's on-disk cache keys entries by qualified name and signature, not by
+        # options (numba issue #6845): both builds of one function would share a cache
+        # slot and the parallel one could load serial code. Distinct names keep them apart.
+        self.serial = njit(fastmath=fastmath, **OPTS)(_renamed(fn, "_serial"))
+        self.parallel = njit(parallel=True, fastmath=fastmath, **OPTS)(_renamed(fn, "_parallel"))
+        self.__doc__ = fn.__doc__
+        self.__name__ = fn.__name__
+
+    def __call__(self, work, *args):
+        if work >= PARALLEL_MIN:
+            return self.parallel(*args)
+        return self.serial(*args)
+
+
+def _renamed(fn, suffix):
+    g = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + suffix,
+                           fn.__defaults__, fn.__closure__)
+    g.__qualname__ = fn.__qualname__ + suffix
+    g.__module__ = fn.__module__
+    g.__doc__ = fn.__doc__
+    return g
+
+
+def kernel(fn=None, *, fastmath=False):
+    """Decorator: a `Kernel` (serial and parallel builds of fn)."""
+    if fn is None:
+        return lambda f: Kernel(f, fastmath)
+    return Kernel(fn, fastmath)
+
+
+def contiguous(a):
+    """`a` itself when C-contiguous (the contract's layout), else a C-contiguous copy,
+    so a stray view gives the right answer rather than a third compiled layout."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def check_out(op, name, buf, shape, dtype):
+    """Raise like `_validate.deliver` unless `buf` is an ndarray of `shape` and `dtype`."""
+    shape = tuple(shape)
+    dtype = np.dtype(dtype)
+    if not isinstance(buf, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(buf).__name__}")
+    if buf.shape != shape or buf.dtype != dtype:
+        raise ValueError(f"{op}: {name} must be {dtype} of shape {shape}, got "
+                         f"{buf.dtype} of shape {buf.shape}")
+
+
+def out_tuple(op, out, n):
+    """The out= tuple itself, or n Nones for out=None. (No new list or tuple per call:
+    under tracemalloc, objects parked in CPython's freelists count as allocated, and
+    the model layer's no-allocation test measures exactly that.)"""
+    if out is None:
+        return _NONES[n] if n in _NONES else (None,) * n
+    if not isinstance(out, tuple) or len(out) != n:
+        raise TypeError(f"{op}: out must be a tuple of {n} (arrays or None), got "
+                        f"{type(out).__name__}")
+    return out
+
+
+_NONES = {n: (None,) * n for n in range(1, 5)}
+
+
+class Target:
+    """Where a kernel writes one result: the caller's out buffer when it is
+    C-contiguous (the normal case: no allocation), else a fresh array that
+    `result()` copies into the caller's buffer."""
+
+    __slots__ = ("buf", "out")
+
+    def __init__(self, op, name, out, shape, dtype=np.float32):
+        shape = tuple(shape)          # (a generator here would grow tuple freelists: see tests/test_model_alloc.py)
+        if out is None:
+            self.buf, self.out = np.empty(shape, dtype), None
+            return
+        check_out(op, name, out, shape, dtype)
+        self.out = out
+        self.buf = out if out.flags.c_contiguous else np.empty(shape, dtype)
+
+    def result(self):
+        if self.out is None:
+            return self.buf
+        if self.buf is not self.out:
+            self.out[...] = self.buf
+        return self.out
+
+
+def flat(a):
+    """A 1-D view of a C-contiguous array (no copy)."""
+    return a.reshape(-1)

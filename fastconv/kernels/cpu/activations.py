@@ -1,0 +1,181 @@
+"""Elementwise activations and dropout, Numba CPU.
+
+Same names, arguments, errors and out= convention as
+fastconv/kernels/reference/activations.py. Arrays are float32 of any shape
+(softmax: (N, K)); every op writes a new array or the caller's `out=` buffer
+(overwritten, never accumulated into) and allocates nothing when `out=` is a
+C-contiguous buffer. Backward ops take the forward output y, not x.
+
+Work is split over the flat element range: a parallel launch only pays above
+`_common.PARALLEL_MIN` elements, so small tensors (the dense layers' (N, 64))
+run the serial build of the same loop.
+"""
+import numpy as np
+from numba import prange
+
+from .. import _validate as v
+from ..reference.activations import dropout_mask
+from ._common import Target, contiguous, flat, kernel, out_tuple
+
+F0 = np.float32(0.0)
+F1 = np.float32(1.0)
+
+
+@kernel
+def _relu(x, y):
+    for i in prange(x.size):
+        # `not (x < 0)` keeps NaN, as np.maximum(x, 0) does in the reference
+        y[i] = x[i] if not x[i] < F0 else F0
+
+
+@kernel
+def _relu_grad(dy, y, dx):
+    for i in prange(dy.size):
+        dx[i] = dy[i] if y[i] > F0 else F0
+
+
+@kernel
+def _sigmoid(x, y):
+    for i in prange(x.size):
+        xi = x[i]
+        e = np.exp(-abs(xi))   # <= 1: never overflows, whatever the sign of x
+        y[i] = F1 / (F1 + e) if xi >= F0 else e / (F1 + e)
+
+
+@kernel
+def _sigmoid_grad(dy, y, dx):
+    for i in prange(dy.size):
+        dx[i] = dy[i] * y[i] * (F1 - y[i])
+
+
+@kernel
+def _mul(a, b, y):
+    for i in prange(a.size):
+        y[i] = a[i] * b[i]
+
+
+@kernel
+def _softmax(x, y):
+    n, k = x.shape
+    for r in prange(n):
+        m = x[r, 0]
+        for j in range(1, k):
+            m = max(m, x[r, j])
+        s = 0.0                                  # float64: K terms summed exactly enough
+        for j in range(k):
+            e = np.exp(x[r, j] - m)
+            y[r, j] = e
+            s += e
+        inv = 1.0 / s
+        for j in range(k):
+            y[r, j] = np.float32(y[r, j] * inv)
+
+
+@kernel
+def _softmax_grad(dy, y, dx):
+    n, k = dy.shape
+    for r in prange(n):
+        s = 0.0                                  # float64 row sum of dy * y
+        for j in range(k):
+            s += np.float64(dy[r, j]) * y[r, j]
+        for j in range(k):
+            dx[r, j] = np.float32(y[r, j] * (dy[r, j] - s))
+
+
+def relu_forward(x, out=None):
+    """y = max(x, 0) (NaN stays NaN), shaped like x."""
+    v.check_float_array("relu_forward", "x", x)
+    x = contiguous(x)
+    t = Target("relu_forward", "out", out, x.shape)
+    _relu(x.size, flat(x), flat(t.buf))
+    return t.result()
+
+
+def relu_backward(dy, y, out=None):
+    """dx = dy where y > 0, else 0 (the gradient at 0 is 0, as Keras)."""
+    op = "relu_backward"
+    v.check_float_array(op, "dy", dy)
+    v.check_float_array(op, "y", y)
+    v.check_same_shape(op, "dy", dy, "y", y)
+    dy, y = contiguous(dy), contiguous(y)
+    t = Target(op, "out", out, dy.shape)
+    _relu_grad(dy.size, flat(dy), flat(y), flat(t.buf))
+    return t.result()
+
+
+def sigmoid_forward(x, out=None):
+    """y = 1 / (1 + exp(-x)) in float32, in a form that never overflows."""
+    v.check_float_array("sigmoid_forward", "x", x)
+    x = contiguous(x)
+    t = Target("sigmoid_forward", "out", out, x.shape)
+    _sigmoid(x.size, flat(x), flat(t.buf))
+    return t.result()
+
+
+def sigmoid_backward(dy, y, out=None):
+    """dx = dy * y * (1 - y)."""
+    op = "sigmoid_backward"
+    v.check_float_array(op, "dy", dy)
+    v.check_float_array(op, "y", y)
+    v.check_same_shape(op, "dy", dy, "y", y)
+    dy, y = contiguous(dy), contiguous(y)
+    t = Target(op, "out", out, dy.shape)
+    _sigmoid_grad(dy.size, flat(dy), flat(y), flat(t.buf))
+    return t.result()
+
+
+def softmax_forward(x, out=None):
+    """Softmax over the last axis of x (N, K), max-shifted; sums in float64."""
+    v.check_float_array("softmax_forward", "x", x, 2)
+    x = contiguous(x)
+    t = Target("softmax_forward", "out", out, x.shape)
+    _softmax(x.size, x, t.buf)
+    return t.result()
+
+
+def softmax_backward(dy, y, out=None):
+    """dx = y * (dy - sum_k dy * y), per row of (N, K)."""
+    op = "softmax_backward"
+    v.check_float_array(op, "dy", dy, 2)
+    v.check_float_array(op, "y", y, 2)
+    v.check_same_shape(op, "dy", dy, "y", y)
+    dy, y = contiguous(dy), contiguous(y)
+    t = Target(op, "out", out, dy.shape)
+    _softmax_grad(dy.size, dy, y, t.buf)
+    return t.result()
+
+
+def dropout_forward(x, rate, rng, out=None):
+    """Inverted dropout (training mode): returns (y = x * mask, mask).
+
+    The mask is `reference.dropout_mask(x.shape, rate, rng)`, drawn on the host,
+    so the same generator state gives the same mask (and bit-identical y) on
+    every backend. out=(y or None, mask or None).
+    """
+    op = "dropout_forward"
+    v.check_float_array(op, "x", x)
+    rate = v.check_rate(op, rate)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{op}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    o_y, o_mask = out_tuple(op, out, 2)
+    x = contiguous(x)
+    t = Target(op, "out[0]", o_y, x.shape)
+    tm = Target(op, "out[1]", o_mask, x.shape) if o_mask is not None else None
+    mask = dropout_mask(x.shape, rate, rng, x.dtype)
+    _mul(x.size, flat(x), flat(mask), flat(t.buf))
+    if tm is not None:
+        tm.buf[...] = mask
+        mask = tm.result()
+    return t.result(), mask
+
+
+def dropout_backward(dy, mask, out=None):
+    """dx = dy * mask (the model layer also applies a host-drawn mask forward with it)."""
+    op = "dropout_backward"
+    v.check_float_array(op, "dy", dy)
+    v.check_float_array(op, "mask", mask)
+    v.check_same_shape(op, "dy", dy, "mask", mask)
+    dy, mask = contiguous(dy), contiguous(mask)
+    t = Target(op, "out", out, dy.shape)
+    _mul(dy.size, flat(dy), flat(mask), flat(t.buf))
+    return t.result()

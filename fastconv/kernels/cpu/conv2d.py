@@ -1,0 +1,486 @@
+"""2-D convolution (Keras Conv2D, cross-correlation), NHWC, Numba CPU-parallel.
+
+Same names, arguments, results, errors and out= convention as
+fastconv/kernels/reference/conv2d.py. Sizes: x (N, H, W, C), w (KH, KW, C, F),
+b (F,), y (N, OH, OW, F); all float32, C-contiguous.
+
+How the loops run (see docs/cpu_conv.md for the measurements):
+- One input row of NHWC data, x[n, h, :, :], is a flat vector of W*C floats,
+  and the KW*C inputs that kernel row i sees for output pixel ow start at
+  ow*sw*C and are contiguous. So every kernel (any stride, any kernel size)
+  walks K = KW*C contiguous inputs against a (K, F) slab of w, with the output
+  channel F innermost and contiguous: LLVM emits packed FMAs over F.
+- Each task is one output row (n, oh); 4 output pixels share every weight load
+  and 2 taps share every accumulator load/store (register blocking).
+- 'same' padding copies x once into a zero-bordered workspace so the inner
+  loops carry no bounds tests; 'valid' reads x in place.
+- dw: the rows are split into a fixed number of chunks (independent of the
+  thread count); each chunk sums into its own partial dw, and the partials are
+  added in chunk order. Results are bitwise identical for any number of
+  threads and from run to run.
+- dx: a gather per input row (the adjoint of the forward), written by one task
+  each, so no two threads touch the same element and nothing needs reducing.
+- fastmath={'contract'} only: a*b + c may compile to one FMA (one rounding
+  instead of two); nothing is reassociated, so results stay deterministic.
+
+Workspaces (padded x, transposed w, partial sums) are cached at module level
+by shape, so a steady-state call with out= buffers allocates nothing. They are
+shared: do not call these kernels from several Python threads at once.
+"""
+import numba
+import numpy as np
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .. import _validate as v
+
+F32 = np.float32
+# 'contract' lets LLVM fuse a*b + c into one FMA; no reassociation, so results
+# are the same on every run and thread count. error_model='numpy' drops the
+# ZeroDivisionError branches of // and %, which would block vectorization.
+OPTS = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+# Partial sums of dw: a fixed count, so the reduction order never depends on
+# how many threads run.
+DW_CHUNKS = 32
+
+
+# --------------------------------------------------------------------------
+# njit kernels
+# --------------------------------------------------------------------------
+
+@intrinsic
+def _stack_f32(typingctx, size):
+    """A pointer to `size` float32 in the calling function's stack frame.
+
+    size must be a compile-time constant. Accumulators kept here instead of in
+    y let LLVM prove they alias nothing, so it holds them in registers across
+    the whole tap loop (an NRT array or y itself is re-loaded and re-stored
+    every tap): 1.5-2x on the seed's convs.
+    """
+    if not isinstance(size, types.IntegerLiteral):
+        return None
+    n = size.literal_value
+
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=n)
+    return types.CPointer(types.float32)(size), codegen
+
+
+# Register block of the forward: PX output pixels x FC output channels of
+# accumulators (3 x 32 floats = 12 AVX2 registers, leaving 4 for the weights
+# and the broadcast input), measured best of 2-8 x 8-32 on the seed's convs.
+PX = 3
+FC = 32
+PX_FC = PX * FC  # a global, so _stack_f32 sees a literal
+
+
+@njit(inline="always", **OPTS)
+def _conv_row(xn, wf, b, h0, step, relu, yr):
+    """yr (OW, F) = b + sum_i sum_k xn[h0 + i, ow*step + k] * wf[i, k, :], clamped
+    at 0 if relu.
+
+    xn (Hp, Wp*C) one image's rows, flattened; wf (KH, K=KW*C, F); step = sw*C.
+    Overwrites yr. Blocks of PX pixels x FC channels accumulate on the stack;
+    the last partial channel block (F % FC) runs the same loops with a
+    run-time width.
+    """
+    KH, K, F = wf.shape
+    OW = yr.shape[0]
+    acc = numba.carray(_stack_f32(PX_FC), (PX, FC))
+    for f0 in range(0, F, FC):
+        fw = min(FC, F - f0)
+        bb = b[f0:f0 + fw]
+        ow = 0
+        while ow < OW:
+            npx = min(PX, OW - ow)
+            if fw == FC:                         # constant trip counts: registers
+                for p in range(PX):
+                    for f in range(FC):
+                        acc[p, f] = bb[f]
+                for i in range(KH):
+                    xr = xn[h0 + i]
+                    wi = wf[i]
+                    p0 = ow * step
+                    if npx == PX:
+                        for k in range(K):
+                            a0 = xr[p0 + k]
+                            a1 = xr[p0 + step + k]
+                            a2 = xr[p0 + 2 * step + k]
+                            wv = wi[k, f0:f0 + FC]
+                            for f in range(FC):
+                                u = wv[f]
+                                acc[0, f] += a0 * u
+                                acc[1, f] += a1 * u
+                                acc[2, f] += a2 * u
+                    else:
+                        for k in range(K):
+                            wv = wi[k, f0:f0 + FC]
+                            for p in range(npx):
+                                ap = xr[p0 + p * step + k]
+                                for f in range(FC):
+                                    acc[p, f] += ap * wv[f]
+            else:
+                for p in range(PX):
+                    for f in range(fw):
+                        acc[p, f] = bb[f]
+                for i in range(KH):
+                    xr = xn[h0 + i]
+                    wi = wf[i]
+                    p0 = ow * step
+                    for k in range(K):
+                        wv = wi[k, f0:f0 + fw]
+                        for p in range(npx):
+                            ap = xr[p0 + p * step + k]
+                            for f in range(fw):
+                                acc[p, f] += ap * wv[f]
+            for p in range(npx):
+                yv = yr[ow + p, f0:f0 + fw]
+                for f in range(fw):
+                    v = acc[p, f]
+                    if relu and v < 0:           # NaN stays NaN, as in np.maximum
+                        v = F32(0)
+                    yv[f] = v
+            ow += PX
+
+
+@njit(parallel=True, **OPTS)
+def _forward(xp, w, b, sh, sw, relu, y):
+    """y (N, OH, OW, F) = conv(xp, w) + b, then max(., 0) if relu. Overwrites y.
+
+    xp (N, Hp, Wp, C) is x already padded: output pixel (oh, ow) reads
+    xp[n, oh*sh + i, ow*sw + j, c].
+    """
+    N, Hp, Wp, C = xp.shape
+    KH, KW, _, F = w.shape
+    OH, OW = y.shape[1], y.shape[2]
+    xf = xp.reshape(N, Hp, Wp * C)
+    wf = w.reshape(KH, KW * C, F)
+    for r in prange(N * OH):
+        n = r // OH
+        oh = r - n * OH
+        _conv_row(xf[n], wf, b, oh * sh, sw * C, relu, y[n, oh])
+    return y
+
+
+@njit(parallel=True, **OPTS)
+def _grad_w_partial(xp, dy, sh, sw, dwp, dbp):
+    """Per-chunk partial sums of dw and db. Overwrites dwp and dbp.
+
+    xp (N, Hp, Wp, C) padded input, dy (N, OH, OW, F);
+    dwp (CH, KH, KW*C, F), dbp (CH, F): chunk c sums the output rows
+    r = n*OH + oh in [c*R // CH, (c+1)*R // CH), R = N*OH.
+    """
+    N, Hp, Wp, C = xp.shape
+    OH, OW, F = dy.shape[1], dy.shape[2], dy.shape[3]
+    CH, KH, K, _ = dwp.shape
+    xf = xp.reshape(N, Hp, Wp * C)
+    step = sw * C
+    R = N * OH
+    for ch in prange(CH):
+        dwc = dwp[ch]
+        dbc = dbp[ch]
+        dwc[...] = 0
+        dbc[...] = 0
+        for r in range(ch * R // CH, (ch + 1) * R // CH):
+            n = r // OH
+            oh = r - n * OH
+            dyr = dy[n, oh]
+            for ow in range(OW):
+                for f in range(F):
+                    dbc[f] += dyr[ow, f]
+            for i in range(KH):
+                xr = xf[n, oh * sh + i]
+                dwi = dwc[i]
+                ow = 0
+                while ow + 4 <= OW:              # 4 pixels per dw load/store
+                    p0 = ow * step
+                    p1 = p0 + step
+                    p2 = p1 + step
+                    p3 = p2 + step
+                    d0 = dyr[ow]
+                    d1 = dyr[ow + 1]
+                    d2 = dyr[ow + 2]
+                    d3 = dyr[ow + 3]
+                    for k in range(K):
+                        a0 = xr[p0 + k]
+                        a1 = xr[p1 + k]
+                        a2 = xr[p2 + k]
+                        a3 = xr[p3 + k]
+                        dk = dwi[k]
+                        for f in range(F):
+                            dk[f] = dk[f] + a0 * d0[f] + a1 * d1[f] + a2 * d2[f] + a3 * d3[f]
+                    ow += 4
+                while ow < OW:
+                    p0 = ow * step
+                    d0 = dyr[ow]
+                    for k in range(K):
+                        a0 = xr[p0 + k]
+                        dk = dwi[k]
+                        for f in range(F):
+                            dk[f] += a0 * d0[f]
+                    ow += 1
+    return dwp
+
+
+@njit(parallel=True, **OPTS)
+def _reduce_partials(dwp, dbp, dw, db):
+    """dw (KH, KW, C, F) = sum over chunks of dwp (CH, KH, KW*C, F), in chunk order;
+    db likewise from dbp (CH, F). Overwrites dw and db."""
+    CH, KH, K, F = dwp.shape
+    dwf = dw.reshape(KH * K, F)
+    pf = dwp.reshape(CH, KH * K, F)
+    for t in prange(KH * K):
+        for f in range(F):
+            dwf[t, f] = pf[0, t, f]
+        for ch in range(1, CH):
+            for f in range(F):
+                dwf[t, f] += pf[ch, t, f]
+    for f in range(F):
+        db[f] = dbp[0, f]
+    for ch in range(1, CH):
+        for f in range(F):
+            db[f] += dbp[ch, f]
+    return dw
+
+
+@njit(parallel=True, **OPTS)
+def _grad_x(dy, wt, sh, sw, dxp):
+    """dxp (N, Hp, Wp, C) = the gradient of the padded input. Overwrites dxp.
+
+    wt (KH, F, KW*C) is w transposed: wt[i, f, j*C + c] = w[i, j, c, f].
+    Input row hp gathers from every output row oh with hp = oh*sh + i; within
+    the row, output pixel ow adds dy[n, oh, ow, :] @ wt[i] to the KW*C
+    contiguous inputs starting at ow*sw*C. One task per input row: no races.
+    """
+    N, OH, OW, F = dy.shape
+    _, Hp, Wp, C = dxp.shape
+    KH, _, K = wt.shape
+    dxf = dxp.reshape(N, Hp, Wp * C)
+    step = sw * C
+    for r in prange(N * Hp):
+        n = r // Hp
+        hp = r - n * Hp
+        dxr = dxf[n, hp]
+        dxr[:] = 0
+        for i in range(KH):
+            t = hp - i
+            if t < 0:
+                break
+            oh = t // sh
+            if oh * sh != t or oh >= OH:
+                continue
+            dyr = dy[n, oh]
+            wi = wt[i]
+            for ow in range(OW):
+                # A slice, so the inner index is the bare loop counter: Numba then
+                # emits no negative-index fix-up and LLVM vectorizes the loop.
+                d = dxr[ow * step:ow * step + K]
+                g = dyr[ow]
+                f = 0
+                while f + 4 <= F:                # 4 channels per dx load/store
+                    g0 = g[f]
+                    g1 = g[f + 1]
+                    g2 = g[f + 2]
+                    g3 = g[f + 3]
+                    w0 = wi[f]
+                    w1 = wi[f + 1]
+                    w2 = wi[f + 2]
+                    w3 = wi[f + 3]
+                    for k in range(K):
+                        d[k] = d[k] + g0 * w0[k] + g1 * w1[k] + g2 * w2[k] + g3 * w3[k]
+                    f += 4
+                while f < F:
+                    g0 = g[f]
+                    w0 = wi[f]
+                    for k in range(K):
+                        d[k] += g0 * w0[k]
+                    f += 1
+    return dxp
+
+
+# --------------------------------------------------------------------------
+# workspaces and argument plumbing
+# --------------------------------------------------------------------------
+
+_WORKSPACES = {}
+_MAX_WORKSPACES = 64
+
+
+def workspace(name, shape, dtype=F32, zero=False):
+    """A cached scratch array for (name, shape, dtype); new ones are zeroed if asked.
+
+    Contents persist between calls: a caller that needs zeros it does not
+    rewrite itself must pass zero=True and keep those parts zero.
+    """
+    key = (name, tuple(shape), np.dtype(dtype).str)
+    buf = _WORKSPACES.get(key)
+    if buf is None:
+        if len(_WORKSPACES) >= _MAX_WORKSPACES:  # shapes keep changing: start over
+            _WORKSPACES.clear()
+        buf = (np.zeros if zero else np.empty)(key[1], dtype)
+        _WORKSPACES[key] = buf
+    return buf
+
+
+def check_float32(op, **arrays):
+    """float64 passes _validate inside float64_allowed(); only the reference honours it."""
+    for name, a in arrays.items():
+        if a.dtype != F32:
+            raise TypeError(f"{op}: {name} must be float32, got {a.dtype}")
+
+
+def contiguous(a):
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def out_tuple(op, out, n):
+    """The out= tuple as a list of n entries (None where the caller gave none);
+    the message is `_validate.deliver`'s."""
+    if out is None:
+        return (None,) * n
+    if not isinstance(out, tuple) or len(out) != n:
+        raise TypeError(f"{op}: out must be a tuple of {n} (arrays or None), got "
+                        f"{type(out).__name__}")
+    return out
+
+
+def target(op, name, out, shape, dtype=F32):
+    """(buffer to compute into, buffer to return): the caller's out when it is a
+    C-contiguous array of the right shape and dtype (no allocation), else a new
+    array (copied into a non-contiguous out by `finish`). Errors as `deliver`."""
+    shape = tuple(shape)
+    dtype = np.dtype(dtype)
+    if out is None:
+        buf = np.empty(shape, dtype)
+        return buf, buf
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(f"{op}: {name} must be {dtype} of shape {shape}, got "
+                         f"{out.dtype} of shape {out.shape}")
+    if out.flags.c_contiguous:
+        return out, out
+    return np.empty(shape, dtype), out
+
+
+def finish(buf, out):
+    if buf is not out:
+        out[...] = buf
+    return out
+
+
+class Geometry:
+    """Validated conv operands and the padded frame every kernel works in.
+
+    Hp x Wp covers every window of the output grid and the whole input placed
+    at (pt, pl); `direct` means that frame is x itself (no padding needed).
+    """
+
+    def __init__(self, op, x, w, stride, padding):
+        (self.sh, self.sw), self.oh, self.ow, self.pt, self.pl = v.conv2d_geometry(
+            op, x, w, stride, padding)
+        check_float32(op, x=x)
+        self.n, self.h, self.w, self.c = x.shape
+        self.kh, self.kw, _, self.f = w.shape
+        self.hp = max((self.oh - 1) * self.sh + self.kh, self.pt + self.h)
+        self.wp = max((self.ow - 1) * self.sw + self.kw, self.pl + self.w)
+        self.direct = (self.pt == 0 and self.pl == 0 and self.hp == self.h
+                       and self.wp == self.w)
+
+    @property
+    def y_shape(self):
+        return (self.n, self.oh, self.ow, self.f)
+
+    @property
+    def padded_shape(self):
+        return (self.n, self.hp, self.wp, self.c)
+
+    def padded(self, x):
+        """x itself, or x copied into a cached zero-bordered workspace."""
+        if self.direct:
+            return contiguous(x)
+        xp = workspace(("xpad", self.pt, self.pl, self.h, self.w), self.padded_shape,
+                       zero=True)  # only the interior is ever written: borders stay 0
+        xp[:, self.pt:self.pt + self.h, self.pl:self.pl + self.w, :] = x
+        return xp
+
+    def transposed_w(self, w):
+        """wt (KH, F, KW*C) with wt[i, f, j*C + c] = w[i, j, c, f], in a workspace."""
+        wt = workspace("wt", (self.kh, self.f, self.kw * self.c))
+        np.copyto(wt, w.reshape(self.kh, self.kw * self.c, self.f).transpose(0, 2, 1))
+        return wt
+
+
+def forward(g, x, w, b, relu, y):
+    """Run the forward kernel of geometry g into y (C-contiguous)."""
+    return _forward(g.padded(x), contiguous(w), contiguous(b), g.sh, g.sw, relu, y)
+
+
+def grad_w(g, xp, dz, dw, db):
+    """dw, db (C-contiguous) from the padded input xp and the output gradient dz."""
+    chunks = min(DW_CHUNKS, g.n * g.oh)
+    dwp = workspace("dw_partial", (chunks, g.kh, g.kw * g.c, g.f))
+    dbp = workspace("db_partial", (chunks, g.f))
+    _grad_w_partial(xp, dz, g.sh, g.sw, dwp, dbp)
+    _reduce_partials(dwp, dbp, dw, db)
+
+
+def grad_x(g, w, dz, dx):
+    """dx (C-contiguous, x's shape) from the output gradient dz."""
+    wt = g.transposed_w(contiguous(w))
+    if g.direct:
+        _grad_x(dz, wt, g.sh, g.sw, dx)
+    else:
+        dxp = workspace("dxpad", g.padded_shape)
+        _grad_x(dz, wt, g.sh, g.sw, dxp)
+        dx[...] = dxp[:, g.pt:g.pt + g.h, g.pl:g.pl + g.w, :]
+
+
+def backward(op, g, x, w, dz, need_dx, out):
+    """(dx or None, dw, db) of conv2d_backward for the output gradient dz."""
+    o = out_tuple(op, out, 3)
+    dx_buf = dx_out = None
+    if need_dx:
+        dx_buf, dx_out = target(op, "out[0]", o[0], x.shape)
+    dw_buf, dw_out = target(op, "out[1]", o[1], w.shape)
+    db_buf, db_out = target(op, "out[2]", o[2], (g.f,))
+    grad_w(g, g.padded(x), contiguous(dz), dw_buf, db_buf)
+    if need_dx:
+        grad_x(g, w, contiguous(dz), dx_buf)
+        finish(dx_buf, dx_out)
+    return dx_out, finish(dw_buf, dw_out), finish(db_buf, db_out)
+
+
+# --------------------------------------------------------------------------
+# public ops
+# --------------------------------------------------------------------------
+
+def conv2d_forward(x, w, b, stride=1, padding="valid", out=None):
+    """y[n, oh, ow, f] = b[f] + sum_{i, j, c} xpad[n, oh*sh + i, ow*sw + j, c] * w[i, j, c, f].
+
+    x (N, H, W, C), w (KH, KW, C, F), b (F,) float32; stride int or pair;
+    padding 'valid' or 'same' (Keras geometry). Writes y (N, OH, OW, F) into
+    out when given (overwritten, no allocation), else returns a new array.
+    """
+    op = "conv2d_forward"
+    g = Geometry(op, x, w, stride, padding)
+    v.check_bias(op, b, g.f, x.dtype)
+    buf, y = target(op, "out", out, g.y_shape)
+    forward(g, x, w, b, False, buf)
+    return finish(buf, y)
+
+
+def conv2d_backward(x, w, dy, stride=1, padding="valid", need_dx=True, out=None):
+    """Gradients of conv2d_forward given dy = dL/dy (N, OH, OW, F).
+
+    Returns (dx or None, dw, db): dx (N, H, W, C), dw (KH, KW, C, F), db (F,),
+    all overwritten (never accumulated into). need_dx=False skips dx. out is
+    None or a tuple (dx or None, dw or None, db or None) of buffers to write.
+    dw and db are bitwise identical for any thread count.
+    """
+    op = "conv2d_backward"
+    g = Geometry(op, x, w, stride, padding)
+    v.check_dy(op, dy, g.y_shape, x.dtype)
+    return backward(op, g, x, w, dy, need_dx, out)
+

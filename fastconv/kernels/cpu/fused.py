@@ -1,0 +1,422 @@
+"""Fused conv2d + bias + ReLU (+ max-pool) layers, Numba CPU-parallel.
+
+Same names, arguments, results, errors and out= convention as
+fastconv/kernels/reference/fused.py, which defines each op as the composition
+of the unfused reference ops. Sizes: x (N, H, W, C), w (KH, KW, C, F),
+conv output grid (N, OH, OW, F), pooled y (N, PH, PW, F).
+
+- conv2d_relu_forward: the conv kernel clamps each output row while it is
+  still in cache (no second pass over y).
+- conv2d_relu_maxpool_forward: each task computes the conv rows one pooled
+  row needs into a per-thread scratch buffer and writes only the pooled y and
+  argmax: the conv output grid is never stored. The pool runs on the
+  pre-activation z and y = max(max z, 0); where y > 0 its argmax is the
+  reference's (first maximum in row-major window order), elsewhere it is some
+  index inside the window (the reference leaves it undefined there).
+- conv2d_relu_maxpool_backward: the pre-activation gradient is non-zero only
+  at argmax positions with y > 0 (at most 1 in pool_h*pool_w), so dw, db and
+  dx are accumulated from those positions directly, one task per image, and
+  the conv-grid gradient is never built. Per-image partial sums of dw and db
+  are added in image order: bitwise identical for any thread count.
+"""
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .. import _validate as v
+from . import conv2d as _c
+from .conv2d import F32, FC, OPTS, _conv_row, _stack_f32
+
+
+@njit(parallel=True, **OPTS)
+def _forward_pooled(xp, w, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl, zbuf,
+                    y, arg):
+    """y, arg (N, PH, PW, F) = max-pool of conv(xp, w) + b over the conv grid (OH, OW),
+    y clamped at 0. Overwrites y and arg.
+
+    Pool window (ph, pw) covers conv rows ph*psh - ppt + [0, ph_k) and columns
+    pw*psw - ppl + [0, pw_k), clipped to the grid (padding never wins).
+    zbuf (threads, ph_k, OW, F) is scratch, one slab per worker thread.
+    """
+    N, Hp, Wp, C = xp.shape
+    KH, KW, _, F = w.shape
+    PH, PW = y.shape[1], y.shape[2]
+    xf = xp.reshape(N, Hp, Wp * C)
+    wf = w.reshape(KH, KW * C, F)
+    step = sw * C
+    for r in prange(N * PH):
+        n = r // PH
+        ph = r - n * PH
+        z = zbuf[numba.get_thread_id()]
+        top = ph * psh - ppt
+        lo = max(top, 0)
+        hi = min(top + ph_k, oh_n)
+        for oh in range(lo, hi):
+            _conv_row(xf[n], wf, b, oh * sh, step, False, z[oh - lo])
+        yr = y[n, ph]
+        ar = arg[n, ph]
+        for pw in range(PW):
+            left = pw * psw - ppl
+            clo = max(left, 0)
+            chi = min(left + pw_k, ow_n)
+            best = yr[pw]
+            where = ar[pw]
+            zv = z[0, clo]
+            idx = lo * ow_n + clo
+            for f in range(F):
+                best[f] = zv[f]
+                where[f] = idx
+            for oh in range(lo, hi):
+                for ow in range(clo, chi):
+                    zv = z[oh - lo, ow]
+                    idx = oh * ow_n + ow
+                    for f in range(F):  # strictly greater: the first maximum wins
+                        if zv[f] > best[f]:
+                            best[f] = zv[f]
+                            where[f] = idx
+            for f in range(F):
+                if best[f] < 0:
+                    best[f] = 0
+    return y
+
+
+@njit(parallel=True, **OPTS)
+def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dw, need_dx, dwp, dbp, dxp):
+    """Per-image partial dw, db and the padded dx of conv2d_relu_maxpool_backward.
+
+    dy, y, arg (N, PH, PW, F); wt (KH, F, KW*C) as conv2d's transposed w.
+    Overwrites dwp (N, F, KH, KW*C) and dbp (N, F) if need_dw, and dxp
+    (N, Hp, Wp, C) if need_dx. Each pooled gradient with y > 0 lands on one conv output
+    (oh, ow) = divmod(arg, OW), which saw the KW*C contiguous inputs at
+    ow*sw*C of rows oh*sh + i: dw[f] gets them times the gradient, and dx gets
+    wt[i, f] times it. One task per image owns dwp[n], dbp[n] and dxp[n].
+    """
+    N, Hp, Wp, C = xp.shape
+    PH, PW, F = dy.shape[1], dy.shape[2], dy.shape[3]
+    KH, _, K = wt.shape
+    xf = xp.reshape(N, Hp, Wp * C)
+    dxf = dxp.reshape(dxp.shape[0], Hp, Wp * C)
+    step = sw * C
+    for n in prange(N):
+        dwn = dwp[n]
+        dbn = dbp[n]
+        if need_dw:
+            dwn[...] = 0
+            dbn[...] = 0
+        if need_dx:
+            dxf[n][...] = 0
+        for ph in range(PH):
+            for pw in range(PW):
+                gr = dy[n, ph, pw]
+                yr = y[n, ph, pw]
+                ar = arg[n, ph, pw]
+                for f in range(F):
+                    if not yr[f] > 0:
+                        continue
+                    g = gr[f]
+                    oh = ar[f] // ow_n
+                    ow = ar[f] - oh * ow_n
+                    base = ow * step
+                    if need_dw:
+                        dbn[f] += g
+                        # Slices, so inner indices are bare loop counters: no negative-index
+                        # fix-up, and LLVM vectorizes (4x faster than indexing xr[base + k]).
+                        for i in range(KH):
+                            xs = xf[n, oh * sh + i, base:base + K]
+                            d = dwn[f, i]
+                            for k in range(K):
+                                d[k] += g * xs[k]
+                    if need_dx:
+                        for i in range(KH):
+                            d = dxf[n, oh * sh + i, base:base + K]
+                            wi = wt[i, f]
+                            for k in range(K):
+                                d[k] += g * wi[k]
+    return dwp
+
+
+# The "box" dw path (short input runs, e.g. an RGB first layer): tap block,
+# largest winner box per pooled position, and the KW*C up to which it is used.
+TB = 3
+BOX_MAX = 16
+BOX_K_MAX = 16
+TB_FC = TB * FC  # a global, so _stack_f32 sees a literal
+
+
+@njit(parallel=True, **OPTS)
+def _grad_w_pooled_box(xp, dy, y, arg, sh, sw, ow_n, eoff, eg, dwp, dbp):
+    """Per-image partial dw, db of conv2d_relu_maxpool_backward for short input runs.
+
+    When KW*C is small (conv1: 9) the sparse path's inner loops are too short
+    to vectorize. Here, per pooled row and block of FC channels, each pooled
+    position's live winners span a small box of conv outputs (the pool window
+    for the usual pools); every box pixel q becomes an entry: its input offset
+    and g_q (FC), each channel's gradient where q is its winner, else 0. Then
+    dw[i, k0:k0+TB, :] += x[q, i, k0:k0+TB] (outer) g_q runs over all entries
+    of the row with TB x FC accumulators in registers, vectorized over the
+    channels. A box larger than BOX_MAX (argmax from some other pooling) gives
+    one entry per live channel instead. Requires F % FC == 0.
+
+    eoff (threads, CAP) int64 and eg (threads, CAP, FC) float32 are scratch,
+    CAP >= PW * max(BOX_MAX, FC). Overwrites dwp (N, KH, KW*C, F), dbp (N, F).
+    """
+    N, Hp, Wp, C = xp.shape
+    PH, PW, F = dy.shape[1], dy.shape[2], dy.shape[3]
+    _, KH, K, _ = dwp.shape
+    row = Wp * C
+    step = sw * C
+    xf = xp.reshape(N, Hp * row)
+    inv = 1.0 / ow_n
+    for n in prange(N):
+        tid = numba.get_thread_id()
+        offs = eoff[tid]
+        gbuf = eg[tid]
+        acc = numba.carray(_stack_f32(TB_FC), (TB, FC))
+        xn = xf[n]
+        dwn = dwp[n]
+        dbn = dbp[n]
+        dwn[...] = 0
+        dbn[...] = 0
+        for ph in range(PH):
+            for f0 in range(0, F, FC):
+                ne = 0
+                for pw in range(PW):
+                    ga = dy[n, ph, pw, f0:f0 + FC]
+                    ya = y[n, ph, pw, f0:f0 + FC]
+                    aa = arg[n, ph, pw, f0:f0 + FC]
+                    rlo = ow_n * PH                # above any row or column
+                    rhi = -1
+                    clo = ow_n * PH
+                    chi = -1
+                    for f in range(FC):
+                        if ya[f] > 0:
+                            dbn[f0 + f] += ga[f]
+                            # row = arg // OW without an integer division: (a + 0.5) / OW
+                            # is at least 0.5 / OW away from an integer, far beyond
+                            # float64 rounding.
+                            r = int((aa[f] + 0.5) * inv)
+                            c = aa[f] - r * ow_n
+                            rlo = min(rlo, r)
+                            rhi = max(rhi, r)
+                            clo = min(clo, c)
+                            chi = max(chi, c)
+                    if rhi < 0:
+                        continue                   # no live channel here
+                    if (rhi - rlo + 1) * (chi - clo + 1) <= BOX_MAX:
+                        for r in range(rlo, rhi + 1):
+                            for c in range(clo, chi + 1):
+                                idx = r * ow_n + c
+                                gv = gbuf[ne]
+                                for f in range(FC):
+                                    gv[f] = ga[f] if (aa[f] == idx and ya[f] > 0) else F32(0)
+                                offs[ne] = r * sh * row + c * step
+                                ne += 1
+                    else:
+                        for f in range(FC):
+                            if ya[f] > 0:
+                                r = int((aa[f] + 0.5) * inv)
+                                c = aa[f] - r * ow_n
+                                gv = gbuf[ne]
+                                gv[:] = 0
+                                gv[f] = ga[f]
+                                offs[ne] = r * sh * row + c * step
+                                ne += 1
+                for i in range(KH):
+                    k0 = 0
+                    while k0 < K:
+                        tb = min(TB, K - k0)
+                        dwb = dwn[i, k0:k0 + tb, f0:f0 + FC]
+                        base = i * row + k0
+                        if tb == TB:               # constant trip counts: registers
+                            for t in range(TB):
+                                for f in range(FC):
+                                    acc[t, f] = dwb[t, f]
+                            for e in range(ne):
+                                o = offs[e] + base
+                                a0 = xn[o]
+                                a1 = xn[o + 1]
+                                a2 = xn[o + 2]
+                                gv = gbuf[e]
+                                for f in range(FC):
+                                    u = gv[f]
+                                    acc[0, f] += a0 * u
+                                    acc[1, f] += a1 * u
+                                    acc[2, f] += a2 * u
+                            for t in range(TB):
+                                for f in range(FC):
+                                    dwb[t, f] = acc[t, f]
+                        else:
+                            for e in range(ne):
+                                o = offs[e] + base
+                                gv = gbuf[e]
+                                for t in range(tb):
+                                    a0 = xn[o + t]
+                                    for f in range(FC):
+                                        dwb[t, f] += a0 * gv[f]
+                        k0 += TB
+    return dwp
+
+
+@njit(parallel=True, **OPTS)
+def _reduce_images(dwp, dbp, dw, db):
+    """dw (KH, KW, C, F)[i, k, f] = sum over n in order of dwp (N, F, KH, KW*C)[n, f, i, k];
+    db (F,) likewise from dbp (N, F). Overwrites dw and db."""
+    N, F, KH, K = dwp.shape
+    dwf = dw.reshape(KH, K, F)
+    for t in prange(KH * K):
+        i = t // K
+        k = t - i * K
+        for f in range(F):
+            s = dwp[0, f, i, k]
+            for n in range(1, N):
+                s += dwp[n, f, i, k]
+            dwf[i, k, f] = s
+    for f in range(F):
+        s = dbp[0, f]
+        for n in range(1, N):
+            s += dbp[n, f]
+        db[f] = s
+    return dw
+
+
+@njit(parallel=True, **OPTS)
+def _relu_mask(dy, y, dz):
+    """dz = dy where y > 0, else 0 (flat arrays of one size). Overwrites dz."""
+    for t in prange(dy.size):
+        dz[t] = dy[t] if y[t] > 0 else F32(0)
+    return dz
+
+
+def _check_relu_grad(dy, y):
+    """relu_backward's checks, in the reference's order and words."""
+    op = "relu_backward"
+    v.check_float_array(op, "dy", dy)
+    v.check_float_array(op, "y", y)
+    v.check_same_shape(op, "dy", dy, "y", y)
+
+
+def _pool_geometry(oh, ow, pool, pool_stride, pool_padding):
+    """maxpool2d_forward's checks on the conv output grid: (pool, stride, PH, PW, pt, pl)."""
+    op = "maxpool2d_forward"
+    pool = v.as_pair(op, "pool", pool)
+    stride = pool if pool_stride is None else v.as_pair(op, "stride", pool_stride)
+    ph, pw, pt, pl = v.window_geometry(op, (oh, ow), pool, stride, pool_padding, what="pool")
+    return pool, stride, ph, pw, pt, pl
+
+
+def _check_argmax(dy, argmax, grid_shape):
+    """maxpool2d_backward's checks, in the reference's order and words."""
+    op = "maxpool2d_backward"
+    v.check_float_array(op, "dy", dy, 4)
+    if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int32:
+        raise TypeError(f"{op}: argmax must be an int32 ndarray, got "
+                        f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
+    v.check_same_shape(op, "dy", dy, "argmax", argmax)
+    n, h, w, c = grid_shape
+    if dy.shape[0] != n or dy.shape[3] != c:
+        raise ValueError(f"{op}: dy {dy.shape} does not match x_shape {grid_shape} in N or C")
+    if argmax.size and (argmax.min() < 0 or argmax.max() >= h * w):
+        raise ValueError(f"{op}: argmax holds indices outside [0, {h * w})")
+
+
+def conv2d_relu_forward(x, w, b, stride=1, padding="valid", out=None):
+    """y = relu(conv2d_forward(x, w, b)): (N, OH, OW, F), written into out when given
+    (overwritten, no allocation), else a new array."""
+    op = "conv2d_forward"
+    g = _c.Geometry(op, x, w, stride, padding)
+    v.check_bias(op, b, g.f, x.dtype)
+    buf, y = _c.target("conv2d_relu_forward", "out", out, g.y_shape)
+    _c.forward(g, x, w, b, True, buf)
+    return _c.finish(buf, y)
+
+
+def conv2d_relu_backward(x, w, dy, y, stride=1, padding="valid", need_dx=True, out=None):
+    """conv2d_backward with dz = dy where y > 0 (y the fused forward's output).
+
+    dy, y (N, OH, OW, F). Returns (dx or None, dw, db), overwritten into out's
+    buffers when given; dw and db bitwise identical for any thread count.
+    """
+    _check_relu_grad(dy, y)
+    op = "conv2d_backward"
+    g = _c.Geometry(op, x, w, stride, padding)
+    v.check_dy(op, dy, g.y_shape, x.dtype)
+    _c.check_float32(op, y=y)
+    dz = _c.workspace("relu_dz", g.y_shape)
+    _relu_mask(_c.contiguous(dy).reshape(-1), _c.contiguous(y).reshape(-1), dz.reshape(-1))
+    return _c.backward("conv2d_relu_backward", g, x, w, dz, need_dx, out)
+
+
+def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool_stride=None,
+                                pool_padding="valid", out=None):
+    """(y, argmax) = maxpool2d_forward(relu(conv2d_forward(x, w, b)), pool, pool_stride).
+
+    y (N, PH, PW, F) float32; argmax (N, PH, PW, F) int32 flat indices
+    oh * OW + ow into the conv output grid, defined where y > 0 (elsewhere an
+    index inside the window). Written into out=(y, argmax) buffers when given
+    (overwritten, no allocation), else new arrays.
+    """
+    op = "conv2d_relu_maxpool_forward"
+    g = _c.Geometry("conv2d_forward", x, w, stride, padding)
+    v.check_bias("conv2d_forward", b, g.f, x.dtype)
+    (pk_h, pk_w), (ps_h, ps_w), ph, pw, ppt, ppl = _pool_geometry(
+        g.oh, g.ow, pool, pool_stride, pool_padding)
+    o = _c.out_tuple(op, out, 2)
+    y_buf, y_out = _c.target(op, "out[0]", o[0], (g.n, ph, pw, g.f))
+    a_buf, a_out = _c.target(op, "out[1]", o[1], (g.n, ph, pw, g.f), np.int32)
+    zbuf = _c.workspace("pool_rows", (numba.config.NUMBA_NUM_THREADS, pk_h, g.ow, g.f))
+    _forward_pooled(g.padded(x), _c.contiguous(w), _c.contiguous(b), g.sh, g.sw, g.oh, g.ow,
+                    pk_h, pk_w, ps_h, ps_w, ppt, ppl, zbuf, y_buf, a_buf)
+    return _c.finish(y_buf, y_out), _c.finish(a_buf, a_out)
+
+
+def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
+                                 need_dx=True, out=None):
+    """Gradients of conv2d_relu_maxpool_forward given dy (N, PH, PW, F).
+
+    dz (conv output grid) = maxpool2d_backward(dy where y > 0, argmax), then
+    conv2d_backward(x, w, dz), without building dz. Returns (dx or None, dw,
+    db), overwritten into out's buffers when given; dw and db are bitwise
+    identical for any thread count.
+    """
+    op = "conv2d_relu_maxpool_backward"
+    g = _c.Geometry(op, x, w, stride, padding)
+    _check_relu_grad(dy, y)
+    _check_argmax(dy, argmax, g.y_shape)
+    _c.check_float32(op, dy=dy, y=y)
+    o = _c.out_tuple(op, out, 3)
+    dx_buf = dx_out = None
+    if need_dx:
+        dx_buf, dx_out = _c.target(op, "out[0]", o[0], x.shape)
+    dw_buf, dw_out = _c.target(op, "out[1]", o[1], w.shape)
+    db_buf, db_out = _c.target(op, "out[2]", o[2], (g.f,))
+    k = g.kw * g.c
+    box = k <= BOX_K_MAX and g.f % FC == 0
+    if need_dx:
+        dxp = dx_buf if g.direct else _c.workspace("dxpad", g.padded_shape)
+    else:
+        dxp = _c.workspace("no_dx", (1, g.hp, g.wp, g.c))  # typed stand-in, never written
+    xp, dy, y, argmax = (g.padded(x), _c.contiguous(dy), _c.contiguous(y),
+                         _c.contiguous(argmax))
+    wt = g.transposed_w(_c.contiguous(w))
+    if box:
+        dwp = _c.workspace("pool_dw_partial_box", (g.n, g.kh, k, g.f))
+        dbp = _c.workspace("pool_db_partial", (g.n, g.f))
+        threads = numba.config.NUMBA_NUM_THREADS
+        cap = dy.shape[2] * max(BOX_MAX, FC)
+        eoff = _c.workspace("box_offsets", (threads, cap), np.int64)
+        eg = _c.workspace("box_gradients", (threads, cap, FC))
+        _grad_w_pooled_box(xp, dy, y, argmax, g.sh, g.sw, g.ow, eoff, eg, dwp, dbp)
+        _c._reduce_partials(dwp, dbp, dw_buf, db_buf)
+        if need_dx:
+            _backward_pooled(xp, wt, dy, y, argmax, g.sh, g.sw, g.ow, False, True,
+                             _c.workspace("no_dw", (1, g.f, g.kh, k)), dbp, dxp)
+    else:
+        dwp = _c.workspace("pool_dw_partial", (g.n, g.f, g.kh, k))
+        dbp = _c.workspace("pool_db_partial", (g.n, g.f))
+        _backward_pooled(xp, wt, dy, y, argmax, g.sh, g.sw, g.ow, True, need_dx, dwp, dbp, dxp)
+        _reduce_images(dwp, dbp, dw_buf, db_buf)
+    if need_dx:
+        if not g.direct:
+            dx_buf[...] = dxp[:, g.pt:g.pt + g.h, g.pl:g.pl + g.w, :]
+        _c.finish(dx_buf, dx_out)
+    return dx_out, _c.finish(dw_buf, dw_out), _c.finish(db_buf, db_out)

@@ -1,0 +1,15 @@
+"""Launch parameters of the cuda kernels in fastconv/kernels/cuda (threads per block).
+
+One place, so the report states what the wrappers really launch and the simulator
+tests can patch them down (tests/test_cuda_sim.py) to make tiny inputs span several
+blocks. Wrappers read these at call time; kernels that size shared memory from one
+of them read it at compile time, so a patched value must stay <= the compiled size
+and (for tree reductions) a power of two.
+"""
+ELEMENTWISE = 256   # grid-stride elementwise kernels (activations, dropout, optimizers)
+ROW = 128           # one block per row of a (N, K) softmax; a tree reduction over K
+ROW_MAX = 128       # the shared memory the row kernels compile with: ROW must not exceed it
+POOL = 256          # one thread per pooled output (forward) or input pixel (backward)
+REDUCE = 256        # the one-block loss reductions
+REDUCE_MAX = 256    # the shared memory the loss kernels compile with: REDUCE must not exceed it
+MAX_BLOCKS = 65535  # grid-stride kernels never need more (and 1-D grids allow 2**31 - 1)

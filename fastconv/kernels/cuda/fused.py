@@ -1,0 +1,173 @@
+"""Fused conv2d + bias + ReLU (+ max-pool) on CUDA, meaning as fastconv/kernels/reference/fused.py.
+
+Forward: one launch of conv2d_fwd_tile (conv2d.py) with the ReLU and the pool window loop
+in its epilogue, so the pre-pool activation (N, OH, OW, F) is never written.
+
+Backward: the conv-output gradient dz = pool-backward(dy where y > 0) is formed in a cached
+workspace (relu_grad elementwise; or fill_zero, then maxpool_grad_scatter, which uses float
+atomics because the op is not told the pool geometry), then the conv backward kernels of
+conv2d.py read dz.
+"""
+import numpy as np
+from numba import cuda, float32, int32
+
+from .. import _validate as v
+from . import _devargs as d
+from . import conv2d as _conv
+from ._spec import KernelSpec
+
+GRAD_THREADS = 256
+GRAD_MAX_BLOCKS = 65535   # grid-stride loops beyond this
+
+
+@cuda.jit
+def relu_grad(dy, y, dz):
+    """dz = dy where y > 0, else 0 (the ReLU backward in front of the conv backward).
+
+    dy, y, dz flat (size,) float32 views of one shape; dz overwritten. Grid-stride loop.
+    """
+    for e in range(cuda.grid(1), dz.shape[0], cuda.gridsize(1)):
+        val = float32(0.0)
+        if y[e] > float32(0.0):
+            val = dy[e]
+        dz[e] = val
+
+
+@cuda.jit
+def fill_zero(a):
+    """a[:] = 0 for a flat (size,) float32 view. Grid-stride loop."""
+    for e in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
+        a[e] = float32(0.0)
+
+
+@cuda.jit
+def maxpool_grad_scatter(dy, y, arg, dz):
+    """dz[n, arg // OW, arg % OW, f] += dy[n, ph, pw, f] wherever y[n, ph, pw, f] > 0.
+
+    dy, y (N, PH, PW, F) float32, arg int32 like dy (flat indices into the conv grid; an
+    index outside [0, OH*OW) routes nothing), dz (N, OH, OW, F) float32, accumulated into:
+    the caller zeroes it first. Uses float atomics (cuda.atomic.add): the backward op is
+    not told the pool size and stride, so it scatters. With windows that do not overlap
+    (stride >= pool, as in the seed model) every dz element gets at most one add, and with
+    two the sum is order-independent, so results are deterministic; only a pixel that wins
+    three or more overlapping windows may vary in its last bit between runs.
+    One thread per dy element, f fastest. Grid-stride loop.
+    """
+    n_ph = dy.shape[1]
+    n_pw = dy.shape[2]
+    n_f = dy.shape[3]
+    n_ow = dz.shape[2]
+    n_pix = dz.shape[1] * n_ow
+    total = dy.shape[0] * n_ph * n_pw * n_f
+    for e in range(cuda.grid(1), total, cuda.gridsize(1)):
+        f = e % n_f
+        t = e // n_f
+        pw = t % n_pw
+        t = t // n_pw
+        ph = t % n_ph
+        n = t // n_ph
+        a = arg[n, ph, pw, f]
+        if y[n, ph, pw, f] > float32(0.0) and a >= 0 and a < n_pix:
+            oh = a // n_ow
+            cuda.atomic.add(dz, (n, oh, a - oh * n_ow, f), dy[n, ph, pw, f])
+
+
+F1 = float32[::1]
+
+KERNELS = [
+    KernelSpec("relu_grad", relu_grad, (F1, F1, F1), GRAD_THREADS),
+    KernelSpec("fill_zero", fill_zero, (F1,), GRAD_THREADS),
+    KernelSpec("maxpool_grad_scatter", maxpool_grad_scatter,
+               (_conv.F4, _conv.F4, _conv.I4, _conv.F4), GRAD_THREADS),
+]
+
+
+def _grid(total):
+    return min(d.blocks(total, GRAD_THREADS), GRAD_MAX_BLOCKS)
+
+
+def _flat(a):
+    return a.reshape(int(np.prod(a.shape)))
+
+
+def _conv_checks(op, x, w, stride, padding):
+    xm, wm = d.meta(op, "x", x), d.meta(op, "w", w)
+    return v.conv2d_geometry(op, xm, wm, stride, padding)
+
+
+def conv2d_relu_forward(x, w, b, stride=1, padding="valid", out=None):
+    """y = relu(conv2d_forward(x, w, b)): (N, OH, OW, F), a new device array or `out`
+    (overwritten). Arguments as conv2d.conv2d_forward."""
+    op = "conv2d_relu_forward"
+    stride, oh, ow, pt, pl = _conv_checks(op, x, w, stride, padding)
+    v.check_bias(op, d.meta(op, "b", b), w.shape[3], np.float32)
+    kh, kw, c, f = w.shape
+    y = d.out_buffer(op, "out", out, (x.shape[0], oh, ow, f))
+    _conv.launch_forward(x, w.reshape(kh * kw * c, f), b, y, kh, kw, oh, ow, stride, pt, pl,
+                         relu=True)
+    return y
+
+
+def conv2d_relu_backward(x, w, dy, y, stride=1, padding="valid", need_dx=True, out=None):
+    """conv2d_backward with dz = dy where y > 0 (y the fused forward's output):
+    (dx or None, dw, db), new device arrays or the out= tuple's buffers (overwritten)."""
+    op = "conv2d_relu_backward"
+    stride, oh, ow, pt, pl = _conv_checks(op, x, w, stride, padding)
+    shape = (x.shape[0], oh, ow, w.shape[3])
+    dym = d.meta(op, "dy", dy)
+    v.check_dy(op, dym, shape, np.float32)
+    v.check_same_shape(op, "dy", dym, "y", d.meta(op, "y", y))
+    dz = d.workspace("conv2d_dz", shape)
+    size = int(np.prod(shape))
+    relu_grad[_grid(size), GRAD_THREADS](_flat(dy), _flat(y), _flat(dz))
+    return _conv.launch_backward(op, x, w, dz, stride, pt, pl, need_dx, out)
+
+
+def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool_stride=None,
+                                pool_padding="valid", out=None):
+    """(y, argmax) = maxpool2d_forward(relu(conv2d_forward(x, w, b)), pool, pool_stride,
+    pool_padding) in one pass; the pre-pool activation is never written.
+
+    y (N, PH, PW, F) float32 and argmax (N, PH, PW, F) int32 (flat oh * OW + ow into the
+    conv output grid; first maximum in row-major window order), new device arrays or the
+    out= tuple's buffers (overwritten).
+    """
+    op = "conv2d_relu_maxpool_forward"
+    stride, oh, ow, pt, pl = _conv_checks(op, x, w, stride, padding)
+    v.check_bias(op, d.meta(op, "b", b), w.shape[3], np.float32)
+    kh, kw, c, f = w.shape
+    conv_shape = np.broadcast_to(np.zeros((), np.float32), (x.shape[0], oh, ow, f))
+    pool, pool_stride, ph, pw, ppt, ppl = v.pool2d_geometry(op, conv_shape, pool, pool_stride,
+                                                            pool_padding)
+    out_y, out_arg = d.split_out(op, out, 2)
+    y = d.out_buffer(op, "out[0]", out_y, (x.shape[0], ph, pw, f))
+    arg = d.out_buffer(op, "out[1]", out_arg, (x.shape[0], ph, pw, f), np.int32)
+    _conv.launch_forward(x, w.reshape(kh * kw * c, f), b, y, kh, kw, oh, ow, stride, pt, pl,
+                         relu=True, pool=pool, pool_stride=pool_stride, ppt=ppt, ppl=ppl,
+                         arg=arg)
+    return y, arg
+
+
+def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
+                                 need_dx=True, out=None):
+    """Gradients of conv2d_relu_maxpool_forward given dy (N, PH, PW, F): (dx or None, dw, db).
+
+    dz (the conv-grid gradient, a cached workspace) is zeroed, then each pooled output with
+    y > 0 adds its dy at its argmax (maxpool_grad_scatter: atomics, see there). argmax values
+    are not read back to the host to be checked: an index outside the conv grid routes no
+    gradient.
+    """
+    op = "conv2d_relu_maxpool_backward"
+    stride, oh, ow, pt, pl = _conv_checks(op, x, w, stride, padding)
+    dym = d.meta(op, "dy", dy)
+    v.check_float_array(op, "dy", dym, 4)
+    v.check_same_shape(op, "dy", dym, "y", d.meta(op, "y", y))
+    v.check_same_shape(op, "dy", dym, "argmax", d.meta(op, "argmax", argmax, np.int32))
+    n, f = x.shape[0], w.shape[3]
+    if dy.shape[0] != n or dy.shape[3] != f:
+        raise ValueError(f"{op}: dy {tuple(dy.shape)} does not match x_shape "
+                         f"{(n, oh, ow, f)} in N or C")
+    dz = d.workspace("conv2d_dz", (n, oh, ow, f))
+    fill_zero[_grid(n * oh * ow * f), GRAD_THREADS](_flat(dz))
+    maxpool_grad_scatter[_grid(int(np.prod(dy.shape))), GRAD_THREADS](dy, y, argmax, dz)
+    return _conv.launch_backward(op, x, w, dz, stride, pt, pl, need_dx, out)

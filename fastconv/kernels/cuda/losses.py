@@ -1,0 +1,167 @@
+"""Losses from logits on the GPU, mean over the batch, with the reference's meaning.
+
+Each op returns (loss as a Python float, dlogits of logits' shape), as the
+model layer expects (fastconv/models/_plan.py compute_loss: `loss, _ =
+loss_fn(labels, logits, out=(None, dlogits))`, then math.isfinite(loss)).
+dlogits stays on the device; the loss is the one value a step copies back.
+
+One block of _launch.REDUCE threads: each thread takes rows i, i + T, ...,
+writes their dlogits and accumulates its share of the loss; a shared-memory
+tree reduction (fastconv/kernels/cuda/_reduce.py) adds the shares in a fixed
+order, so the loss is deterministic. One block is right for batches (tens to
+thousands of rows); the per-row work is a few flops.
+"""
+import functools
+import math
+
+import numpy as np
+from numba import cuda, float32, int32, int64
+
+from .. import _validate as v
+from . import _launch
+from ._launch import REDUCE_MAX
+from ._mem import (check_float32, checkable, device_in, finish, flat, is_device_array, out_buffer,
+                   out_tuple)
+from ._reduce import block_sum
+from ._spec import KernelSpec
+
+_F1 = float32[::1]
+
+
+@cuda.jit
+def bce_fwd_bwd(y, z, dz, result):
+    """Binary cross-entropy of sigmoid(z) against y, all (N,): dz = (sigmoid(z) - y) / N;
+    result[0] = mean of max(z, 0) - z*y + log1p(exp(-|z|)). One block."""
+    sh = cuda.shared.array(REDUCE_MAX, float32)
+    t = cuda.threadIdx.x
+    n = z.size
+    inv_n = np.float32(1.0) / np.float32(n)
+    acc = np.float32(0.0)
+    for i in range(t, n, cuda.blockDim.x):
+        zi = z[i]
+        yi = y[i]
+        e = math.exp(-abs(zi))
+        acc += max(zi, np.float32(0.0)) - zi * yi + math.log1p(e)
+        if zi >= np.float32(0.0):
+            sig = np.float32(1.0) / (np.float32(1.0) + e)
+        else:
+            sig = e / (np.float32(1.0) + e)
+        dz[i] = (sig - yi) * inv_n
+    total = block_sum(sh, acc)
+    if t == 0:
+        result[0] = total * inv_n
+        result[1] = np.float32(0.0)
+
+
+@cuda.jit
+def softmax_ce_fwd_bwd(labels, z, dz, result):
+    """Softmax cross-entropy of z (N, K) against class indices labels (N,):
+    dz = (softmax(z) - onehot) / N; result[0] = mean of logsumexp(z) - z[label];
+    result[1] = how many labels are outside [0, K) (their rows are left out). One block,
+    one thread per row."""
+    sh = cuda.shared.array(REDUCE_MAX, float32)
+    t = cuda.threadIdx.x
+    n = z.shape[0]
+    k = z.shape[1]
+    inv_n = np.float32(1.0) / np.float32(n)
+    acc = np.float32(0.0)
+    bad = np.float32(0.0)
+    for r in range(t, n, cuda.blockDim.x):
+        lab = labels[r]
+        if lab < 0 or lab >= k:
+            bad += np.float32(1.0)
+            continue
+        m = z[r, 0]
+        for j in range(1, k):
+            m = max(m, z[r, j])
+        s = np.float32(0.0)
+        for j in range(k):
+            s += math.exp(z[r, j] - m)
+        acc += math.log(s) + m - z[r, lab]
+        inv_s = np.float32(1.0) / s
+        for j in range(k):
+            p = math.exp(z[r, j] - m) * inv_s
+            if j == lab:
+                p -= np.float32(1.0)
+            dz[r, j] = p * inv_n
+    total = block_sum(sh, acc)
+    nbad = block_sum(sh, bad)
+    if t == 0:
+        result[0] = total * inv_n
+        result[1] = nbad
+
+
+KERNELS = [
+    KernelSpec("bce_fwd_bwd", bce_fwd_bwd, (_F1, _F1, _F1, _F1), _launch.REDUCE),
+    KernelSpec("softmax_ce_fwd_bwd", softmax_ce_fwd_bwd,
+               (int32[::1], float32[:, ::1], float32[:, ::1], _F1), _launch.REDUCE),
+    # device labels made from NumPy's default integers (to_device of an int64 array)
+    KernelSpec("softmax_ce_fwd_bwd[int64 labels]", softmax_ce_fwd_bwd,
+               (int64[::1], float32[:, ::1], float32[:, ::1], _F1), _launch.REDUCE),
+]
+
+
+@functools.lru_cache(maxsize=None)
+def _scratch():
+    """(device (2,), host (2,)) float32 buffers for [loss, bad labels]: allocated once, so a
+    step allocates nothing. Not safe for concurrent use from several host threads."""
+    return cuda.device_array(2, np.float32), np.empty(2, np.float32)
+
+
+def _reduce_threads():
+    threads = _launch.REDUCE
+    if threads > REDUCE_MAX or threads & (threads - 1):
+        raise ValueError(f"_launch.REDUCE must be a power of two <= {REDUCE_MAX}, got {threads}")
+    return threads
+
+
+def binary_crossentropy(y_true, logits, out=None):
+    """Mean binary cross-entropy of sigmoid(logits) against y_true in [0, 1].
+
+    logits (N,) or (N, 1) float32; y_true N values (a device array must be float32; a
+    host one of any numeric dtype is copied in). Returns (loss: float, dlogits of
+    logits' shape), dlogits written into out[1] when out=(None, dlogits) is given.
+    """
+    op = "binary_crossentropy"
+    v.check_binary_labels(op, checkable(y_true), checkable(logits))
+    check_float32(op, "logits", logits)
+    _, out_d = out_tuple(op, out, 2)       # out[0] would be the loss: a float, never a buffer
+    dz, host = out_buffer(op, "out[1]", out_d, logits.shape)
+    y = device_in(op, "y_true", y_true)
+    z = device_in(op, "logits", logits)
+    result, result_host = _scratch()
+    bce_fwd_bwd[1, _reduce_threads()](flat(y), flat(z), flat(dz), result)
+    result.copy_to_host(result_host)
+    return float(result_host[0]), finish(dz, host)
+
+
+def softmax_crossentropy(y_true_int, logits, out=None):
+    """Mean cross-entropy of softmax(logits) (N, K) against class indices (N,).
+
+    A device y_true_int must be int32 or int64, (N,) or (N, 1); a host one is checked like the
+    reference's (integers, in range) and copied in. Returns (loss: float, dlogits
+    (N, K)), dlogits written into out[1] when given. Out-of-range device labels raise
+    ValueError after the launch (the count comes back with the loss).
+    """
+    op = "softmax_crossentropy"
+    y_checked = v.check_int_labels(op, checkable(y_true_int), checkable(logits))
+    check_float32(op, "logits", logits)
+    _, out_d = out_tuple(op, out, 2)
+    if is_device_array(y_true_int) and y_true_int.dtype.kind != "i":
+        # the reference's message: it would find non-integers among float labels
+        raise TypeError(f"{op}: y_true must hold integer class indices, got dtype "
+                        f"{y_true_int.dtype}")
+    dz, host = out_buffer(op, "out[1]", out_d, logits.shape)
+    if is_device_array(y_true_int):
+        labels = device_in(op, "y_true", y_true_int,
+                           np.int64 if y_true_int.dtype == np.int64 else np.int32)
+    else:
+        labels = device_in(op, "y_true", y_checked, np.int32)
+    z = device_in(op, "logits", logits)
+    result, result_host = _scratch()
+    softmax_ce_fwd_bwd[1, _reduce_threads()](flat(labels), z, dz, result)
+    result.copy_to_host(result_host)
+    if result_host[1]:
+        raise ValueError(f"{op}: class index out of range [0, {z.shape[1]}): "
+                         f"{int(result_host[1])} of {z.shape[0]} labels")
+    return float(result_host[0]), finish(dz, host)

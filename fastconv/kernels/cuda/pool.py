@@ -1,0 +1,151 @@
+"""2-D max pooling on the GPU (Keras MaxPooling2D), NHWC, with the reference's argmax.
+
+argmax convention (fastconv/kernels/reference/pool.py): an int32 array shaped
+like y holding the flat spatial index h * W + w of the winning pixel of the
+unpadded input; the winner is the first maximum in row-major window order and
+padding never wins.
+
+Forward: one thread per output (n, oh, ow, c), channels fastest, so a warp
+reads 32 consecutive channels of one pixel (coalesced for C >= 32) and writes
+32 consecutive outputs. Grid-stride over the flattened output.
+
+Backward: dx is zeroed, then one thread per output adds its dy into the
+winning pixel with a float atomic add (the backward op is not told the pool
+geometry, only argmax, so a gather per input pixel cannot find its windows).
+With stride >= pool (the seed model) every pixel receives at most one
+contribution, and with two the sum is still exact in any order (float
+addition is commutative); only overlapping windows that route three or more
+outputs to one pixel can differ from run to run, in the last bits.
+"""
+import numpy as np
+from numba import cuda, float32, int32
+
+from .. import _validate as v
+from . import _launch
+from ._mem import (blocks_for, check_float32, checkable, device_in, finish, is_device_array,
+                   out_buffer, out_buffers, out_tuple)
+from ._spec import KernelSpec
+from .elementwise import zero
+
+_F4 = float32[:, :, :, ::1]
+_I4 = int32[:, :, :, ::1]
+
+
+@cuda.jit
+def maxpool_fwd(x, y, arg, ph, pw, sh, sw, pt, pl):
+    """y, arg (N, OH, OW, C) from x (N, H, W, C); window (ph, pw) at (oh*sh - pt, ow*sw - pl)."""
+    h = x.shape[1]
+    w = x.shape[2]
+    c = x.shape[3]
+    oh = y.shape[1]
+    ow = y.shape[2]
+    for i in range(cuda.grid(1), y.size, cuda.gridsize(1)):
+        ch = i % c
+        t = i // c
+        q = t % ow
+        t = t // ow
+        r = t % oh
+        n = t // oh
+        r0 = r * sh - pt
+        q0 = q * sw - pl
+        best = np.float32(-np.inf)
+        where = -1
+        for a in range(ph):
+            hh = r0 + a
+            if hh >= 0 and hh < h:
+                for b in range(pw):
+                    ww = q0 + b
+                    if ww >= 0 and ww < w:
+                        val = x[n, hh, ww, ch]
+                        if where < 0 or val > best:   # first maximum wins ties
+                            best = val
+                            where = hh * w + ww
+        y[n, r, q, ch] = best
+        arg[n, r, q, ch] = where
+
+
+@cuda.jit
+def maxpool_bwd(dy, arg, dx):
+    """dx (N, H, W, C), zeroed by the caller, += dy (N, OH, OW, C) at each output's argmax.
+
+    Float atomics (see the module docstring). Indices outside [0, H*W) are skipped, so a
+    corrupt argmax cannot write outside dx."""
+    hw = dx.shape[1] * dx.shape[2]
+    w = dx.shape[2]
+    c = dy.shape[3]
+    oh = dy.shape[1]
+    ow = dy.shape[2]
+    for i in range(cuda.grid(1), dy.size, cuda.gridsize(1)):
+        ch = i % c
+        t = i // c
+        q = t % ow
+        t = t // ow
+        r = t % oh
+        n = t // oh
+        k = arg[n, r, q, ch]
+        if k >= 0 and k < hw:
+            cuda.atomic.add(dx, (n, k // w, k % w, ch), dy[n, r, q, ch])
+
+
+KERNELS = [
+    KernelSpec("maxpool_fwd", maxpool_fwd, (_F4, _F4, _I4) + (int32,) * 6, _launch.POOL),
+    KernelSpec("maxpool_bwd", maxpool_bwd, (_F4, _I4, _F4), _launch.POOL),
+]
+
+
+def _launch_over(kernel, n, *args):
+    threads = _launch.POOL
+    kernel[blocks_for(n, threads, _launch.MAX_BLOCKS), threads](*args)
+
+
+def maxpool2d_forward(x, pool=2, stride=None, padding="valid", out=None):
+    """y[n, oh, ow, c] = max over the pool window, and its argmax (the reference's rule).
+
+    x (N, H, W, C) float32 device array; pool and stride int or pair (stride defaults to
+    pool); padding 'valid' or 'same'. Returns (y (N, OH, OW, C) float32, argmax
+    (N, OH, OW, C) int32), written into out=(y, argmax) buffers when given.
+    """
+    op = "maxpool2d_forward"
+    check_float32(op, "x", x, 4)
+    (ph, pw), (sh, sw), oh, ow, pt, pl = v.pool2d_geometry(op, checkable(x), pool, stride,
+                                                           padding)
+    out_y, out_arg = out_tuple(op, out, 2)
+    shape = (x.shape[0], oh, ow, x.shape[3])
+    (y, host_y), (arg, host_arg) = out_buffers(
+        op, ("out[0]", out_y, shape, np.float32), ("out[1]", out_arg, shape, np.int32))
+    x = device_in(op, "x", x)
+    _launch_over(maxpool_fwd, y.size, x, y, arg, *(np.int32(s) for s in (ph, pw, sh, sw, pt, pl)))
+    return finish(y, host_y), finish(arg, host_arg)
+
+
+def maxpool2d_backward(dy, argmax, x_shape, out=None):
+    """dx (x_shape) with dx[n, h, w, c] = the sum of dy over the outputs whose argmax is (h, w).
+
+    dy (N, OH, OW, C) float32 and argmax (N, OH, OW, C) int32 from maxpool2d_forward;
+    writes out (x_shape, float32; overwritten, not accumulated into) or a new array.
+    A host argmax is range-checked like the reference's; a device one is not (that
+    would copy it back), its out-of-range entries are skipped.
+    """
+    op = "maxpool2d_backward"
+    check_float32(op, "dy", dy, 4)
+    x_shape = tuple(int(s) for s in x_shape)
+    if len(x_shape) != 4:
+        raise ValueError(f"{op}: x_shape must be (N, H, W, C), got {x_shape}")
+    if not (isinstance(argmax, np.ndarray) or is_device_array(argmax)) \
+            or argmax.dtype != np.int32:
+        raise TypeError(f"{op}: argmax must be an int32 ndarray, got "
+                        f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
+    v.check_same_shape(op, "dy", dy, "argmax", argmax)
+    n, h, w, c = x_shape
+    if dy.shape[0] != n or dy.shape[3] != c:
+        raise ValueError(f"{op}: dy {tuple(dy.shape)} does not match x_shape {x_shape} in N or C")
+    if isinstance(argmax, np.ndarray) and argmax.size and (
+            argmax.min() < 0 or argmax.max() >= h * w):
+        raise ValueError(f"{op}: argmax holds indices outside [0, {h * w})")
+    dx, host = out_buffer(op, "out", out, x_shape, np.float32)
+    dy = device_in(op, "dy", dy)
+    argmax = device_in(op, "argmax", argmax, np.int32)
+    zero(dx)
+    if dy.size:
+        _launch_over(maxpool_bwd, dy.size, dy, argmax, dx)
+    return finish(dx, host)

@@ -1,0 +1,182 @@
+"""The CUDA conv2d, fused and dense kernels under the CUDA simulator, against the reference.
+
+Runs in its own process: NUMBA_ENABLE_CUDASIM=1 must be set before numba.cuda is imported.
+The wrappers are called directly (fastconv.kernels.cuda.conv2d/fused/dense), not through
+kernels.get("cuda"), which needs the whole contract. Most cases shrink the tile constants
+(conv2d.set_tiles: the simulator reads them live) so that tiny inputs still span several
+blocks in every grid dimension with ragged edge tiles; one case keeps the real tiles.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    import json, types
+    import numpy as np
+    from numba import cuda
+    from fastconv import testing
+    from fastconv.kernels.cuda import conv2d, dense, fused
+    from fastconv.kernels import reference as R
+
+    def to_host(v):
+        if isinstance(v, (tuple, list)):
+            return type(v)(to_host(a) for a in v)
+        return v.copy_to_host() if hasattr(v, "copy_to_host") else v
+
+    K = types.SimpleNamespace(
+        NAME="cuda-sim", to_device=lambda a: cuda.to_device(np.ascontiguousarray(a)),
+        to_host=to_host,
+        conv2d_forward=conv2d.conv2d_forward, conv2d_backward=conv2d.conv2d_backward,
+        dense_forward=dense.dense_forward, dense_backward=dense.dense_backward,
+        **{n: getattr(fused, n) for n in ("conv2d_relu_forward", "conv2d_relu_backward",
+            "conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward")})
+
+    rng = np.random.default_rng(0)
+    f32 = lambda a: np.ascontiguousarray(a, np.float32)
+    results = []
+
+    def check(op, *args, **kw):
+        r = testing.compare_to_reference(K, op, *args, **kw)
+        results.append({"op": op, "args": [str(getattr(a, "shape", a)) for a in args],
+                         "kw": str(kw), "passed": r.passed, "message": r.message[:600]})
+
+    def conv_case(shape, k, f, stride, padding, pool=None):
+        x = f32(rng.standard_normal(shape))
+        w = f32(rng.standard_normal(k + (shape[3], f)) * 0.3)
+        b = f32(rng.standard_normal(f) * 0.1)
+        kw = dict(stride=stride, padding=padding)
+        y = R.conv2d_forward(x, w, b, **kw)
+        if pool is None:
+            check("conv2d_forward", x, w, b, **kw)
+            dy = f32(rng.standard_normal(y.shape))
+            for need_dx in (True, False):
+                check("conv2d_backward", x, w, dy, need_dx=need_dx, **kw)
+            check("conv2d_relu_forward", x, w, b, **kw)
+            check("conv2d_relu_backward", x, w, dy, R.relu_forward(y), **kw)
+        else:
+            pkw = dict(pool=pool[0], pool_stride=pool[1], pool_padding=pool[2])
+            check("conv2d_relu_maxpool_forward", x, w, b, **kw, **pkw)
+            yp, arg = R.conv2d_relu_maxpool_forward(x, w, b, **kw, **pkw)
+            dy = f32(rng.standard_normal(yp.shape))
+            check("conv2d_relu_maxpool_backward", x, w, dy, yp, arg, **kw)
+
+    def dense_case(n, d_in, d_out):
+        x = f32(rng.standard_normal((n, d_in)))
+        w = f32(rng.standard_normal((d_in, d_out)) * 0.1)
+        b = f32(rng.standard_normal(d_out))
+        dy = f32(rng.standard_normal((n, d_out)))
+        check("dense_forward", x, w, b)
+        for need_dx in (True, False):
+            check("dense_backward", x, w, dy, need_dx=need_dx)
+
+    # The real tiles (64 x 32 blocks of 256 threads): 90 pixels and 33 channels make a
+    # 2 x 2 forward grid with ragged edges in both dimensions.
+    conv_case((3, 7, 8, 2), (3, 3), 33, 1, "valid")
+
+    # Tiny tiles: 16-thread blocks, 8 pixels x 4 channels (forward/dx), 8 rows x 4 channels
+    # of dw, pixel range split into about 8 chunks.
+    conv2d.set_tiles(bm=8, bn=4, bk=4, tm=2, dw_bm=4, dw_bk=8, dw_bn=4, dw_tk=2,
+                     dw_target_blocks=8)
+    conv_case((2, 7, 6, 3), (3, 3), 5, 1, "valid")
+    conv_case((2, 6, 5, 3), (3, 3), 6, 2, "same")
+    conv_case((1, 5, 6, 2), (2, 3), 3, (2, 1), "same")
+    conv_case((1, 4, 5, 3), (5, 5), 5, 1, "same")          # kernel larger than the input
+    conv_case((2, 8, 7, 3), (3, 3), 5, 1, "valid", pool=(2, None, "valid"))
+    conv_case((1, 9, 9, 2), (3, 3), 6, 1, "valid", pool=(3, 2, "valid"))   # overlapping
+    conv_case((2, 6, 7, 3), (3, 3), 5, 1, "same", pool=(2, None, "same"))
+    conv_case((1, 7, 8, 2), (2, 2), 3, 2, "valid", pool=((2, 3), (1, 2), "same"))
+    dense_case(3, 7, 5)
+    dense_case(1, 13, 9)
+    dense_case(10, 3, 1)
+    print("RESULT:" + json.dumps(results))
+""")
+
+
+def _run(script, timeout=600):
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads(proc.stdout.split("RESULT:", 1)[1])
+
+
+def test_conv_fused_dense_match_the_reference_under_the_simulator():
+    results = _run(SCRIPT)
+    assert len(results) == 42
+    failed = [r for r in results if not r["passed"]]
+    assert not failed, "\n".join(f"{r['op']} {r['args']} {r['kw']}: {r['message']}"
+                                 for r in failed)
+
+
+ERRORS_SCRIPT = textwrap.dedent("""
+    import json
+    import numpy as np
+    from numba import cuda
+    from fastconv.kernels.cuda import conv2d, dense, fused
+    from fastconv.kernels import reference as R
+
+    def err(fn, *args, **kw):
+        try:
+            fn(*args, **kw)
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return "no error"
+
+    x = np.zeros((2, 5, 5, 3), np.float32)
+    w = np.zeros((3, 3, 3, 4), np.float32)
+    b = np.zeros(4, np.float32)
+    dx_, dw_, db_ = cuda.to_device(x), cuda.to_device(w), cuda.to_device(b)
+    dev = lambda a: cuda.to_device(np.ascontiguousarray(a))
+    out = {
+        # the reference's own messages, from the shared checks
+        "channels": [err(conv2d.conv2d_forward, dx_, dev(w[:, :, :2]), db_),
+                     err(R.conv2d_forward, x, w[:, :, :2], b)],
+        "bias": [err(conv2d.conv2d_forward, dx_, dw_, dev(b[:3])),
+                 err(R.conv2d_forward, x, w, b[:3])],
+        # a fused op names itself (the reference's fused ops name the unfused op they call)
+        "fused_bias": err(fused.conv2d_relu_maxpool_forward, dx_, dw_, dev(b[:3])),
+        "padding": [err(conv2d.conv2d_forward, dx_, dw_, db_, padding="full"),
+                    err(R.conv2d_forward, x, w, b, padding="full")],
+        "dy": [err(conv2d.conv2d_backward, dx_, dw_, cuda.to_device(np.zeros((2, 3, 3, 5),
+                                                                             np.float32))),
+               err(R.conv2d_backward, x, w, np.zeros((2, 3, 3, 5), np.float32))],
+        "dense": [err(dense.dense_forward, dev(x[:, 0, 0]), dev(w[0, 0]),
+                      cuda.to_device(np.zeros(5, np.float32))),
+                  err(R.dense_forward, x[:, 0, 0], w[0, 0], np.zeros(5, np.float32))],
+        # what only a device array can get wrong
+        "host": err(conv2d.conv2d_forward, x, dw_, db_),
+        "float64": err(conv2d.conv2d_forward, cuda.to_device(x.astype(np.float64)), dw_, db_),
+        "strided": err(dense.dense_forward, dev(x[:, 0, 0]).T, dev(w[0, 0]), db_),
+        "out_shape": err(conv2d.conv2d_forward, dx_, dw_, db_,
+                         out=cuda.device_array((2, 3, 3, 3), np.float32)),
+        "out_tuple": err(conv2d.conv2d_backward, dx_, dw_, cuda.device_array((2, 3, 3, 4),
+                                                                           np.float32), out=dw_),
+        "argmax_dtype": err(fused.conv2d_relu_maxpool_backward, dx_, dw_,
+                            cuda.device_array((2, 1, 1, 4), np.float32),
+                            cuda.device_array((2, 1, 1, 4), np.float32),
+                            cuda.device_array((2, 1, 1, 4), np.float32)),
+    }
+    print("RESULT:" + json.dumps(out))
+""")
+
+
+def test_bad_arguments_raise_the_reference_messages():
+    out = _run(ERRORS_SCRIPT, timeout=300)
+    for key in ("channels", "bias", "padding", "dy", "dense"):
+        cuda_msg, ref_msg = out[key]
+        assert cuda_msg == ref_msg, key
+        assert cuda_msg != "no error", key
+    assert out["fused_bias"] == ("ValueError: conv2d_relu_maxpool_forward: b must have shape "
+                                 "(4,), got (3,)")
+    assert out["host"].startswith("TypeError: conv2d_forward: x must be a CUDA device array")
+    assert out["float64"] == "TypeError: conv2d_forward: x must be float32, got float64"
+    assert out["strided"].startswith("ValueError: dense_forward: x must be C-contiguous")
+    assert out["out_shape"] == ("ValueError: conv2d_forward: out must be float32 of shape "
+                                "(2, 3, 3, 4), got float32 of shape (2, 3, 3, 3)")
+    assert out["out_tuple"].startswith("TypeError: conv2d_backward: out must be a tuple of 3")
+    assert out["argmax_dtype"] == ("TypeError: conv2d_relu_maxpool_backward: argmax must be "
+                                   "int32, got float32")

@@ -1,0 +1,338 @@
+"""The cuda backend against the reference under the CUDA simulator (NUMBA_ENABLE_CUDASIM=1).
+
+The simulator must be enabled before numba.cuda is imported, so the checks run
+once in a subprocess (this file run as a script) and the tests here read its
+JSON. In the subprocess:
+  * launch sizes are patched down (_launch: 32 threads per block, at most 3
+    blocks), so tiny inputs still span several blocks, leave ragged last
+    blocks, and make every grid-stride loop go round more than once;
+  * every kernel of every module's KERNELS is wrapped by a recorder that types
+    each launch's arguments the way numba would and checks they are a declared
+    KernelSpec signature: the signatures tests/test_cuda_ptx.py compiles are
+    the ones the wrappers really launch;
+  * every op sample of fastconv.opcases ("quick") that the cuda package
+    exports, plus the larger-than-a-block cases below, runs against the
+    reference (rtol 1e-4, atol 1e-5 in float32): through kernels.get("cuda")
+    once the whole contract is there, else through the package directly;
+  * a few device-array behaviours (out= identity, the loss as a float, labels
+    on the device, bad device input) are checked directly.
+What the simulator cannot show (typing, launch limits, races, coalescing) is
+the job of tests/test_cuda_ptx.py and review; see docs/cuda.md.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+PATCHED_LAUNCH = dict(ELEMENTWISE=32, ROW=32, POOL=32, REDUCE=32, MAX_BLOCKS=3)
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def _f32(a):
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def extra_samples(seed=7):
+    """Cases beyond the op table: rows wider than a block, more rows than blocks, sizes
+    that leave every block ragged, labels of both shapes. Deterministic in `seed`."""
+    from fastconv.kernels import reference as R
+    from fastconv.opcases import Sample
+
+    rng = np.random.default_rng(seed)
+    x = _f32(rng.standard_normal(1001))
+    dy = _f32(rng.standard_normal(1001))
+    yield Sample("relu_forward", (x,), {}, "n=1001")
+    yield Sample("relu_backward", (dy, R.relu_forward(x)), {}, "n=1001")
+    yield Sample("sigmoid_forward", (x * 9,), {}, "n=1001")
+    yield Sample("sigmoid_backward", (dy, R.sigmoid_forward(x)), {}, "n=1001")
+    for n, k in ((3, 77), (40, 3)):
+        z = _f32(rng.standard_normal((n, k)) * 3)
+        yield Sample("softmax_forward", (z,), {}, f"{n}x{k}")
+        yield Sample("softmax_backward", (_f32(rng.standard_normal((n, k))),
+                                          R.softmax_forward(z)), {}, f"{n}x{k}")
+    x2 = _f32(rng.standard_normal((5, 41)))
+    yield Sample("dropout_forward", (x2, 0.3, np.random.default_rng(3)), {}, "5x41 rate 0.3")
+    x4 = _f32(rng.standard_normal((2, 11, 13, 37)))
+    for pool, stride, padding in ((3, 2, "same"), ((2, 3), None, "valid")):
+        label = f"x(2, 11, 13, 37) pool {pool} stride {stride} {padding}"
+        yield Sample("maxpool2d_forward", (x4,), dict(pool=pool, stride=stride, padding=padding),
+                     label)
+        y, arg = R.maxpool2d_forward(x4, pool, stride, padding)
+        yield Sample("maxpool2d_backward", (_f32(rng.standard_normal(y.shape)), arg, x4.shape),
+                     {}, label)
+    z = _f32(rng.standard_normal(100) * 4)
+    yield Sample("binary_crossentropy", (_f32(rng.random(100) > 0.5), z), {}, "N=100 (N,)")
+    yield Sample("binary_crossentropy", (_f32(rng.random(70)), z[:70].reshape(70, 1)), {},
+                 "N=70 soft labels (N,) vs (N, 1)")
+    yield Sample("softmax_crossentropy", (rng.integers(0, 37, 70), _f32(rng.standard_normal(
+        (70, 37)) * 3)), {}, "70x37")
+    p, g, s1, s2 = (_f32(rng.standard_normal(1001)) for _ in range(4))
+    s1, s2 = np.abs(s1), np.abs(s2)
+    yield Sample("adam_update", (p, g, s1, s2), dict(t=1, lr=1e-2), "n=1001 t=1")
+    yield Sample("rmsprop_update", (p, g, s1), dict(lr=1e-2, rho=0.8), "n=1001")
+    yield Sample("sgd_update", (p, g, s1), dict(lr=0.1, momentum=0.5, nesterov=True), "n=1001")
+
+
+def cases(ops):
+    """(key, Sample) for every sample of an op in `ops`: the op table, then the extras."""
+    from fastconv.opcases import samples
+    found = []
+    for source, sample_iter in (("table", samples("quick")), ("extra", extra_samples())):
+        for s in sample_iter:
+            if s.op in ops:
+                found.append((f"{source}:{s.op}:{s.label}", s))
+    return found
+
+
+# -- the subprocess ---------------------------------------------------------------------
+
+def _numba_type(value):
+    """The numba type a launch gives `value` (device arrays as numba types them)."""
+    import numba
+    from numba.core import types
+    if hasattr(value, "shape") and hasattr(value, "dtype") and not np.isscalar(value):
+        contiguous = value.is_c_contiguous() if hasattr(value, "is_c_contiguous") \
+            else value.flags.c_contiguous
+        return types.Array(numba.from_dtype(value.dtype), len(value.shape),
+                           "C" if contiguous else "A")
+    return numba.typeof(value)
+
+
+class _Recorder:
+    """Stands in for a kernel in its module: records the types of every launch."""
+
+    def __init__(self, where, kernel, allowed, log):
+        self.where, self.kernel, self.allowed, self.log = where, kernel, allowed, log
+
+    def __getitem__(self, config):
+        launch = self.kernel[config]
+
+        def run(*args):
+            sig = tuple(_numba_type(a) for a in args)
+            self.log.append((self.where, sig, sig in self.allowed))
+            return launch(*args)
+        return run
+
+
+def _install_recorders(modules, log):
+    from fastconv.kernels.cuda._spec import KernelSpec  # noqa: F401  (the interface)
+    specs = {}
+    for mname, module in modules.items():
+        by_kernel = {}
+        for spec in module.KERNELS:
+            by_kernel.setdefault(id(spec.kernel), []).append(spec)
+        for attr, obj in list(vars(module).items()):
+            if id(obj) in by_kernel:
+                group = by_kernel[id(obj)]
+                allowed = {tuple(s.signature) for s in group}
+                setattr(module, attr, _Recorder(f"{mname}.{attr}", obj, allowed, log))
+                for s in group:
+                    specs[(f"{mname}.{attr}", tuple(s.signature))] = f"{mname}:{s.name}"
+    return specs
+
+
+def _device_checks(C, R):
+    """Device-array behaviours, each returning None when right or what went wrong."""
+    from numba import cuda
+    rng = np.random.default_rng(5)
+    checks = {}
+
+    def check(name):
+        def deco(fn):
+            try:
+                problem = fn()
+            except Exception as exc:  # report, do not stop the other checks
+                problem = f"{type(exc).__name__}: {exc}"
+            checks[name] = problem
+            return fn
+        return deco
+
+    @check("out= device buffer is filled and returned")
+    def _():
+        x = _f32(rng.standard_normal((4, 9)))
+        buf = C.empty((4, 9))
+        got = C.relu_forward(C.to_device(x), out=buf)
+        if got is not buf:
+            return "relu_forward did not return its out= buffer"
+        if not np.array_equal(buf.copy_to_host(), R.relu_forward(x)):
+            return "relu_forward out= holds the wrong values"
+
+    @check("loss is a float, dlogits lands in out[1], int32 labels on the device")
+    def _():
+        z = _f32(rng.standard_normal((6, 4)))
+        labels = np.array([0, 3, 1, 2, 2, 0], np.int32)
+        d = C.empty((6, 4))
+        loss, got = C.softmax_crossentropy(cuda.to_device(labels), C.to_device(z), out=(None, d))
+        want, dwant = R.softmax_crossentropy(labels, z)
+        if type(loss) is not float or got is not d:
+            return f"returned {type(loss).__name__} and {type(got).__name__}"
+        if not np.isclose(loss, want, rtol=RTOL) or not np.allclose(d.copy_to_host(), dwant,
+                                                                    rtol=RTOL, atol=ATOL):
+            return f"loss {loss} vs {want}"
+        yb = cuda.to_device(_f32([[1], [0], [1]]))
+        loss, _ = C.binary_crossentropy(yb, C.to_device(_f32([[2.0], [-1.0], [0.5]])))
+        want, _ = R.binary_crossentropy(_f32([[1], [0], [1]]), _f32([[2.0], [-1.0], [0.5]]))
+        if type(loss) is not float or not np.isclose(loss, want, rtol=RTOL):
+            return f"binary loss {loss!r} vs {want}"
+
+    @check("device labels out of range raise")
+    def _():
+        z = C.to_device(_f32(rng.standard_normal((3, 4))))
+        try:
+            C.softmax_crossentropy(cuda.to_device(np.array([0, 4, 1], np.int32)), z)
+        except ValueError as exc:
+            if "class index out of range [0, 4)" in str(exc):
+                return None
+            return f"wrong message: {exc}"
+        return "no error"
+
+    @check("a float64 device array gets the reference's dtype message")
+    def _():
+        x64 = np.zeros((2, 3))
+        try:
+            R.relu_forward(x64)
+        except TypeError as exc:
+            want = str(exc)
+        try:
+            C.relu_forward(cuda.to_device(x64))
+        except TypeError as exc:
+            return None if str(exc) == want else f"{exc} != {want}"
+        return "no error"
+
+    @check("a wrong-shaped out= device buffer gets the reference's message")
+    def _():
+        x = _f32(rng.standard_normal((2, 3)))
+        try:
+            R.sigmoid_forward(x, out=np.empty((3, 2), np.float32))
+        except ValueError as exc:
+            want = str(exc)
+        try:
+            C.sigmoid_forward(C.to_device(x), out=C.empty((3, 2)))
+        except ValueError as exc:
+            return None if str(exc) == want else f"{exc} != {want}"
+        return "no error"
+
+    @check("optimizer updates host arrays in place too")
+    def _():
+        p, g, ms = (_f32(rng.random(50)) for _ in range(3))
+        rp, rms = p.copy(), ms.copy()
+        C.rmsprop_update(p, g, ms, 0.01)
+        R.rmsprop_update(rp, g, rms, 0.01)
+        if not (np.allclose(p, rp, rtol=RTOL, atol=ATOL)
+                and np.allclose(ms, rms, rtol=RTOL, atol=ATOL)):
+            return "host p/ms not updated like the reference"
+
+    @check("device argmax outside [0, H*W) is skipped, not written")
+    def _():
+        dy = C.to_device(_f32(np.ones((1, 2, 2, 1))))
+        arg = cuda.to_device(np.array([0, 99, -1, 15], np.int32).reshape(1, 2, 2, 1))
+        dx = C.maxpool2d_backward(dy, arg, (1, 4, 4, 1)).copy_to_host().ravel()
+        want = np.zeros(16, np.float32)
+        want[[0, 15]] = 1
+        if not np.array_equal(dx, want):
+            return f"dx {dx}"
+
+    return checks
+
+
+def run_in_simulator():
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        raise SystemExit("run with NUMBA_ENABLE_CUDASIM=1")
+    from fastconv import kernels
+    from fastconv.kernels import reference as R
+    from fastconv.kernels.cuda import _launch, report
+    from fastconv.testing import compare_to_reference
+    import fastconv.kernels.cuda as C
+
+    for name, value in PATCHED_LAUNCH.items():
+        setattr(_launch, name, value)
+    log = []
+    specs = _install_recorders(report.kernel_modules(), log)
+    try:
+        backend, via = kernels.get("cuda"), 'kernels.get("cuda")'
+    except kernels.BackendUnavailable as exc:
+        backend, via = C, f"fastconv.kernels.cuda directly ({exc})"
+    results = {}
+    for key, s in cases({op for op in kernels.CONTRACT + kernels.FUSED if hasattr(C, op)}):
+        try:
+            r = compare_to_reference(backend, s.op, *s.args, rtol=RTOL, atol=ATOL, **s.kwargs)
+            results[key] = dict(passed=r.passed, message=r.message, max_abs=r.max_abs)
+        except Exception as exc:
+            results[key] = dict(passed=False, message=f"{type(exc).__name__}: {exc}",
+                                max_abs=None)
+    checks = _device_checks(C, R)
+    launched = {(where, sig) for where, sig, _ in log}
+    print("RESULT:" + json.dumps(dict(
+        via=via,
+        results=results,
+        checks=checks,
+        mismatches=sorted({f"{where} launched with {sig}" for where, sig, ok in log if not ok}),
+        unlaunched=sorted(name for key, name in specs.items() if key not in launched),
+        n_launches=len(log))))
+
+
+if __name__ == "__main__":
+    run_in_simulator()
+
+
+# -- the tests (parent process) ---------------------------------------------------------
+
+def _cuda_ops():
+    try:
+        import fastconv.kernels.cuda as C
+    except ImportError as exc:
+        return None, str(exc)
+    from fastconv import kernels
+    return {op for op in kernels.CONTRACT + kernels.FUSED if hasattr(C, op)}, None
+
+
+OPS, IMPORT_PROBLEM = _cuda_ops()
+CASES = [key for key, _ in cases(OPS)] if OPS else []
+
+
+@pytest.fixture(scope="module")
+def sim():
+    if OPS is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"fastconv.kernels.cuda does not import: {IMPORT_PROBLEM}")
+        pytest.skip(f"fastconv.kernels.cuda does not import: {IMPORT_PROBLEM}")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "RESULT:" in proc.stdout, \
+        proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads(proc.stdout.split("RESULT:", 1)[1])
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cuda_op_matches_reference_in_simulator(sim, case):
+    result = sim["results"][case]
+    assert result["passed"], f"via {sim['via']}: {result['message']}"
+
+
+def test_launches_use_the_declared_signatures(sim):
+    assert sim["n_launches"] > 0
+    assert sim["mismatches"] == [], "launched with a signature no KernelSpec declares (so " \
+        "tests/test_cuda_ptx.py never compiles it):\n" + "\n".join(sim["mismatches"])
+
+
+def test_every_declared_kernel_is_launched(sim):
+    assert sim["unlaunched"] == [], ("KernelSpecs no simulator case launches (add a case, or "
+                                     "drop the spec): " + ", ".join(sim["unlaunched"]))
+
+
+@pytest.mark.parametrize("check", [
+    "out= device buffer is filled and returned",
+    "loss is a float, dlogits lands in out[1], int32 labels on the device",
+    "device labels out of range raise",
+    "a float64 device array gets the reference's dtype message",
+    "a wrong-shaped out= device buffer gets the reference's message",
+    "optimizer updates host arrays in place too",
+    "device argmax outside [0, H*W) is skipped, not written",
+])
+def test_device_behaviour(sim, check):
+    assert check in sim["checks"], f"the subprocess did not run {check!r}"
+    assert sim["checks"][check] is None, sim["checks"][check]
