@@ -53,7 +53,7 @@ def cmd_convert(args):
 def cmd_demo_data(args):
     """Write the built-in demo data set as image files under OUT."""
     from . import data
-    from ._cli_train import DEMO
+    from ._cli_train import DEMO, demo_flags
     out = os.fspath(args.out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise CLIError(f"{out} exists and is not a folder")
@@ -73,9 +73,7 @@ def cmd_demo_data(args):
     print(f"wrote the demo data set to {out}: train/ ({args.train_per_class} per class) and "
           f"validation/ ({args.validation_per_class} per class), classes {classes}, "
           f"{args.image_size}x{args.image_size} pixels, seed {args.seed}")
-    print(f"train on it with: fastconv train {out} " + " ".join(
-        f"--{k.replace('_', '-')} {DEMO[k]:g}" for k in ("image_size", "epochs", "batch_size",
-                                                          "lr")) + " --no-augment")
+    print(f"train on it with the demo defaults: fastconv train {out} {demo_flags()}")
     return 0
 
 

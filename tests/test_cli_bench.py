@@ -35,10 +35,17 @@ def test_bench_times_the_ops_the_model_runs():
 
 
 @pytest.mark.skipif("cpu" not in FOUND, reason=MISSING.get("cpu", ""))
-def test_bench_cpu_kernel_table(capsys):
+def test_bench_cpu_kernel_table(capsys, monkeypatch):
+    from fastconv import opcases
+    quick = opcases.samples
+    # the op table's small shapes: the seed shapes make the reference side take ~30 s
+    monkeypatch.setattr(opcases, "samples", lambda shapes, seed: quick("quick", seed))
     assert main(["bench", "--device", "cpu", "--skip-reference", "--batch-size", "2",
                  "--steps", "1"]) == 0
     out = capsys.readouterr().out
     assert "cpu vs reference" not in out            # --skip-reference
     for op in model_ops(kernels.get("cpu")):
         assert op in out, op
+    rows = [line.split() for line in out.splitlines() if line.startswith(model_ops(
+        kernels.get("cpu")))]
+    assert rows and all(float(r[-1]) < 1e-4 for r in rows)      # normwise relative error

@@ -116,3 +116,15 @@ def test_convert_rejects_what_is_not_a_seed_keras_file(tmp_path, capsys):
     assert main(["convert", H5, str(tmp_path / "no" / "such" / "m.fcm")]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "m.fcm").exists()
+
+
+def test_predict_on_the_default_cpu_device_matches_too(seed_images, capsys):
+    from fastconv import kernels
+    try:
+        kernels.get("cpu")
+    except kernels.BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    _, paths, p_rounded, _ = seed_images
+    assert main(["predict", H5, *paths, "--json"]) == 0          # --device cpu by default
+    got = [p["probabilities"]["dogs"] for p in _json(capsys)["predictions"]]
+    np.testing.assert_allclose(got, p_rounded, rtol=0, atol=1e-5)

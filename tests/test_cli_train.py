@@ -49,6 +49,10 @@ def test_train_writes_model_checkpoint_and_history_then_evaluate_and_predict(
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert len(h[key]) == 2 and all(np.isfinite(h[key])), key
     assert hist["best_val_loss"] == min(h["val_loss"])
+    best = hist["best_epoch"]
+    assert h["val_loss"][best - 1] == hist["best_val_loss"]
+    assert (f"final validation accuracy: {h['val_accuracy'][best - 1]:.4f} ({out}: epoch "
+            f"{best}, the best by val_loss") in text
     assert hist["class_names"] == list(data.DEMO_CLASSES)
     model = fastconv.load_model(str(out), device="reference")
     assert model.class_names == list(data.DEMO_CLASSES)
