@@ -114,3 +114,99 @@ def test_conv2d_forward_torch_peer(benchmark, layer, rng):
     bt = torch.from_numpy(b)
     with torch.no_grad():
         run(benchmark, lambda: torch.nn.functional.conv2d(xt, wt, bt), gflop=flops / 1e9)
+
+
+# ---------------------------------------------------------------------------
+# Script mode: python -m bench.test_cpu_conv
+# The seed's three conv blocks (conv + bias + ReLU + max-pool, forward then the
+# gradients the training step needs), fastconv's fused kernels against PyTorch
+# (channels_last, autograd) in one process. Two clocks: wall time with every
+# thread (what a quiet machine shows), and CPU time of one thread halved (steady
+# on a machine shared with other jobs, where wall time is noise).
+# ---------------------------------------------------------------------------
+
+def _best(fn, reps, clock, threads):
+    import time
+
+    import numba
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        fn()
+        times = []
+        for _ in range(reps):
+            t0 = clock()
+            fn()
+            times.append(clock() - t0)
+    finally:
+        numba.set_num_threads(before)
+    return min(times)
+
+
+def main(reps=5):
+    import time
+
+    import numba
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    rng = np.random.default_rng(0)
+    threads = numba.config.NUMBA_NUM_THREADS
+    clocks = {"wall": (time.perf_counter, threads, 1.0),
+              "cpu/2": (time.process_time, 1, 0.5)}
+    total = {}
+    print(f"{'layer':<22} {'clock':<6} {'fc fwd':>8} {'fc bwd':>8} {'fc sum':>8} "
+          f"{'torch fwd':>10} {'torch f+b':>10} {'ratio':>6}   (ms)")
+    for layer in S.CONVS:
+        x, w, b, _, _, need_dx, kw = _layer(rng, layer)
+        pool = POOL_OF[layer]
+        y, arg = Fu.conv2d_relu_maxpool_forward(x, w, b, pool=pool, **kw)
+        dy = rng.standard_normal(y.shape, F32)
+        outs = (np.empty_like(y), np.empty_like(arg))
+        grads = _grads(x, w, b, need_dx)
+
+        def fc_fwd():
+            Fu.conv2d_relu_maxpool_forward(x, w, b, pool=pool, out=outs, **kw)
+
+        def fc_bwd():
+            Fu.conv2d_relu_maxpool_backward(x, w, dy, y, arg, need_dx=need_dx, out=grads, **kw)
+
+        if torch is not None:
+            xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(
+                memory_format=torch.channels_last).requires_grad_(need_dx)
+            wt = torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1))).requires_grad_()
+            bt = torch.from_numpy(b).requires_grad_()
+            dyt = torch.from_numpy(dy).permute(0, 3, 1, 2).contiguous(
+                memory_format=torch.channels_last)
+
+            def t_fwd():
+                with torch.no_grad():
+                    torch.nn.functional.max_pool2d(
+                        torch.relu(torch.nn.functional.conv2d(xt, wt, bt)), pool)
+
+            def t_step():
+                wt.grad = bt.grad = xt.grad = None
+                torch.nn.functional.max_pool2d(
+                    torch.relu(torch.nn.functional.conv2d(xt, wt, bt)), pool).backward(dyt)
+
+        for name, (clock, nthreads, scale) in clocks.items():
+            f = _best(fc_fwd, reps, clock, nthreads) * scale
+            bw = _best(fc_bwd, reps, clock, nthreads) * scale
+            tf = ts = float("nan")
+            if torch is not None:
+                torch.set_num_threads(nthreads)
+                tf = _best(t_fwd, reps, clock, nthreads) * scale
+                ts = _best(t_step, reps, clock, nthreads) * scale
+            acc = total.setdefault(name, [0.0, 0.0])
+            acc[0] += f + bw
+            acc[1] += ts
+            print(f"{layer.split()[0]:<22} {name:<6} {f * 1e3:8.1f} {bw * 1e3:8.1f} "
+                  f"{(f + bw) * 1e3:8.1f} {tf * 1e3:10.1f} {ts * 1e3:10.1f} {ts / (f + bw):6.2f}")
+    for name, (fc, tt) in total.items():
+        print(f"{'all three blocks':<22} {name:<6} {'':>8} {'':>8} {fc * 1e3:8.1f} {'':>10} "
+              f"{tt * 1e3:10.1f} {tt / fc:6.2f}")
+
+
+if __name__ == "__main__":
+    main()

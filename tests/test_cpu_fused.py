@@ -118,13 +118,16 @@ def test_fused_out_buffers_allocate_nothing(rng):
         return r1, r2, r3, r4
 
     step()
-    tracemalloc.start()
-    try:
-        r1, r2, r3, r4 = step()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak < 4096, f"{peak} bytes allocated with out= buffers"
+    peaks = []
+    for _ in range(3):   # the smallest of 3: other threads' objects can land in one window
+        tracemalloc.start()
+        try:
+            r1, r2, r3, r4 = step()
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    peak = min(peaks)
+    assert peak < 4096, f"{peaks} bytes allocated with out= buffers"
     assert r1[0] is y and r1[1] is arg and r3 is z
     assert r2 == (dx, dw, db) or (r2[0] is dx and r2[1] is dw and r2[2] is db)
     assert r4[0] is dz_dx and r4[1] is dw and r4[2] is db
@@ -196,15 +199,17 @@ def test_bad_input_raises_as_the_reference_does(op, args, kwargs):
 
 
 @pytest.mark.parametrize("shape, k, f", [
-    ((3, 10, 9, 3), (3, 3), 32),    # KW*C = 9: the box path (channels in blocks of 32)
-    ((2, 10, 9, 1), (3, 3), 64),    # the box path, two channel blocks
-    ((2, 10, 9, 4), (3, 3), 8),     # the per-channel sparse path
+    ((3, 10, 9, 3), (3, 3), 32),    # KW*C = 9: short runs read 16 wide (past the end: exact loop)
+    ((2, 10, 9, 1), (5, 3), 7),     # short runs, 5 kernel rows: a block of 3 and 2 single rows
+    ((2, 10, 9, 8), (3, 3), 5),     # KW*C = 24: one partial register chunk
+    ((2, 10, 9, 32), (3, 3), 4),    # KW*C = 96: one full register chunk
+    ((2, 10, 9, 40), (3, 3), 3),    # KW*C = 120: a full chunk and a partial one
 ])
 def test_pooled_backward_takes_any_argmax(shape, k, f, rng):
     """argmax is only an input: winners scattered over the whole grid (no pool made
     them) must still give maxpool2d_backward + conv2d_backward, on every path."""
     x, w, _ = make(rng, shape, k, f)
-    oh, ow = shape[1] - 2, shape[2] - 2
+    oh, ow = shape[1] - k[0] + 1, shape[2] - k[1] + 1
     pooled = (shape[0], 3, 3, f)
     argmax = rng.integers(0, oh * ow, pooled).astype(np.int32)
     argmax[0, 0, 0, :] = argmax[0, 0, 0, 0]  # one window where every channel shares a winner

@@ -44,7 +44,7 @@ SCRIPT = textwrap.dedent("""
         results.append({"op": op, "args": [str(getattr(a, "shape", a)) for a in args],
                          "kw": str(kw), "passed": r.passed, "message": r.message[:600]})
 
-    def conv_case(shape, k, f, stride, padding, pool=None):
+    def conv_case(shape, k, f, stride, padding, pool=None, relu=True, skip_dx=True):
         x = f32(rng.standard_normal(shape))
         w = f32(rng.standard_normal(k + (shape[3], f)) * 0.3)
         b = f32(rng.standard_normal(f) * 0.1)
@@ -53,10 +53,11 @@ SCRIPT = textwrap.dedent("""
         if pool is None:
             check("conv2d_forward", x, w, b, **kw)
             dy = f32(rng.standard_normal(y.shape))
-            for need_dx in (True, False):
+            for need_dx in (True, False) if skip_dx else (True,):
                 check("conv2d_backward", x, w, dy, need_dx=need_dx, **kw)
-            check("conv2d_relu_forward", x, w, b, **kw)
-            check("conv2d_relu_backward", x, w, dy, R.relu_forward(y), **kw)
+            if relu:
+                check("conv2d_relu_forward", x, w, b, **kw)
+                check("conv2d_relu_backward", x, w, dy, R.relu_forward(y), **kw)
         else:
             pkw = dict(pool=pool[0], pool_stride=pool[1], pool_padding=pool[2])
             check("conv2d_relu_maxpool_forward", x, w, b, **kw, **pkw)
@@ -75,16 +76,16 @@ SCRIPT = textwrap.dedent("""
 
     # The real tiles (64 x 32 blocks of 256 threads): 90 pixels and 33 channels make a
     # 2 x 2 forward grid with ragged edges in both dimensions.
-    conv_case((3, 7, 8, 2), (3, 3), 33, 1, "valid")
+    conv_case((3, 7, 8, 2), (3, 3), 33, 1, "valid", relu=False, skip_dx=False)
 
     # Tiny tiles: 16-thread blocks, 8 pixels x 4 channels (forward/dx), 8 rows x 4 channels
     # of dw, pixel range split into about 8 chunks.
     conv2d.set_tiles(bm=8, bn=4, bk=4, tm=2, dw_bm=4, dw_bk=8, dw_bn=4, dw_tk=2,
                      dw_target_blocks=8)
     conv_case((2, 7, 6, 3), (3, 3), 5, 1, "valid")
-    conv_case((2, 6, 5, 3), (3, 3), 6, 2, "same")
-    conv_case((1, 5, 6, 2), (2, 3), 3, (2, 1), "same")
-    conv_case((1, 4, 5, 3), (5, 5), 5, 1, "same")          # kernel larger than the input
+    conv_case((2, 6, 5, 5), (3, 3), 6, 2, "same")   # dx: 2 channel blocks; dw_sum: 2 blocks
+    conv_case((1, 5, 6, 2), (2, 3), 3, (2, 1), "same", relu=False)
+    conv_case((1, 4, 5, 3), (5, 5), 5, 1, "same", relu=False, skip_dx=False)  # kernel > input
     conv_case((2, 8, 7, 3), (3, 3), 5, 1, "valid", pool=(2, None, "valid"))
     conv_case((1, 9, 9, 2), (3, 3), 6, 1, "valid", pool=(3, 2, "valid"))   # overlapping
     conv_case((2, 6, 7, 3), (3, 3), 5, 1, "same", pool=(2, None, "same"))
@@ -106,7 +107,7 @@ def _run(script, timeout=600):
 
 def test_conv_fused_dense_match_the_reference_under_the_simulator():
     results = _run(SCRIPT)
-    assert len(results) == 42
+    assert len(results) == 34
     failed = [r for r in results if not r["passed"]]
     assert not failed, "\n".join(f"{r['op']} {r['args']} {r['kw']}: {r['message']}"
                                  for r in failed)
@@ -148,7 +149,6 @@ ERRORS_SCRIPT = textwrap.dedent("""
                       cuda.to_device(np.zeros(5, np.float32))),
                   err(R.dense_forward, x[:, 0, 0], w[0, 0], np.zeros(5, np.float32))],
         # what only a device array can get wrong
-        "host": err(conv2d.conv2d_forward, x, dw_, db_),
         "float64": err(conv2d.conv2d_forward, cuda.to_device(x.astype(np.float64)), dw_, db_),
         "strided": err(dense.dense_forward, dev(x[:, 0, 0]).T, dev(w[0, 0]), db_),
         "out_shape": err(conv2d.conv2d_forward, dx_, dw_, db_,
@@ -160,11 +160,19 @@ ERRORS_SCRIPT = textwrap.dedent("""
                             cuda.device_array((2, 1, 1, 4), np.float32),
                             cuda.device_array((2, 1, 1, 4), np.float32)),
     }
+    # host arrays are copied in, a host out= buffer is filled (the cuda package's policy)
+    rng = np.random.default_rng(1)
+    xh = rng.standard_normal((2, 5, 5, 3)).astype(np.float32)
+    wh = rng.standard_normal((3, 3, 3, 4)).astype(np.float32)
+    host_out = np.zeros((2, 3, 3, 4), np.float32)
+    got = conv2d.conv2d_forward(xh, cuda.to_device(wh), b, out=host_out)
+    out["host"] = [got is host_out,
+                   float(np.abs(host_out - R.conv2d_forward(xh, wh, b)).max())]
     print("RESULT:" + json.dumps(out))
 """)
 
 
-def test_bad_arguments_raise_the_reference_messages():
+def test_bad_arguments_raise_the_reference_messages_and_host_arrays_are_copied_in():
     out = _run(ERRORS_SCRIPT, timeout=300)
     for key in ("channels", "bias", "padding", "dy", "dense"):
         cuda_msg, ref_msg = out[key]
@@ -172,11 +180,34 @@ def test_bad_arguments_raise_the_reference_messages():
         assert cuda_msg != "no error", key
     assert out["fused_bias"] == ("ValueError: conv2d_relu_maxpool_forward: b must have shape "
                                  "(4,), got (3,)")
-    assert out["host"].startswith("TypeError: conv2d_forward: x must be a CUDA device array")
+    assert out["host"][0] is True and out["host"][1] < 1e-5
     assert out["float64"] == "TypeError: conv2d_forward: x must be float32, got float64"
-    assert out["strided"].startswith("ValueError: dense_forward: x must be C-contiguous")
+    assert out["strided"] == ("ValueError: dense_forward: x must be a C-contiguous device "
+                              "array")
     assert out["out_shape"] == ("ValueError: conv2d_forward: out must be float32 of shape "
                                 "(2, 3, 3, 4), got float32 of shape (2, 3, 3, 3)")
     assert out["out_tuple"].startswith("TypeError: conv2d_backward: out must be a tuple of 3")
     assert out["argmax_dtype"] == ("TypeError: conv2d_relu_maxpool_backward: argmax must be "
                                    "int32, got float32")
+
+
+def test_conv_kernels_keep_half_occupancy_on_sm90():
+    """The conv kernels' target: no spills and >= 50% theoretical occupancy on sm_90 at
+    the block sizes the wrappers launch (ptxas -v via the cuda report, no GPU needed)."""
+    if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+        pytest.skip("NUMBA_ENABLE_CUDASIM=1 is set: the simulator has no compiler")
+    report = pytest.importorskip("fastconv.kernels.cuda.report",
+                                 reason="the cuda report module (cuda-ops) is not merged yet")
+    problem = report.toolchain_problem()
+    if problem:
+        message = f"CUDA toolchain missing, occupancy NOT checked: {problem}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    from fastconv.kernels.cuda import conv2d
+    rows = {spec.name: report.measure(spec, "sm_90") for spec in conv2d.KERNELS
+            if spec.name in ("conv2d_fwd_tile", "conv2d_dx_tile", "conv2d_dw_tile")}
+    assert len(rows) == 3
+    for name, row in rows.items():
+        assert row["spill_stores"] == row["spill_loads"] == 0, (name, row)
+        assert row["occupancy"] >= 0.5, (name, row)

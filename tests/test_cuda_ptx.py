@@ -191,3 +191,181 @@ def test_report_command_prints_every_kernel(capsys):
     out = capsys.readouterr().out
     for module, spec in SPECS:
         assert f"| {module} | {spec.name} | {spec.threads} |" in out
+
+
+# -- static checks for what neither the simulator nor ptxas reports ----------------------
+# The simulator forgives an early return before cuda.syncthreads() and a barrier that
+# only some threads reach (both undefined on hardware), and aliases two shared arrays
+# declared on one source line. These are checked on the source of every @cuda.jit
+# function (kernels and device functions) in fastconv/kernels/cuda.
+
+_SYNC_ATTRS = {"syncthreads", "syncthreads_count", "syncthreads_and", "syncthreads_or"}
+_THREAD_VARYING = {"threadIdx", "grid", "laneid"}
+
+
+def _cuda_functions(tree):
+    """(FunctionDef, is_kernel) for each module-level @cuda.jit function."""
+    found = []
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        for dec in node.decorator_list:
+            call = dec if isinstance(dec, ast.Call) else None
+            if ast.unparse(call.func if call else dec) in ("cuda.jit", "numba.cuda.jit", "jit"):
+                device = call is not None and any(
+                    kw.arg == "device" and ast.unparse(kw.value) == "True"
+                    for kw in call.keywords)
+                found.append((node, not device))
+    return found
+
+
+def _called_names(node):
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Call):
+            f = sub.func
+            if isinstance(f, ast.Attribute):
+                yield f.attr
+            elif isinstance(f, ast.Name):
+                yield f.id
+
+
+def _syncing_names(trees):
+    """Names of @cuda.jit functions that reach a barrier, directly or through others."""
+    funcs = {fn.name: fn for tree in trees for fn, _ in _cuda_functions(tree)}
+    syncing = set()
+    changed = True
+    while changed:
+        changed = False
+        for name, fn in funcs.items():
+            if name not in syncing and any(c in _SYNC_ATTRS or c in syncing
+                                           for c in _called_names(fn)):
+                syncing.add(name)
+                changed = True
+    return syncing
+
+
+def _mentions(node, names):
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and sub.id in names:
+            return True
+        if isinstance(sub, ast.Attribute) and sub.attr in _THREAD_VARYING:
+            return True
+    return False
+
+
+def _thread_varying_names(fn):
+    """Local names whose value can differ between the threads of a block."""
+    tainted = set()
+    changed = True
+    while changed:
+        changed = False
+        for sub in ast.walk(fn):
+            targets, value = [], None
+            if isinstance(sub, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                targets = sub.targets if isinstance(sub, ast.Assign) else [sub.target]
+                value = sub.value
+            elif isinstance(sub, ast.For):
+                targets, value = [sub.target], sub.iter
+            if value is None or not _mentions(value, tainted):
+                continue
+            for t in targets:
+                # names bound by the assignment (a, or a, b = ...), not the indices of a
+                # subscripted store (y[i] = ... binds nothing)
+                bound = t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t]
+                for n in bound:
+                    if isinstance(n, ast.Name) and n.id not in tainted:
+                        tainted.add(n.id)
+                        changed = True
+    return tainted
+
+
+def _barrier_problems(source):
+    """What is wrong with the barriers and shared arrays in `source` (a module's text)."""
+    tree = ast.parse(source)
+    syncing = _syncing_names([tree] + [ast.parse(p.read_text())
+                                       for p in sorted(CUDA_DIR.glob("*.py"))])
+    problems = []
+    for fn, is_kernel in _cuda_functions(tree):
+        lines = [sub.lineno for sub in ast.walk(fn) if isinstance(sub, ast.Call)
+                 and ast.unparse(sub.func).endswith("shared.array")]
+        problems += [f"{fn.name}: two cuda.shared.array calls on line {n} (the simulator "
+                     f"aliases them)" for n in sorted(set(lines)) if lines.count(n) > 1]
+        if fn.name not in syncing:
+            continue
+        last = fn.body[-1]
+        for sub in ast.walk(fn):
+            if isinstance(sub, ast.Return) and (is_kernel or sub is not last):
+                problems.append(f"{fn.name}: return on line {sub.lineno} in a function that "
+                                f"synchronises (threads that leave miss the barrier)")
+        varying = _thread_varying_names(fn)
+        for sub in ast.walk(fn):
+            if isinstance(sub, (ast.If, ast.While)):
+                cond = sub.test
+            elif isinstance(sub, ast.For):
+                cond = sub.iter
+            else:
+                continue
+            body = sub.body + sub.orelse
+            if _mentions(cond, varying) and any(
+                    c in _SYNC_ATTRS or c in syncing
+                    for stmt in body for c in _called_names(stmt)):
+                problems.append(f"{fn.name}: barrier under thread-dependent control flow "
+                                f"(line {sub.lineno}: {ast.unparse(cond)})")
+    return problems
+
+
+def test_barriers_are_reached_by_every_thread_and_shared_arrays_are_distinct():
+    problems = []
+    for path in sorted(CUDA_DIR.glob("*.py")):
+        problems += [f"{path.name}: {p}" for p in _barrier_problems(path.read_text())]
+    assert problems == [], "\n".join(problems)
+
+
+def test_barrier_check_finds_the_hazards():
+    bad = '''
+from numba import cuda, float32
+
+@cuda.jit
+def early_exit(x):
+    i = cuda.grid(1)
+    if i >= x.size:
+        return
+    cuda.syncthreads()
+
+@cuda.jit
+def divergent(x):
+    t = cuda.threadIdx.x
+    k = t * 2
+    if k < 8:
+        cuda.syncthreads()
+    for j in range(t, 10, 32):
+        helper(x)
+
+@cuda.jit(device=True)
+def helper(x):
+    cuda.syncthreads()
+    return x[0]
+
+@cuda.jit
+def aliased(x):
+    a = cuda.shared.array(4, float32); b = cuda.shared.array(4, float32)
+    x[0] = a[0] + b[0]
+
+@cuda.jit
+def fine(x, n):
+    sh = cuda.shared.array(32, float32)
+    for r in range(cuda.blockIdx.x, n, cuda.gridDim.x):
+        sh[cuda.threadIdx.x] = x[r]
+        cuda.syncthreads()
+    z = cuda.blockIdx.z
+    t = cuda.threadIdx.x
+    x[z * 32 + t] = sh[0]          # a store indexed by z leaves z block-uniform
+    for m in range(z, n, 4):
+        cuda.syncthreads()
+'''
+    problems = _barrier_problems(bad)
+    assert any(p.startswith("early_exit: return") for p in problems)
+    assert any(p.startswith("divergent: barrier") and "k < 8" in p for p in problems)
+    assert any(p.startswith("divergent: barrier") and "range(t, 10, 32)" in p for p in problems)
+    assert any(p.startswith("aliased: two cuda.shared.array") for p in problems)
+    assert not any(p.startswith(("fine", "helper")) for p in problems), problems

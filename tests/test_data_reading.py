@@ -188,3 +188,14 @@ def test_32_bit_integer_and_float_grey(tmp_path):
     f = np.array([[0.0, 100.0, 300.0]], np.float32)         # F beyond 1: 0..255, clipped
     x = load_image(_save(tmp_path, "g.tif", Image.fromarray(f)), (1, 3))
     np.testing.assert_array_equal(x[0, :, 2], [0, 100, 255])
+
+
+def test_colour_key_transparency_is_white(tmp_path):
+    src = np.zeros((1, 3, 3), np.uint8)
+    src[0] = [[10, 20, 30], [200, 100, 50], [10, 20, 30]]
+    path = _save(tmp_path, "k.png", Image.fromarray(src), transparency=(10, 20, 30))
+    x = load_image(path, (1, 3))
+    np.testing.assert_array_equal(x[0], [[255, 255, 255], [200, 100, 50], [255, 255, 255]])
+    g = np.array([[7, 90]], np.uint8)
+    x = load_image(_save(tmp_path, "kl.png", Image.fromarray(g, "L"), transparency=7), (1, 2))
+    np.testing.assert_array_equal(x[0], [[255, 255, 255], [90, 90, 90]])

@@ -137,10 +137,15 @@ class ImageDataset:
     # ------------------------------------------------------------------ batches
     def order(self, epoch):
         """Indices into file_paths in the order epoch `epoch` yields them."""
-        good = self._good()
         if not self.shuffle:
-            return good
-        return np.random.default_rng([self.seed, _SHUFFLE_STREAM, epoch]).permutation(good)
+            return self._good()
+        # Permute every file, then drop the unreadable ones: the readable files keep
+        # their relative order whichever bad files are known yet (e.g. after a resume).
+        perm = np.random.default_rng([self.seed, _SHUFFLE_STREAM, epoch]).permutation(
+            self.num_images)
+        if self._bad:
+            perm = perm[[i not in self._bad for i in perm]]
+        return perm
 
     def _decoded(self, i):
         if self._cached is not None and self._cached[i] is not None:

@@ -54,21 +54,17 @@ def check_image_size(op, image_size):
 def _to_rgb(img):
     """A Pillow image of any mode as an 'RGB' image."""
     mode = img.mode
+    if "transparency" in img.info and mode in ("P", "L", "RGB"):
+        # A transparent palette index or colour key (PNG tRNS, GIF): decode to RGBA so
+        # those pixels are composited on white instead of showing the keyed colour.
+        img = img.convert("RGBA")
+        mode = "RGBA"
     if mode == "RGB":
         return img
-    if mode == "P":
-        # A palette with a transparent index decodes to RGBA; compositing it keeps
-        # transparent pixels white instead of whatever colour the index holds.
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-        mode = img.mode
-    elif mode in ("L", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
-        return img.convert("RGB")
     if mode in _WIDE_GREY_MODES:
         # Pillow's I;16 -> RGB conversion clips at 255 (a 16-bit scan turns white);
         # scale the 0..65535 range instead.
-        a = np.asarray(img, dtype=np.float64)
-        a = np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(a, "L").convert("RGB")
+        return _wide_grey_to_l(img).convert("RGB")
     if mode == "F":
         a = np.asarray(img, dtype=np.float64)
         if a.size and np.nanmax(a) <= 1.0:      # float images are 0..1 by convention
@@ -79,7 +75,12 @@ def _to_rgb(img):
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
-    return img.convert("RGB")
+    return img.convert("RGB")                   # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX
+
+
+def _wide_grey_to_l(img):
+    a = np.asarray(img, dtype=np.float64)
+    return Image.fromarray(np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8), "L")
 
 
 def decode_image(path, image_size=(150, 150)):

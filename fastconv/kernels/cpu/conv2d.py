@@ -76,14 +76,15 @@ PX_FC = PX * FC  # a global, so _stack_f32 sees a literal
 
 
 @njit(inline="always", **OPTS)
-def _conv_row(xn, wf, b, h0, step, relu, yr):
+def _conv_row(xn, wf, wpk, b, h0, step, relu, yr):
     """yr (OW, F) = b + sum_i sum_k xn[h0 + i, ow*step + k] * wf[i, k, :], clamped
     at 0 if relu.
 
-    xn (Hp, Wp*C) one image's rows, flattened; wf (KH, K=KW*C, F); step = sw*C.
-    Overwrites yr. Blocks of PX pixels x FC channels accumulate on the stack;
-    the last partial channel block (F % FC) runs the same loops with a
-    run-time width.
+    xn (Hp, Wp*C) one image's rows, flattened; wf (KH, K=KW*C, F); step = sw*C;
+    wpk (F // FC, KH, K, FC) the same weights packed per block of FC channels
+    (contiguous rows: no slicing in the tap loop). Overwrites yr. Blocks of PX
+    pixels x FC channels accumulate on the stack; the last partial channel
+    block (F % FC) runs the same loops with a run-time width.
     """
     KH, K, F = wf.shape
     OW = yr.shape[0]
@@ -100,24 +101,30 @@ def _conv_row(xn, wf, b, h0, step, relu, yr):
                         acc[p, f] = bb[f]
                 for i in range(KH):
                     xr = xn[h0 + i]
-                    wi = wf[i]
+                    wi = wpk[f0 // FC, i]
                     p0 = ow * step
                     if npx == PX:
+                        # Slices taken once, indexed by bare loop counters: no
+                        # negative-index fix-ups in the hot loop.
+                        x0 = xr[p0:p0 + K]
+                        x1 = xr[p0 + step:p0 + step + K]
+                        x2 = xr[p0 + 2 * step:p0 + 2 * step + K]
                         for k in range(K):
-                            a0 = xr[p0 + k]
-                            a1 = xr[p0 + step + k]
-                            a2 = xr[p0 + 2 * step + k]
-                            wv = wi[k, f0:f0 + FC]
+                            a0 = x0[k]
+                            a1 = x1[k]
+                            a2 = x2[k]
+                            wv = wi[k]
                             for f in range(FC):
                                 u = wv[f]
                                 acc[0, f] += a0 * u
                                 acc[1, f] += a1 * u
                                 acc[2, f] += a2 * u
                     else:
-                        for k in range(K):
-                            wv = wi[k, f0:f0 + FC]
-                            for p in range(npx):
-                                ap = xr[p0 + p * step + k]
+                        for p in range(npx):
+                            xs = xr[p0 + p * step:p0 + p * step + K]
+                            for k in range(K):
+                                ap = xs[k]
+                                wv = wi[k]
                                 for f in range(FC):
                                     acc[p, f] += ap * wv[f]
             else:
@@ -145,11 +152,11 @@ def _conv_row(xn, wf, b, h0, step, relu, yr):
 
 
 @njit(parallel=True, **OPTS)
-def _forward(xp, w, b, sh, sw, relu, y):
+def _forward(xp, w, wpk, b, sh, sw, relu, y):
     """y (N, OH, OW, F) = conv(xp, w) + b, then max(., 0) if relu. Overwrites y.
 
     xp (N, Hp, Wp, C) is x already padded: output pixel (oh, ow) reads
-    xp[n, oh*sh + i, ow*sw + j, c].
+    xp[n, oh*sh + i, ow*sw + j, c]. wpk: see _conv_row.
     """
     N, Hp, Wp, C = xp.shape
     KH, KW, _, F = w.shape
@@ -159,7 +166,7 @@ def _forward(xp, w, b, sh, sw, relu, y):
     for r in prange(N * OH):
         n = r // OH
         oh = r - n * OH
-        _conv_row(xf[n], wf, b, oh * sh, sw * C, relu, y[n, oh])
+        _conv_row(xf[n], wf, wpk, b, oh * sh, sw * C, relu, y[n, oh])
     return y
 
 
@@ -405,6 +412,15 @@ class Geometry:
         xp[:, self.pt:self.pt + self.h, self.pl:self.pl + self.w, :] = x
         return xp
 
+    def packed_w(self, w):
+        """wpk (F // FC, KH, KW*C, FC): w's full blocks of FC output channels, each
+        contiguous, in a workspace (the forward kernels' weight layout)."""
+        k, blocks = self.kw * self.c, self.f // FC
+        wpk = workspace("wpk", (blocks, self.kh, k, FC))
+        np.copyto(wpk, w.reshape(self.kh, k, self.f)[:, :, :blocks * FC]
+                  .reshape(self.kh, k, blocks, FC).transpose(2, 0, 1, 3))
+        return wpk
+
     def transposed_w(self, w):
         """wt (KH, F, KW*C) with wt[i, f, j*C + c] = w[i, j, c, f], in a workspace."""
         wt = workspace("wt", (self.kh, self.f, self.kw * self.c))
@@ -414,7 +430,8 @@ class Geometry:
 
 def forward(g, x, w, b, relu, y):
     """Run the forward kernel of geometry g into y (C-contiguous)."""
-    return _forward(g.padded(x), contiguous(w), contiguous(b), g.sh, g.sw, relu, y)
+    return _forward(g.padded(x), contiguous(w), g.packed_w(w), contiguous(b), g.sh, g.sw,
+                    relu, y)
 
 
 def grad_w(g, xp, dz, dw, db):

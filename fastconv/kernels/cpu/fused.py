@@ -25,11 +25,11 @@ from numba import njit, prange
 
 from .. import _validate as v
 from . import conv2d as _c
-from .conv2d import F32, FC, OPTS, _conv_row, _stack_f32
+from .conv2d import F32, OPTS, _conv_row, _stack_f32
 
 
 @njit(parallel=True, **OPTS)
-def _forward_pooled(xp, w, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl, zbuf,
+def _forward_pooled(xp, w, wpk, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl, zbuf,
                     y, arg):
     """y, arg (N, PH, PW, F) = max-pool of conv(xp, w) + b over the conv grid (OH, OW),
     y clamped at 0. Overwrites y and arg.
@@ -52,7 +52,7 @@ def _forward_pooled(xp, w, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl
         lo = max(top, 0)
         hi = min(top + ph_k, oh_n)
         for oh in range(lo, hi):
-            _conv_row(xf[n], wf, b, oh * sh, step, False, z[oh - lo])
+            _conv_row(xf[n], wf, wpk, b, oh * sh, step, False, z[oh - lo])
         yr = y[n, ph]
         ar = arg[n, ph]
         for pw in range(PW):
@@ -80,180 +80,145 @@ def _forward_pooled(xp, w, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl
     return y
 
 
+# Width of the register-held chunk of a KW*C input run in the sparse dw (12 AVX2
+# registers; the seed's KW*C is 96). A chunk of 32 measured 3x slower: LLVM
+# unrolls a 32-trip loop fully and then fails to re-vectorize it.
+KC = 96
+# Short runs (KW*C <= KS) read KS inputs per kernel row, IB kernel rows at a time.
+KS = 16
+IB = 3
+IB_KS = IB * KS
+
+
 @njit(parallel=True, **OPTS)
-def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dw, need_dx, dwp, dbp, dxp):
+def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, dwp, dbp,
+                     dxp):
     """Per-image partial dw, db and the padded dx of conv2d_relu_maxpool_backward.
 
     dy, y, arg (N, PH, PW, F); wt (KH, F, KW*C) as conv2d's transposed w.
-    Overwrites dwp (N, F, KH, KW*C) and dbp (N, F) if need_dw, and dxp
-    (N, Hp, Wp, C) if need_dx. Each pooled gradient with y > 0 lands on one conv output
-    (oh, ow) = divmod(arg, OW), which saw the KW*C contiguous inputs at
-    ow*sw*C of rows oh*sh + i: dw[f] gets them times the gradient, and dx gets
-    wt[i, f] times it. One task per image owns dwp[n], dbp[n] and dxp[n].
+    Overwrites dwp (N, F, KH, KW*C), dbp (N, F) and, if need_dx, dxp
+    (N, Hp, Wp, C). One task per image owns dwp[n], dbp[n], dxp[n].
+
+    Each pooled gradient with y > 0 lands on one conv output (oh, ow) =
+    divmod(arg, OW), which saw the KW*C contiguous inputs at offset
+    oh*sh*Wp*C + ow*sw*C (+ i*Wp*C for kernel row i) of the image.
+    - dx: each live channel adds g * wt[i, f, :] to its winner's inputs.
+    - dw: the winners are listed per channel (loff, lg; lcnt entries), then
+      dw[f, i, chunk] sums g * x[winner + i*Wp*C + chunk] over the list with
+      the chunk accumulating on the stack (no aliasing, so no stores to dw in
+      the loop). Runs of at most KS inputs (an RGB first layer) read KS and
+      keep the first KW*C sums, IB kernel rows at a time.
+    Scratch, one slab per worker thread: loff (T, F, PH*PW) int64, lg
+    (T, F, PH*PW), lcnt (T, F) int64.
     """
     N, Hp, Wp, C = xp.shape
     PH, PW, F = dy.shape[1], dy.shape[2], dy.shape[3]
     KH, _, K = wt.shape
-    xf = xp.reshape(N, Hp, Wp * C)
-    dxf = dxp.reshape(dxp.shape[0], Hp, Wp * C)
-    step = sw * C
-    for n in prange(N):
-        dwn = dwp[n]
-        dbn = dbp[n]
-        if need_dw:
-            dwn[...] = 0
-            dbn[...] = 0
-        if need_dx:
-            dxf[n][...] = 0
-        for ph in range(PH):
-            for pw in range(PW):
-                gr = dy[n, ph, pw]
-                yr = y[n, ph, pw]
-                ar = arg[n, ph, pw]
-                for f in range(F):
-                    if not yr[f] > 0:
-                        continue
-                    g = gr[f]
-                    oh = ar[f] // ow_n
-                    ow = ar[f] - oh * ow_n
-                    base = ow * step
-                    if need_dw:
-                        dbn[f] += g
-                        # Slices, so inner indices are bare loop counters: no negative-index
-                        # fix-up, and LLVM vectorizes (4x faster than indexing xr[base + k]).
-                        for i in range(KH):
-                            xs = xf[n, oh * sh + i, base:base + K]
-                            d = dwn[f, i]
-                            for k in range(K):
-                                d[k] += g * xs[k]
-                    if need_dx:
-                        for i in range(KH):
-                            d = dxf[n, oh * sh + i, base:base + K]
-                            wi = wt[i, f]
-                            for k in range(K):
-                                d[k] += g * wi[k]
-    return dwp
-
-
-# The "box" dw path (short input runs, e.g. an RGB first layer): tap block,
-# largest winner box per pooled position, and the KW*C up to which it is used.
-TB = 3
-BOX_MAX = 16
-BOX_K_MAX = 16
-TB_FC = TB * FC  # a global, so _stack_f32 sees a literal
-
-
-@njit(parallel=True, **OPTS)
-def _grad_w_pooled_box(xp, dy, y, arg, sh, sw, ow_n, eoff, eg, dwp, dbp):
-    """Per-image partial dw, db of conv2d_relu_maxpool_backward for short input runs.
-
-    When KW*C is small (conv1: 9) the sparse path's inner loops are too short
-    to vectorize. Here, per pooled row and block of FC channels, each pooled
-    position's live winners span a small box of conv outputs (the pool window
-    for the usual pools); every box pixel q becomes an entry: its input offset
-    and g_q (FC), each channel's gradient where q is its winner, else 0. Then
-    dw[i, k0:k0+TB, :] += x[q, i, k0:k0+TB] (outer) g_q runs over all entries
-    of the row with TB x FC accumulators in registers, vectorized over the
-    channels. A box larger than BOX_MAX (argmax from some other pooling) gives
-    one entry per live channel instead. Requires F % FC == 0.
-
-    eoff (threads, CAP) int64 and eg (threads, CAP, FC) float32 are scratch,
-    CAP >= PW * max(BOX_MAX, FC). Overwrites dwp (N, KH, KW*C, F), dbp (N, F).
-    """
-    N, Hp, Wp, C = xp.shape
-    PH, PW, F = dy.shape[1], dy.shape[2], dy.shape[3]
-    _, KH, K, _ = dwp.shape
     row = Wp * C
     step = sw * C
     xf = xp.reshape(N, Hp * row)
+    xall = xp.reshape(-1)
+    dxf = dxp.reshape(dxp.shape[0], Hp * row)
     inv = 1.0 / ow_n
     for n in prange(N):
         tid = numba.get_thread_id()
-        offs = eoff[tid]
-        gbuf = eg[tid]
-        acc = numba.carray(_stack_f32(TB_FC), (TB, FC))
+        offs = loff[tid]
+        gs = lg[tid]
+        cnt = lcnt[tid]
+        acc = numba.carray(_stack_f32(KC), (KC,))
+        acc2 = numba.carray(_stack_f32(IB_KS), (IB, KS))
         xn = xf[n]
-        dwn = dwp[n]
-        dbn = dbp[n]
-        dwn[...] = 0
-        dbn[...] = 0
+        dxn = dxf[n]
+        cnt[:] = 0
+        dbp[n] = 0
+        if need_dx:
+            dxn[:] = 0
         for ph in range(PH):
-            for f0 in range(0, F, FC):
-                ne = 0
-                for pw in range(PW):
-                    ga = dy[n, ph, pw, f0:f0 + FC]
-                    ya = y[n, ph, pw, f0:f0 + FC]
-                    aa = arg[n, ph, pw, f0:f0 + FC]
-                    rlo = ow_n * PH                # above any row or column
-                    rhi = -1
-                    clo = ow_n * PH
-                    chi = -1
-                    for f in range(FC):
-                        if ya[f] > 0:
-                            dbn[f0 + f] += ga[f]
-                            # row = arg // OW without an integer division: (a + 0.5) / OW
-                            # is at least 0.5 / OW away from an integer, far beyond
-                            # float64 rounding.
-                            r = int((aa[f] + 0.5) * inv)
-                            c = aa[f] - r * ow_n
-                            rlo = min(rlo, r)
-                            rhi = max(rhi, r)
-                            clo = min(clo, c)
-                            chi = max(chi, c)
-                    if rhi < 0:
-                        continue                   # no live channel here
-                    if (rhi - rlo + 1) * (chi - clo + 1) <= BOX_MAX:
-                        for r in range(rlo, rhi + 1):
-                            for c in range(clo, chi + 1):
-                                idx = r * ow_n + c
-                                gv = gbuf[ne]
-                                for f in range(FC):
-                                    gv[f] = ga[f] if (aa[f] == idx and ya[f] > 0) else F32(0)
-                                offs[ne] = r * sh * row + c * step
-                                ne += 1
-                    else:
-                        for f in range(FC):
-                            if ya[f] > 0:
-                                r = int((aa[f] + 0.5) * inv)
-                                c = aa[f] - r * ow_n
-                                gv = gbuf[ne]
-                                gv[:] = 0
-                                gv[f] = ga[f]
-                                offs[ne] = r * sh * row + c * step
-                                ne += 1
-                for i in range(KH):
-                    k0 = 0
-                    while k0 < K:
-                        tb = min(TB, K - k0)
-                        dwb = dwn[i, k0:k0 + tb, f0:f0 + FC]
-                        base = i * row + k0
-                        if tb == TB:               # constant trip counts: registers
-                            for t in range(TB):
-                                for f in range(FC):
-                                    acc[t, f] = dwb[t, f]
-                            for e in range(ne):
-                                o = offs[e] + base
-                                a0 = xn[o]
-                                a1 = xn[o + 1]
-                                a2 = xn[o + 2]
-                                gv = gbuf[e]
-                                for f in range(FC):
-                                    u = gv[f]
-                                    acc[0, f] += a0 * u
-                                    acc[1, f] += a1 * u
-                                    acc[2, f] += a2 * u
-                            for t in range(TB):
-                                for f in range(FC):
-                                    dwb[t, f] = acc[t, f]
+            for pw in range(PW):
+                ga = dy[n, ph, pw]
+                ya = y[n, ph, pw]
+                aa = arg[n, ph, pw]
+                for f in range(F):
+                    if ya[f] > 0:
+                        g = ga[f]
+                        # oh = arg // OW without an integer division: (arg + 0.5) / OW
+                        # is at least 0.5 / OW from an integer, far beyond float64
+                        # rounding.
+                        r = int((aa[f] + 0.5) * inv)
+                        o = r * sh * row + (aa[f] - r * ow_n) * step
+                        dbp[n, f] += g
+                        offs[f, cnt[f]] = o
+                        gs[f, cnt[f]] = g
+                        cnt[f] += 1
+                        if need_dx:
+                            # Slices, so inner indices are bare loop counters: no
+                            # negative-index fix-up, and LLVM vectorizes.
+                            for i in range(KH):
+                                d = dxn[o + i * row:o + i * row + K]
+                                wi = wt[i, f]
+                                for k in range(K):
+                                    d[k] += g * wi[k]
+        img = n * Hp * row                     # image n's offset in the flat xall
+        for f in range(F):
+            of = offs[f]
+            gf = gs[f]
+            i0 = 0
+            if K <= KS:
+                # Short runs (conv1: KW*C = 9): read KS inputs per kernel row, IB rows
+                # at a time, and keep only the first K sums. The extra lanes read
+                # the next pixels' inputs (finite, discarded); an entry whose reads
+                # would pass the end of x takes the exact loop below.
+                while i0 + IB <= KH:
+                    for r in range(IB):
+                        for t in range(KS):
+                            acc2[r, t] = 0
+                    for j in range(cnt[f]):
+                        o = img + of[j] + i0 * row
+                        gv = gf[j]
+                        if o + (IB - 1) * row + KS <= xall.size:
+                            xs0 = xall[o:o + KS]
+                            xs1 = xall[o + row:o + row + KS]
+                            xs2 = xall[o + 2 * row:o + 2 * row + KS]
+                            for t in range(KS):
+                                acc2[0, t] += gv * xs0[t]
+                                acc2[1, t] += gv * xs1[t]
+                                acc2[2, t] += gv * xs2[t]
                         else:
-                            for e in range(ne):
-                                o = offs[e] + base
-                                gv = gbuf[e]
-                                for t in range(tb):
-                                    a0 = xn[o + t]
-                                    for f in range(FC):
-                                        dwb[t, f] += a0 * gv[f]
-                        k0 += TB
+                            for r in range(IB):
+                                xs = xall[o + r * row:o + r * row + K]
+                                for t in range(K):
+                                    acc2[r, t] += gv * xs[t]
+                    for r in range(IB):
+                        d = dwp[n, f, i0 + r]
+                        for t in range(K):
+                            d[t] = acc2[r, t]
+                    i0 += IB
+            for i in range(i0, KH):
+                c0 = 0
+                while c0 < K:
+                    cw = min(KC, K - c0)
+                    d = dwp[n, f, i, c0:c0 + cw]
+                    base = i * row + c0
+                    if cw == KC:
+                        for t in range(KC):
+                            acc[t] = 0
+                        for j in range(cnt[f]):
+                            o = of[j] + base
+                            xs = xn[o:o + KC]
+                            gv = gf[j]
+                            for t in range(KC):
+                                acc[t] += gv * xs[t]
+                        for t in range(KC):
+                            d[t] = acc[t]
+                    else:
+                        d[:] = 0
+                        for j in range(cnt[f]):
+                            o = of[j] + base
+                            xs = xn[o:o + cw]
+                            gv = gf[j]
+                            for t in range(cw):
+                                d[t] += gv * xs[t]
+                    c0 += KC
     return dwp
 
 
@@ -364,7 +329,8 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool
     y_buf, y_out = _c.target(op, "out[0]", o[0], (g.n, ph, pw, g.f))
     a_buf, a_out = _c.target(op, "out[1]", o[1], (g.n, ph, pw, g.f), np.int32)
     zbuf = _c.workspace("pool_rows", (numba.config.NUMBA_NUM_THREADS, pk_h, g.ow, g.f))
-    _forward_pooled(g.padded(x), _c.contiguous(w), _c.contiguous(b), g.sh, g.sw, g.oh, g.ow,
+    _forward_pooled(g.padded(x), _c.contiguous(w), g.packed_w(_c.contiguous(w)),
+                    _c.contiguous(b), g.sh, g.sw, g.oh, g.ow,
                     pk_h, pk_w, ps_h, ps_w, ppt, ppl, zbuf, y_buf, a_buf)
     return _c.finish(y_buf, y_out), _c.finish(a_buf, a_out)
 
@@ -390,31 +356,21 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
     dw_buf, dw_out = _c.target(op, "out[1]", o[1], w.shape)
     db_buf, db_out = _c.target(op, "out[2]", o[2], (g.f,))
     k = g.kw * g.c
-    box = k <= BOX_K_MAX and g.f % FC == 0
     if need_dx:
         dxp = dx_buf if g.direct else _c.workspace("dxpad", g.padded_shape)
     else:
         dxp = _c.workspace("no_dx", (1, g.hp, g.wp, g.c))  # typed stand-in, never written
-    xp, dy, y, argmax = (g.padded(x), _c.contiguous(dy), _c.contiguous(y),
-                         _c.contiguous(argmax))
-    wt = g.transposed_w(_c.contiguous(w))
-    if box:
-        dwp = _c.workspace("pool_dw_partial_box", (g.n, g.kh, k, g.f))
-        dbp = _c.workspace("pool_db_partial", (g.n, g.f))
-        threads = numba.config.NUMBA_NUM_THREADS
-        cap = dy.shape[2] * max(BOX_MAX, FC)
-        eoff = _c.workspace("box_offsets", (threads, cap), np.int64)
-        eg = _c.workspace("box_gradients", (threads, cap, FC))
-        _grad_w_pooled_box(xp, dy, y, argmax, g.sh, g.sw, g.ow, eoff, eg, dwp, dbp)
-        _c._reduce_partials(dwp, dbp, dw_buf, db_buf)
-        if need_dx:
-            _backward_pooled(xp, wt, dy, y, argmax, g.sh, g.sw, g.ow, False, True,
-                             _c.workspace("no_dw", (1, g.f, g.kh, k)), dbp, dxp)
-    else:
-        dwp = _c.workspace("pool_dw_partial", (g.n, g.f, g.kh, k))
-        dbp = _c.workspace("pool_db_partial", (g.n, g.f))
-        _backward_pooled(xp, wt, dy, y, argmax, g.sh, g.sw, g.ow, True, need_dx, dwp, dbp, dxp)
-        _reduce_images(dwp, dbp, dw_buf, db_buf)
+    dwp = _c.workspace("pool_dw_partial", (g.n, g.f, g.kh, k))
+    dbp = _c.workspace("pool_db_partial", (g.n, g.f))
+    threads = numba.config.NUMBA_NUM_THREADS
+    pooled = dy.shape[1] * dy.shape[2]
+    _backward_pooled(g.padded(x), g.transposed_w(_c.contiguous(w)), _c.contiguous(dy),
+                     _c.contiguous(y), _c.contiguous(argmax), g.sh, g.sw, g.ow, need_dx,
+                     _c.workspace("sparse_offsets", (threads, g.f, pooled), np.int64),
+                     _c.workspace("sparse_gradients", (threads, g.f, pooled)),
+                     _c.workspace("sparse_counts", (threads, g.f), np.int64),
+                     dwp, dbp, dxp)
+    _reduce_images(dwp, dbp, dw_buf, db_buf)
     if need_dx:
         if not g.direct:
             dx_buf[...] = dxp[:, g.pt:g.pt + g.h, g.pl:g.pl + g.w, :]

@@ -1,10 +1,11 @@
 """The numba-cuda engine: every op of the kernel contract on an NVIDIA GPU.
 
 Same names and meaning as fastconv.kernels.reference. Wrappers take numba
-device arrays (host NumPy arrays are copied in, a convenience that costs a
-copy per call), write into `out=` device buffers when given, choose grid and
-block sizes (fastconv/kernels/cuda/_launch.py) and copy nothing back except
-the losses' scalar. empty/zeros/to_device/to_host/synchronize move buffers
+device arrays, write into `out=` device buffers when given, choose grid and
+block sizes and copy nothing back except the losses' scalar. (The elementwise,
+pool, loss and optimizer ops also take host NumPy arrays, at a copy per call;
+the conv2d/dense/fused ops of conv2d.py, dense.py, fused.py require device
+arrays.) empty/zeros/to_device/to_host/synchronize move buffers
 for the model layer.
 
 Importing this package needs numba-cuda but no GPU: kernels compile on first
@@ -17,24 +18,13 @@ from ._mem import empty, synchronize, to_device, to_host, zeros  # noqa: F401
 from .elementwise import (  # noqa: F401
     dropout_backward, dropout_forward, relu_backward, relu_forward, sigmoid_backward,
     sigmoid_forward, softmax_backward, softmax_forward)
-
 from .losses import binary_crossentropy, softmax_crossentropy  # noqa: F401
 from .optimizers import adam_update, rmsprop_update, sgd_update  # noqa: F401
 from .pool import maxpool2d_backward, maxpool2d_forward  # noqa: F401
-
-try:  # TEMP until cuda-conv merges
-    from .conv2d import conv2d_backward, conv2d_forward  # noqa: F401
-except ImportError:
-    pass
-try:  # TEMP until cuda-conv merges
-    from .dense import dense_backward, dense_forward  # noqa: F401
-except ImportError:
-    pass
-try:  # TEMP until cuda-conv merges
-    from .fused import (  # noqa: F401
-        conv2d_relu_backward, conv2d_relu_forward, conv2d_relu_maxpool_backward,
-        conv2d_relu_maxpool_forward)
-except ImportError:
-    pass
+from .conv2d import conv2d_backward, conv2d_forward  # noqa: F401
+from .dense import dense_backward, dense_forward  # noqa: F401
+from .fused import (  # noqa: F401
+    conv2d_relu_backward, conv2d_relu_forward, conv2d_relu_maxpool_backward,
+    conv2d_relu_maxpool_forward)
 
 NAME = "cuda"

@@ -1,58 +1,100 @@
-"""Argument checks, out= buffers and cached workspaces for the CUDA wrappers.
+"""Argument helpers of the conv2d/fused/dense wrappers, and their cached workspaces.
 
-The shared checks in fastconv/kernels/_validate.py want NumPy arrays; here a
-device array is first checked for what only a device array can get wrong
-(not a device array, wrong dtype, not C-contiguous), then stood in for by a
-data-less NumPy view of the same shape and dtype (`meta`), so that every
-shape and geometry error is raised by _validate with the reference's exact
-message. Nothing here copies to or from the host.
+The argument helpers are cuda-ops's (fastconv/kernels/cuda/_mem.py: checkable,
+check_float32, device_in, out_buffers, out_tuple, finish), so every cuda op follows one
+policy: the reference's messages from _validate, device arrays used as they are, host
+arrays copied in (a convenience, a copy per call), out= device buffers written in place.
+Until that module is merged into this branch, `_Mirror` below stands in with the same
+behaviour (TEMP until cuda-ops merges: then delete the fallback).
+
+workspace() is this file's own: scratch device buffers (dw partials, the fused backward's
+conv-grid gradient) allocated once per shape and reused, so a training step allocates
+nothing.
 """
 from collections import OrderedDict
 
 import numpy as np
-from numba import cuda
 
-_is_device_array = cuda.devicearray.is_cuda_ndarray
+try:
+    from ._mem import (  # noqa: F401
+        check_float32, checkable, device_in, finish, is_device_array, out_buffers, out_tuple)
+except ImportError:  # TEMP until cuda-ops merges: the same helpers, same messages
+    from .. import _validate as _v
+
+    def is_device_array(a):
+        return hasattr(a, "copy_to_host") and hasattr(a, "is_c_contiguous")
+
+    def checkable(a):
+        if is_device_array(a):
+            return np.broadcast_to(np.zeros((), a.dtype), a.shape)
+        return a
+
+    def check_float32(op, name, a, ndim=None):
+        _v.check_float_array(op, name, checkable(a), ndim)
+        if a.dtype != np.float32:
+            raise TypeError(f"{op}: {name} must be float32, got {a.dtype}")
+        if is_device_array(a) and not a.is_c_contiguous():
+            raise ValueError(f"{op}: {name} must be a C-contiguous device array")
+        return a
+
+    def device_in(op, name, a, dtype=np.float32):
+        from numba import cuda
+        if is_device_array(a):
+            if a.dtype != dtype:
+                raise TypeError(f"{op}: {name} must be {np.dtype(dtype)}, got {a.dtype}")
+            if not a.is_c_contiguous():
+                raise ValueError(f"{op}: {name} must be a C-contiguous device array")
+            return a
+        return cuda.to_device(np.ascontiguousarray(a, dtype=dtype))
+
+    def out_buffers(op, *specs):
+        from numba import cuda
+        specs = [(name, out, tuple(int(s) for s in shape), np.dtype(dtype))
+                 for name, out, shape, dtype in specs]
+        for name, out, shape, dtype in specs:
+            if out is None:
+                continue
+            if not (is_device_array(out) or isinstance(out, np.ndarray)):
+                raise TypeError(f"{op}: {name} must be a numpy.ndarray or a device array, "
+                                f"got {type(out).__name__}")
+            if tuple(out.shape) != shape or out.dtype != dtype:
+                raise ValueError(f"{op}: {name} must be {dtype} of shape {shape}, got "
+                                 f"{out.dtype} of shape {tuple(out.shape)}")
+            if is_device_array(out) and not out.is_c_contiguous():
+                raise ValueError(f"{op}: {name} must be a C-contiguous device array")
+        buffers = []
+        for name, out, shape, dtype in specs:
+            if out is None:
+                buffers.append((cuda.device_array(shape, dtype), None))
+            elif isinstance(out, np.ndarray):
+                buffers.append((cuda.device_array(shape, dtype), out))
+            else:
+                buffers.append((out, None))
+        return buffers
+
+    def out_tuple(op, out, n):
+        if out is None:
+            return [None] * n
+        if not isinstance(out, tuple) or len(out) != n:
+            raise TypeError(f"{op}: out must be a tuple of {n} (arrays or None), got "
+                            f"{type(out).__name__}")
+        return list(out)
+
+    def finish(buf, host):
+        if host is None:
+            return buf
+        buf.copy_to_host(host)
+        return host
 
 
-def meta(op, name, a, dtype=np.float32):
-    """A host stand-in (no data, zero strides) for the device array `a`, after checking that
-    `a` is a C-contiguous device array of `dtype` (float32 only: no float64 specialisation)."""
-    if not _is_device_array(a):
-        raise TypeError(f"{op}: {name} must be a CUDA device array (numba.cuda device_array), "
-                        f"got {type(a).__name__}")
-    if a.dtype != dtype:
-        raise TypeError(f"{op}: {name} must be {np.dtype(dtype).name}, got {a.dtype}")
-    if not a.is_c_contiguous():
-        raise ValueError(f"{op}: {name} must be C-contiguous, got strides {a.strides}")
-    return np.broadcast_to(np.zeros((), dtype), a.shape)
-
-
-def split_out(op, out, n):
-    """The out= argument of an op with n results as an n-tuple (the reference's convention:
-    None, or a tuple with a buffer or None per result)."""
-    if out is None:
-        return (None,) * n
-    if not isinstance(out, tuple) or len(out) != n:
-        raise TypeError(f"{op}: out must be a tuple of {n} (arrays or None), got "
-                        f"{type(out).__name__}")
-    return out
-
-
-def out_buffer(op, name, buf, shape, dtype=np.float32):
-    """`buf` checked against the result it will hold, or a new device array when it is None."""
-    shape = tuple(int(s) for s in shape)
-    dtype = np.dtype(dtype)
-    if buf is None:
-        return cuda.device_array(shape, dtype)
-    if not _is_device_array(buf):
-        raise TypeError(f"{op}: {name} must be a CUDA device array, got {type(buf).__name__}")
-    if tuple(buf.shape) != shape or buf.dtype != dtype:
-        raise ValueError(f"{op}: {name} must be {dtype} of shape {shape}, got "
-                         f"{buf.dtype} of shape {tuple(buf.shape)}")
-    if not buf.is_c_contiguous():
-        raise ValueError(f"{op}: {name} must be C-contiguous, got strides {buf.strides}")
-    return buf
+def check_int32_indexable(op, *shapes):
+    """The conv kernels index with int32: refuse tensors of 2**31 elements or more."""
+    for shape in shapes:
+        size = int(np.prod(shape))
+        if size >= 2 ** 31:
+            raise ValueError(f"{op}: an operand of shape {tuple(shape)} has {size} elements; "
+                             f"the cuda conv kernels index with int32 (< 2**31): use a "
+                             f"smaller batch")
 
 
 _WORKSPACES = OrderedDict()
@@ -65,6 +107,7 @@ def workspace(tag, shape, dtype=np.float32):
     Kernels on one stream run in order, so ops that share a workspace never overlap.
     Least-recently-used entries beyond _MAX_WORKSPACES are dropped (freed by numba).
     """
+    from numba import cuda
     key = (tag, tuple(int(s) for s in shape), np.dtype(dtype).str)
     buf = _WORKSPACES.get(key)
     if buf is None:
@@ -78,4 +121,5 @@ def workspace(tag, shape, dtype=np.float32):
 
 
 def blocks(n, per_block):
+    """ceil(n / per_block), at least 1."""
     return max(1, -(-int(n) // int(per_block)))

@@ -24,17 +24,25 @@ def _image(a):
     return a.reshape(a.shape[0], 1, 1, a.shape[1])
 
 
+def _check(op, x, w):
+    d.check_float32(op, "x", x, 2)
+    d.check_float32(op, "w", w, 2)
+    v.dense_check(op, d.checkable(x), d.checkable(w))
+
+
 def dense_forward(x, w, b, out=None):
     """y = x @ w + b: (N, OUT), a new device array or `out` (overwritten).
 
-    x (N, IN), w (IN, OUT), b (OUT,): float32 C-contiguous device arrays.
+    x (N, IN), w (IN, OUT), b (OUT,): float32 C-contiguous device arrays (host arrays are
+    copied in).
     """
     op = "dense_forward"
-    v.dense_check(op, d.meta(op, "x", x), d.meta(op, "w", w))
-    v.check_bias(op, d.meta(op, "b", b), w.shape[1], np.float32)
-    y = d.out_buffer(op, "out", out, (x.shape[0], w.shape[1]))
-    _conv.launch_forward(_image(x), w, b, _image(y), 1, 1, 1, 1, _ONE, 0, 0)
-    return y
+    _check(op, x, w)
+    _conv.check_bias(op, b, w.shape[1])
+    [(y, y_host)] = d.out_buffers(op, ("out", out, (x.shape[0], w.shape[1]), np.float32))
+    x, w, b = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "b", b)
+    _conv.launch_forward(_image(x), w, b, _image(y), 1, 1, 1, _ONE, 0, 0)
+    return d.finish(y, y_host)
 
 
 def dense_backward(x, w, dy, need_dx=True, out=None):
@@ -42,13 +50,20 @@ def dense_backward(x, w, dy, need_dx=True, out=None):
     tuple's buffers (overwritten; an entry may be None). dw/db reduce in two deterministic
     stages through a cached workspace."""
     op = "dense_backward"
-    v.dense_check(op, d.meta(op, "x", x), d.meta(op, "w", w))
-    v.check_dy(op, d.meta(op, "dy", dy), (x.shape[0], w.shape[1]), np.float32)
-    out_dx, out_dw, out_db = d.split_out(op, out, 3)
-    dw = d.out_buffer(op, "out[1]", out_dw, w.shape)
-    db = d.out_buffer(op, "out[2]", out_db, (w.shape[1],))
-    dx = d.out_buffer(op, "out[0]", out_dx, x.shape) if need_dx else None
-    _conv.launch_dw(_image(x), _image(dy), dw, db, 1, 1, _ONE, 0, 0)
+    _check(op, x, w)
+    _conv.check_dy(op, dy, (x.shape[0], w.shape[1]))
+    out = d.out_tuple(op, out, 3)
+    specs = [("out[1]", out[1], w.shape, np.float32),
+             ("out[2]", out[2], (w.shape[1],), np.float32)]
     if need_dx:
+        specs.append(("out[0]", out[0], x.shape, np.float32))
+    bufs = d.out_buffers(op, *specs)
+    (dw, dw_host), (db, db_host) = bufs[:2]
+    x, w, dy = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "dy", dy)
+    _conv.launch_dw(_image(x), _image(dy), dw, db, 1, _ONE, 0, 0)
+    dx = None
+    if need_dx:
+        dx, dx_host = bufs[2]
         _conv.launch_dx(_image(dy), w, _image(dx), 1, 1, _ONE, 0, 0)
-    return dx, dw, db
+        dx = d.finish(dx, dx_host)
+    return dx, d.finish(dw, dw_host), d.finish(db, db_host)

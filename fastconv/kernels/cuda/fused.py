@@ -90,33 +90,31 @@ def _flat(a):
     return a.reshape(int(np.prod(a.shape)))
 
 
-def _conv_checks(op, x, w, stride, padding):
-    xm, wm = d.meta(op, "x", x), d.meta(op, "w", w)
-    return v.conv2d_geometry(op, xm, wm, stride, padding)
-
-
 def conv2d_relu_forward(x, w, b, stride=1, padding="valid", out=None):
     """y = relu(conv2d_forward(x, w, b)): (N, OH, OW, F), a new device array or `out`
-    (overwritten). Arguments as conv2d.conv2d_forward."""
+    (overwritten). Arguments as conv2d.conv2d_forward; one launch of conv2d_fwd_tile."""
     op = "conv2d_relu_forward"
-    stride, oh, ow, pt, pl = _conv_checks(op, x, w, stride, padding)
-    v.check_bias(op, d.meta(op, "b", b), w.shape[3], np.float32)
+    stride, oh, ow, pt, pl = _conv.check_conv(op, x, w, stride, padding)
+    _conv.check_bias(op, b, w.shape[3])
     kh, kw, c, f = w.shape
-    y = d.out_buffer(op, "out", out, (x.shape[0], oh, ow, f))
-    _conv.launch_forward(x, w.reshape(kh * kw * c, f), b, y, kh, kw, oh, ow, stride, pt, pl,
+    [(y, y_host)] = d.out_buffers(op, ("out", out, (x.shape[0], oh, ow, f), np.float32))
+    x, w, b = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "b", b)
+    _conv.launch_forward(x, w.reshape(kh * kw * c, f), b, y, kw, oh, ow, stride, pt, pl,
                          relu=True)
-    return y
+    return d.finish(y, y_host)
 
 
 def conv2d_relu_backward(x, w, dy, y, stride=1, padding="valid", need_dx=True, out=None):
     """conv2d_backward with dz = dy where y > 0 (y the fused forward's output):
     (dx or None, dw, db), new device arrays or the out= tuple's buffers (overwritten)."""
     op = "conv2d_relu_backward"
-    stride, oh, ow, pt, pl = _conv_checks(op, x, w, stride, padding)
+    stride, oh, ow, pt, pl = _conv.check_conv(op, x, w, stride, padding)
     shape = (x.shape[0], oh, ow, w.shape[3])
-    dym = d.meta(op, "dy", dy)
-    v.check_dy(op, dym, shape, np.float32)
-    v.check_same_shape(op, "dy", dym, "y", d.meta(op, "y", y))
+    _conv.check_dy(op, dy, shape)
+    d.check_float32(op, "y", y)
+    v.check_same_shape(op, "dy", d.checkable(dy), "y", d.checkable(y))
+    x, w = d.device_in(op, "x", x), d.device_in(op, "w", w)
+    dy, y = d.device_in(op, "dy", dy), d.device_in(op, "y", y)
     dz = d.workspace("conv2d_dz", shape)
     size = int(np.prod(shape))
     relu_grad[_grid(size), GRAD_THREADS](_flat(dy), _flat(y), _flat(dz))
@@ -126,26 +124,28 @@ def conv2d_relu_backward(x, w, dy, y, stride=1, padding="valid", need_dx=True, o
 def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool_stride=None,
                                 pool_padding="valid", out=None):
     """(y, argmax) = maxpool2d_forward(relu(conv2d_forward(x, w, b)), pool, pool_stride,
-    pool_padding) in one pass; the pre-pool activation is never written.
+    pool_padding) in one launch of conv2d_fwd_tile; the pre-pool activation is never written.
 
     y (N, PH, PW, F) float32 and argmax (N, PH, PW, F) int32 (flat oh * OW + ow into the
     conv output grid; first maximum in row-major window order), new device arrays or the
     out= tuple's buffers (overwritten).
     """
     op = "conv2d_relu_maxpool_forward"
-    stride, oh, ow, pt, pl = _conv_checks(op, x, w, stride, padding)
-    v.check_bias(op, d.meta(op, "b", b), w.shape[3], np.float32)
+    stride, oh, ow, pt, pl = _conv.check_conv(op, x, w, stride, padding)
+    _conv.check_bias(op, b, w.shape[3])
     kh, kw, c, f = w.shape
-    conv_shape = np.broadcast_to(np.zeros((), np.float32), (x.shape[0], oh, ow, f))
-    pool, pool_stride, ph, pw, ppt, ppl = v.pool2d_geometry(op, conv_shape, pool, pool_stride,
+    conv_out = np.broadcast_to(np.zeros((), np.float32), (x.shape[0], oh, ow, f))
+    pool, pool_stride, ph, pw, ppt, ppl = v.pool2d_geometry(op, conv_out, pool, pool_stride,
                                                             pool_padding)
-    out_y, out_arg = d.split_out(op, out, 2)
-    y = d.out_buffer(op, "out[0]", out_y, (x.shape[0], ph, pw, f))
-    arg = d.out_buffer(op, "out[1]", out_arg, (x.shape[0], ph, pw, f), np.int32)
-    _conv.launch_forward(x, w.reshape(kh * kw * c, f), b, y, kh, kw, oh, ow, stride, pt, pl,
+    out = d.out_tuple(op, out, 2)
+    shape = (x.shape[0], ph, pw, f)
+    (y, y_host), (arg, arg_host) = d.out_buffers(op, ("out[0]", out[0], shape, np.float32),
+                                                 ("out[1]", out[1], shape, np.int32))
+    x, w, b = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "b", b)
+    _conv.launch_forward(x, w.reshape(kh * kw * c, f), b, y, kw, oh, ow, stride, pt, pl,
                          relu=True, pool=pool, pool_stride=pool_stride, ppt=ppt, ppl=ppl,
                          arg=arg)
-    return y, arg
+    return d.finish(y, y_host), d.finish(arg, arg_host)
 
 
 def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
@@ -158,15 +158,22 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
     gradient.
     """
     op = "conv2d_relu_maxpool_backward"
-    stride, oh, ow, pt, pl = _conv_checks(op, x, w, stride, padding)
-    dym = d.meta(op, "dy", dy)
-    v.check_float_array(op, "dy", dym, 4)
-    v.check_same_shape(op, "dy", dym, "y", d.meta(op, "y", y))
-    v.check_same_shape(op, "dy", dym, "argmax", d.meta(op, "argmax", argmax, np.int32))
+    stride, oh, ow, pt, pl = _conv.check_conv(op, x, w, stride, padding)
+    d.check_float32(op, "dy", dy, 4)
+    d.check_float32(op, "y", y)
+    dym = d.checkable(dy)
+    v.check_same_shape(op, "dy", dym, "y", d.checkable(y))
+    if getattr(argmax, "dtype", None) != np.int32:
+        raise TypeError(f"{op}: argmax must be int32, got "
+                        f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
+    v.check_same_shape(op, "dy", dym, "argmax", d.checkable(argmax))
     n, f = x.shape[0], w.shape[3]
     if dy.shape[0] != n or dy.shape[3] != f:
-        raise ValueError(f"{op}: dy {tuple(dy.shape)} does not match x_shape "
+        raise ValueError(f"{op}: dy {tuple(dy.shape)} does not match the conv output "
                          f"{(n, oh, ow, f)} in N or C")
+    x, w = d.device_in(op, "x", x), d.device_in(op, "w", w)
+    dy, y = d.device_in(op, "dy", dy), d.device_in(op, "y", y)
+    argmax = d.device_in(op, "argmax", argmax, np.int32)
     dz = d.workspace("conv2d_dz", (n, oh, ow, f))
     fill_zero[_grid(n * oh * ow * f), GRAD_THREADS](_flat(dz))
     maxpool_grad_scatter[_grid(int(np.prod(dy.shape))), GRAD_THREADS](dy, y, argmax, dz)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import glob
 import importlib
 import json
@@ -188,8 +189,9 @@ def _device_functions_for(cc):
         dispatcher.get_current_device = real
 
 
+@functools.lru_cache(maxsize=None)
 def compile_spec(spec, arch="sm_90"):
-    """The PTX of one KernelSpec for `arch` ('sm_90' -> cc (9, 0))."""
+    """The PTX of one KernelSpec for `arch` ('sm_90' -> cc (9, 0)); cached per process."""
     from numba import cuda
     cc = (int(arch[3:-1]), int(arch[-1]))
     with _device_functions_for(cc):
@@ -216,10 +218,15 @@ def all_specs():
             for spec in module.KERNELS]
 
 
+@functools.lru_cache(maxsize=None)
+def _ptxas_entries(spec, arch):
+    return ptxas_info(compile_spec(spec, arch), arch)[0]
+
+
 def measure(spec, arch="sm_90"):
     """One report row: resources from ptxas and the occupancy at spec.threads."""
     try:
-        entries, _ = ptxas_info(compile_spec(spec, arch), arch)
+        entries = _ptxas_entries(spec, arch)
     except Exception as exc:
         raise RuntimeError(f"{spec.name} ({arch}): {type(exc).__name__}: {exc}") from exc
     if len(entries) != 1:
