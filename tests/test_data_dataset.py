@@ -316,3 +316,14 @@ def test_rescale_is_exact_float32(tmp_path):
     xa, _ = _epoch(aug)
     for i in range(len(x)):
         assert np.array_equal(xa[i], x[i]) or np.array_equal(xa[i], x[i][:, ::-1])
+
+
+def test_linked_folders_are_followed_once(tmp_path):
+    _tree(tmp_path / "data", {"cats": 2, "dogs": 2})
+    _png(str(tmp_path / "extra" / "more.png"), 50)
+    os.symlink(tmp_path / "extra", tmp_path / "data" / "cats" / "linked")
+    os.symlink(tmp_path / "data" / "cats", tmp_path / "data" / "cats" / "loop")   # a cycle
+    ds = image_dataset_from_directory(tmp_path / "data", image_size=S, shuffle=False)
+    rel = [os.path.relpath(p, tmp_path / "data") for p in ds.file_paths]
+    assert rel == ["cats/img_00.png", "cats/img_01.png", "cats/linked/more.png",
+                   "dogs/img_00.png", "dogs/img_01.png"]

@@ -47,8 +47,17 @@ def _scan(path, class_names):
     for label, name in enumerate(class_names):
         folder = os.path.join(path, name)
         mine = []
+        seen = {os.path.realpath(folder)}
         for root, dirs, names in os.walk(folder, followlinks=True):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            # Linked folders are followed (as Keras does), each real folder once: a
+            # link back up the tree would otherwise walk forever.
+            keep = []
+            for d in sorted(dirs):
+                real = os.path.realpath(os.path.join(root, d))
+                if not d.startswith(".") and real not in seen:
+                    seen.add(real)
+                    keep.append(d)
+            dirs[:] = keep
             mine.extend(os.path.join(root, n) for n in sorted(names) if is_image_file(n))
         if not mine:
             _fail(f"class folder {folder!r} holds no image files "

@@ -22,9 +22,9 @@ from PIL import Image
 DEMO_CLASSES = ("horizontal", "vertical")
 
 NOISE = 0.1                     # pixel noise std, fraction of the 0..255 range
-STRIPE_CONTRAST = 90.0          # minimum RGB distance between the two stripe colours
+STRIPE_CONTRAST = 120.0         # minimum RGB distance between the two stripe colours
 BACKGROUND_CONTRAST = 40.0      # minimum RGB distance background <-> mean stripe colour
-RADIUS = (0.18, 0.35)           # disc radius, fraction of the image size
+RADIUS = (0.25, 0.40)           # disc radius, fraction of the image size
 PERIOD = (0.06, 0.12)           # stripe period, fraction of the image size (9-18 px at 150)
 _SPLITS = {"train": 0, "validation": 1}
 
