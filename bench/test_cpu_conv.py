@@ -126,8 +126,6 @@ def test_conv2d_forward_torch_peer(benchmark, layer, rng):
 # ---------------------------------------------------------------------------
 
 def _best(fn, reps, clock, threads):
-    import time
-
     import numba
     before = numba.get_num_threads()
     numba.set_num_threads(threads)

@@ -225,3 +225,15 @@ def test_pooled_backward_takes_any_argmax(shape, k, f, rng):
                 assert a is None
             else:
                 assert_close(a, e, RTOL, ATOL, name)
+
+
+def test_non_contiguous_operands_give_the_same_results(rng):
+    x, w, b = make(rng, (2, 11, 10, 3), (3, 3), 8)
+    y, arg = Fu.conv2d_relu_maxpool_forward(x, w, b)
+    dy = rng.standard_normal(y.shape).astype(F32)
+    want = Fu.conv2d_relu_maxpool_backward(x, w, dy, y, arg)
+    f = np.asfortranarray
+    got_fwd = Fu.conv2d_relu_maxpool_forward(f(x), f(w), b)
+    got = Fu.conv2d_relu_maxpool_backward(f(x), f(w), f(dy), f(y), f(arg))
+    for a, e in zip(got_fwd + got, (y, arg) + want):
+        assert a.tobytes() == e.tobytes()

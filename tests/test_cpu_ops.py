@@ -380,3 +380,31 @@ def test_bitwise_identical_with_one_and_two_threads(build, rng, threads):
     two = run()
     for a, b in zip(one, two):
         assert np.array_equal(a, b)
+
+
+def test_float64_is_refused_even_where_the_reference_allows_it(rng):
+    """Inside float64_allowed() the shared checks pass float64; these kernels are
+    float32 only and say so (as the conv ops do), rather than computing in float32."""
+    from fastconv.kernels import float64_allowed
+    d = lambda *shape: rng.standard_normal(shape)                       # noqa: E731
+    x4, x2, p = d(2, 6, 6, 3), d(4, 5), d(3, 4)
+    y, arg = R.maxpool2d_forward(x4.astype(F32), 2)
+    calls = [
+        ("relu_forward", (x4,)), ("relu_backward", (x4.astype(F32), x4)),
+        ("sigmoid_forward", (x4,)), ("sigmoid_backward", (x4, x4)),
+        ("softmax_forward", (x2,)), ("softmax_backward", (x2, x2)),
+        ("dropout_forward", (x2, 0.5, np.random.default_rng(0))),
+        ("dropout_backward", (x2.astype(F32), x2)),
+        ("maxpool2d_forward", (x4,)), ("maxpool2d_backward", (y.astype(np.float64), arg, x4.shape)),
+        ("dense_forward", (x2, d(5, 3), d(3))), ("dense_backward", (x2, d(5, 3), d(4, 3))),
+        ("binary_crossentropy", (np.ones(4), d(4, 1))),
+        ("softmax_crossentropy", (np.arange(4) % 5, x2)),
+        ("sgd_update", (p, p.copy(), None)), ("rmsprop_update", (p, p.copy(), np.abs(p))),
+        ("adam_update", (p, p.copy(), p.copy(), np.abs(p), 1)),
+    ]
+    with float64_allowed():
+        for op, args in calls:
+            kwargs = {"lr": 0.1} if op.endswith("_update") else {}
+            getattr(R, op)(*args, **kwargs)                                   # allowed there
+            with pytest.raises(TypeError, match=f"{op}: .* must be float32, got float64"):
+                getattr(CPU, op)(*args, **kwargs)

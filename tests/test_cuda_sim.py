@@ -259,6 +259,26 @@ def _device_checks(C, R):
         if not np.array_equal(dx, want):
             return f"dx {dx}"
 
+    @check("memory helpers: to_device copies, zeros, to_host of tuples and lists")
+    def _():
+        a = _f32(rng.standard_normal((3, 2)))
+        a0 = a.copy()
+        d = C.to_device(a)
+        a[0, 0] = 99.0                      # the device copy must not alias the host array
+        d2 = C.to_device(d)                 # nor a device copy the device array
+        C.relu_forward(C.to_device(_f32(np.zeros((3, 2)))), out=d2)
+        if not np.array_equal(d.copy_to_host(), a0) or d2.copy_to_host().any():
+            return "to_device aliases its argument"
+        if not np.array_equal(C.to_host(C.zeros((2, 5))), np.zeros((2, 5), np.float32)):
+            return "zeros is not zero"
+        got = C.to_host((d, [d, 3.5], None))
+        if not (isinstance(got, tuple) and isinstance(got[1], list)
+                and isinstance(got[0], np.ndarray) and got[1][1] == 3.5 and got[2] is None):
+            return f"to_host returned {got!r}"
+        C.synchronize()
+        if C.empty((4,), np.int32).dtype != np.int32:
+            return "empty ignores dtype"
+
     return checks
 
 
@@ -358,6 +378,7 @@ def test_every_declared_kernel_is_launched(sim):
     "a wrong-shaped out= device buffer gets the reference's message",
     "optimizer updates host arrays in place too",
     "device argmax outside [0, H*W) is skipped, not written",
+    "memory helpers: to_device copies, zeros, to_host of tuples and lists",
 ])
 def test_device_behaviour(sim, check):
     assert check in sim["checks"], f"the subprocess did not run {check!r}"

@@ -22,6 +22,8 @@ OPTS = dict(cache=True, nogil=True, error_model="numpy")
 # costs more than the loop itself: the serial twin of the kernel runs instead.
 PARALLEL_MIN = 1 << 15
 
+F32 = np.dtype(np.float32)
+
 
 class Kernel:
     """One Python loop body compiled twice: serially and with parallel=True.
@@ -61,6 +63,14 @@ def kernel(fn=None, *, fastmath=False):
     if fn is None:
         return lambda f: Kernel(f, fastmath)
     return Kernel(fn, fastmath)
+
+
+def check_float32(op, name, a):
+    """TypeError unless `a` is float32. The shared checks also pass float64 inside
+    `kernels.float64_allowed()`, which only the reference honours (it computes in
+    float64 anyway); this engine has float32 kernels only, as the conv ops say too."""
+    if a.dtype != F32:
+        raise TypeError(f"{op}: {name} must be float32, got {a.dtype}")
 
 
 def contiguous(a):

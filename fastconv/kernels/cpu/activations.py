@@ -15,7 +15,7 @@ from numba import prange
 
 from .. import _validate as v
 from ..reference.activations import dropout_mask
-from ._common import Target, contiguous, flat, kernel, out_tuple
+from ._common import Target, check_float32, contiguous, flat, kernel, out_tuple
 
 F0 = np.float32(0.0)
 F1 = np.float32(1.0)
@@ -85,6 +85,7 @@ def _softmax_grad(dy, y, dx):
 def relu_forward(x, out=None):
     """y = max(x, 0) (NaN stays NaN), shaped like x."""
     v.check_float_array("relu_forward", "x", x)
+    check_float32("relu_forward", "x", x)
     x = contiguous(x)
     t = Target("relu_forward", "out", out, x.shape)
     _relu(x.size, flat(x), flat(t.buf))
@@ -97,6 +98,8 @@ def relu_backward(dy, y, out=None):
     v.check_float_array(op, "dy", dy)
     v.check_float_array(op, "y", y)
     v.check_same_shape(op, "dy", dy, "y", y)
+    check_float32(op, "dy", dy)
+    check_float32(op, "y", y)
     dy, y = contiguous(dy), contiguous(y)
     t = Target(op, "out", out, dy.shape)
     _relu_grad(dy.size, flat(dy), flat(y), flat(t.buf))
@@ -106,6 +109,7 @@ def relu_backward(dy, y, out=None):
 def sigmoid_forward(x, out=None):
     """y = 1 / (1 + exp(-x)) in float32, in a form that never overflows."""
     v.check_float_array("sigmoid_forward", "x", x)
+    check_float32("sigmoid_forward", "x", x)
     x = contiguous(x)
     t = Target("sigmoid_forward", "out", out, x.shape)
     _sigmoid(x.size, flat(x), flat(t.buf))
@@ -118,6 +122,8 @@ def sigmoid_backward(dy, y, out=None):
     v.check_float_array(op, "dy", dy)
     v.check_float_array(op, "y", y)
     v.check_same_shape(op, "dy", dy, "y", y)
+    check_float32(op, "dy", dy)
+    check_float32(op, "y", y)
     dy, y = contiguous(dy), contiguous(y)
     t = Target(op, "out", out, dy.shape)
     _sigmoid_grad(dy.size, flat(dy), flat(y), flat(t.buf))
@@ -127,6 +133,7 @@ def sigmoid_backward(dy, y, out=None):
 def softmax_forward(x, out=None):
     """Softmax over the last axis of x (N, K), max-shifted; sums in float64."""
     v.check_float_array("softmax_forward", "x", x, 2)
+    check_float32("softmax_forward", "x", x)
     x = contiguous(x)
     t = Target("softmax_forward", "out", out, x.shape)
     _softmax(x.size, x, t.buf)
@@ -139,6 +146,8 @@ def softmax_backward(dy, y, out=None):
     v.check_float_array(op, "dy", dy, 2)
     v.check_float_array(op, "y", y, 2)
     v.check_same_shape(op, "dy", dy, "y", y)
+    check_float32(op, "dy", dy)
+    check_float32(op, "y", y)
     dy, y = contiguous(dy), contiguous(y)
     t = Target(op, "out", out, dy.shape)
     _softmax_grad(dy.size, dy, y, t.buf)
@@ -154,6 +163,7 @@ def dropout_forward(x, rate, rng, out=None):
     """
     op = "dropout_forward"
     v.check_float_array(op, "x", x)
+    check_float32(op, "x", x)
     rate = v.check_rate(op, rate)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"{op}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
@@ -175,6 +185,8 @@ def dropout_backward(dy, mask, out=None):
     v.check_float_array(op, "dy", dy)
     v.check_float_array(op, "mask", mask)
     v.check_same_shape(op, "dy", dy, "mask", mask)
+    check_float32(op, "dy", dy)
+    check_float32(op, "mask", mask)
     dy, mask = contiguous(dy), contiguous(mask)
     t = Target(op, "out", out, dy.shape)
     _mul(dy.size, flat(dy), flat(mask), flat(t.buf))

@@ -160,7 +160,7 @@ def _forward(xp, w, wpk, b, sh, sw, relu, y):
     """
     N, Hp, Wp, C = xp.shape
     KH, KW, _, F = w.shape
-    OH, OW = y.shape[1], y.shape[2]
+    OH = y.shape[1]
     xf = xp.reshape(N, Hp, Wp * C)
     wf = w.reshape(KH, KW * C, F)
     for r in prange(N * OH):
@@ -342,8 +342,8 @@ def contiguous(a):
 
 
 def out_tuple(op, out, n):
-    """The out= tuple as a list of n entries (None where the caller gave none);
-    the message is `_validate.deliver`'s."""
+    """The out= tuple of n entries (None where the caller gave none), allocating
+    nothing; the message is `_validate.deliver`'s."""
     if out is None:
         return (None,) * n
     if not isinstance(out, tuple) or len(out) != n:
@@ -383,6 +383,11 @@ class Geometry:
     Hp x Wp covers every window of the output grid and the whole input placed
     at (pt, pl); `direct` means that frame is x itself (no padding needed).
     """
+
+    # Slots: one of these lives through every call, and a per-instance dict
+    # would be most of a training step's transient Python memory.
+    __slots__ = ("sh", "sw", "oh", "ow", "pt", "pl", "n", "h", "w", "c", "kh", "kw", "f",
+                 "hp", "wp", "direct")
 
     def __init__(self, op, x, w, stride, padding):
         (self.sh, self.sw), self.oh, self.ow, self.pt, self.pl = v.conv2d_geometry(

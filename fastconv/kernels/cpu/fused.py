@@ -142,8 +142,8 @@ def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, 
                     if ya[f] > 0:
                         g = ga[f]
                         # oh = arg // OW without an integer division: (arg + 0.5) / OW
-                        # is at least 0.5 / OW from an integer, far beyond float64
-                        # rounding.
+                        # lies at least 0.5 / OW from an integer, and float64 errs by
+                        # under OH * 2**-52, smaller whenever OH * OW < 2**51.
                         r = int((aa[f] + 0.5) * inv)
                         o = r * sh * row + (aa[f] - r * ow_n) * step
                         dbp[n, f] += g
@@ -252,6 +252,16 @@ def _relu_mask(dy, y, dz):
     return dz
 
 
+@njit(**OPTS)
+def _indices_within(a, n):
+    """True if every a[t] is in [0, n). One pass, no temporaries (NumPy's min and max
+    would allocate on every training step)."""
+    for t in range(a.size):
+        if a[t] < 0 or a[t] >= n:
+            return False
+    return True
+
+
 def _check_relu_grad(dy, y):
     """relu_backward's checks, in the reference's order and words."""
     op = "relu_backward"
@@ -280,7 +290,7 @@ def _check_argmax(dy, argmax, grid_shape):
     n, h, w, c = grid_shape
     if dy.shape[0] != n or dy.shape[3] != c:
         raise ValueError(f"{op}: dy {dy.shape} does not match x_shape {grid_shape} in N or C")
-    if argmax.size and (argmax.min() < 0 or argmax.max() >= h * w):
+    if argmax.size and not _indices_within(argmax.reshape(-1), h * w):
         raise ValueError(f"{op}: argmax holds indices outside [0, {h * w})")
 
 
@@ -347,7 +357,8 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
     op = "conv2d_relu_maxpool_backward"
     g = _c.Geometry(op, x, w, stride, padding)
     _check_relu_grad(dy, y)
-    _check_argmax(dy, argmax, g.y_shape)
+    _check_argmax(dy, _c.contiguous(argmax) if isinstance(argmax, np.ndarray) else argmax,
+                  g.y_shape)
     _c.check_float32(op, dy=dy, y=y)
     o = _c.out_tuple(op, out, 3)
     dx_buf = dx_out = None

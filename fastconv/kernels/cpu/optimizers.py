@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 
 from .. import _validate as v
-from ._common import kernel
+from ._common import check_float32, kernel
 
 
 @kernel
@@ -79,6 +79,7 @@ def sgd_update(p, g, v_, lr, momentum=0.0, nesterov=False):
         v.check_update(op, p, g, ("v", v_))
     else:
         v.check_update(op, p, g)
+    check_float32(op, "p", p)                # g and the state: p's dtype, checked above
     if momentum == 0:
         _run_in_place(_sgd_plain, (p, g), lr)
     else:
@@ -94,6 +95,7 @@ def rmsprop_update(p, g, ms, lr, rho=0.9, eps=1e-7):
     rho = v.check_positive_float(op, "rho", rho)
     eps = v.check_positive_float(op, "eps", eps)
     v.check_update(op, p, g, ("ms", ms))
+    check_float32(op, "p", p)
     _run_in_place(_rmsprop, (p, g, ms), lr, rho, eps)
 
 
@@ -108,6 +110,7 @@ def adam_update(p, g, m, v_, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
     if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or t < 1:
         raise ValueError(f"{op}: t must be an int >= 1 (the step number), got {t!r}")
     v.check_update(op, p, g, ("m", m), ("v", v_))
+    check_float32(op, "p", p)
     beta1, beta2, eps = float(beta1), float(beta2), float(eps)
     alpha = lr * np.sqrt(1.0 - beta2 ** int(t)) / (1.0 - beta1 ** int(t))
     _run_in_place(_adam, (p, g, m, v_), float(alpha), beta1, beta2, eps)

@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 
 from .. import _validate as v
-from ._common import Target, contiguous, kernel, out_tuple
+from ._common import Target, check_float32, contiguous, kernel, out_tuple
 
 NEG_INF = np.float32(-np.inf)
 F0 = np.float32(0.0)
@@ -86,6 +86,7 @@ def maxpool2d_forward(x, pool=2, stride=None, padding="valid", out=None):
     """
     op = "maxpool2d_forward"
     (ph, pw), (sh, sw), oh, ow, pt, pl = v.pool2d_geometry(op, x, pool, stride, padding)
+    check_float32(op, "x", x)
     o_y, o_arg = out_tuple(op, out, 2)
     x = contiguous(x)
     shape = (x.shape[0], oh, ow, x.shape[3])
@@ -113,6 +114,7 @@ def maxpool2d_backward(dy, argmax, x_shape, out=None):
     n, h, w, c = x_shape
     if dy.shape[0] != n or dy.shape[3] != c:
         raise ValueError(f"{op}: dy {dy.shape} does not match x_shape {x_shape} in N or C")
+    check_float32(op, "dy", dy)
     dy, argmax = contiguous(dy), contiguous(argmax)
     t = Target(op, "out", out, x_shape, dy.dtype)
     bad = _pool_bwd(t.buf.size, dy, argmax, t.buf.reshape(n, h * w, c))

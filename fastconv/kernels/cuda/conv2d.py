@@ -41,6 +41,13 @@ SUM_THREADS = 256
 NOWHERE = -(1 << 28)   # a row/column offset that puts every tap outside the image
 
 
+def _padded(row, bk):
+    """Row length for a [k][pixel] shared tile that a warp fills with BK consecutive k
+    (consecutive input channels) times 32 // BK rows: a length that is 32 // BK modulo 32
+    puts those 32 stores in 32 different banks (+1 would leave 2-way conflicts)."""
+    return row + ((32 // bk) - row) % 32 if bk <= 32 else row + 1
+
+
 def set_tiles(**tiles):
     """Set the tile constants (TILES's keys; missing ones take TILES's values).
 
@@ -56,7 +63,7 @@ def set_tiles(**tiles):
     if (bm % tm or nt % bk or (bk * bm) % nt or (bk * bn) % nt or bm > nt
             or dbk % dtk or dnt % dbk or (dbm * dbk) % dnt or (dbm * dbn) % dnt or dbm > dnt):
         raise ValueError(f"tiles {t} do not divide evenly among the threads")
-    globals().update(BM=bm, BN=bn, BK=bk, TM=tm, BM_PAD=bm + 1, BN_PAD=bn + 1,
+    globals().update(BM=bm, BN=bn, BK=bk, TM=tm, BM_PAD=_padded(bm, bk), BN_PAD=_padded(bn, bk),
                      DW_BM=dbm, DW_BK=dbk, DW_BN=dbn, DW_TK=dtk, DW_BK_PAD=dbk + 1,
                      DW_TARGET_BLOCKS=t["dw_target_blocks"])
 
