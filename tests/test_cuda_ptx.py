@@ -369,3 +369,10 @@ def fine(x, n):
     assert any(p.startswith("divergent: barrier") and "range(t, 10, 32)" in p for p in problems)
     assert any(p.startswith("aliased: two cuda.shared.array") for p in problems)
     assert not any(p.startswith(("fine", "helper")) for p in problems), problems
+
+
+def test_report_without_a_toolchain_says_why(monkeypatch, capsys):
+    report = pytest.importorskip("fastconv.kernels.cuda.report")
+    monkeypatch.setattr(report, "toolchain_problem", lambda: "no ptxas (test)")
+    assert report.main([]) == 2
+    assert "cannot build the report: no ptxas (test)" in capsys.readouterr().err

@@ -1,11 +1,10 @@
 """The numba-cuda engine: every op of the kernel contract on an NVIDIA GPU.
 
 Same names and meaning as fastconv.kernels.reference. Wrappers take numba
-device arrays, write into `out=` device buffers when given, choose grid and
-block sizes and copy nothing back except the losses' scalar. (The elementwise,
-pool, loss and optimizer ops also take host NumPy arrays, at a copy per call;
-the conv2d/dense/fused ops of conv2d.py, dense.py, fused.py require device
-arrays.) empty/zeros/to_device/to_host/synchronize move buffers
+device arrays (host NumPy arrays are copied in, a convenience that costs a
+copy per call), write into `out=` device buffers when given, choose grid and
+block sizes and copy nothing back except the losses' scalar. The argument
+checks and the out= convention are shared by every op (_mem.py). empty/zeros/to_device/to_host/synchronize move buffers
 for the model layer.
 
 Importing this package needs numba-cuda but no GPU: kernels compile on first
