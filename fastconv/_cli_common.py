@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import tempfile
 from contextlib import contextmanager
+
+from .saving import atomic_replace
 
 SEED_ARCHITECTURE = "the seed small convnet architecture (150x150x3 input, 438,369 params)"
 # The seed's folders were data/train/cats and data/train/dogs; Keras numbers classes in
@@ -98,24 +99,9 @@ def open_model(path, device, class_names=None):
 
 
 def write_json_atomic(path, obj):
-    """json.dump to a temporary file beside `path`, then os.replace (never half a file)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)        # mkstemp creates 0600; a plain file is 0666 - umask
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """json.dump to `path` atomically (saving.atomic_replace: never half a file)."""
+    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+    atomic_replace(path, lambda f: f.write(text.encode()))
 
 
 @contextmanager

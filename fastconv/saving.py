@@ -58,6 +58,12 @@ def _umask():
 
 def atomic_write(path, arrays):
     """Write the .npz to a temporary file next to `path`, fsync it, then os.replace."""
+    atomic_replace(path, lambda f: _write_arrays(f, arrays))
+
+
+def atomic_replace(path, write):
+    """Call write(binary file) on a temporary file next to `path`, fsync it, then
+    os.replace it over `path`: readers see the old file or the new one, never half."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
@@ -65,7 +71,7 @@ def atomic_write(path, arrays):
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
-            _write_arrays(f, arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
@@ -323,4 +329,4 @@ def load_weights(model, filepath):
 
 
 __all__ = ["save_model", "load_model", "save_weights", "load_weights", "ModelFileError",
-           "atomic_write"]
+           "atomic_write", "atomic_replace"]
