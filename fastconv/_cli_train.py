@@ -281,6 +281,10 @@ class _EpochEnd(Callback):
         r.history.setdefault("epoch", []).append(epoch + 1)
         r.history.setdefault("images_per_second", []).append(
             rate if math.isfinite(rate) else None)
+        # Seconds the training loop sat waiting for the loader threads this epoch: the
+        # pipeline is meant to stay ahead of the step, and this shows whether it did.
+        wait = r.train.ds.last_epoch_wait_seconds
+        r.history.setdefault("data_wait_seconds", []).append(wait)
         finite = all(math.isfinite(v) for v in logs.values())
         saved = ""
         with deferred_sigint():
@@ -294,7 +298,8 @@ class _EpochEnd(Callback):
         skipped = len(r.train.ds.skipped) + len(r.val.skipped)
         print(f"epoch {epoch + 1}/{r.settings['epochs']}  "
               + "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
-              + f"  {rate:.0f} img/s  {took:.1f}s  skipped {skipped}{saved}", flush=True)
+              + f"  {rate:.0f} img/s  {took:.1f}s  data wait {wait:.2f}s  skipped {skipped}"
+              + saved, flush=True)
 
 
 class TrainRun:

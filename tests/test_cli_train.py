@@ -40,14 +40,15 @@ def test_train_writes_model_checkpoint_and_history_then_evaluate_and_predict(
     text = capsys.readouterr().out
     assert "24 training images, 12 validation images" in text
     assert f"classes 0 = {data.DEMO_CLASSES[0]}, 1 = {data.DEMO_CLASSES[1]}" in text
-    assert text.count("img/s") == 2 and "skipped 0" in text
+    assert text.count("img/s") == 2 and text.count("data wait") == 2 and "skipped 0" in text
     assert "final validation accuracy:" in text
     assert out.is_file() and (tmp_path / "model.fcm.ckpt").is_file()
     hist = json.loads((tmp_path / "history.json").read_text())
     h = hist["history"]
     assert h["epoch"] == [1, 2]
-    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "data_wait_seconds"):
         assert len(h[key]) == 2 and all(np.isfinite(h[key])), key
+    assert all(w >= 0 for w in h["data_wait_seconds"])
     assert hist["best_val_loss"] == min(h["val_loss"])
     best = hist["best_epoch"]
     assert h["val_loss"][best - 1] == hist["best_val_loss"]
