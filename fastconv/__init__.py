@@ -5,6 +5,8 @@ numba-cuda); see ../shared/DESIGN.md for the contract they share.
 """
 __version__ = "0.1.0"
 
+# Before anything compiles: 512-bit vectors on AVX-512 CPUs (see _vector_width).
+from . import _vector_width  # noqa: E402,F401
 from . import kernels  # noqa: E402
 
 

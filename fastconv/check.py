@@ -85,11 +85,14 @@ def environment(devices=()):
             return None
 
     import numba
+
+    from . import _vector_width
     env = {
         "fastconv": __version__, "python": sys.version.split()[0], "numpy": np.__version__,
         "numba": numba.__version__, "numba-cuda": version("numba-cuda"),
         "platform": platform.platform(), "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(), "numba_threads": numba.get_num_threads(),
+        "numba_512_bit_vectors": _vector_width.ENABLED,
     }
     if "cuda" in devices:
         env["cuda"] = _cuda_info()
