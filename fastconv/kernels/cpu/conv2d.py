@@ -33,6 +33,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ... import _vector_width
 from .. import _validate as v
 
 F32 = np.float32
@@ -68,9 +69,13 @@ def _stack_f32(typingctx, size):
 
 
 # Register block of the forward: PX output pixels x FC output channels of
-# accumulators (3 x 32 floats = 12 AVX2 registers, leaving 4 for the weights
-# and the broadcast input), measured best of 2-8 x 8-32 on the seed's convs.
-PX = 3
+# accumulators. With 256-bit vectors (16 registers): 3 x 32 floats = 12
+# registers, leaving 4 for the weights and the broadcast input, measured best of
+# 2-8 x 8-32 on the seed's convs. With 512-bit vectors (32 registers, see
+# fastconv/_vector_width.py): 6 x 32 = 12 zmm, enough independent FMA chains to
+# cover the FMA latency on both ports (3 x 32 is only 6 zmm: conv2 ran 1.2x
+# slower). The hot loop is written out for PX = 3 and PX = 6 only.
+PX = 6 if _vector_width.ENABLED else 3
 FC = 32
 PX_FC = PX * FC  # a global, so _stack_f32 sees a literal
 
@@ -94,7 +99,16 @@ def _conv_row(xn, wf, wpk, b, h0, step, relu, yr):
         bb = b[f0:f0 + fw]
         ow = 0
         while ow < OW:
+            if ow + PX > OW and OW >= PX:
+                # The ragged end: slide the last tile back to end at OW. It recomputes
+                # a few pixels (the same arithmetic, so the same values) instead of
+                # running the run-time-width loop, whose accumulators live in memory
+                # (measured 8-12x slower per pixel: with PX = 6 a 34-pixel row spent
+                # as long on its 4 last pixels as on the other 30).
+                ow = OW - PX
             npx = min(PX, OW - ow)
+            if 3 <= npx < PX:
+                npx = 3        # rows narrower than PX: the 3-wide register tile
             if fw == FC:                         # constant trip counts: registers
                 for p in range(PX):
                     for f in range(FC):
@@ -103,9 +117,32 @@ def _conv_row(xn, wf, wpk, b, h0, step, relu, yr):
                     xr = xn[h0 + i]
                     wi = wpk[f0 // FC, i]
                     p0 = ow * step
-                    if npx == PX:
+                    if PX == 6 and npx == 6:
                         # Slices taken once, indexed by bare loop counters: no
                         # negative-index fix-ups in the hot loop.
+                        x0 = xr[p0:p0 + K]
+                        x1 = xr[p0 + step:p0 + step + K]
+                        x2 = xr[p0 + 2 * step:p0 + 2 * step + K]
+                        x3 = xr[p0 + 3 * step:p0 + 3 * step + K]
+                        x4 = xr[p0 + 4 * step:p0 + 4 * step + K]
+                        x5 = xr[p0 + 5 * step:p0 + 5 * step + K]
+                        for k in range(K):
+                            a0 = x0[k]
+                            a1 = x1[k]
+                            a2 = x2[k]
+                            a3 = x3[k]
+                            a4 = x4[k]
+                            a5 = x5[k]
+                            wv = wi[k]
+                            for f in range(FC):
+                                u = wv[f]
+                                acc[0, f] += a0 * u
+                                acc[1, f] += a1 * u
+                                acc[2, f] += a2 * u
+                                acc[3, f] += a3 * u
+                                acc[4, f] += a4 * u
+                                acc[5, f] += a5 * u
+                    elif npx == 3:
                         x0 = xr[p0:p0 + K]
                         x1 = xr[p0 + step:p0 + step + K]
                         x2 = xr[p0 + 2 * step:p0 + 2 * step + K]
@@ -148,7 +185,7 @@ def _conv_row(xn, wf, wpk, b, h0, step, relu, yr):
                     if relu and v < 0:           # NaN stays NaN, as in np.maximum
                         v = F32(0)
                     yv[f] = v
-            ow += PX
+            ow += npx
 
 
 @njit(parallel=True, **OPTS)

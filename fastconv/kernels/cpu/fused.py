@@ -18,6 +18,11 @@ conv output grid (N, OH, OW, F), pooled y (N, PH, PW, F).
   dx are accumulated from those positions directly, one task per image, and
   the conv-grid gradient is never built. Per-image partial sums of dw and db
   are added in image order: bitwise identical for any thread count.
+
+The forward kernels inline conv2d._conv_row (and read its PX/FC globals) at
+compile time, but Numba's on-disk cache of this module is invalidated only when
+THIS file changes: after editing _conv_row, clear the cache (the __pycache__
+folders, or NUMBA_CACHE_DIR) or these kernels keep the old tile code.
 """
 import numba
 import numpy as np
