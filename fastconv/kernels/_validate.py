@@ -219,6 +219,41 @@ def check_update(op, p, g, *state):
         check_same_shape(op, "p", p, name, a)
 
 
+# The optimizer updates' argument checks, shared by every backend. `check` checks
+# the arrays (p, g, then (name, state array) pairs); a backend passes its own when
+# its arrays need adapting first (cuda: device arrays).
+
+def sgd_args(op, p, g, v_, lr, momentum, check=check_update):
+    """(lr, momentum) of sgd_update, checked; v_ may be None only without momentum."""
+    lr = check_positive_float(op, "lr", lr)
+    momentum = check_positive_float(op, "momentum", momentum)
+    if momentum > 0 or v_ is not None:
+        if v_ is None:
+            raise ValueError(f"{op}: momentum={momentum} needs a velocity array v, got None")
+        check(op, p, g, ("v", v_))
+    else:
+        check(op, p, g)
+    return lr, momentum
+
+
+def rmsprop_args(op, p, g, ms, lr, rho, eps, check=check_update):
+    """(lr, rho, eps) of rmsprop_update, checked."""
+    lr = check_positive_float(op, "lr", lr)
+    rho = check_positive_float(op, "rho", rho)
+    eps = check_positive_float(op, "eps", eps)
+    check(op, p, g, ("ms", ms))
+    return lr, rho, eps
+
+
+def adam_args(op, p, g, m, v_, t, lr, check=check_update):
+    """lr of adam_update, checked; t is the step number, an int >= 1."""
+    lr = check_positive_float(op, "lr", lr)
+    if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or t < 1:
+        raise ValueError(f"{op}: t must be an int >= 1 (the step number), got {t!r}")
+    check(op, p, g, ("m", m), ("v", v_))
+    return lr
+
+
 def deliver(op, result, out):
     """Write `result` into the caller's `out` buffers and return them.
 

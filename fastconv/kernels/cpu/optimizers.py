@@ -71,14 +71,7 @@ def sgd_update(p, g, v_, lr, momentum=0.0, nesterov=False):
     Without momentum: p -= lr * g.
     """
     op = "sgd_update"
-    lr = v.check_positive_float(op, "lr", lr)
-    momentum = v.check_positive_float(op, "momentum", momentum)
-    if momentum > 0 or v_ is not None:
-        if v_ is None:
-            raise ValueError(f"{op}: momentum={momentum} needs a velocity array v, got None")
-        v.check_update(op, p, g, ("v", v_))
-    else:
-        v.check_update(op, p, g)
+    lr, momentum = v.sgd_args(op, p, g, v_, lr, momentum)
     check_float32(op, "p", p)                # g and the state: p's dtype, checked above
     if momentum == 0:
         _run_in_place(_sgd_plain, (p, g), lr)
@@ -91,10 +84,7 @@ def rmsprop_update(p, g, ms, lr, rho=0.9, eps=1e-7):
     ms = rho * ms + (1 - rho) * g^2;  p -= lr * g / sqrt(ms + eps).
     """
     op = "rmsprop_update"
-    lr = v.check_positive_float(op, "lr", lr)
-    rho = v.check_positive_float(op, "rho", rho)
-    eps = v.check_positive_float(op, "eps", eps)
-    v.check_update(op, p, g, ("ms", ms))
+    lr, rho, eps = v.rmsprop_args(op, p, g, ms, lr, rho, eps)
     check_float32(op, "p", p)
     _run_in_place(_rmsprop, (p, g, ms), lr, rho, eps)
 
@@ -106,10 +96,7 @@ def adam_update(p, g, m, v_, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
     p -= a * m / (sqrt(v_) + eps)
     """
     op = "adam_update"
-    lr = v.check_positive_float(op, "lr", lr)
-    if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or t < 1:
-        raise ValueError(f"{op}: t must be an int >= 1 (the step number), got {t!r}")
-    v.check_update(op, p, g, ("m", m), ("v", v_))
+    lr = v.adam_args(op, p, g, m, v_, t, lr)
     check_float32(op, "p", p)
     beta1, beta2, eps = float(beta1), float(beta2), float(eps)
     alpha = lr * np.sqrt(1.0 - beta2 ** int(t)) / (1.0 - beta1 ** int(t))

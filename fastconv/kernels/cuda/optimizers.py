@@ -102,14 +102,7 @@ def sgd_update(p, g, v_, lr, momentum=0.0, nesterov=False):
     Without momentum: p -= lr * g. Returns None.
     """
     op = "sgd_update"
-    lr = v.check_positive_float(op, "lr", lr)
-    momentum = v.check_positive_float(op, "momentum", momentum)
-    if momentum > 0 or v_ is not None:
-        if v_ is None:
-            raise ValueError(f"{op}: momentum={momentum} needs a velocity array v, got None")
-        _check_state(op, p, g, ("v", v_))
-    else:
-        _check_state(op, p, g)
+    lr, momentum = v.sgd_args(op, p, g, v_, lr, momentum, check=_check_state)
     if momentum == 0:
         _run(op, sgd_plain, (("p", p), ("g", g)), (np.float32(lr),))
         return
@@ -122,10 +115,7 @@ def rmsprop_update(p, g, ms, lr, rho=0.9, eps=1e-7):
     ms = rho * ms + (1 - rho) * g^2;  p -= lr * g / sqrt(ms + eps). Returns None.
     """
     op = "rmsprop_update"
-    lr = v.check_positive_float(op, "lr", lr)
-    rho = v.check_positive_float(op, "rho", rho)
-    eps = v.check_positive_float(op, "eps", eps)
-    _check_state(op, p, g, ("ms", ms))
+    lr, rho, eps = v.rmsprop_args(op, p, g, ms, lr, rho, eps, check=_check_state)
     _run(op, rmsprop, (("p", p), ("g", g), ("ms", ms)),
          (np.float32(lr), np.float32(rho), np.float32(1.0 - rho), np.float32(eps)))
 
@@ -137,10 +127,7 @@ def adam_update(p, g, m, v_, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
     p -= a * m / (sqrt(v_) + eps). Returns None.
     """
     op = "adam_update"
-    lr = v.check_positive_float(op, "lr", lr)
-    if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or t < 1:
-        raise ValueError(f"{op}: t must be an int >= 1 (the step number), got {t!r}")
-    _check_state(op, p, g, ("m", m), ("v", v_))
+    lr = v.adam_args(op, p, g, m, v_, t, lr, check=_check_state)
     alpha = lr * np.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
     _run(op, adam, (("p", p), ("g", g), ("m", m), ("v", v_)),
          (np.float32(alpha), np.float32(1.0 - beta1), np.float32(1.0 - beta2), np.float32(eps)))

@@ -13,15 +13,7 @@ def sgd_update(p, g, v_, lr, momentum=0.0, nesterov=False):
     v_ = m * v_ - lr * g;  p += m * v_ - lr * g (nesterov)  or  p += v_.
     Without momentum: p -= lr * g.
     """
-    op = "sgd_update"
-    lr = v.check_positive_float(op, "lr", lr)
-    momentum = v.check_positive_float(op, "momentum", momentum)
-    if momentum > 0 or v_ is not None:
-        if v_ is None:
-            raise ValueError(f"{op}: momentum={momentum} needs a velocity array v, got None")
-        v.check_update(op, p, g, ("v", v_))
-    else:
-        v.check_update(op, p, g)
+    lr, momentum = v.sgd_args("sgd_update", p, g, v_, lr, momentum)
     g64 = g.astype(np.float64)
     if momentum == 0:
         p[...] = p - lr * g64
@@ -38,11 +30,7 @@ def rmsprop_update(p, g, ms, lr, rho=0.9, eps=1e-7):
     """Keras RMSprop (no momentum, not centered):
     ms = rho * ms + (1 - rho) * g^2;  p -= lr * g / sqrt(ms + eps).
     """
-    op = "rmsprop_update"
-    lr = v.check_positive_float(op, "lr", lr)
-    rho = v.check_positive_float(op, "rho", rho)
-    eps = v.check_positive_float(op, "eps", eps)
-    v.check_update(op, p, g, ("ms", ms))
+    lr, rho, eps = v.rmsprop_args("rmsprop_update", p, g, ms, lr, rho, eps)
     g64 = g.astype(np.float64)
     ms64 = rho * ms.astype(np.float64) + (1.0 - rho) * g64 * g64
     ms[...] = ms64
@@ -55,11 +43,7 @@ def adam_update(p, g, m, v_, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
     m += (g - m) * (1 - beta1);  v_ += (g^2 - v_) * (1 - beta2)
     p -= a * m / (sqrt(v_) + eps)
     """
-    op = "adam_update"
-    lr = v.check_positive_float(op, "lr", lr)
-    if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or t < 1:
-        raise ValueError(f"{op}: t must be an int >= 1 (the step number), got {t!r}")
-    v.check_update(op, p, g, ("m", m), ("v", v_))
+    lr = v.adam_args("adam_update", p, g, m, v_, t, lr)
     g64 = g.astype(np.float64)
     alpha = lr * np.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
     m64 = m + (g64 - m) * (1.0 - beta1)
