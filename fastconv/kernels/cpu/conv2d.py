@@ -113,7 +113,7 @@ def _conv_row(xn, wf, wpk, b, h0, step, relu, yr):
                 for p in range(PX):
                     for f in range(FC):
                         acc[p, f] = bb[f]
-                for i in range(KH):
+                for i in range(KH if not (PX == 6 and npx == 6 and KH == 3) else 0):
                     xr = xn[h0 + i]
                     wi = wpk[f0 // FC, i]
                     p0 = ow * step
@@ -164,6 +164,84 @@ def _conv_row(xn, wf, wpk, b, h0, step, relu, yr):
                                 wv = wi[k]
                                 for f in range(FC):
                                     acc[p, f] += ap * wv[f]
+                if PX == 6 and npx == 6 and KH == 3:
+                    # 3x3 kernels: the three kernel rows written out, so that the
+                    # accumulators can stay in registers from row to row
+                    xr = xn[h0 + 0]
+                    wi = wpk[f0 // FC, 0]
+                    p0 = ow * step
+                    x0 = xr[p0:p0 + K]
+                    x1 = xr[p0 + step:p0 + step + K]
+                    x2 = xr[p0 + 2 * step:p0 + 2 * step + K]
+                    x3 = xr[p0 + 3 * step:p0 + 3 * step + K]
+                    x4 = xr[p0 + 4 * step:p0 + 4 * step + K]
+                    x5 = xr[p0 + 5 * step:p0 + 5 * step + K]
+                    for k in range(K):
+                        a0 = x0[k]
+                        a1 = x1[k]
+                        a2 = x2[k]
+                        a3 = x3[k]
+                        a4 = x4[k]
+                        a5 = x5[k]
+                        wv = wi[k]
+                        for f in range(FC):
+                            u = wv[f]
+                            acc[0, f] += a0 * u
+                            acc[1, f] += a1 * u
+                            acc[2, f] += a2 * u
+                            acc[3, f] += a3 * u
+                            acc[4, f] += a4 * u
+                            acc[5, f] += a5 * u
+                    xr = xn[h0 + 1]
+                    wi = wpk[f0 // FC, 1]
+                    p0 = ow * step
+                    x0 = xr[p0:p0 + K]
+                    x1 = xr[p0 + step:p0 + step + K]
+                    x2 = xr[p0 + 2 * step:p0 + 2 * step + K]
+                    x3 = xr[p0 + 3 * step:p0 + 3 * step + K]
+                    x4 = xr[p0 + 4 * step:p0 + 4 * step + K]
+                    x5 = xr[p0 + 5 * step:p0 + 5 * step + K]
+                    for k in range(K):
+                        a0 = x0[k]
+                        a1 = x1[k]
+                        a2 = x2[k]
+                        a3 = x3[k]
+                        a4 = x4[k]
+                        a5 = x5[k]
+                        wv = wi[k]
+                        for f in range(FC):
+                            u = wv[f]
+                            acc[0, f] += a0 * u
+                            acc[1, f] += a1 * u
+                            acc[2, f] += a2 * u
+                            acc[3, f] += a3 * u
+                            acc[4, f] += a4 * u
+                            acc[5, f] += a5 * u
+                    xr = xn[h0 + 2]
+                    wi = wpk[f0 // FC, 2]
+                    p0 = ow * step
+                    x0 = xr[p0:p0 + K]
+                    x1 = xr[p0 + step:p0 + step + K]
+                    x2 = xr[p0 + 2 * step:p0 + 2 * step + K]
+                    x3 = xr[p0 + 3 * step:p0 + 3 * step + K]
+                    x4 = xr[p0 + 4 * step:p0 + 4 * step + K]
+                    x5 = xr[p0 + 5 * step:p0 + 5 * step + K]
+                    for k in range(K):
+                        a0 = x0[k]
+                        a1 = x1[k]
+                        a2 = x2[k]
+                        a3 = x3[k]
+                        a4 = x4[k]
+                        a5 = x5[k]
+                        wv = wi[k]
+                        for f in range(FC):
+                            u = wv[f]
+                            acc[0, f] += a0 * u
+                            acc[1, f] += a1 * u
+                            acc[2, f] += a2 * u
+                            acc[3, f] += a3 * u
+                            acc[4, f] += a4 * u
+                            acc[5, f] += a5 * u
             else:
                 for p in range(PX):
                     for f in range(fw):

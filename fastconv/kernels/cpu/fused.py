@@ -22,7 +22,8 @@ conv output grid (N, OH, OW, F), pooled y (N, PH, PW, F).
 The forward kernels inline conv2d._conv_row (and read its PX/FC globals) at
 compile time, but Numba's on-disk cache of this module is invalidated only when
 THIS file changes: after editing _conv_row, clear the cache (the __pycache__
-folders, or NUMBA_CACHE_DIR) or these kernels keep the old tile code.
+folders, or NUMBA_CACHE_DIR) or these kernels keep the old tile code (a
+fresh install or clone has no cache, so users are not affected).
 """
 import numba
 import numpy as np
