@@ -110,6 +110,25 @@ def _taps6(acc, xr, wi, p0, step, K):
 
 
 @njit(inline="always", **OPTS)
+def _taps3(acc, xr, wi, p0, step, K):
+    """_taps6 for a 3 x FC tile (the tile of 256-bit vectors, and of rows narrower
+    than 6 pixels)."""
+    x0 = xr[p0:p0 + K]
+    x1 = xr[p0 + step:p0 + step + K]
+    x2 = xr[p0 + 2 * step:p0 + 2 * step + K]
+    for k in range(K):
+        a0 = x0[k]
+        a1 = x1[k]
+        a2 = x2[k]
+        wv = wi[k]
+        for f in range(FC):
+            u = wv[f]
+            acc[0, f] += a0 * u
+            acc[1, f] += a1 * u
+            acc[2, f] += a2 * u
+
+
+@njit(inline="always", **OPTS)
 def _conv_row(xn, wf, wpk, b, h0, step, relu, yr):
     """yr (OW, F) = b + sum_i sum_k xn[h0 + i, ow*step + k] * wf[i, k, :], clamped
     at 0 if relu.
@@ -160,19 +179,7 @@ def _conv_row(xn, wf, wpk, b, h0, step, relu, yr):
                         if PX == 6 and npx == 6:
                             _taps6(acc, xr, wi, p0, step, K)
                         elif npx == 3:
-                            x0 = xr[p0:p0 + K]
-                            x1 = xr[p0 + step:p0 + step + K]
-                            x2 = xr[p0 + 2 * step:p0 + 2 * step + K]
-                            for k in range(K):
-                                a0 = x0[k]
-                                a1 = x1[k]
-                                a2 = x2[k]
-                                wv = wi[k]
-                                for f in range(FC):
-                                    u = wv[f]
-                                    acc[0, f] += a0 * u
-                                    acc[1, f] += a1 * u
-                                    acc[2, f] += a2 * u
+                            _taps3(acc, xr, wi, p0, step, K)
                         else:
                             for p in range(npx):
                                 xs = xr[p0 + p * step:p0 + p * step + K]
