@@ -82,76 +82,64 @@ def _softmax_grad(dy, y, dx):
             dx[r, j] = np.float32(y[r, j] * (dy[r, j] - s))
 
 
+def _unary(op, fn, x, out, ndim=None):
+    """Check x, then run fn on it into out (or a new array): the forward ops."""
+    v.check_float_array(op, "x", x, ndim)
+    check_float32(op, "x", x)
+    x = contiguous(x)
+    t = Target(op, "out", out, x.shape)
+    if ndim is None:
+        fn(x.size, flat(x), flat(t.buf))
+    else:
+        fn(x.size, x, t.buf)
+    return t.result()
+
+
+def _binary(op, fn, dy, name, y, out, ndim=None):
+    """Check dy and its partner (y or the dropout mask, `name`), then run fn on them
+    into out (or a new array): the backward ops."""
+    v.check_float_array(op, "dy", dy, ndim)
+    v.check_float_array(op, name, y, ndim)
+    v.check_same_shape(op, "dy", dy, name, y)
+    check_float32(op, "dy", dy)
+    check_float32(op, name, y)
+    dy, y = contiguous(dy), contiguous(y)
+    t = Target(op, "out", out, dy.shape)
+    if ndim is None:
+        fn(dy.size, flat(dy), flat(y), flat(t.buf))
+    else:
+        fn(dy.size, dy, y, t.buf)
+    return t.result()
+
+
 def relu_forward(x, out=None):
     """y = max(x, 0) (NaN stays NaN), shaped like x."""
-    v.check_float_array("relu_forward", "x", x)
-    check_float32("relu_forward", "x", x)
-    x = contiguous(x)
-    t = Target("relu_forward", "out", out, x.shape)
-    _relu(x.size, flat(x), flat(t.buf))
-    return t.result()
+    return _unary("relu_forward", _relu, x, out)
 
 
 def relu_backward(dy, y, out=None):
     """dx = dy where y > 0, else 0 (the gradient at 0 is 0, as Keras)."""
-    op = "relu_backward"
-    v.check_float_array(op, "dy", dy)
-    v.check_float_array(op, "y", y)
-    v.check_same_shape(op, "dy", dy, "y", y)
-    check_float32(op, "dy", dy)
-    check_float32(op, "y", y)
-    dy, y = contiguous(dy), contiguous(y)
-    t = Target(op, "out", out, dy.shape)
-    _relu_grad(dy.size, flat(dy), flat(y), flat(t.buf))
-    return t.result()
+    return _binary("relu_backward", _relu_grad, dy, "y", y, out)
 
 
 def sigmoid_forward(x, out=None):
     """y = 1 / (1 + exp(-x)) in float32, in a form that never overflows."""
-    v.check_float_array("sigmoid_forward", "x", x)
-    check_float32("sigmoid_forward", "x", x)
-    x = contiguous(x)
-    t = Target("sigmoid_forward", "out", out, x.shape)
-    _sigmoid(x.size, flat(x), flat(t.buf))
-    return t.result()
+    return _unary("sigmoid_forward", _sigmoid, x, out)
 
 
 def sigmoid_backward(dy, y, out=None):
     """dx = dy * y * (1 - y)."""
-    op = "sigmoid_backward"
-    v.check_float_array(op, "dy", dy)
-    v.check_float_array(op, "y", y)
-    v.check_same_shape(op, "dy", dy, "y", y)
-    check_float32(op, "dy", dy)
-    check_float32(op, "y", y)
-    dy, y = contiguous(dy), contiguous(y)
-    t = Target(op, "out", out, dy.shape)
-    _sigmoid_grad(dy.size, flat(dy), flat(y), flat(t.buf))
-    return t.result()
+    return _binary("sigmoid_backward", _sigmoid_grad, dy, "y", y, out)
 
 
 def softmax_forward(x, out=None):
     """Softmax over the last axis of x (N, K), max-shifted; sums in float64."""
-    v.check_float_array("softmax_forward", "x", x, 2)
-    check_float32("softmax_forward", "x", x)
-    x = contiguous(x)
-    t = Target("softmax_forward", "out", out, x.shape)
-    _softmax(x.size, x, t.buf)
-    return t.result()
+    return _unary("softmax_forward", _softmax, x, out, ndim=2)
 
 
 def softmax_backward(dy, y, out=None):
     """dx = y * (dy - sum_k dy * y), per row of (N, K)."""
-    op = "softmax_backward"
-    v.check_float_array(op, "dy", dy, 2)
-    v.check_float_array(op, "y", y, 2)
-    v.check_same_shape(op, "dy", dy, "y", y)
-    check_float32(op, "dy", dy)
-    check_float32(op, "y", y)
-    dy, y = contiguous(dy), contiguous(y)
-    t = Target(op, "out", out, dy.shape)
-    _softmax_grad(dy.size, dy, y, t.buf)
-    return t.result()
+    return _binary("softmax_backward", _softmax_grad, dy, "y", y, out, ndim=2)
 
 
 def dropout_forward(x, rate, rng, out=None):
@@ -181,13 +169,4 @@ def dropout_forward(x, rate, rng, out=None):
 
 def dropout_backward(dy, mask, out=None):
     """dx = dy * mask (the model layer also applies a host-drawn mask forward with it)."""
-    op = "dropout_backward"
-    v.check_float_array(op, "dy", dy)
-    v.check_float_array(op, "mask", mask)
-    v.check_same_shape(op, "dy", dy, "mask", mask)
-    check_float32(op, "dy", dy)
-    check_float32(op, "mask", mask)
-    dy, mask = contiguous(dy), contiguous(mask)
-    t = Target(op, "out", out, dy.shape)
-    _mul(dy.size, flat(dy), flat(mask), flat(t.buf))
-    return t.result()
+    return _binary("dropout_backward", _mul, dy, "mask", mask, out)
