@@ -210,6 +210,26 @@ def check_int_labels(op, y_true, logits):
     return y
 
 
+def check_pool_grad(op, dy, argmax, x_shape, is_array=None):
+    """maxpool2d_backward's shape checks, after dy's own: x_shape is (N, H, W, C),
+    argmax an int32 array of dy's shape (an ndarray, or whatever `is_array` accepts:
+    cuda's device arrays), and dy matches x_shape in N and C. Returns x_shape as a
+    tuple of ints. The range of argmax is each backend's to check."""
+    x_shape = tuple(int(s) for s in x_shape)
+    if len(x_shape) != 4:
+        raise ValueError(f"{op}: x_shape must be (N, H, W, C), got {x_shape}")
+    if not (isinstance(argmax, np.ndarray) or (is_array is not None and is_array(argmax))) \
+            or argmax.dtype != np.int32:
+        raise TypeError(f"{op}: argmax must be an int32 ndarray, got "
+                        f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
+    check_same_shape(op, "dy", dy, "argmax", argmax)
+    n, h, w, c = x_shape
+    if dy.shape[0] != n or dy.shape[3] != c:
+        raise ValueError(f"{op}: dy {tuple(dy.shape)} does not match x_shape {x_shape} in "
+                         f"N or C")
+    return x_shape
+
+
 def check_update(op, p, g, *state):
     check_float_array(op, "p", p)
     for name, a in (("g", g),) + tuple(state):

@@ -289,13 +289,7 @@ def _check_argmax(dy, argmax, grid_shape):
     """maxpool2d_backward's checks, in the reference's order and words."""
     op = "maxpool2d_backward"
     v.check_float_array(op, "dy", dy, 4)
-    if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int32:
-        raise TypeError(f"{op}: argmax must be an int32 ndarray, got "
-                        f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
-    v.check_same_shape(op, "dy", dy, "argmax", argmax)
-    n, h, w, c = grid_shape
-    if dy.shape[0] != n or dy.shape[3] != c:
-        raise ValueError(f"{op}: dy {dy.shape} does not match x_shape {grid_shape} in N or C")
+    n, h, w, c = v.check_pool_grad(op, dy, argmax, grid_shape)
     if argmax.size and not _indices_within(argmax.reshape(-1), h * w):
         raise ValueError(f"{op}: argmax holds indices outside [0, {h * w})")
 

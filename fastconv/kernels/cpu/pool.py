@@ -104,16 +104,8 @@ def maxpool2d_backward(dy, argmax, x_shape, out=None):
     """
     op = "maxpool2d_backward"
     v.check_float_array(op, "dy", dy, 4)
-    x_shape = tuple([int(s) for s in x_shape])
-    if len(x_shape) != 4:
-        raise ValueError(f"{op}: x_shape must be (N, H, W, C), got {x_shape}")
-    if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int32:
-        raise TypeError(f"{op}: argmax must be an int32 ndarray, got "
-                        f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
-    v.check_same_shape(op, "dy", dy, "argmax", argmax)
+    x_shape = v.check_pool_grad(op, dy, argmax, x_shape)
     n, h, w, c = x_shape
-    if dy.shape[0] != n or dy.shape[3] != c:
-        raise ValueError(f"{op}: dy {dy.shape} does not match x_shape {x_shape} in N or C")
     check_float32(op, "dy", dy)
     dy, argmax = contiguous(dy), contiguous(argmax)
     t = Target(op, "out", out, x_shape, dy.dtype)
