@@ -35,6 +35,8 @@ from numba.extending import intrinsic
 
 from ... import _vector_width
 from .. import _validate as v
+from ._common import check_float32 as _check_float32
+from ._common import check_out, contiguous, out_tuple
 
 F32 = np.float32
 # 'contract' lets LLVM fuse a*b + c into one FMA; no reassociation, so results
@@ -392,44 +394,22 @@ def workspace(name, shape, dtype=F32, zero=False):
 
 
 def check_float32(op, **arrays):
-    """float64 passes _validate inside float64_allowed(); only the reference honours it."""
+    """_common.check_float32 for each named array."""
     for name, a in arrays.items():
-        if a.dtype != F32:
-            raise TypeError(f"{op}: {name} must be float32, got {a.dtype}")
-
-
-def contiguous(a):
-    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
-
-
-def out_tuple(op, out, n):
-    """The out= tuple of n entries (None where the caller gave none), allocating
-    nothing; the message is `_validate.deliver`'s."""
-    if out is None:
-        return (None,) * n
-    if not isinstance(out, tuple) or len(out) != n:
-        raise TypeError(f"{op}: out must be a tuple of {n} (arrays or None), got "
-                        f"{type(out).__name__}")
-    return out
+        _check_float32(op, name, a)
 
 
 def target(op, name, out, shape, dtype=F32):
     """(buffer to compute into, buffer to return): the caller's out when it is a
     C-contiguous array of the right shape and dtype (no allocation), else a new
     array (copied into a non-contiguous out by `finish`). Errors as `deliver`."""
-    shape = tuple(shape)
-    dtype = np.dtype(dtype)
     if out is None:
         buf = np.empty(shape, dtype)
         return buf, buf
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(out).__name__}")
-    if out.shape != shape or out.dtype != dtype:
-        raise ValueError(f"{op}: {name} must be {dtype} of shape {shape}, got "
-                         f"{out.dtype} of shape {out.shape}")
+    check_out(op, name, out, shape, dtype)
     if out.flags.c_contiguous:
         return out, out
-    return np.empty(shape, dtype), out
+    return np.empty(out.shape, dtype), out
 
 
 def finish(buf, out):
