@@ -4,40 +4,21 @@ Forward: one launch of conv2d_fwd_tile (conv2d.py) with the ReLU and the pool wi
 in its epilogue, so the pre-pool activation (N, OH, OW, F) is never written.
 
 Backward: the conv-output gradient dz = pool-backward(dy where y > 0) is formed in a cached
-workspace (relu_grad elementwise; or fill_zero, then maxpool_grad_scatter, which uses float
-atomics because the op is not told the pool geometry), then the conv backward kernels of
-conv2d.py read dz.
+workspace (elementwise.relu_bwd; or elementwise.zero, then maxpool_grad_scatter, which uses
+float atomics because the op is not told the pool geometry), then the conv backward kernels
+of conv2d.py read dz.
 """
 import numpy as np
-from numba import cuda, float32, int32
+from numba import cuda, float32
 
 from .. import _validate as v
 from . import _devargs as d
 from . import conv2d as _conv
 from ._spec import KernelSpec
+from .elementwise import _elementwise, relu_bwd, zero
 
 GRAD_THREADS = 256
 GRAD_MAX_BLOCKS = 65535   # grid-stride loops beyond this
-
-
-@cuda.jit
-def relu_grad(dy, y, dz):
-    """dz = dy where y > 0, else 0 (the ReLU backward in front of the conv backward).
-
-    dy, y, dz flat (size,) float32 views of one shape; dz overwritten. Grid-stride loop.
-    """
-    for e in range(cuda.grid(1), dz.shape[0], cuda.gridsize(1)):
-        val = float32(0.0)
-        if y[e] > float32(0.0):
-            val = dy[e]
-        dz[e] = val
-
-
-@cuda.jit
-def fill_zero(a):
-    """a[:] = 0 for a flat (size,) float32 view. Grid-stride loop."""
-    for e in range(cuda.grid(1), a.shape[0], cuda.gridsize(1)):
-        a[e] = float32(0.0)
 
 
 @cuda.jit
@@ -72,11 +53,7 @@ def maxpool_grad_scatter(dy, y, arg, dz):
             cuda.atomic.add(dz, (n, oh, a - oh * n_ow, f), dy[n, ph, pw, f])
 
 
-F1 = float32[::1]
-
 KERNELS = [
-    KernelSpec("relu_grad", relu_grad, (F1, F1, F1), GRAD_THREADS),
-    KernelSpec("fill_zero", fill_zero, (F1,), GRAD_THREADS),
     KernelSpec("maxpool_grad_scatter", maxpool_grad_scatter,
                (_conv.F4, _conv.F4, _conv.I4, _conv.F4), GRAD_THREADS),
 ]
@@ -84,10 +61,6 @@ KERNELS = [
 
 def _grid(total):
     return min(d.blocks(total, GRAD_THREADS), GRAD_MAX_BLOCKS)
-
-
-def _flat(a):
-    return a.reshape(int(np.prod(a.shape)))
 
 
 def conv2d_relu_forward(x, w, b, stride=1, padding="valid", out=None):
@@ -117,7 +90,7 @@ def conv2d_relu_backward(x, w, dy, y, stride=1, padding="valid", need_dx=True, o
     dy, y = d.device_in(op, "dy", dy), d.device_in(op, "y", y)
     dz = d.workspace("conv2d_dz", shape)
     size = int(np.prod(shape))
-    relu_grad[_grid(size), GRAD_THREADS](_flat(dy), _flat(y), _flat(dz))
+    _elementwise(relu_bwd, size, dy, y, dz)
     return _conv.launch_backward(op, x, w, dz, stride, pt, pl, need_dx, out)
 
 
@@ -175,6 +148,6 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
     dy, y = d.device_in(op, "dy", dy), d.device_in(op, "y", y)
     argmax = d.device_in(op, "argmax", argmax, np.int32)
     dz = d.workspace("conv2d_dz", (n, oh, ow, f))
-    fill_zero[_grid(n * oh * ow * f), GRAD_THREADS](_flat(dz))
+    zero(dz)
     maxpool_grad_scatter[_grid(int(np.prod(dy.shape))), GRAD_THREADS](dy, y, argmax, dz)
     return _conv.launch_backward(op, x, w, dz, stride, pt, pl, need_dx, out)
