@@ -36,7 +36,7 @@ from numba.extending import intrinsic
 from ... import _vector_width
 from .. import _validate as v
 from ._common import check_float32 as _check_float32
-from ._common import check_out, contiguous, out_tuple
+from ._common import Target, contiguous, out_tuple
 
 F32 = np.float32
 # 'contract' lets LLVM fuse a*b + c into one FMA; no reassociation, so results
@@ -399,25 +399,6 @@ def check_float32(op, **arrays):
         _check_float32(op, name, a)
 
 
-def target(op, name, out, shape, dtype=F32):
-    """(buffer to compute into, buffer to return): the caller's out when it is a
-    C-contiguous array of the right shape and dtype (no allocation), else a new
-    array (copied into a non-contiguous out by `finish`). Errors as `deliver`."""
-    if out is None:
-        buf = np.empty(shape, dtype)
-        return buf, buf
-    check_out(op, name, out, shape, dtype)
-    if out.flags.c_contiguous:
-        return out, out
-    return np.empty(out.shape, dtype), out
-
-
-def finish(buf, out):
-    if buf is not out:
-        out[...] = buf
-    return out
-
-
 class Geometry:
     """Validated conv operands and the padded frame every kernel works in.
 
@@ -503,16 +484,13 @@ def grad_x(g, w, dz, dx):
 def backward(op, g, x, w, dz, need_dx, out):
     """(dx or None, dw, db) of conv2d_backward for the output gradient dz."""
     o = out_tuple(op, out, 3)
-    dx_buf = dx_out = None
+    tdx = Target(op, "out[0]", o[0], x.shape) if need_dx else None
+    tdw = Target(op, "out[1]", o[1], w.shape)
+    tdb = Target(op, "out[2]", o[2], (g.f,))
+    grad_w(g, g.padded(x), contiguous(dz), tdw.buf, tdb.buf)
     if need_dx:
-        dx_buf, dx_out = target(op, "out[0]", o[0], x.shape)
-    dw_buf, dw_out = target(op, "out[1]", o[1], w.shape)
-    db_buf, db_out = target(op, "out[2]", o[2], (g.f,))
-    grad_w(g, g.padded(x), contiguous(dz), dw_buf, db_buf)
-    if need_dx:
-        grad_x(g, w, contiguous(dz), dx_buf)
-        finish(dx_buf, dx_out)
-    return dx_out, finish(dw_buf, dw_out), finish(db_buf, db_out)
+        grad_x(g, w, contiguous(dz), tdx.buf)
+    return (tdx.result() if need_dx else None), tdw.result(), tdb.result()
 
 
 # --------------------------------------------------------------------------
@@ -529,9 +507,9 @@ def conv2d_forward(x, w, b, stride=1, padding="valid", out=None):
     op = "conv2d_forward"
     g = Geometry(op, x, w, stride, padding)
     v.check_bias(op, b, g.f, x.dtype)
-    buf, y = target(op, "out", out, g.y_shape)
-    forward(g, x, w, b, False, buf)
-    return finish(buf, y)
+    t = Target(op, "out", out, g.y_shape)
+    forward(g, x, w, b, False, t.buf)
+    return t.result()
 
 
 def conv2d_backward(x, w, dy, stride=1, padding="valid", need_dx=True, out=None):

@@ -31,6 +31,7 @@ from numba import njit, prange
 
 from .. import _validate as v
 from . import conv2d as _c
+from ._common import Target
 from .conv2d import F32, OPTS, _conv_row, _stack_f32
 
 
@@ -300,9 +301,9 @@ def conv2d_relu_forward(x, w, b, stride=1, padding="valid", out=None):
     op = "conv2d_forward"
     g = _c.Geometry(op, x, w, stride, padding)
     v.check_bias(op, b, g.f, x.dtype)
-    buf, y = _c.target("conv2d_relu_forward", "out", out, g.y_shape)
-    _c.forward(g, x, w, b, True, buf)
-    return _c.finish(buf, y)
+    t = Target("conv2d_relu_forward", "out", out, g.y_shape)
+    _c.forward(g, x, w, b, True, t.buf)
+    return t.result()
 
 
 def conv2d_relu_backward(x, w, dy, y, stride=1, padding="valid", need_dx=True, out=None):
@@ -336,13 +337,13 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool
     (pk_h, pk_w), (ps_h, ps_w), ph, pw, ppt, ppl = _pool_geometry(
         g.oh, g.ow, pool, pool_stride, pool_padding)
     o = _c.out_tuple(op, out, 2)
-    y_buf, y_out = _c.target(op, "out[0]", o[0], (g.n, ph, pw, g.f))
-    a_buf, a_out = _c.target(op, "out[1]", o[1], (g.n, ph, pw, g.f), np.int32)
+    ty = Target(op, "out[0]", o[0], (g.n, ph, pw, g.f))
+    ta = Target(op, "out[1]", o[1], (g.n, ph, pw, g.f), np.int32)
     zbuf = _c.workspace("pool_rows", (numba.config.NUMBA_NUM_THREADS, pk_h, g.ow, g.f))
     _forward_pooled(g.padded(x), _c.contiguous(w), g.packed_w(_c.contiguous(w)),
                     _c.contiguous(b), g.sh, g.sw, g.oh, g.ow,
-                    pk_h, pk_w, ps_h, ps_w, ppt, ppl, zbuf, y_buf, a_buf)
-    return _c.finish(y_buf, y_out), _c.finish(a_buf, a_out)
+                    pk_h, pk_w, ps_h, ps_w, ppt, ppl, zbuf, ty.buf, ta.buf)
+    return ty.result(), ta.result()
 
 
 def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
@@ -361,14 +362,12 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
                   g.y_shape)
     _c.check_float32(op, dy=dy, y=y)
     o = _c.out_tuple(op, out, 3)
-    dx_buf = dx_out = None
-    if need_dx:
-        dx_buf, dx_out = _c.target(op, "out[0]", o[0], x.shape)
-    dw_buf, dw_out = _c.target(op, "out[1]", o[1], w.shape)
-    db_buf, db_out = _c.target(op, "out[2]", o[2], (g.f,))
+    tdx = Target(op, "out[0]", o[0], x.shape) if need_dx else None
+    tdw = Target(op, "out[1]", o[1], w.shape)
+    tdb = Target(op, "out[2]", o[2], (g.f,))
     k = g.kw * g.c
     if need_dx:
-        dxp = dx_buf if g.direct else _c.workspace("dxpad", g.padded_shape)
+        dxp = tdx.buf if g.direct else _c.workspace("dxpad", g.padded_shape)
     else:
         dxp = _c.workspace("no_dx", (1, g.hp, g.wp, g.c))  # typed stand-in, never written
     dwp = _c.workspace("pool_dw_partial", (g.n, g.f, g.kh, k))
@@ -381,9 +380,7 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
                      _c.workspace("sparse_gradients", (threads, g.f, pooled)),
                      _c.workspace("sparse_counts", (threads, g.f), np.int64),
                      dwp, dbp, dxp)
-    _reduce_images(dwp, dbp, dw_buf, db_buf)
-    if need_dx:
-        if not g.direct:
-            dx_buf[...] = dxp[:, g.pt:g.pt + g.h, g.pl:g.pl + g.w, :]
-        _c.finish(dx_buf, dx_out)
-    return dx_out, _c.finish(dw_buf, dw_out), _c.finish(db_buf, db_out)
+    _reduce_images(dwp, dbp, tdw.buf, tdb.buf)
+    if need_dx and not g.direct:
+        tdx.buf[...] = dxp[:, g.pt:g.pt + g.h, g.pl:g.pl + g.w, :]
+    return (tdx.result() if need_dx else None), tdw.result(), tdb.result()
