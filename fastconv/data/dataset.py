@@ -23,14 +23,146 @@ def _fail(msg):
     raise ValueError(f"{_OP}: {msg}")
 
 
+def _inside(path, folder):
+    """True when real path `path` is `folder` or lies under it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _os_reason(exc):
+    return f"{type(exc).__name__}: {exc.strerror or exc}"
+
+
+class _Scan:
+    """The walk of one data set's class folders, resolving every path to its real one.
+
+    Rules (each real file belongs to at most one class):
+    - a linked folder or file inside a class folder is followed when its target lies in
+      that class folder or entirely outside the data set (a folder of extra images kept
+      elsewhere); a link into another class folder, elsewhere into the data set, or to a
+      folder that holds a class folder (e.g. `ln -s .. up`) is skipped;
+    - each real folder is walked once per class (a link to a folder already walked is a
+      loop or a duplicate, and skipped); each real file is read once per class;
+    - a real file reached from two class folders is skipped in both (its label would be
+      ambiguous);
+    - a folder that cannot be listed is skipped.
+    Skips are (path, reason) in `.skipped`, in the order found.
+    """
+
+    def __init__(self, path, class_names):
+        self.path = path
+        self.names = class_names
+        self.top = os.path.realpath(path)
+        self.roots = [os.path.realpath(os.path.join(path, n)) for n in class_names]
+        self.skipped = []
+        for i, a in enumerate(self.roots):
+            for j, b in enumerate(self.roots):
+                if i != j and _inside(b, a):
+                    how = "the same folder as" if a == b else "inside"
+                    _fail(f"class folders {class_names[j]!r} and {class_names[i]!r} in "
+                          f"{path!r} overlap: {class_names[j]!r} is {how} {a!r}, so their "
+                          f"images would have two labels")
+
+    def _link_problem(self, real, label, is_dir):
+        """Why a link to `real` from class `label` is skipped, or None to follow it."""
+        if _inside(real, self.roots[label]):
+            return None
+        for j, root in enumerate(self.roots):
+            if j != label and _inside(real, root):
+                return f"a link into class folder {self.names[j]!r} ({real!r})"
+        if is_dir and any(_inside(r, real) for r in self.roots + [self.top]):
+            return f"a link to {real!r}, a folder holding the class folders (a loop)"
+        if _inside(real, self.top):
+            return f"a link out of its class folder, to {real!r}"
+        return None                     # outside the data set: extra images kept elsewhere
+
+    def walk_class(self, label):
+        """[(path, real path)] of the image files of class `label`, in os.walk's top-down
+        order (each folder's sorted files, then its sorted sub-folders, depth first)."""
+        folder = os.path.join(self.path, self.names[label])
+        seen_dirs = {self.roots[label]}
+        out = []
+        stack = [(folder, self.roots[label])]
+        while stack:
+            here, here_real = stack.pop()
+            try:
+                with os.scandir(here) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as exc:
+                if here == folder:
+                    _fail(f"cannot list class folder {folder!r} ({_os_reason(exc)})")
+                self.skip(here, f"cannot list this folder ({_os_reason(exc)})")
+                continue
+            subdirs = []
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                is_dir = e.is_dir()               # follows links; False when broken
+                if not is_dir and not is_image_file(e.name):
+                    continue
+                linked = e.is_symlink()
+                real = os.path.realpath(e.path) if linked else os.path.join(here_real, e.name)
+                if linked:
+                    problem = self._link_problem(real, label, is_dir)
+                    if problem:
+                        self.skip(e.path, problem)
+                        continue
+                if not is_dir:
+                    out.append((e.path, real))
+                elif real in seen_dirs:
+                    self.skip(e.path, f"a link to a folder already read ({real!r}): a "
+                                      f"loop or a duplicate")
+                else:
+                    seen_dirs.add(real)
+                    subdirs.append((e.path, real))
+            stack.extend(reversed(subdirs))
+        return out
+
+    def skip(self, path, reason):
+        self.skipped.append((path, reason))
+
+    def files(self):
+        """[(path, label)] of every class, each real file once and in one class only."""
+        per_class = [self.walk_class(label) for label in range(len(self.names))]
+        owners = {}
+        for label, found in enumerate(per_class):
+            for _, real in found:
+                owners.setdefault(real, set()).add(label)
+        files = []
+        for label, found in enumerate(per_class):
+            first = {}
+            mine = []
+            for p, real in found:
+                if len(owners[real]) > 1:
+                    others = sorted(self.names[j] for j in owners[real] if j != label)
+                    self.skip(p, f"the same file ({real!r}) is also in class folder(s) "
+                                 f"{others}: its label is ambiguous")
+                elif real in first:
+                    self.skip(p, f"the same file as {first[real]!r} (read once)")
+                else:
+                    first[real] = p
+                    mine.append(p)
+            if not mine:
+                folder = os.path.join(self.path, self.names[label])
+                why = [r for p, r in self.skipped if _inside(p, folder)]
+                extra = f"; {len(why)} skipped, e.g. {why[0]}" if why else ""
+                _fail(f"class folder {folder!r} holds no image files "
+                      f"({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}){extra}")
+            files.extend((p, label) for p in mine)
+        return files
+
+
 def _scan(path, class_names):
-    """(class_names, [(file, class index)...]) for the class folders under path."""
+    """(class_names, [(file, class index)...], [(path, reason) skipped]) for the class
+    folders under path; see _Scan for how links, loops and unlistable folders are met."""
     if not os.path.exists(path):
         _fail(f"no such directory: {path!r}")
     if not os.path.isdir(path):
         _fail(f"not a directory: {path!r} (expected a folder of class sub-folders)")
-    found = sorted(e.name for e in os.scandir(path)
-                   if e.is_dir() and not e.name.startswith("."))
+    try:
+        with os.scandir(path) as it:
+            found = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+    except OSError as exc:
+        _fail(f"cannot list {path!r} ({_os_reason(exc)})")
     if class_names is None:
         class_names = found
     else:
@@ -43,27 +175,9 @@ def _scan(path, class_names):
     if not class_names:
         _fail(f"no class sub-folders in {path!r} (expected e.g. {path}/cats/*.jpg, "
               f"{path}/dogs/*.jpg)")
-    files = []
-    for label, name in enumerate(class_names):
-        folder = os.path.join(path, name)
-        mine = []
-        seen = {os.path.realpath(folder)}
-        for root, dirs, names in os.walk(folder, followlinks=True):
-            # Linked folders are followed (as Keras does), each real folder once: a
-            # link back up the tree would otherwise walk forever.
-            keep = []
-            for d in sorted(dirs):
-                real = os.path.realpath(os.path.join(root, d))
-                if not d.startswith(".") and real not in seen:
-                    seen.add(real)
-                    keep.append(d)
-            dirs[:] = keep
-            mine.extend(os.path.join(root, n) for n in sorted(names) if is_image_file(n))
-        if not mine:
-            _fail(f"class folder {folder!r} holds no image files "
-                  f"({', '.join(e[1:] for e in IMAGE_EXTENSIONS)})")
-        files.extend((f, label) for f in mine)
-    return class_names, files
+    scan = _Scan(path, class_names)
+    files = scan.files()
+    return class_names, files, scan.skipped
 
 
 def _split(labels, fraction, seed):
@@ -88,13 +202,16 @@ class ImageDataset:
     seed and the epoch number, so two datasets with one seed yield identical epochs
     whatever the number of worker threads. Build it with image_dataset_from_directory.
 
-    Files that fail to decode are left out of their batch (which is then smaller),
-    warned about once (warnings.warn naming the file), listed in `.skipped` and not
-    read again; they never raise during iteration.
+    Files that fail to decode (or are not regular files, or exceed the pixel cap) are
+    left out of their batch (which is then smaller), warned about once (warnings.warn
+    naming the file), listed in `.skipped` and not read again; they never raise during
+    iteration. `scan_skipped` [(path, reason)] are what the folder scan left out (links
+    out of a class, loops, unlistable folders, duplicates); `.skipped` lists them first.
     """
 
     def __init__(self, file_paths, labels, class_names, image_size, batch_size, shuffle,
-                 seed, label_mode, rescale, augmentation, cache, workers, prefetch):
+                 seed, label_mode, rescale, augmentation, cache, workers, prefetch,
+                 scan_skipped=()):
         self.file_paths = list(file_paths)
         self.labels = np.asarray(labels, dtype=np.int32)
         self.class_names = list(class_names)
@@ -112,6 +229,7 @@ class ImageDataset:
         self.last_epoch_wait_seconds = 0.0
         self._cached = [None] * len(self.file_paths) if cache else None
         self._bad = {}                 # index -> reason, in the order found
+        self._scan_skipped = [(os.fspath(p), str(r)) for p, r in scan_skipped]
 
     # ------------------------------------------------------------------ info
     @property
@@ -125,8 +243,9 @@ class ImageDataset:
 
     @property
     def skipped(self):
-        """[(path, reason)] of the files that failed to decode so far."""
-        return [(self.file_paths[i], why) for i, why in self._bad.items()]
+        """[(path, reason)]: what the folder scan skipped (scan_skipped), then the files
+        that failed to decode so far."""
+        return self._scan_skipped + [(self.file_paths[i], why) for i, why in self._bad.items()]
 
     def _good(self):
         if not self._bad:
@@ -234,7 +353,9 @@ def image_dataset_from_directory(path, image_size=(150, 150), batch_size=32, shu
 
     Classes are the sorted sub-folder names of `path` (or `class_names`, which must
     name exactly those folders, in the label order you want); label k is class_names[k].
-    Images in nested folders inside a class folder belong to that class. Files are
+    Images in nested folders inside a class folder belong to that class; links are
+    resolved so that each real file is read once and for one class only (see _Scan), and
+    what is left out is warned about and listed in `.skipped`. Files are
     picked by extension (see reading.IMAGE_EXTENSIONS; hidden files are ignored), so
     README.txt or .DS_Store never reach the decoder.
 
@@ -291,26 +412,30 @@ def image_dataset_from_directory(path, image_size=(150, 150), batch_size=32, shu
     if seed is None:
         seed = _random.draw_seed()
 
-    class_names, files = _scan(path, class_names)
+    class_names, files, scan_skipped = _scan(path, class_names)
+    for p, reason in scan_skipped:
+        warnings.warn(f"{_OP}: skipping {p!r}: {reason}", UserWarning, stacklevel=2)
     if label_mode == "binary" and len(class_names) != 2:
         _fail(f"label_mode='binary' needs exactly 2 class folders in {path!r}, found "
               f"{len(class_names)}: {class_names} (use label_mode='int' or 'categorical')")
     paths = [f for f, _ in files]
     labels = np.array([c for _, c in files], np.int32)
 
-    def make(idx, aug):
+    def make(idx, aug, skips=()):
         return ImageDataset([paths[i] for i in idx], labels[idx], class_names, image_size,
                             int(batch_size), bool(shuffle), seed, label_mode, rescale, aug,
-                            bool(cache), workers, prefetch)
+                            bool(cache), workers, prefetch, skips)
 
+    # What the scan skipped holds no image of either subset: it is listed once, on the
+    # training subset (so a training and a validation call do not count it twice).
     if validation_split is None:
-        return make(np.arange(len(paths)), augmentation)
+        return make(np.arange(len(paths)), augmentation, scan_skipped)
     train, val = _split(labels, validation_split, seed)
     if train.size == 0 or val.size == 0:
         _fail(f"validation_split={validation_split} of {len(paths)} images in {path!r} "
               f"leaves no {'training' if train.size == 0 else 'validation'} images")
     if subset == "training":
-        return make(train, augmentation)
+        return make(train, augmentation, scan_skipped)
     if subset == "validation":
         return make(val, None)
-    return make(train, augmentation), make(val, None)
+    return make(train, augmentation, scan_skipped), make(val, None)

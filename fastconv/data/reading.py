@@ -8,9 +8,10 @@ default, so a model trained in Keras predicts the same on our inputs.
 from __future__ import annotations
 
 import os
+import stat
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..kernels._validate import as_pair
 
@@ -20,6 +21,21 @@ IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".
 
 #: The resampling filter of every resize (Keras's load_img default).
 RESIZE_FILTER = Image.Resampling.NEAREST
+
+#: The default cap on the pixels (width x height) of one image, checked from the file's
+#: header before anything is decoded: 50 megapixels (an 8-bit RGB image at the cap decodes
+#: to ~150 MB). A larger image is refused (ImageReadError), so a tiny file declaring
+#: 13000x13000 cannot take gigabytes. Change it with set_max_image_pixels(n) or the
+#: environment variable FASTCONV_MAX_IMAGE_PIXELS. Pillow's own Image.MAX_IMAGE_PIXELS
+#: (a warning above ~89 MP, an error above twice that) still applies on top.
+MAX_IMAGE_PIXELS = 50_000_000
+MAX_IMAGE_PIXELS_ENV = "FASTCONV_MAX_IMAGE_PIXELS"
+_max_image_pixels = None        # set_max_image_pixels's value; None: environment or default
+
+# Opening a FIFO blocks until a writer appears and opening a device may act on it:
+# images are opened non-blocking, without becoming a controlling terminal.
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _WIDE_GREY_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
@@ -44,6 +60,70 @@ def is_image_file(name):
     forks next to real photos, and they are not images."""
     base = os.path.basename(name)
     return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _check_pixels(name, n):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{name} must be an int >= 1 (pixels, width x height), "
+                         f"received {n!r}")
+    return int(n)
+
+
+def get_max_image_pixels():
+    """The pixel cap in force: set_max_image_pixels's value, else the environment
+    variable FASTCONV_MAX_IMAGE_PIXELS, else MAX_IMAGE_PIXELS (50,000,000)."""
+    if _max_image_pixels is not None:
+        return _max_image_pixels
+    text = os.environ.get(MAX_IMAGE_PIXELS_ENV, "").strip()
+    if not text:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise ValueError(f"{MAX_IMAGE_PIXELS_ENV} must be an int >= 1 (pixels, width x "
+                         f"height), received {text!r}")
+    return value
+
+
+def set_max_image_pixels(n):
+    """Cap the pixels (width x height) of an image that decode_image/load_image and the
+    datasets accept; None restores the default (the environment variable or
+    MAX_IMAGE_PIXELS). Returns the previous cap. Process-wide."""
+    global _max_image_pixels
+    n = None if n is None else _check_pixels("set_max_image_pixels: n", n)
+    previous = get_max_image_pixels()
+    _max_image_pixels = n
+    return previous
+
+
+def _file_kind(mode):
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return f"file type {stat.S_IFMT(mode):#o}"
+
+
+def _open_regular(path):
+    """(binary file object, size in bytes) of `path` (links followed), which must be a
+    regular file: a FIFO, socket, device or folder raises ImageReadError without being
+    read. The type is checked before opening (opening a device can act on it) and again
+    on the open descriptor, since the path may have been replaced in between."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageReadError(path, f"not a regular file ({_file_kind(st.st_mode)})")
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageReadError(path, f"not a regular file ({_file_kind(st.st_mode)})")
+        return os.fdopen(fd, "rb"), st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def check_image_size(op, image_size):
@@ -87,11 +167,22 @@ def decode_image(path, image_size=(150, 150)):
     """The image at `path` as uint8 (H, W, 3) RGB, resized to image_size=(H, W).
 
     This is load_image without the float conversion: the dataset caches these
-    (4x smaller than float32). Raises ImageReadError when the file cannot be decoded.
+    (4x smaller than float32). Raises ImageReadError when the file cannot be decoded,
+    is not a regular file or has more pixels than get_max_image_pixels().
     """
     h, w = check_image_size("load_image", image_size)
+    limit = get_max_image_pixels()
+    size = None
     try:
-        with Image.open(path) as img:
+        f, size = _open_regular(path)
+        with f, Image.open(f) as img:
+            # Image.open has read the header only: refuse a huge image before decoding.
+            width, height = img.size
+            if width * height > limit:
+                raise ImageReadError(
+                    path, f"{width}x{height} is {width * height:,} pixels, more than the "
+                          f"limit of {limit:,} (raise it with fastconv.data."
+                          f"set_max_image_pixels or {MAX_IMAGE_PIXELS_ENV})")
             img.seek(0)                       # GIF, APNG, TIFF: the first frame
             img.load()
             img = ImageOps.exif_transpose(img)
@@ -99,12 +190,17 @@ def decode_image(path, image_size=(150, 150)):
             if img.size != (w, h):
                 img = img.resize((w, h), RESIZE_FILTER)
             out = np.asarray(img, dtype=np.uint8)
+    except ImageReadError:
+        raise
     except FileNotFoundError as exc:
         raise ImageReadError(path, f"no such file ({exc.strerror})") from None
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:                  # Pillow raises many types for bad data
-        if os.path.isfile(path) and os.path.getsize(path) == 0:
+        if isinstance(exc, UnidentifiedImageError) and size != 0:
+            # Pillow names the file object it was given (our fd), not the path
+            reason = "UnidentifiedImageError: not an image format Pillow can identify"
+        elif size == 0:
             reason = "the file is empty (0 bytes)"
         else:
             reason = f"{type(exc).__name__}: {exc}"
@@ -128,6 +224,8 @@ def load_image(path, image_size=(150, 150)):
       the size differs.
 
     Raises ImageReadError (a ValueError) naming the file for anything that cannot be
-    decoded: a missing, empty, truncated or non-image file.
+    decoded: a missing, empty, truncated or non-image file, anything that is not a
+    regular file (a FIFO, socket or device is never read, so never blocks), or an image
+    of more pixels than get_max_image_pixels() (checked from the header, before decoding).
     """
     return decode_image(path, image_size).astype(np.float32)
