@@ -14,15 +14,17 @@ import numpy as np
 
 from ._cli_common import RESCALE, CLIError, open_model, parse_class_names, require_device
 from ._cli_predict import interpret
+from ._text import printable
 
 
 def evaluation_folder(path):
     """The folder whose class sub-folders are evaluated."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise CLIError(f"data folder not found: {path}")
+        raise CLIError(f"data folder not found: {printable(path)}")
     if not os.path.isdir(path):
-        raise CLIError(f"{path} is not a folder (DATA holds one sub-folder per class)")
+        raise CLIError(f"{printable(path)} is not a folder (DATA holds one sub-folder per "
+                       f"class)")
     for name in ("validation", "val"):
         if os.path.isdir(os.path.join(path, name)):
             return os.path.join(path, name)
@@ -52,8 +54,8 @@ def evaluate(opened, folder, batch_size, workers=None):
             label_mode="binary" if binary else "int", class_names=opened.class_names,
             rescale=RESCALE, workers=workers)
     except ValueError as exc:
-        raise CLIError(f"{exc} (the model's classes are {', '.join(opened.class_names)})") \
-            from None
+        raise CLIError(f"{exc} (the model's classes are "
+                       f"{printable(', '.join(opened.class_names))})") from None
     loss_sum, seen = 0.0, 0
     labels, predicted = [], []
     for x, y in ds:
@@ -65,7 +67,7 @@ def evaluate(opened, folder, batch_size, workers=None):
         predicted.extend(k for k, _, _ in interpret(model.predict(x, batch_size=n),
                                                     opened.class_names))
     if seen == 0:
-        raise CLIError(f"{folder}: no readable images to evaluate")
+        raise CLIError(f"{printable(folder)}: no readable images to evaluate")
     labels = np.concatenate(labels)
     predicted = np.asarray(predicted, np.int64)
     k = len(opened.class_names)
@@ -83,9 +85,11 @@ def evaluate(opened, folder, batch_size, workers=None):
 
 
 def print_report(r):
-    names = r["class_names"]
+    """The report as text; file and class names escaped (printable), so a name from a
+    model file cannot move the cursor, colour the terminal or forge a line."""
+    names = [printable(n) for n in r["class_names"]]
     skipped = f", {len(r['skipped'])} unreadable skipped" if r["skipped"] else ""
-    print(f"{r['data']}: {r['images']} images{skipped}")
+    print(f"{printable(r['data'])}: {r['images']} images{skipped}")
     print(f"loss {r['loss']:.4f}  accuracy {r['accuracy']:.4f}")
     w = max(8, max(len(n) for n in names) + 2)
     print("confusion matrix (rows: true class, columns: predicted class)")
@@ -93,8 +97,8 @@ def print_report(r):
     for name, row in zip(names, r["confusion_matrix"]):
         print(f"{name:<{w}}" + "".join(f"{v:>{w}}" for v in row))
     print("per-class accuracy")
-    for name in names:
-        c = r["per_class"][name]
+    for name, key in zip(names, r["class_names"]):
+        c = r["per_class"][key]
         acc = "-" if c["accuracy"] is None else f"{c['accuracy']:.4f}"
         print(f"  {name:<{w}} {acc}  ({c['correct']}/{c['images']})")
 
@@ -106,10 +110,11 @@ def cmd_evaluate(args):
     if args.batch_size < 1:
         raise CLIError(f"--batch-size must be at least 1, received {args.batch_size}")
     if opened.note:
-        print(f"note: {opened.note}", file=sys.stderr if args.json else sys.stdout)
+        print(f"note: {printable(opened.note)}", file=sys.stderr if args.json else sys.stdout)
     report = evaluate(opened, folder, args.batch_size, args.workers)
     for s in report["skipped"]:
-        print(f"fastconv evaluate: skipped {s['path']}: {s['error']}", file=sys.stderr)
+        print(f"fastconv evaluate: skipped {printable(s['path'])}: {printable(s['error'])}",
+              file=sys.stderr)
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()

@@ -2,8 +2,10 @@
 
 Preprocessing is the seed's: RGB, resized to the model's input size with
 fastconv.data.load_image (nearest neighbour, as Keras's load_img), scaled by
-1/255. Unreadable images are reported one line each on stderr and the others
-are still predicted; the exit code is then 1.
+1/255. Unreadable images (undecodable, not a regular file, more pixels than the
+data pipeline's cap) and folders that cannot be listed are reported one line each
+on stderr and the others are still predicted; the exit code is then 1. File and
+class names are printed escaped (_text.printable) in text output.
 """
 from __future__ import annotations
 
@@ -14,30 +16,41 @@ import sys
 import numpy as np
 
 from ._cli_common import RESCALE, CLIError, open_model, parse_class_names, require_device
+from ._text import printable
 
 BATCH = 32
 
 
-def list_images(items):
+def list_images(items, on_error=None):
     """Files named on the command line as given; folders walked recursively for files
-    with an image extension, in sorted order. A name that does not exist is an error."""
+    with an image extension, in sorted order. A name that does not exist is an error.
+    A folder that cannot be listed goes to on_error(path, reason) (when given)."""
     from .data.reading import IMAGE_EXTENSIONS, is_image_file
     files = []
     for item in items:
         item = os.fspath(item)
         if os.path.isdir(item):
-            found = []
-            for root, dirs, names in os.walk(item):
+            found, unlisted = [], []
+
+            def onerror(exc, unlisted=unlisted):
+                where = exc.filename if exc.filename is not None else item
+                reason = f"cannot list this folder ({type(exc).__name__}: " \
+                         f"{exc.strerror or exc})"
+                unlisted.append(where)
+                if on_error is not None:
+                    on_error(where, reason)
+
+            for root, dirs, names in os.walk(item, onerror=onerror):
                 dirs.sort()
                 found.extend(os.path.join(root, n) for n in names if is_image_file(n))
-            if not found:
-                raise CLIError(f"{item}: no image files in this folder (looked for "
-                               f"{', '.join(IMAGE_EXTENSIONS)})")
+            if not found and not unlisted:
+                raise CLIError(f"{printable(item)}: no image files in this folder (looked "
+                               f"for {', '.join(IMAGE_EXTENSIONS)})")
             files.extend(sorted(found))
         elif os.path.exists(item):
             files.append(item)
         else:
-            raise CLIError(f"image or folder not found: {item}")
+            raise CLIError(f"image or folder not found: {printable(item)}")
     return files
 
 
@@ -86,25 +99,28 @@ def predict_files(opened, files, on_error):
 def cmd_predict(args):
     require_device(args.device)
     opened = open_model(args.model, args.device, parse_class_names(args.class_names))
-    files = list_images(args.images)
     names = opened.class_names
     errors = []
 
     def on_error(path, reason):
         errors.append({"path": path, "error": reason})
-        print(f"fastconv predict: cannot read {path}: {reason}", file=sys.stderr)
+        print(f"fastconv predict: cannot read {printable(path)}: {printable(reason)}",
+              file=sys.stderr)
 
+    files = list_images(args.images, on_error)
+    unlisted = len(errors)
     if opened.note and not args.json:
-        print(f"note: {opened.note}")
+        print(f"note: {printable(opened.note)}")
     results = []
-    width = max(len(f) for f in files)
+    width = max([len(printable(f)) for f in files] + [len("image")])
     if not args.json:
         print(f"{'image':<{width}}  {'class':<12} probability")
     for path, k, p, per_class in predict_files(opened, files, on_error):
         results.append({"path": path, "class": names[k], "class_index": k,
                         "probability": p, "probabilities": per_class})
         if not args.json:
-            print(f"{path:<{width}}  {names[k]:<12} {p:.4f}", flush=True)
+            print(f"{printable(path):<{width}}  {printable(names[k]):<12} {p:.4f}",
+                  flush=True)
     if args.json:
         report = {"model": opened.path, "model_type": "keras_h5" if opened.keras else "fastconv",
                   "class_names": names, "predictions": results, "errors": errors,
@@ -116,8 +132,10 @@ def cmd_predict(args):
         json.dump(report, sys.stdout, indent=2)
         print()
     if errors:
-        print(f"fastconv predict: {len(errors)} of {len(files)} images could not be read",
-              file=sys.stderr)
+        folders = f" ({unlisted} folder{'s' * (unlisted != 1)} could not be listed)" \
+            if unlisted else ""
+        print(f"fastconv predict: {len(errors) - unlisted} of {len(files)} images could not "
+              f"be read{folders}", file=sys.stderr)
         return 1
     return 0
 
