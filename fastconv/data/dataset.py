@@ -96,7 +96,10 @@ class _Scan:
             for e in entries:
                 if e.name.startswith("."):
                     continue
-                is_dir = e.is_dir()               # follows links; False when broken
+                try:
+                    is_dir = e.is_dir()           # follows links; False when broken
+                except OSError:                   # e.g. a link in a folder we cannot search
+                    is_dir = False
                 if not is_dir and not is_image_file(e.name):
                     continue
                 linked = e.is_symlink()
