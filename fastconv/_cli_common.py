@@ -7,7 +7,7 @@ import os
 import signal
 from contextlib import contextmanager
 
-from .saving import atomic_replace
+from .saving import NotRegularFileError, atomic_replace, save_target
 
 SEED_ARCHITECTURE = "the seed small convnet architecture (150x150x3 input, 438,369 params)"
 # The seed's folders were data/train/cats and data/train/dogs; Keras numbers classes in
@@ -96,6 +96,27 @@ def open_model(path, device, class_names=None):
         units = model.output_shape[-1]
         names = [f"class {k}" for k in range(2 if units == 1 else units)]
     return OpenedModel(model, path, names, keras=False)
+
+
+def check_outputs(paths, flag, overwrite, hint="pass --overwrite to replace them"):
+    """Check, before any work, the files a command will write: each must be a regular
+    file or not exist yet, in a folder that exists (saving.save_target), and unless
+    `overwrite` none may exist. Raises CLIError naming `flag`, the file(s) and why."""
+    existing = []
+    for path in paths:
+        try:
+            save_target(path)
+        except NotRegularFileError as exc:
+            raise CLIError(f"{flag}: {exc}") from None
+        except FileNotFoundError:
+            folder = os.path.dirname(os.path.abspath(path))
+            raise CLIError(f"{flag} {path}: folder {folder} does not exist") from None
+        if os.path.lexists(path):
+            existing.append(path)
+    if existing and not overwrite:
+        many = len(existing) > 1
+        raise CLIError(f"{flag}: {', '.join(existing)} already exist{'s' * (not many)} "
+                       f"(from an earlier run?) and would be replaced; {hint}")
 
 
 def write_json_atomic(path, obj):

@@ -25,9 +25,10 @@ import sys
 import tempfile
 import time
 
-from ._cli_common import (RESCALE, CLIError, deferred_sigint, require_device,
-                          write_json_atomic)
+from ._cli_common import (RESCALE, CLIError, check_outputs, deferred_sigint,
+                          require_device, write_json_atomic)
 from .callbacks import Callback
+from .saving import atomic_replace
 
 # The seed recipe (DESIGN.md): what `fastconv train DATA` does unless told otherwise.
 SEED_RECIPE = {"epochs": 50, "batch_size": 16, "lr": 1e-4, "optimizer": "rmsprop",
@@ -354,10 +355,10 @@ def plot_history(history, path):
         ax.set_title(key)
         ax.legend()
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:        # atomic, and only ever over a regular file, like every other output
+        atomic_replace(path, lambda f: fig.savefig(f, format="png"))
+    finally:
+        plt.close(fig)
     return True
 
 
@@ -369,9 +370,10 @@ def cmd_train(args):
     from .saving import load_model
     require_device(args.device)
     paths = paths_for(args.out)
-    folder = os.path.dirname(os.path.abspath(paths["out"]))
-    if not os.path.isdir(folder):
-        raise CLIError(f"--out {paths['out']}: folder {folder} does not exist")
+    # Every file the run writes is checked before anything is: only regular files are
+    # replaced, and those of an earlier run only when asked (--overwrite, --resume).
+    outputs = [paths[k] for k in ("out", "ckpt", "state", "history", "plot")]
+    check_outputs(outputs, "--out", overwrite=True)
     state = read_state(paths) if args.resume else None
     if state is not None:
         demo = state["data"] is None
@@ -387,6 +389,10 @@ def cmd_train(args):
         raise CLIError(f"--resume: {paths['ckpt']} has already trained "
                        f"{state['epochs_done']} epochs; pass --epochs N with N > "
                        f"{state['epochs_done']} to train longer")
+    if state is None:
+        check_outputs(outputs, "--out", overwrite=args.overwrite,
+                      hint="pass --overwrite to replace them, --resume to continue that run, "
+                           "or choose another --out folder")
     root = demo_root() if demo else os.fspath(root_arg)
     train, val = open_datasets(root, settings, workers=args.workers,
                                cache=args.cache or demo)
@@ -489,6 +495,9 @@ def add_parser(sub, common):
                                             "augmentation and dropout (default 0)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run whose checkpoint is beside --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the model, checkpoint and history.json of an earlier run "
+                        "beside --out (without it, train refuses to replace them)")
     p.add_argument("--workers", type=int, help="image decoding threads (default: the data "
                                                "pipeline's choice)")
     p.add_argument("--cache", action="store_true",

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import stat
 
 import numpy as np
 import pytest
@@ -195,7 +196,8 @@ def test_train_without_data_uses_the_cached_demo_set(tmp_path, capsys, monkeypat
     assert "generating the demo data set" in text and "on the demo data set" in text
     assert "16 training images, 8 validation images" in text
     assert "final validation accuracy" in text and (tmp_path / "model.fcm").is_file()
-    assert main(["train", "--device", "reference", "--out", "again.fcm"]) == 0
+    # a second run in the same folder replaces history.json: only when asked (issue 12)
+    assert main(["train", "--device", "reference", "--out", "again.fcm", "--overwrite"]) == 0
     assert "generating" not in capsys.readouterr().out        # generated once, reused
     assert _weights_equal(tmp_path / "model.fcm", tmp_path / "again.fcm")   # seed 0 default
 
@@ -304,3 +306,50 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_files(demo, tmp_path,
     assert "NaN" not in text and "Infinity" not in text           # strict JSON
     hist = json.loads(text)
     assert hist["history"]["loss"][1] is None and hist["best_epoch"] == 1
+
+
+def test_a_fresh_train_refuses_to_replace_an_earlier_run(demo, tmp_path, capsys):
+    out = tmp_path / "m.fcm"
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    files = {p: p.read_bytes() for p in tmp_path.iterdir() if p.name != "history.png"}
+    assert {p.name for p in files} >= {"m.fcm", "m.fcm.ckpt", "m.fcm.ckpt.json",
+                                       "history.json"}
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(out), "--seed", "3"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""                       # refused before any work
+    err = captured.err
+    assert err.startswith("fastconv train: error: --out: ") and "--overwrite" in err
+    for name in ("m.fcm", "m.fcm.ckpt", "m.fcm.ckpt.json", "history.json"):
+        assert str(tmp_path / name) in err, name
+    assert all(p.read_bytes() == b for p, b in files.items())      # nothing replaced
+    # only the history of another run in the same folder: refused too
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(tmp_path / "n.fcm")]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'history.json'}" in err and "already exist" in err
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(out), "--seed", "3",
+                 "--overwrite"]) == 0
+    assert files[out] != out.read_bytes()
+
+
+def test_out_that_is_not_a_regular_file_is_refused_before_training(demo, tmp_path, capsys):
+    folder = tmp_path / "model.fcm"
+    folder.mkdir()
+    fifo = tmp_path / "pipe.fcm"
+    os.mkfifo(fifo)
+    os.mkfifo(tmp_path / "history.json")
+    (tmp_path / "sub").mkdir()
+    for out, why in ((folder, "it is a folder"), (fifo, "it is a FIFO"),
+                     (tmp_path / "sub" / "m.fcm", None)):
+        if why is None:     # a fine --out, but its history.json is a FIFO
+            (tmp_path / "sub" / "history.json").symlink_to(tmp_path / "history.json")
+            why = "it is a FIFO"
+        assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(out),
+                     "--overwrite"]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == "", out               # found at start, before training
+        assert captured.err.startswith("fastconv train: error: --out: refusing to save")
+        assert why in captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json", "model.fcm",
+                                                          "pipe.fcm", "sub"]
+    assert folder.is_dir() and not os.listdir(folder) and stat.S_ISFIFO(fifo.lstat().st_mode)
