@@ -3,9 +3,11 @@
 Files it writes, next to --out (default model.fcm):
   model.fcm             the best model so far by validation loss (atomic save)
   model.fcm.ckpt        the model, optimizer and generator state after the last
-                        completed epoch, and model.fcm.ckpt.json, the training state
-                        (settings, epochs done, best val_loss, history): --resume
-                        continues from these exactly where the run stopped
+                        completed epoch with the training state (settings, epochs
+                        done, best val_loss, history) in its metadata: one file, one
+                        rename, so a kill never leaves them out of step; --resume
+                        continues from it exactly where the run stopped
+  model.fcm.ckpt.json   a readable copy of that training state
   history.json          loss, accuracy, val_loss, val_accuracy per epoch
   history.png           the same as curves, when matplotlib is installed
 
@@ -217,19 +219,46 @@ def _sha256(path):
 
 
 def read_state(paths):
-    """The training state of --resume, checked against its checkpoint file."""
-    if not os.path.isfile(paths["state"]) or not os.path.isfile(paths["ckpt"]):
-        raise CLIError(f"--resume: no checkpoint to continue ({paths['ckpt']} and "
-                       f"{paths['state']} are written by a train run with --out "
-                       f"{paths['out']}); train without --resume first")
+    """The training state of --resume. The checkpoint holds it in its own metadata (one
+    file, one rename: always in step with the weights); a checkpoint written before
+    that has it in the separate state file, checked against the checkpoint's SHA-256."""
+    from .saving import ModelFileError, _read
+    if not os.path.isfile(paths["ckpt"]):
+        raise CLIError(f"--resume: no checkpoint to continue ({paths['ckpt']} is written "
+                       f"by a train run with --out {paths['out']}); train without --resume "
+                       f"first")
+    try:
+        _, meta, _ = _read(paths["ckpt"])
+    except ModelFileError as exc:
+        raise CLIError(f"--resume: {exc}") from None
+    if "train_state" in meta:
+        state, source = meta["train_state"], paths["ckpt"]
+    else:
+        state, source = _read_state_file(paths), paths["state"]
+    if not _is_state(state):
+        raise CLIError(f"--resume: {source} holds no valid fastconv training state")
+    return state
+
+
+def _is_state(state):
+    try:
+        return state.get("format") == STATE_FORMAT and all(k in state["settings"]
+                                                           for k in SETTINGS)
+    except (AttributeError, KeyError, TypeError):
+        return False
+
+
+def _read_state_file(paths):
+    """The state file beside a checkpoint of an older fastconv (no state inside)."""
+    if not os.path.isfile(paths["state"]):
+        raise CLIError(f"--resume: {paths['ckpt']} holds no training state and "
+                       f"{paths['state']} is missing; train without --resume")
     try:
         with open(paths["state"]) as fh:
             state = json.load(fh)
-        ok = state.get("format") == STATE_FORMAT and all(k in state["settings"]
-                                                          for k in SETTINGS)
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
-        ok = False
-    if not ok:
+    except (OSError, ValueError):
+        state = None
+    if not _is_state(state):
         raise CLIError(f"--resume: {paths['state']} is not a fastconv training state file")
     if state.get("checkpoint_sha256") != _sha256(paths["ckpt"]):
         raise CLIError(f"--resume: {paths['ckpt']} does not match {paths['state']} (written "
@@ -311,19 +340,25 @@ class TrainRun:
         self.model, self.train, self.val = model, _Counted(train), val
         self.show_bar = show_bar
         self.history = dict(state["history"]) if state else {}
-        self.best_val_loss = state["best_val_loss"] if state else math.inf
+        best = state["best_val_loss"] if state else None     # None (or inf): no best yet
+        self.best_val_loss = math.inf if best is None else best
         self.best_epoch = state["best_epoch"] if state else None
         self.epochs_done = state["epochs_done"] if state else 0
         self.plotted = False
 
     def save_checkpoint(self, epochs_done):
-        self.model.save(self.paths["ckpt"])
-        write_json_atomic(self.paths["state"], {
-            "format": STATE_FORMAT, "version": 1, "epochs_done": epochs_done,
-            "settings": self.settings, "data": self.root,
-            "class_names": list(self.model.class_names),
-            "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
-            "history": self.history, "checkpoint_sha256": _sha256(self.paths["ckpt"])})
+        """The checkpoint: model, optimizer, generators and the training state in one
+        file (one atomic rename, so a kill leaves the old one or the new one, whole).
+        The state file beside it is a readable copy; --resume reads the checkpoint."""
+        from .saving import save_model
+        state = {"format": STATE_FORMAT, "version": 1, "epochs_done": epochs_done,
+                 "settings": self.settings, "data": self.root,
+                 "class_names": list(self.model.class_names),
+                 "best_val_loss": self.best_val_loss if self.best_epoch else None,
+                 "best_epoch": self.best_epoch, "history": self.history}
+        save_model(self.model, self.paths["ckpt"], train_state=state)
+        write_json_atomic(self.paths["state"],
+                          dict(state, checkpoint_sha256=_sha256(self.paths["ckpt"])))
         self.epochs_done = epochs_done
 
     def write_history(self):

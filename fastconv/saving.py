@@ -225,8 +225,11 @@ def _meta_array(meta):
     return np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), np.uint8)
 
 
-def save_model(model, filepath, include_optimizer=True):
-    """Save architecture, weights and (include_optimizer) optimizer state to `filepath`."""
+def save_model(model, filepath, include_optimizer=True, train_state=None):
+    """Save architecture, weights and (include_optimizer) optimizer state to `filepath`.
+    `train_state` (a JSON-able dict, e.g. the CLI's epochs done and history) is stored in
+    the metadata under 'train_state', so that a checkpoint and the state it belongs to
+    are one file, replaced by one rename: no kill can leave them out of step."""
     model._require_built("save")
     arrays, entries = _weight_entries(model)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "model",
@@ -235,6 +238,8 @@ def save_model(model, filepath, include_optimizer=True):
             "optimizer_state": None}
     meta["random"] = {"seed": model.seed, "streams": model._rng_states()}
     meta["class_names"] = getattr(model, "class_names", None)   # label order, set by the CLI
+    if train_state is not None:
+        meta["train_state"] = train_state
     if model.compiled:
         meta["compile"] = {"loss": model.loss, "metrics": list(model.metrics),
                            "optimizer": optimizers_mod.serialize(model.optimizer)}

@@ -169,10 +169,14 @@ def test_resume_errors(demo, tmp_path, capsys):
     assert main(["train", demo, *FAST, "--epochs", "2", "--out", out, "--resume",
                  "--batch-size", "4"]) == 1
     assert "--batch-size 8, not 4" in capsys.readouterr().err
-    with open(out + ".ckpt", "ab") as fh:           # a checkpoint that is not the state's
-        fh.write(b"x")
+    # the checkpoint holds its own state (issue 12): a damaged one is refused, naming it
+    ckpt = bytearray(open(out + ".ckpt", "rb").read())
+    ckpt[len(ckpt) // 2] ^= 0xFF
+    with open(out + ".ckpt", "wb") as fh:
+        fh.write(ckpt)
     assert main(["train", demo, *FAST, "--epochs", "2", "--out", out, "--resume"]) == 1
-    assert "does not match" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith(f"fastconv train: error: --resume: {out}.ckpt: ")
 
 
 def test_class_folders_are_split_by_validation_split(demo, tmp_path, capsys):
@@ -353,3 +357,39 @@ def test_out_that_is_not_a_regular_file_is_refused_before_training(demo, tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json", "model.fcm",
                                                           "pipe.fcm", "sub"]
     assert folder.is_dir() and not os.listdir(folder) and stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+class _Killed(BaseException):
+    """Stands for kill -9: nothing after it runs (main() does not catch it)."""
+
+
+def test_a_kill_between_checkpoint_and_state_file_still_resumes_exactly(demo, tmp_path,
+                                                                        capsys, monkeypatch):
+    """The checkpoint and its training state are one file: a kill after the checkpoint
+    of epoch 2 was renamed into place, before the state file beside it was, resumes."""
+    args = ["train", demo, *FAST, "--epochs", "3", "--seed", "2"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    assert main(args + ["--out", str(a / "m.fcm")]) == 0
+    real, writes = _cli_train.write_json_atomic, []
+
+    def killed_on_the_third_state_write(path, obj):
+        if path.endswith(".ckpt.json"):
+            writes.append(path)
+            if len(writes) == 3:            # states of epochs 0, 1, then 2: killed there
+                raise _Killed
+        real(path, obj)
+    monkeypatch.setattr(_cli_train, "write_json_atomic", killed_on_the_third_state_write)
+    with pytest.raises(_Killed):
+        main(args + ["--out", str(b / "m.fcm")])
+    monkeypatch.undo()
+    assert json.loads((b / "m.fcm.ckpt.json").read_text())["epochs_done"] == 1   # stale
+    capsys.readouterr()
+    assert main(args + ["--out", str(b / "m.fcm"), "--resume"]) == 0
+    assert "continuing after epoch 2" in capsys.readouterr().out
+    assert _weights_equal(a / "m.fcm.ckpt", b / "m.fcm.ckpt")
+    assert _weights_equal(a / "m.fcm", b / "m.fcm")
+    assert json.loads((a / "history.json").read_text())["history"]["val_loss"] == \
+        json.loads((b / "history.json").read_text())["history"]["val_loss"]
+

@@ -98,3 +98,18 @@ def test_a_failed_write_names_the_file_and_the_cause(tmp_path, code):
     assert f"cannot write {target}: {os.strerror(code)}" in str(info.value)
     assert target.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.fcm"]
+
+
+def test_kill_9_at_random_moments_then_resume_ends_like_an_uninterrupted_run(tmp_path):
+    """bench/kill_resume.py with 3 kills (the bench runs 50): every resume succeeds and
+    the final weights and validation losses equal an uninterrupted run's bitwise."""
+    import importlib.util
+    pytest.importorskip("fastconv.data")
+    path = os.path.join(os.path.dirname(__file__), "..", "bench", "kill_resume.py")
+    spec = importlib.util.spec_from_file_location("kill_resume", path)
+    kill_resume = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(kill_resume)
+    assert kill_resume.kill_resume(str(tmp_path), kills=3, epochs=40, max_delay=0.5, seed=12,
+                                   log=lambda s: None) == 3
+    assert not [p for p in os.listdir(tmp_path / "run") if p.endswith(".tmp")
+                and ".ckpt." in p]          # the next saves removed the killed ones' temps
