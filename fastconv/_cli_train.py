@@ -19,6 +19,7 @@ same as an uninterrupted run.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -170,6 +171,25 @@ class _Counted:
 
 # --------------------------------------------------------------------------- settings
 
+@functools.lru_cache(maxsize=None)
+def smallest_image_size(limit=4096):
+    """The smallest PX for which PX x PX x 3 fits the seed small convnet: derived from
+    its layers (each one's output shape, as build() computes it), not a constant. Valid
+    convolutions and poolings only shrink, so the first PX that fits is the minimum."""
+    from .layers import LayerError
+    from .models import small_convnet
+    layers = small_convnet(device="reference", compile=False).layers
+    for px in range(1, limit + 1):
+        shape = (None, px, px, 3)
+        try:
+            for layer in layers:
+                shape = layer.compute_output_shape(shape)
+        except LayerError:
+            continue
+        return px
+    raise ValueError(f"no input size up to {limit} fits the seed small convnet")
+
+
 def resolve_settings(args, demo, stored=None):
     """The run's settings: explicit flags, else (on --resume) the stored ones, else the
     demo or seed-recipe defaults. On --resume an explicit flag that changes a stored
@@ -189,9 +209,10 @@ def resolve_settings(args, demo, stored=None):
     for key in ("epochs", "batch_size", "image_size"):
         if s[key] < 1:
             raise CLIError(f"--{key.replace('_', '-')} must be at least 1, received {s[key]}")
-    if s["image_size"] < 30:
+    smallest = smallest_image_size()
+    if s["image_size"] < smallest:
         raise CLIError(f"--image-size {s['image_size']} is too small for the seed model's "
-                       f"three conv/pool stages (the smallest is 30)")
+                       f"three conv/pool stages (the smallest is {smallest})")
     if not (s["lr"] > 0 and math.isfinite(s["lr"])):
         raise CLIError(f"--lr must be a positive number, received {s['lr']}")
     if not 0 < s["validation_split"] < 1:

@@ -393,3 +393,14 @@ def test_a_kill_between_checkpoint_and_state_file_still_resumes_exactly(demo, tm
     assert json.loads((a / "history.json").read_text())["history"]["val_loss"] == \
         json.loads((b / "history.json").read_text())["history"]["val_loss"]
 
+
+def test_the_smallest_image_size_is_derived_from_the_architecture(demo, tmp_path, capsys):
+    for px in (30, 31):         # passed the old constant 30, then failed in the last pool
+        assert main(["train", demo, *FAST, "--image-size", str(px), "--epochs", "1",
+                     "--out", str(tmp_path / "m.fcm")]) == 1
+        err = capsys.readouterr().err
+        assert f"--image-size {px} is too small" in err and "the smallest is 32" in err
+        assert not (tmp_path / "m.fcm.ckpt").exists()
+    assert main(["train", demo, *FAST, "--image-size", "32", "--epochs", "1",
+                 "--out", str(tmp_path / "m.fcm")]) == 0
+    assert fastconv.load_model(tmp_path / "m.fcm").input_shape == (None, 32, 32, 3)
