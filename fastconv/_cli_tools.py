@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 
 from ._cli_common import (CLIError, KERAS_DEFAULT_CLASSES, check_outputs, open_model,
-                          parse_class_names)
+                          parse_class_names, plain_failures)
 
 
 def cmd_summary(args):
@@ -42,9 +42,10 @@ def cmd_convert(args):
     check_outputs([dst], "OUT", overwrite=args.overwrite,
                   hint="pass --overwrite to replace it")
     names = parse_class_names(args.class_names)
-    opened = open_model(src, "reference", names)
-    opened.model.class_names = opened.class_names
-    opened.model.save(dst)
+    with plain_failures(f"while converting {src}"):
+        opened = open_model(src, "reference", names)
+        opened.model.class_names = opened.class_names
+        opened.model.save(dst)
     print(f"note: {opened.note}")
     print(f"wrote {dst}: {opened.model.count_params():,} parameters, classes "
           + ", ".join(f"{k} = {n}" for k, n in enumerate(opened.class_names))

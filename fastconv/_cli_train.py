@@ -29,7 +29,7 @@ import tempfile
 import time
 
 from ._cli_common import (RESCALE, CLIError, check_outputs, deferred_sigint,
-                          require_device, write_json_atomic)
+                          plain_failures, require_device, write_json_atomic)
 from .callbacks import Callback
 from .saving import atomic_replace
 
@@ -150,7 +150,25 @@ def open_datasets(root, s, workers=None, cache=False):
         raise CLIError(str(exc)) from None
     if val.num_images == 0:
         raise CLIError(f"{val_dir or train_dir}: no validation images")
+    require_readable(train, train_dir, "training")
+    require_readable(val, val_dir or train_dir, "validation")
     return train, val
+
+
+def require_readable(ds, folder, which):
+    """Decode `ds`'s images in order until one reads (one decode for a sound set), so
+    that a set of which no image can be read is an error now, naming the folder and the
+    count, and not after an epoch of training (or as an empty epoch)."""
+    from .data import ImageReadError
+    from .data.reading import decode_image
+    for path in ds.file_paths:
+        try:
+            decode_image(path, ds.image_size)
+            return
+        except ImageReadError:
+            continue
+    raise CLIError(f"{folder}: none of the {ds.num_images} {which} images can be read "
+                   f"(damaged, or not images); nothing to train on")
 
 
 class _Counted:
@@ -421,6 +439,30 @@ def plot_history(history, path):
 # --------------------------------------------------------------------------- command
 
 def cmd_train(args):
+    with plain_failures("while training", memory_hint="; a smaller --batch-size or "
+                                                      "--image-size needs less"):
+        return _train(args)
+
+
+def check_architecture(model, settings, path):
+    """A checkpoint must hold the seed small convnet at the run's image size: checked
+    before anything starts, so that a foreign one never begins "resuming"."""
+    from .models import small_convnet
+    s = settings["image_size"]
+    want = small_convnet(input_shape=(s, s, 3), device="reference", compile=False)
+
+    def layout(m):
+        return ([(type(layer).__name__, tuple(layer.output_shape)) for layer in m.layers],
+                [tuple(w.shape) for w in m.get_weights()])
+    if layout(model) != layout(want):
+        raise CLIError(f"--resume: {path} holds a model of another architecture (input "
+                       f"{'x'.join(map(str, model.input_shape[1:]))}, "
+                       f"{model.count_params():,} params, {len(model.layers)} layers), not "
+                       f"the seed small convnet at {s}x{s}x3 ({want.count_params():,} "
+                       f"params) that its training state describes")
+
+
+def _train(args):
     from . import optimizers
     from .models import small_convnet
     from .saving import load_model
@@ -449,6 +491,9 @@ def cmd_train(args):
         check_outputs(outputs, "--out", overwrite=args.overwrite,
                       hint="pass --overwrite to replace them, --resume to continue that run, "
                            "or choose another --out folder")
+    if state is not None:           # checked before the data is read or anything written
+        model = load_model(paths["ckpt"], device=args.device)
+        check_architecture(model, settings, paths["ckpt"])
     root = demo_root() if demo else os.fspath(root_arg)
     train, val = open_datasets(root, settings, workers=args.workers,
                                cache=args.cache or demo)
@@ -457,7 +502,6 @@ def cmd_train(args):
             raise CLIError(f"--resume: the checkpoint's classes are "
                            f"{', '.join(state['class_names'])}, the data's are "
                            f"{', '.join(train.class_names)}")
-        model = load_model(paths["ckpt"], device=args.device)
     else:
         s = settings["image_size"]
         model = small_convnet(input_shape=(s, s, 3), device=args.device, seed=settings["seed"],

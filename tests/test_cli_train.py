@@ -404,3 +404,75 @@ def test_the_smallest_image_size_is_derived_from_the_architecture(demo, tmp_path
     assert main(["train", demo, *FAST, "--image-size", "32", "--epochs", "1",
                  "--out", str(tmp_path / "m.fcm")]) == 0
     assert fastconv.load_model(tmp_path / "m.fcm").input_shape == (None, 32, 32, 3)
+
+
+@pytest.mark.parametrize("code", [28, 13, 30])          # ENOSPC, EACCES, EROFS
+def test_a_full_or_read_only_disk_is_one_line_naming_the_file(demo, tmp_path, capsys,
+                                                              monkeypatch, code):
+    from fastconv import saving
+
+    def fail(fileobj, arrays):
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(saving, "_write_arrays", fail)
+    out = tmp_path / "m.fcm"
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"fastconv train: error: cannot write {out}.ckpt: "
+                          f"{os.strerror(code)}") and err.count("\n") == 1
+    assert "--debug" not in err and "while training" in err
+
+
+def test_out_of_memory_and_an_unwritable_folder_are_plain_errors(demo, tmp_path, capsys,
+                                                                 monkeypatch):
+    def no_memory(self, plan, guard_snaps=None):
+        raise MemoryError
+    monkeypatch.setattr(Sequential, "_train_step", no_memory)
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(tmp_path / "m.fcm")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fastconv train: error: out of memory while training")
+    assert "--batch-size" in err and "--debug" not in err
+    monkeypatch.undo()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m, **kw: False if os.fspath(p) == str(ro)
+                        else real(p, m, **kw))
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(ro / "m.fcm")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"cannot write in folder {ro}" in captured.err
+
+
+def test_a_set_of_unreadable_images_is_refused_before_training(demo, tmp_path, capsys):
+    for which, split in (("training", "train"), ("validation", "validation")):
+        root = tmp_path / which
+        shutil.copytree(demo, root)
+        n = 0
+        for png in (root / split).rglob("*.png"):
+            png.write_bytes(b"not a png")
+            n += 1
+        assert main(["train", str(root), *FAST, "--epochs", "1", "--out",
+                     str(root / "m.fcm")]) == 1
+        captured = capsys.readouterr()
+        assert "epoch 1/" not in captured.out, which       # no epoch trained first
+        assert f"{root / split}: none of the {n} {which} images can be read" in captured.err
+        assert "one-shot generator" not in captured.err
+        assert not (root / "m.fcm.ckpt").exists()
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_before_resuming(demo, tmp_path,
+                                                                         capsys):
+    from fastconv import saving
+    from fastconv._cli_train import read_state, paths_for
+    a, b = str(tmp_path / "a.fcm"), str(tmp_path / "sub" / "b.fcm")
+    (tmp_path / "sub").mkdir()
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", a]) == 0
+    assert main(["train", demo, *FAST, "--image-size", "40", "--epochs", "1", "--out", b]) == 0
+    state = read_state(paths_for(a))                 # a's state, b's 40x40 model
+    other = fastconv.load_model(b + ".ckpt", device="reference")
+    saving.save_model(other, a + ".ckpt", train_state=state)
+    capsys.readouterr()
+    assert main(["train", demo, *FAST, "--epochs", "2", "--out", a, "--resume"]) == 1
+    captured = capsys.readouterr()
+    assert "resuming" not in captured.out and captured.out == ""
+    assert f"--resume: {a}.ckpt holds a model of another architecture (input 40x40x3" in \
+        captured.err and "at 32x32x3" in captured.err
