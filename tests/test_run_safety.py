@@ -113,3 +113,24 @@ def test_kill_9_at_random_moments_then_resume_ends_like_an_uninterrupted_run(tmp
                                    log=lambda s: None) == 3
     assert not [p for p in os.listdir(tmp_path / "run") if p.endswith(".tmp")
                 and ".ckpt." in p]          # the next saves removed the killed ones' temps
+
+
+def test_model_checkpoint_refuses_a_folder_before_the_first_epoch(tmp_path):
+    import numpy as np
+    from fastconv import callbacks as C
+    from fastconv.models import Sequential
+    from fastconv import layers as L
+    model = Sequential([L.Dense(1, activation="sigmoid", input_shape=(3,))], device="reference",
+                       seed=0)
+    model.compile(optimizer="sgd", loss="binary_crossentropy")
+    (tmp_path / "best.npz").mkdir()
+    epochs = []
+
+    class Count(C.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs.append(epoch)
+    ck = C.ModelCheckpoint(str(tmp_path / "best.npz"))
+    with pytest.raises(NotRegularFileError, match="it is a folder"):
+        model.fit(np.zeros((4, 3), np.float32), np.zeros(4, np.float32), epochs=1, verbose=0,
+                  callbacks=[ck, Count()])
+    assert epochs == []
