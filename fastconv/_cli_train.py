@@ -487,6 +487,8 @@ def _train(args):
         raise CLIError(f"--resume: {paths['ckpt']} has already trained "
                        f"{state['epochs_done']} epochs; pass --epochs N with N > "
                        f"{state['epochs_done']} to train longer")
+    if not demo:
+        split_folders(os.fspath(root_arg))  # a wrong DATA is named first, whatever --out holds
     if state is None:
         check_outputs(outputs, "--out", overwrite=args.overwrite,
                       hint="pass --overwrite to replace them, --resume to continue that run, "

@@ -476,3 +476,13 @@ def test_a_checkpoint_of_another_architecture_is_refused_before_resuming(demo, t
     assert "resuming" not in captured.out and captured.out == ""
     assert f"--resume: {a}.ckpt holds a model of another architecture (input 40x40x3" in \
         captured.err and "at 32x32x3" in captured.err
+
+
+def test_a_wrong_data_folder_is_named_before_an_earlier_runs_files(tmp_path, capsys,
+                                                                   monkeypatch):
+    """CI runs the README's `fastconv train` in the checkout, then the suite there."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.fcm").write_bytes(b"an earlier run")
+    assert main(["train", str(tmp_path / "nowhere"), *FAST]) == 1
+    assert capsys.readouterr().err == \
+        f"fastconv train: error: data folder not found: {tmp_path / 'nowhere'}\n"
