@@ -2,12 +2,13 @@
 model file (fastconv or Keras .h5), class names and the list of images to read."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
 from contextlib import contextmanager
 
-from .saving import atomic_replace
+from .saving import NotRegularFileError, atomic_replace, save_target
 
 SEED_ARCHITECTURE = "the seed small convnet architecture (150x150x3 input, 438,369 params)"
 # The seed's folders were data/train/cats and data/train/dogs; Keras numbers classes in
@@ -96,6 +97,59 @@ def open_model(path, device, class_names=None):
         units = model.output_shape[-1]
         names = [f"class {k}" for k in range(2 if units == 1 else units)]
     return OpenedModel(model, path, names, keras=False)
+
+
+def check_outputs(paths, flag, overwrite, hint="pass --overwrite to replace them"):
+    """Check, before any work, the files a command will write: each must be a regular
+    file or not exist yet, in a folder that exists (saving.save_target), and unless
+    `overwrite` none may exist. Raises CLIError naming `flag`, the file(s) and why."""
+    existing = []
+    for path in paths:
+        try:
+            save_target(path)
+        except NotRegularFileError as exc:
+            raise CLIError(f"{flag}: {exc}") from None
+        except FileNotFoundError:
+            folder = os.path.dirname(os.path.abspath(path))
+            raise CLIError(f"{flag} {path}: folder {folder} does not exist") from None
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.access(folder, os.W_OK):   # no permission, or a read-only file system
+            raise CLIError(f"{flag} {path}: cannot write in folder {folder} (no permission, "
+                           f"or a read-only file system)")
+        if os.path.lexists(path):
+            existing.append(path)
+    if existing and not overwrite:
+        many = len(existing) > 1
+        raise CLIError(f"{flag}: {', '.join(existing)} already exist{'s' * (not many)} "
+                       f"(from an earlier run?) and would be replaced; {hint}")
+
+
+# Failures of the machine rather than of the input: the catch-all of main() would print
+# them as a bug ("run with --debug"), and ENOSPC or EIO do not even name their file.
+_DISK_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "disk quota exceeded",
+                errno.EROFS: "a read-only file system", errno.EACCES: "no permission",
+                errno.EPERM: "not permitted", errno.EIO: "an input/output error"}
+
+
+@contextmanager
+def plain_failures(doing, memory_hint=""):
+    """Out of memory, no permission, a full or read-only disk, inside the block: a
+    CLIError that says `doing` (e.g. "while training"), the file and the cause."""
+    try:
+        yield
+    except MemoryError as exc:
+        detail = f" ({exc})" if str(exc) else ""
+        raise CLIError(f"out of memory {doing}{detail}{memory_hint}") from exc
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        text = exc.strerror or str(exc)
+        if exc.filename is not None and os.fspath(exc.filename) not in text:
+            text = f"cannot access {os.fspath(exc.filename)}: {text}"
+        cause = _DISK_ERRNOS[exc.errno]
+        if cause not in text:
+            text += f" ({cause})"
+        raise CLIError(f"{text}, {doing}") from exc
 
 
 def write_json_atomic(path, obj):

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 
-from ._cli_common import CLIError, KERAS_DEFAULT_CLASSES, open_model, parse_class_names
+from ._cli_common import (CLIError, KERAS_DEFAULT_CLASSES, check_outputs, open_model,
+                          parse_class_names, plain_failures)
 
 
 def cmd_summary(args):
@@ -35,13 +36,16 @@ def cmd_convert(args):
         raise CLIError(f"Keras weights file not found: {src}")
     if not keras_weights.is_hdf5(src):
         raise CLIError(f"{src} is not an HDF5 file, so not a Keras .h5 weights file")
-    folder = os.path.dirname(os.path.abspath(dst))
-    if not os.path.isdir(folder):
-        raise CLIError(f"cannot write {dst}: folder {folder} does not exist")
+    if os.path.exists(dst) and os.path.samefile(src, dst):
+        raise CLIError(f"OUT {dst} is the Keras file {src} itself; writing it would destroy "
+                       f"the Keras weights: choose another OUT")
+    check_outputs([dst], "OUT", overwrite=args.overwrite,
+                  hint="pass --overwrite to replace it")
     names = parse_class_names(args.class_names)
-    opened = open_model(src, "reference", names)
-    opened.model.class_names = opened.class_names
-    opened.model.save(dst)
+    with plain_failures(f"while converting {src}"):
+        opened = open_model(src, "reference", names)
+        opened.model.class_names = opened.class_names
+        opened.model.save(dst)
     print(f"note: {opened.note}")
     print(f"wrote {dst}: {opened.model.count_params():,} parameters, classes "
           + ", ".join(f"{k} = {n}" for k, n in enumerate(opened.class_names))
@@ -95,6 +99,7 @@ def add_parsers(sub, common):
                    help=f"class names stored in the file, in label order (default "
                         f"{','.join(KERAS_DEFAULT_CLASSES)}: class 1 = the second class folder "
                         f"in sorted order)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("demo-data", parents=[common],

@@ -3,9 +3,11 @@
 Files it writes, next to --out (default model.fcm):
   model.fcm             the best model so far by validation loss (atomic save)
   model.fcm.ckpt        the model, optimizer and generator state after the last
-                        completed epoch, and model.fcm.ckpt.json, the training state
-                        (settings, epochs done, best val_loss, history): --resume
-                        continues from these exactly where the run stopped
+                        completed epoch with the training state (settings, epochs
+                        done, best val_loss, history) in its metadata: one file, one
+                        rename, so a kill never leaves them out of step; --resume
+                        continues from it exactly where the run stopped
+  model.fcm.ckpt.json   a readable copy of that training state
   history.json          loss, accuracy, val_loss, val_accuracy per epoch
   history.png           the same as curves, when matplotlib is installed
 
@@ -17,6 +19,7 @@ same as an uninterrupted run.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -25,9 +28,10 @@ import sys
 import tempfile
 import time
 
-from ._cli_common import (RESCALE, CLIError, deferred_sigint, require_device,
-                          write_json_atomic)
+from ._cli_common import (RESCALE, CLIError, check_outputs, deferred_sigint,
+                          plain_failures, require_device, write_json_atomic)
 from .callbacks import Callback
+from .saving import atomic_replace
 
 # The seed recipe (DESIGN.md): what `fastconv train DATA` does unless told otherwise.
 SEED_RECIPE = {"epochs": 50, "batch_size": 16, "lr": 1e-4, "optimizer": "rmsprop",
@@ -146,7 +150,25 @@ def open_datasets(root, s, workers=None, cache=False):
         raise CLIError(str(exc)) from None
     if val.num_images == 0:
         raise CLIError(f"{val_dir or train_dir}: no validation images")
+    require_readable(train, train_dir, "training")
+    require_readable(val, val_dir or train_dir, "validation")
     return train, val
+
+
+def require_readable(ds, folder, which):
+    """Decode `ds`'s images in order until one reads (one decode for a sound set), so
+    that a set of which no image can be read is an error now, naming the folder and the
+    count, and not after an epoch of training (or as an empty epoch)."""
+    from .data import ImageReadError
+    from .data.reading import decode_image
+    for path in ds.file_paths:
+        try:
+            decode_image(path, ds.image_size)
+            return
+        except ImageReadError:
+            continue
+    raise CLIError(f"{folder}: none of the {ds.num_images} {which} images can be read "
+                   f"(damaged, or not images); nothing to train on")
 
 
 class _Counted:
@@ -167,6 +189,25 @@ class _Counted:
 
 # --------------------------------------------------------------------------- settings
 
+@functools.lru_cache(maxsize=None)
+def smallest_image_size(limit=4096):
+    """The smallest PX for which PX x PX x 3 fits the seed small convnet: derived from
+    its layers (each one's output shape, as build() computes it), not a constant. Valid
+    convolutions and poolings only shrink, so the first PX that fits is the minimum."""
+    from .layers import LayerError
+    from .models import small_convnet
+    layers = small_convnet(device="reference", compile=False).layers
+    for px in range(1, limit + 1):
+        shape = (None, px, px, 3)
+        try:
+            for layer in layers:
+                shape = layer.compute_output_shape(shape)
+        except LayerError:
+            continue
+        return px
+    raise ValueError(f"no input size up to {limit} fits the seed small convnet")
+
+
 def resolve_settings(args, demo, stored=None):
     """The run's settings: explicit flags, else (on --resume) the stored ones, else the
     demo or seed-recipe defaults. On --resume an explicit flag that changes a stored
@@ -186,9 +227,10 @@ def resolve_settings(args, demo, stored=None):
     for key in ("epochs", "batch_size", "image_size"):
         if s[key] < 1:
             raise CLIError(f"--{key.replace('_', '-')} must be at least 1, received {s[key]}")
-    if s["image_size"] < 30:
+    smallest = smallest_image_size()
+    if s["image_size"] < smallest:
         raise CLIError(f"--image-size {s['image_size']} is too small for the seed model's "
-                       f"three conv/pool stages (the smallest is 30)")
+                       f"three conv/pool stages (the smallest is {smallest})")
     if not (s["lr"] > 0 and math.isfinite(s["lr"])):
         raise CLIError(f"--lr must be a positive number, received {s['lr']}")
     if not 0 < s["validation_split"] < 1:
@@ -216,19 +258,46 @@ def _sha256(path):
 
 
 def read_state(paths):
-    """The training state of --resume, checked against its checkpoint file."""
-    if not os.path.isfile(paths["state"]) or not os.path.isfile(paths["ckpt"]):
-        raise CLIError(f"--resume: no checkpoint to continue ({paths['ckpt']} and "
-                       f"{paths['state']} are written by a train run with --out "
-                       f"{paths['out']}); train without --resume first")
+    """The training state of --resume. The checkpoint holds it in its own metadata (one
+    file, one rename: always in step with the weights); a checkpoint written before
+    that has it in the separate state file, checked against the checkpoint's SHA-256."""
+    from .saving import ModelFileError, _read
+    if not os.path.isfile(paths["ckpt"]):
+        raise CLIError(f"--resume: no checkpoint to continue ({paths['ckpt']} is written "
+                       f"by a train run with --out {paths['out']}); train without --resume "
+                       f"first")
+    try:
+        _, meta, _ = _read(paths["ckpt"])
+    except ModelFileError as exc:
+        raise CLIError(f"--resume: {exc}") from None
+    if "train_state" in meta:
+        state, source = meta["train_state"], paths["ckpt"]
+    else:
+        state, source = _read_state_file(paths), paths["state"]
+    if not _is_state(state):
+        raise CLIError(f"--resume: {source} holds no valid fastconv training state")
+    return state
+
+
+def _is_state(state):
+    try:
+        return state.get("format") == STATE_FORMAT and all(k in state["settings"]
+                                                           for k in SETTINGS)
+    except (AttributeError, KeyError, TypeError):
+        return False
+
+
+def _read_state_file(paths):
+    """The state file beside a checkpoint of an older fastconv (no state inside)."""
+    if not os.path.isfile(paths["state"]):
+        raise CLIError(f"--resume: {paths['ckpt']} holds no training state and "
+                       f"{paths['state']} is missing; train without --resume")
     try:
         with open(paths["state"]) as fh:
             state = json.load(fh)
-        ok = state.get("format") == STATE_FORMAT and all(k in state["settings"]
-                                                          for k in SETTINGS)
-    except (OSError, ValueError, AttributeError, KeyError, TypeError):
-        ok = False
-    if not ok:
+    except (OSError, ValueError):
+        state = None
+    if not _is_state(state):
         raise CLIError(f"--resume: {paths['state']} is not a fastconv training state file")
     if state.get("checkpoint_sha256") != _sha256(paths["ckpt"]):
         raise CLIError(f"--resume: {paths['ckpt']} does not match {paths['state']} (written "
@@ -310,19 +379,25 @@ class TrainRun:
         self.model, self.train, self.val = model, _Counted(train), val
         self.show_bar = show_bar
         self.history = dict(state["history"]) if state else {}
-        self.best_val_loss = state["best_val_loss"] if state else math.inf
+        best = state["best_val_loss"] if state else None     # None (or inf): no best yet
+        self.best_val_loss = math.inf if best is None else best
         self.best_epoch = state["best_epoch"] if state else None
         self.epochs_done = state["epochs_done"] if state else 0
         self.plotted = False
 
     def save_checkpoint(self, epochs_done):
-        self.model.save(self.paths["ckpt"])
-        write_json_atomic(self.paths["state"], {
-            "format": STATE_FORMAT, "version": 1, "epochs_done": epochs_done,
-            "settings": self.settings, "data": self.root,
-            "class_names": list(self.model.class_names),
-            "best_val_loss": self.best_val_loss, "best_epoch": self.best_epoch,
-            "history": self.history, "checkpoint_sha256": _sha256(self.paths["ckpt"])})
+        """The checkpoint: model, optimizer, generators and the training state in one
+        file (one atomic rename, so a kill leaves the old one or the new one, whole).
+        The state file beside it is a readable copy; --resume reads the checkpoint."""
+        from .saving import save_model
+        state = {"format": STATE_FORMAT, "version": 1, "epochs_done": epochs_done,
+                 "settings": self.settings, "data": self.root,
+                 "class_names": list(self.model.class_names),
+                 "best_val_loss": self.best_val_loss if self.best_epoch else None,
+                 "best_epoch": self.best_epoch, "history": self.history}
+        save_model(self.model, self.paths["ckpt"], train_state=state)
+        write_json_atomic(self.paths["state"],
+                          dict(state, checkpoint_sha256=_sha256(self.paths["ckpt"])))
         self.epochs_done = epochs_done
 
     def write_history(self):
@@ -354,24 +429,49 @@ def plot_history(history, path):
         ax.set_title(key)
         ax.legend()
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:        # atomic, and only ever over a regular file, like every other output
+        atomic_replace(path, lambda f: fig.savefig(f, format="png"))
+    finally:
+        plt.close(fig)
     return True
 
 
 # --------------------------------------------------------------------------- command
 
 def cmd_train(args):
+    with plain_failures("while training", memory_hint="; a smaller --batch-size or "
+                                                      "--image-size needs less"):
+        return _train(args)
+
+
+def check_architecture(model, settings, path):
+    """A checkpoint must hold the seed small convnet at the run's image size: checked
+    before anything starts, so that a foreign one never begins "resuming"."""
+    from .models import small_convnet
+    s = settings["image_size"]
+    want = small_convnet(input_shape=(s, s, 3), device="reference", compile=False)
+
+    def layout(m):
+        return ([(type(layer).__name__, tuple(layer.output_shape)) for layer in m.layers],
+                [tuple(w.shape) for w in m.get_weights()])
+    if layout(model) != layout(want):
+        raise CLIError(f"--resume: {path} holds a model of another architecture (input "
+                       f"{'x'.join(map(str, model.input_shape[1:]))}, "
+                       f"{model.count_params():,} params, {len(model.layers)} layers), not "
+                       f"the seed small convnet at {s}x{s}x3 ({want.count_params():,} "
+                       f"params) that its training state describes")
+
+
+def _train(args):
     from . import optimizers
     from .models import small_convnet
     from .saving import load_model
     require_device(args.device)
     paths = paths_for(args.out)
-    folder = os.path.dirname(os.path.abspath(paths["out"]))
-    if not os.path.isdir(folder):
-        raise CLIError(f"--out {paths['out']}: folder {folder} does not exist")
+    # Every file the run writes is checked before anything is: only regular files are
+    # replaced, and those of an earlier run only when asked (--overwrite, --resume).
+    outputs = [paths[k] for k in ("out", "ckpt", "state", "history", "plot")]
+    check_outputs(outputs, "--out", overwrite=True)
     state = read_state(paths) if args.resume else None
     if state is not None:
         demo = state["data"] is None
@@ -387,6 +487,15 @@ def cmd_train(args):
         raise CLIError(f"--resume: {paths['ckpt']} has already trained "
                        f"{state['epochs_done']} epochs; pass --epochs N with N > "
                        f"{state['epochs_done']} to train longer")
+    if not demo:
+        split_folders(os.fspath(root_arg))  # a wrong DATA is named first, whatever --out holds
+    if state is None:
+        check_outputs(outputs, "--out", overwrite=args.overwrite,
+                      hint="pass --overwrite to replace them, --resume to continue that run, "
+                           "or choose another --out folder")
+    if state is not None:           # checked before the data is read or anything written
+        model = load_model(paths["ckpt"], device=args.device)
+        check_architecture(model, settings, paths["ckpt"])
     root = demo_root() if demo else os.fspath(root_arg)
     train, val = open_datasets(root, settings, workers=args.workers,
                                cache=args.cache or demo)
@@ -395,7 +504,6 @@ def cmd_train(args):
             raise CLIError(f"--resume: the checkpoint's classes are "
                            f"{', '.join(state['class_names'])}, the data's are "
                            f"{', '.join(train.class_names)}")
-        model = load_model(paths["ckpt"], device=args.device)
     else:
         s = settings["image_size"]
         model = small_convnet(input_shape=(s, s, 3), device=args.device, seed=settings["seed"],
@@ -489,6 +597,9 @@ def add_parser(sub, common):
                                             "augmentation and dropout (default 0)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run whose checkpoint is beside --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the model, checkpoint and history.json of an earlier run "
+                        "beside --out (without it, train refuses to replace them)")
     p.add_argument("--workers", type=int, help="image decoding threads (default: the data "
                                                "pipeline's choice)")
     p.add_argument("--cache", action="store_true",

@@ -102,6 +102,14 @@ class ModelCheckpoint(Callback):
         self.mode = _mode("ModelCheckpoint", monitor, mode)
         self.best = None
 
+    def on_train_begin(self, logs=None):
+        """A filepath without format fields is checked before the first epoch: a folder,
+        device or FIFO there (saving replaces only regular files) or a missing folder
+        raises now, not after an epoch of training."""
+        if "{" not in self.filepath:
+            from .saving import save_target
+            save_target(self.filepath)
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         path = self.filepath.format(epoch=epoch + 1, **logs)

@@ -1,5 +1,6 @@
 """Errors of the command line: one line on stderr naming the problem, a non-zero exit
 code, and a traceback only with --debug. Also `summary` and argument handling."""
+import os
 import subprocess
 import sys
 
@@ -102,3 +103,33 @@ def test_class_names_flag_is_checked(capsys):
         assert main(["summary", "--class-names", bad, "m.h5"]) == 1
         assert "--class-names must list two or more distinct names" in \
             _one_line(capsys.readouterr().err, "summary")
+
+
+def test_convert_never_destroys_its_input_nor_replaces_a_file_unasked(tmp_path, capsys):
+    h5py = pytest.importorskip("h5py")
+    src = tmp_path / "w.h5"
+    with h5py.File(src, "w") as f:
+        f.attrs["layer_names"] = [b"dense_1"]
+    before = src.read_bytes()
+    (tmp_path / "link.h5").symlink_to(src)
+    for out in (src, tmp_path / "link.h5", tmp_path / "." / "w.h5"):
+        for extra in ([], ["--overwrite"]):         # never, even when asked
+            assert main(["convert", str(src), str(out), *extra]) == 1
+            err = _one_line(capsys.readouterr().err, "convert")
+            assert "is the Keras file" in err and "itself" in err
+    assert src.read_bytes() == before
+    existing = tmp_path / "m.fcm"
+    existing.write_bytes(b"an earlier model")
+    assert main(["convert", str(src), str(existing)]) == 1
+    err = _one_line(capsys.readouterr().err, "convert")
+    assert f"{existing} already exists" in err and "--overwrite" in err
+    assert existing.read_bytes() == b"an earlier model"
+    os.mkfifo(tmp_path / "pipe.fcm")
+    assert main(["convert", str(src), str(tmp_path / "pipe.fcm"), "--overwrite"]) == 1
+    assert "it is a FIFO" in _one_line(capsys.readouterr().err, "convert")
+    # with --overwrite an existing regular OUT is replaced (the seed's own .h5, if here)
+    seed = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "seed",
+                        "first_try.h5")
+    if os.path.isfile(seed):
+        assert main(["convert", seed, str(existing), "--overwrite"]) == 0
+        assert existing.read_bytes()[:4] == b"PK\x03\x04"

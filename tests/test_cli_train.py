@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import stat
 
 import numpy as np
 import pytest
@@ -168,10 +169,14 @@ def test_resume_errors(demo, tmp_path, capsys):
     assert main(["train", demo, *FAST, "--epochs", "2", "--out", out, "--resume",
                  "--batch-size", "4"]) == 1
     assert "--batch-size 8, not 4" in capsys.readouterr().err
-    with open(out + ".ckpt", "ab") as fh:           # a checkpoint that is not the state's
-        fh.write(b"x")
+    # the checkpoint holds its own state (issue 12): a damaged one is refused, naming it
+    ckpt = bytearray(open(out + ".ckpt", "rb").read())
+    ckpt[len(ckpt) // 2] ^= 0xFF
+    with open(out + ".ckpt", "wb") as fh:
+        fh.write(ckpt)
     assert main(["train", demo, *FAST, "--epochs", "2", "--out", out, "--resume"]) == 1
-    assert "does not match" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith(f"fastconv train: error: --resume: {out}.ckpt: ")
 
 
 def test_class_folders_are_split_by_validation_split(demo, tmp_path, capsys):
@@ -195,7 +200,8 @@ def test_train_without_data_uses_the_cached_demo_set(tmp_path, capsys, monkeypat
     assert "generating the demo data set" in text and "on the demo data set" in text
     assert "16 training images, 8 validation images" in text
     assert "final validation accuracy" in text and (tmp_path / "model.fcm").is_file()
-    assert main(["train", "--device", "reference", "--out", "again.fcm"]) == 0
+    # a second run in the same folder replaces history.json: only when asked (issue 12)
+    assert main(["train", "--device", "reference", "--out", "again.fcm", "--overwrite"]) == 0
     assert "generating" not in capsys.readouterr().out        # generated once, reused
     assert _weights_equal(tmp_path / "model.fcm", tmp_path / "again.fcm")   # seed 0 default
 
@@ -304,3 +310,179 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_files(demo, tmp_path,
     assert "NaN" not in text and "Infinity" not in text           # strict JSON
     hist = json.loads(text)
     assert hist["history"]["loss"][1] is None and hist["best_epoch"] == 1
+
+
+def test_a_fresh_train_refuses_to_replace_an_earlier_run(demo, tmp_path, capsys):
+    out = tmp_path / "m.fcm"
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(out)]) == 0
+    capsys.readouterr()
+    files = {p: p.read_bytes() for p in tmp_path.iterdir() if p.name != "history.png"}
+    assert {p.name for p in files} >= {"m.fcm", "m.fcm.ckpt", "m.fcm.ckpt.json",
+                                       "history.json"}
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(out), "--seed", "3"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""                       # refused before any work
+    err = captured.err
+    assert err.startswith("fastconv train: error: --out: ") and "--overwrite" in err
+    for name in ("m.fcm", "m.fcm.ckpt", "m.fcm.ckpt.json", "history.json"):
+        assert str(tmp_path / name) in err, name
+    assert all(p.read_bytes() == b for p, b in files.items())      # nothing replaced
+    # only the history of another run in the same folder: refused too
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(tmp_path / "n.fcm")]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'history.json'}" in err and "already exist" in err
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(out), "--seed", "3",
+                 "--overwrite"]) == 0
+    assert files[out] != out.read_bytes()
+
+
+def test_out_that_is_not_a_regular_file_is_refused_before_training(demo, tmp_path, capsys):
+    folder = tmp_path / "model.fcm"
+    folder.mkdir()
+    fifo = tmp_path / "pipe.fcm"
+    os.mkfifo(fifo)
+    os.mkfifo(tmp_path / "history.json")
+    (tmp_path / "sub").mkdir()
+    for out, why in ((folder, "it is a folder"), (fifo, "it is a FIFO"),
+                     (tmp_path / "sub" / "m.fcm", None)):
+        if why is None:     # a fine --out, but its history.json is a FIFO
+            (tmp_path / "sub" / "history.json").symlink_to(tmp_path / "history.json")
+            why = "it is a FIFO"
+        assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(out),
+                     "--overwrite"]) == 1
+        captured = capsys.readouterr()
+        assert captured.out == "", out               # found at start, before training
+        assert captured.err.startswith("fastconv train: error: --out: refusing to save")
+        assert why in captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json", "model.fcm",
+                                                          "pipe.fcm", "sub"]
+    assert folder.is_dir() and not os.listdir(folder) and stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+class _Killed(BaseException):
+    """Stands for kill -9: nothing after it runs (main() does not catch it)."""
+
+
+def test_a_kill_between_checkpoint_and_state_file_still_resumes_exactly(demo, tmp_path,
+                                                                        capsys, monkeypatch):
+    """The checkpoint and its training state are one file: a kill after the checkpoint
+    of epoch 2 was renamed into place, before the state file beside it was, resumes."""
+    args = ["train", demo, *FAST, "--epochs", "3", "--seed", "2"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    assert main(args + ["--out", str(a / "m.fcm")]) == 0
+    real, writes = _cli_train.write_json_atomic, []
+
+    def killed_on_the_third_state_write(path, obj):
+        if path.endswith(".ckpt.json"):
+            writes.append(path)
+            if len(writes) == 3:            # states of epochs 0, 1, then 2: killed there
+                raise _Killed
+        real(path, obj)
+    monkeypatch.setattr(_cli_train, "write_json_atomic", killed_on_the_third_state_write)
+    with pytest.raises(_Killed):
+        main(args + ["--out", str(b / "m.fcm")])
+    monkeypatch.undo()
+    assert json.loads((b / "m.fcm.ckpt.json").read_text())["epochs_done"] == 1   # stale
+    capsys.readouterr()
+    assert main(args + ["--out", str(b / "m.fcm"), "--resume"]) == 0
+    assert "continuing after epoch 2" in capsys.readouterr().out
+    assert _weights_equal(a / "m.fcm.ckpt", b / "m.fcm.ckpt")
+    assert _weights_equal(a / "m.fcm", b / "m.fcm")
+    assert json.loads((a / "history.json").read_text())["history"]["val_loss"] == \
+        json.loads((b / "history.json").read_text())["history"]["val_loss"]
+
+
+def test_the_smallest_image_size_is_derived_from_the_architecture(demo, tmp_path, capsys):
+    for px in (30, 31):         # passed the old constant 30, then failed in the last pool
+        assert main(["train", demo, *FAST, "--image-size", str(px), "--epochs", "1",
+                     "--out", str(tmp_path / "m.fcm")]) == 1
+        err = capsys.readouterr().err
+        assert f"--image-size {px} is too small" in err and "the smallest is 32" in err
+        assert not (tmp_path / "m.fcm.ckpt").exists()
+    assert main(["train", demo, *FAST, "--image-size", "32", "--epochs", "1",
+                 "--out", str(tmp_path / "m.fcm")]) == 0
+    assert fastconv.load_model(tmp_path / "m.fcm").input_shape == (None, 32, 32, 3)
+
+
+@pytest.mark.parametrize("code", [28, 13, 30])          # ENOSPC, EACCES, EROFS
+def test_a_full_or_read_only_disk_is_one_line_naming_the_file(demo, tmp_path, capsys,
+                                                              monkeypatch, code):
+    from fastconv import saving
+
+    def fail(fileobj, arrays):
+        raise OSError(code, os.strerror(code))
+    monkeypatch.setattr(saving, "_write_arrays", fail)
+    out = tmp_path / "m.fcm"
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"fastconv train: error: cannot write {out}.ckpt: "
+                          f"{os.strerror(code)}") and err.count("\n") == 1
+    assert "--debug" not in err and "while training" in err
+
+
+def test_out_of_memory_and_an_unwritable_folder_are_plain_errors(demo, tmp_path, capsys,
+                                                                 monkeypatch):
+    def no_memory(self, plan, guard_snaps=None):
+        raise MemoryError
+    monkeypatch.setattr(Sequential, "_train_step", no_memory)
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(tmp_path / "m.fcm")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("fastconv train: error: out of memory while training")
+    assert "--batch-size" in err and "--debug" not in err
+    monkeypatch.undo()
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m, **kw: False if os.fspath(p) == str(ro)
+                        else real(p, m, **kw))
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", str(ro / "m.fcm")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and f"cannot write in folder {ro}" in captured.err
+
+
+def test_a_set_of_unreadable_images_is_refused_before_training(demo, tmp_path, capsys):
+    for which, split in (("training", "train"), ("validation", "validation")):
+        root = tmp_path / which
+        shutil.copytree(demo, root)
+        n = 0
+        for png in (root / split).rglob("*.png"):
+            png.write_bytes(b"not a png")
+            n += 1
+        assert main(["train", str(root), *FAST, "--epochs", "1", "--out",
+                     str(root / "m.fcm")]) == 1
+        captured = capsys.readouterr()
+        assert "epoch 1/" not in captured.out, which       # no epoch trained first
+        assert f"{root / split}: none of the {n} {which} images can be read" in captured.err
+        assert "one-shot generator" not in captured.err
+        assert not (root / "m.fcm.ckpt").exists()
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_before_resuming(demo, tmp_path,
+                                                                         capsys):
+    from fastconv import saving
+    from fastconv._cli_train import read_state, paths_for
+    a, b = str(tmp_path / "a.fcm"), str(tmp_path / "sub" / "b.fcm")
+    (tmp_path / "sub").mkdir()
+    assert main(["train", demo, *FAST, "--epochs", "1", "--out", a]) == 0
+    assert main(["train", demo, *FAST, "--image-size", "40", "--epochs", "1", "--out", b]) == 0
+    state = read_state(paths_for(a))                 # a's state, b's 40x40 model
+    other = fastconv.load_model(b + ".ckpt", device="reference")
+    saving.save_model(other, a + ".ckpt", train_state=state)
+    capsys.readouterr()
+    assert main(["train", demo, *FAST, "--epochs", "2", "--out", a, "--resume"]) == 1
+    captured = capsys.readouterr()
+    assert "resuming" not in captured.out and captured.out == ""
+    assert f"--resume: {a}.ckpt holds a model of another architecture (input 40x40x3" in \
+        captured.err and "at 32x32x3" in captured.err
+
+
+def test_a_wrong_data_folder_is_named_before_an_earlier_runs_files(tmp_path, capsys,
+                                                                   monkeypatch):
+    """CI runs the README's `fastconv train` in the checkout, then the suite there."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.fcm").write_bytes(b"an earlier run")
+    assert main(["train", str(tmp_path / "nowhere"), *FAST]) == 1
+    assert capsys.readouterr().err == \
+        f"fastconv train: error: data folder not found: {tmp_path / 'nowhere'}\n"
