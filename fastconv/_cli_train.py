@@ -30,6 +30,7 @@ import time
 
 from ._cli_common import (RESCALE, CLIError, check_outputs, deferred_sigint,
                           plain_failures, require_device, write_json_atomic)
+from ._text import printable
 from .callbacks import Callback
 from .saving import atomic_replace
 
@@ -502,8 +503,8 @@ def _train(args):
     if state is not None:
         if list(train.class_names) != list(state["class_names"]):
             raise CLIError(f"--resume: the checkpoint's classes are "
-                           f"{', '.join(state['class_names'])}, the data's are "
-                           f"{', '.join(train.class_names)}")
+                           f"{printable(', '.join(state['class_names']))}, the data's are "
+                           f"{printable(', '.join(train.class_names))}")
     else:
         s = settings["image_size"]
         model = small_convnet(input_shape=(s, s, 3), device=args.device, seed=settings["seed"],
@@ -520,8 +521,8 @@ def _train(args):
     if state is None:
         run.save_checkpoint(0)        # so that Ctrl-C in the first epoch can be resumed
 
-    names = train.class_names
-    what = "the demo data set" if demo else root
+    names = [printable(n) for n in train.class_names]      # folder names, printed as text
+    what = "the demo data set" if demo else printable(root)
     print(f"{'resuming' if state else 'training'} the seed small convnet "
           f"({model.count_params():,} params, {settings['image_size']}x"
           f"{settings['image_size']}x3) on {what}")

@@ -121,3 +121,19 @@ def test_predict_reports_an_unlistable_folder(model_path, tmp_path, capsys, monk
     assert [e["path"] for e in report["errors"]] == [str(locked)]
     assert "cannot list this folder (PermissionError" in report["errors"][0]["error"]
     assert "0 of 1 images could not be read (1 folder could not be listed)" in captured.err
+
+
+def test_train_escapes_class_folder_names_in_its_text(tmp_path, capsys):
+    """Class names come from folder names: train's summary line prints them escaped."""
+    root = tmp_path / "data"
+    for cls, value in ((RED, 40), ("plain", 200)):
+        for split, count in (("train", 4), ("validation", 2)):
+            for i in range(count):
+                _png(root / split / cls / f"{i}.png", value + i)
+    args = ["train", str(root), "--image-size", "32", "--batch-size", "4", "--epochs", "1",
+            "--device", "reference", "--no-augment", "--no-progress",
+            "--out", str(tmp_path / "m.fcm")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    _no_raw_controls(out)
+    assert "classes 0 = \\x1b[31mred, 1 = plain" in out
