@@ -11,8 +11,10 @@ from . import kernels  # noqa: E402
 
 
 def check(device="cpu", shapes="quick", seed=0):
-    """Check a backend's kernels against the NumPy reference; see fastconv.check.check."""
-    from .check import check as _check
+    """Check a backend's kernels against the NumPy reference; see fastconv._check.check.
+    That module is private so that importing it never replaces this function (a public
+    `fastconv.check` module did, after the first call)."""
+    from ._check import check as _check
     return _check(device, shapes, seed)
 
 

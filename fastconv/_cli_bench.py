@@ -46,7 +46,7 @@ def _as_the_model_runs_it(sample):
 
 def bench_kernels(device, progress):
     from . import kernels
-    from .check import ATOL, RTOL
+    from ._check import ATOL, RTOL
     from .opcases import samples
     from .testing import compare_to_reference
     K = kernels.get(device)

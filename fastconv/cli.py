@@ -35,7 +35,7 @@ def _cmd_check(args):
     import json
 
     from . import kernels
-    from .check import HEADER, check, format_row
+    from ._check import HEADER, check, format_row
 
     stream = sys.stderr if args.json else sys.stdout
     printed = []

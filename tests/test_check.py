@@ -64,3 +64,18 @@ def test_all_lists_what_it_skipped(capsys):
         if name != "reference":
             assert f"skipped {name}: {why}" in out
     assert code == (0 if "cpu" in FOUND or "cuda" in FOUND else 1)
+
+
+@needs_cpu
+def test_fastconv_check_is_the_function_on_every_call():
+    """The check's module used to be `fastconv.check`: its first import replaced the
+    function with the module, so a second `fastconv.check()` raised TypeError."""
+    import importlib
+
+    import fastconv
+    reports = [fastconv.check("cpu"), fastconv.check("cpu")]
+    importlib.import_module("fastconv._check")
+    reports.append(fastconv.check("cpu"))
+    assert callable(fastconv.check)
+    for report in reports:
+        assert report["passed"] and report["results"]

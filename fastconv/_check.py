@@ -1,4 +1,5 @@
-"""`fastconv.check`: prove a backend's kernels against the NumPy reference here.
+"""`fastconv.check()` (this module is private: a public `fastconv.check` module shadowed the
+function after its first import): prove a backend's kernels against the NumPy reference here.
 
 For every op of the kernel contract (fused ops too, where the backend has
 them) it draws fresh random inputs from the op table (fastconv.opcases), runs
