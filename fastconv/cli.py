@@ -7,6 +7,8 @@ import time
 import warnings
 
 from . import __version__
+from ._interrupt import interrupt_in
+from ._text import printable
 
 
 def _cmd_selftest(args):
@@ -119,7 +121,7 @@ def _expected_errors():
 def _one_line_warning(command):
     """Warnings (an unreadable image skipped, a NaN loss) as one line each on stderr."""
     def show(message, category, filename, lineno, file=None, line=None):
-        text = " ".join(str(message).split())
+        text = printable(" ".join(str(message).split()))
         print(f"fastconv {command}: warning: {text}", file=file or sys.stderr, flush=True)
     return show
 
@@ -141,9 +143,15 @@ def main(argv=None):
         print(f"fastconv {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
+        if interrupt_in(exc) is not None:     # a Numba kernel's SystemError around Ctrl-C
+            if args.debug:
+                raise
+            print(f"fastconv {args.command}: interrupted", file=sys.stderr)
+            return 130
         if args.debug:
             raise
-        text = " ".join(str(exc).split()) or type(exc).__name__
+        # file and class names inside messages are printed escaped (no terminal control)
+        text = printable(" ".join(str(exc).split())) or type(exc).__name__
         if not isinstance(exc, _expected_errors()):
             # a bug or an unforeseen failure: still one line, with how to see more
             text = f"{type(exc).__name__}: {text} (run with --debug for the traceback)"

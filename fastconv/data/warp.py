@@ -29,6 +29,8 @@ import math
 import numpy as np
 from numba import njit
 
+from .._interrupt import surfaces_interrupts
+
 FILL_MODES = ("nearest", "constant", "reflect", "wrap")
 _NEAREST, _CONSTANT, _REFLECT, _WRAP = range(4)
 
@@ -136,6 +138,7 @@ def _scale32(scale):
     return float(np.float32(scale))
 
 
+@surfaces_interrupts              # a nogil kernel: Ctrl-C must stay a KeyboardInterrupt
 def affine_warp(src, matrix, out=None, fill_mode="nearest", cval=0.0, scale=1.0):
     """Warp one image with bilinear sampling (Numba, releases the GIL).
 

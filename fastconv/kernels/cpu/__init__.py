@@ -23,3 +23,10 @@ from .fused import (  # noqa: F401
     conv2d_relu_maxpool_forward)
 
 NAME = "cpu"
+
+# Ctrl-C inside a nogil kernel must reach the caller as KeyboardInterrupt, not as
+# Numba's SystemError (fastconv/_interrupt.py): every public op is wrapped once here.
+from .. import CONTRACT as _CONTRACT, FUSED as _FUSED  # noqa: E402
+from ..._interrupt import wrap_module_ops as _wrap_module_ops  # noqa: E402
+
+_wrap_module_ops(globals(), _CONTRACT + _FUSED)
