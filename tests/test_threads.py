@@ -169,8 +169,9 @@ def test_train_on_batch_and_evaluate_on_one_model_from_threads_match_serial():
 
 
 def _kernel_cases():
-    """(label, callable) pairs: forward/backward convs and the fused ops of the cpu engine at
-    two shapes each (valid and same padding, strides 1 and 2, >= 32 filters)."""
+    """Zero-argument calls of the cpu engine: forward/backward convs and the fused ops at
+    two shapes each (valid and same padding, strides 1 and 2, >= 32 filters), pool, dense
+    and a loss."""
     K = kernels.get("cpu")
     rng = np.random.default_rng(3)
     cases = []
@@ -192,11 +193,27 @@ def _kernel_cases():
             (lambda x=x, w=w, d=dyp, yp=yp, a=arg, kw=kw:
              K.conv2d_relu_maxpool_backward(x, w, d, yp, a, **kw)),
         ]
+    # The other cpu ops keep no scratch; they run alongside the convs here all the same.
+    x = rng.standard_normal((4, 9, 9, 16)).astype(np.float32)
+    yp, arg = K.maxpool2d_forward(x, pool=2)
+    dyp = rng.standard_normal(yp.shape).astype(np.float32)
+    xd = rng.standard_normal((6, 200)).astype(np.float32)
+    wd = rng.standard_normal((200, 48)).astype(np.float32)
+    bd = rng.standard_normal(48).astype(np.float32)
+    dyd = rng.standard_normal((6, 48)).astype(np.float32)
+    labels = (np.arange(6) % 48).astype(np.int32)
+    cases += [
+        lambda: K.maxpool2d_forward(x, pool=2),
+        lambda: K.maxpool2d_backward(dyp, arg, x.shape),
+        lambda: K.dense_forward(xd, wd, bd),
+        lambda: K.dense_backward(xd, wd, dyd),
+        lambda: K.softmax_crossentropy(labels, dyd),
+    ]
     return cases
 
 
 def _same(a, b):
-    if isinstance(a, tuple):
+    if isinstance(a, (tuple, list)):
         return all(_same(u, v) for u, v in zip(a, b))
     return (a is None and b is None) or np.array_equal(a, b)
 
