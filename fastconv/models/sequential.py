@@ -14,9 +14,11 @@ summarised and saved on a machine without that backend.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import sys
+import threading
 import time
 from collections import OrderedDict
 
@@ -35,6 +37,15 @@ METRICS = ("accuracy", "acc")
 _MAX_PLANS = 6
 
 
+def _locked(method):
+    """Run `method` holding the model's lock (re-entrant: fit's callbacks may predict)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return run
+
+
 def _check_device(owner, device):
     if device not in DEVICES:
         raise ValueError(f"{owner}: unknown device {device!r}; choose one of "
@@ -49,6 +60,14 @@ class Sequential:
     prior fastconv.set_seed) makes initialisation, shuffling and dropout
     reproducible; layers are auto-named per model as in a fresh Keras 2 session
     (conv2d_1, activation_1, ...).
+
+    Threads: one model may be used from several Python threads. Its plans (batch
+    buffers) and weights are shared, so a model serialises its public entry points
+    (fit, evaluate, predict, train_on_batch and what calls them, get/set_weights,
+    compile, to, save, load_weights) with one re-entrant lock: concurrent calls take
+    turns and each gives bitwise the serial result. Different models run truly in
+    parallel (the cpu kernels release the GIL and keep their scratch per thread). A
+    callback of fit that waits for another thread using the same model deadlocks.
     """
 
     def __init__(self, layers=None, name=None, device="cpu", seed=None):
@@ -56,6 +75,7 @@ class Sequential:
             raise ValueError(f"Sequential: `name` must be a non-empty string, received "
                              f"name={name!r}")
         self.name = name or "sequential"
+        self._lock = threading.RLock()        # see "Threads" above
         self._device = _check_device("Sequential", device)
         seed = _random.check_seed("Sequential", seed)
         self.seed = _random.draw_seed() if seed is None else seed
@@ -196,6 +216,7 @@ class Sequential:
         layer._weights = [K.to_device(np.ascontiguousarray(w, np.float32)) for w in host]
         layer._K = K
 
+    @_locked
     def to(self, device):
         """Move weights, optimizer state and future buffers to `device`; returns self."""
         device = _check_device(f"{self.name}.to", device)
@@ -279,10 +300,12 @@ class Sequential:
         self._require_built("count parameters")
         return sum(layer.count_params() for layer in self.layers)
 
+    @_locked
     def get_weights(self):
         """Host NumPy copies of all weights, layer by layer (kernel, bias), as Keras."""
         return [w for layer in self.layers for w in layer.get_weights()]
 
+    @_locked
     def set_weights(self, weights):
         self._require_built("set weights")
         weights = list(weights)
@@ -298,6 +321,7 @@ class Sequential:
                 k += m
 
     # ------------------------------------------------------------------ compile
+    @_locked
     def compile(self, optimizer="rmsprop", loss=None, metrics=None):
         """optimizer: 'rmsprop' | 'sgd' | 'adam' or an optimizer object; loss:
         'binary_crossentropy' | 'sparse_categorical_crossentropy' |
@@ -505,6 +529,7 @@ class Sequential:
             else:
                 self.optimizer.build(K, self._params())
 
+    @_locked
     def train_on_batch(self, x, y, return_dict=False):
         """One step on (x, y); returns loss, or [loss, accuracy] with metrics. A NaN/inf
         loss is returned but not applied."""
@@ -531,6 +556,7 @@ class Sequential:
         return list(logs.values())
 
     # ------------------------------------------------------------------ fit
+    @_locked
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
             steps_per_epoch=None):
@@ -696,6 +722,7 @@ class Sequential:
             logs[m] = correct_sum / seen
         return logs
 
+    @_locked
     def evaluate(self, x=None, y=None, batch_size=32, verbose=0, return_dict=False):
         """Loss (and accuracy) in inference mode (no dropout): loss, [loss, acc] or a dict."""
         self._require_compiled_or_build(x)
@@ -708,6 +735,7 @@ class Sequential:
     def test_on_batch(self, x, y, return_dict=False):
         return self.evaluate(x, y, batch_size=max(1, len(x)), return_dict=return_dict)
 
+    @_locked
     def predict(self, x, batch_size=32, verbose=0):
         """Model outputs (after the final sigmoid/softmax) as a float32 NumPy array."""
         if not self.built and isinstance(x, np.ndarray) and self.layers:
@@ -789,16 +817,19 @@ class Sequential:
             model.add(L.deserialize(spec))
         return model
 
+    @_locked
     def save(self, filepath, include_optimizer=True):
         """Write the architecture, weights and (optionally) optimizer state to one
         .npz file, atomically. Load with fastconv.load_model."""
         from .. import saving
         saving.save_model(self, filepath, include_optimizer=include_optimizer)
 
+    @_locked
     def save_weights(self, filepath):
         from .. import saving
         saving.save_weights(self, filepath)
 
+    @_locked
     def load_weights(self, filepath):
         from .. import saving
         saving.load_weights(self, filepath)

@@ -23,10 +23,16 @@ How the loops run (see docs/cpu_conv.md for the measurements):
 - fastmath={'contract'} only: a*b + c may compile to one FMA (one rounding
   instead of two); nothing is reassociated, so results stay deterministic.
 
-Workspaces (padded x, transposed w, partial sums) are cached at module level
-by shape, so a steady-state call with out= buffers allocates nothing. They are
-shared: do not call these kernels from several Python threads at once.
+Workspaces (padded x, transposed w, partial sums) are cached per Python thread
+by shape (threading.local, at most _MAX_WORKSPACES per thread, freed with the
+thread), so a steady-state call with out= buffers allocates nothing and calls
+from several threads at once never share scratch: each gives bitwise the
+serial result. Concurrent parallel launches need Numba's threading layer to be
+'omp' or 'tbb' (the default wherever one loads); 'workqueue' is not thread-safe
+(Numba aborts on concurrent use), so with it call the kernels from one thread.
 """
+import threading
+
 import numba
 import numpy as np
 from numba import njit, prange, types
@@ -373,23 +379,36 @@ def _grad_x(dy, wt, sh, sw, dxp):
 # workspaces and argument plumbing
 # --------------------------------------------------------------------------
 
-_WORKSPACES = {}
-_MAX_WORKSPACES = 64
+# Each Python thread's own workspaces, {(name, shape, dtype): array}: scratch belongs to
+# the thread that calls, never to the module, so concurrent calls cannot overwrite each
+# other's padded x or partial sums.
+_LOCAL = threading.local()
+_MAX_WORKSPACES = 64          # per thread
+
+
+def _thread_workspaces():
+    """This thread's workspace dict (created on its first call)."""
+    cache = getattr(_LOCAL, "workspaces", None)
+    if cache is None:
+        cache = _LOCAL.workspaces = {}
+    return cache
 
 
 def workspace(name, shape, dtype=F32, zero=False):
-    """A cached scratch array for (name, shape, dtype); new ones are zeroed if asked.
+    """This thread's cached scratch array for (name, shape, dtype); new ones are zeroed
+    if asked.
 
-    Contents persist between calls: a caller that needs zeros it does not
-    rewrite itself must pass zero=True and keep those parts zero.
+    Contents persist between calls of the same thread: a caller that needs zeros it
+    does not rewrite itself must pass zero=True and keep those parts zero.
     """
+    cache = _thread_workspaces()
     key = (name, tuple(shape), np.dtype(dtype).str)
-    buf = _WORKSPACES.get(key)
+    buf = cache.get(key)
     if buf is None:
-        if len(_WORKSPACES) >= _MAX_WORKSPACES:  # shapes keep changing: start over
-            _WORKSPACES.clear()
+        if len(cache) >= _MAX_WORKSPACES:        # shapes keep changing: start over
+            cache.clear()
         buf = (np.zeros if zero else np.empty)(key[1], dtype)
-        _WORKSPACES[key] = buf
+        cache[key] = buf
     return buf
 
 

@@ -53,9 +53,17 @@ def set_tiles(**tiles):
 
     Only for the simulator, which reads module globals live: tests shrink the tiles so
     that tiny inputs span several blocks. On a GPU each kernel freezes the constants when
-    it first compiles, so changing them afterwards would desynchronise the launchers.
-    The loaders need every tile to divide evenly among the threads (checked here).
+    it first compiles, so changing them afterwards would desynchronise the launchers
+    (blocks and shared tiles of other sizes than the kernels assume: out-of-bounds
+    accesses): RuntimeError once any kernel of this module has compiled. The loaders need
+    every tile to divide evenly among the threads (checked here).
     """
+    compiled = _compiled_kernels()
+    if compiled:
+        raise RuntimeError(
+            f"set_tiles: {', '.join(compiled)} already compiled with the tiles "
+            f"{_current_tiles()}; kernels freeze the tiles when they compile, so set them "
+            f"before the first cuda conv2d/dense call (in a fresh process)")
     t = dict(TILES, **tiles)
     bm, bn, bk, tm = t["bm"], t["bn"], t["bk"], t["tm"]
     dbm, dbk, dbn, dtk = t["dw_bm"], t["dw_bk"], t["dw_bn"], t["dw_tk"]
@@ -66,6 +74,18 @@ def set_tiles(**tiles):
     globals().update(BM=bm, BN=bn, BK=bk, TM=tm, BM_PAD=_padded(bm, bk), BN_PAD=_padded(bn, bk),
                      DW_BM=dbm, DW_BK=dbk, DW_BN=dbn, DW_TK=dtk, DW_BK_PAD=dbk + 1,
                      DW_TARGET_BLOCKS=t["dw_target_blocks"])
+
+
+def _current_tiles():
+    return dict(bm=BM, bn=BN, bk=BK, tm=TM, dw_bm=DW_BM, dw_bk=DW_BK, dw_bn=DW_BN, dw_tk=DW_TK,
+                dw_target_blocks=DW_TARGET_BLOCKS)
+
+
+def _compiled_kernels():
+    """Names of this module's kernels that hold compiled code (in any CUDA context). The
+    simulator never compiles (its `overloads` is always empty): it may change tiles any time."""
+    return [spec.name for spec in globals().get("KERNELS", ())
+            if len(getattr(spec.kernel, "overloads", ()))]
 
 
 BM = BN = BK = TM = BM_PAD = BN_PAD = DW_BM = DW_BK = DW_BN = DW_TK = DW_BK_PAD = 0

@@ -11,7 +11,6 @@ tree reduction (fastconv/kernels/cuda/_reduce.py) adds the shares in a fixed
 order, so the loss is deterministic. One block is right for batches (tens to
 thousands of rows); the per-row work is a few flops.
 """
-import functools
 import math
 
 import numpy as np
@@ -22,6 +21,7 @@ from . import _launch
 from ._launch import REDUCE_MAX
 from ._mem import (check_float32, checkable, device_in, finish, flat, is_device_array, out_buffer,
                    out_tuple)
+from ._devargs import cached
 from ._reduce import block_sum
 from ._spec import KernelSpec
 
@@ -101,11 +101,15 @@ KERNELS = [
 ]
 
 
-@functools.lru_cache(maxsize=None)
-def _scratch():
-    """(device (2,), host (2,)) float32 buffers for [loss, bad labels]: allocated once, so a
-    step allocates nothing. Not safe for concurrent use from several host threads."""
+def _make_scratch():
     return cuda.device_array(2, np.float32), np.empty(2, np.float32)
+
+
+def _scratch():
+    """(device (2,), host (2,)) float32 buffers for [loss, bad labels]: allocated once per
+    thread and CUDA context (_devargs.cached), so a step allocates nothing and threads
+    never read each other's loss."""
+    return cached("loss_scratch", _make_scratch)
 
 
 def _reduce_threads():
