@@ -158,3 +158,45 @@ def samples(shapes="quick", seed=0):
                      f"{label} momentum nesterov={nesterov}")
     yield Sample("rmsprop_update", (p, g, s1), dict(lr=1e-3, rho=0.9, eps=1e-7), label)
     yield Sample("adam_update", (p, g, s1, s2), dict(t=3, lr=1e-3), label)
+
+
+def bad_samples():
+    """Inputs that must raise, as Sample(op, args, kwargs, label) with host arrays.
+
+    Every backend must raise the reference's exception type with the reference's text,
+    word for word (tests/test_backends_bad_inputs.py runs the table on the reference,
+    the cpu engine and, under the simulator, cuda): one message per error whichever
+    backend a model runs on. The fused ops name what the reference's composition names
+    (the conv's arguments as conv2d_forward/backward, the pool's as maxpool2d_*).
+    """
+    def z(*shape, dtype=F32):
+        return np.zeros(shape, dtype)
+
+    x, w, b = z(1, 6, 6, 2), z(3, 3, 2, 3), z(3)
+    yp, ap = z(1, 2, 2, 3), np.zeros((1, 2, 2, 3), np.int32)
+    table = [
+        ("conv2d_relu_forward", (z(6, 6, 2), w, b), {}),
+        ("conv2d_relu_forward", (x, w, z(4)), {}),
+        ("conv2d_relu_forward", (x, w, b), {"out": z(1, 4, 4, 2)}),
+        ("conv2d_relu_backward", (x, w, z(1, 4, 4, 3), z(1, 4, 4, 2)), {}),
+        ("conv2d_relu_backward", (x, w, z(1, 4, 4, 2), z(1, 4, 4, 2)), {}),
+        ("conv2d_relu_backward", (x, w, z(1, 4, 4, 3, dtype=np.float64), z(1, 4, 4, 3)), {}),
+        ("conv2d_relu_maxpool_forward", (x, w, b), {"pool": 5}),
+        ("conv2d_relu_maxpool_forward", (x, w, b), {"pool": 0}),
+        ("conv2d_relu_maxpool_forward", (x, w, b), {"pool_padding": "full"}),
+        ("conv2d_relu_maxpool_forward", (x, w, b), {"pool": 2, "pool_stride": (1, 0)}),
+        ("conv2d_relu_maxpool_forward", (x, z(3, 3, 3, 3), b), {}),
+        ("conv2d_relu_maxpool_forward", (x, w, z(4)), {}),
+        ("conv2d_relu_maxpool_forward", (x, w, b), {"out": (z(1, 2, 2, 3), z(1, 2, 2, 3))}),
+        ("conv2d_relu_maxpool_forward", (x, w, b), {"out": z(1, 2, 2, 3)}),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap.astype(np.int64)), {}),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap.astype(F32)), {}),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, z(1, 2, 3, 3), ap), {}),
+        ("conv2d_relu_maxpool_backward", (x, w, z(1, 2, 2, 2), z(1, 2, 2, 2), ap[..., :2]), {}),
+        ("conv2d_relu_maxpool_backward", (x, w, z(2, 2, 3), z(2, 2, 3), ap[0]), {}),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap[..., :2]), {}),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap), {"stride": -1}),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap), {"out": (None, None)}),
+    ]
+    for k, (op, args, kwargs) in enumerate(table):
+        yield Sample(op, args, kwargs, f"bad {k}")

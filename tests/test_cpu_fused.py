@@ -163,29 +163,12 @@ def z(*shape, dtype=F32):
 
 X, W, B = z(1, 6, 6, 2), z(3, 3, 2, 3), z(3)
 YP, AP = z(1, 2, 2, 3), np.zeros((1, 2, 2, 3), np.int32)
+# The bad inputs every backend refuses alike are fastconv.opcases.bad_samples
+# (tests/test_backends_bad_inputs.py); these are the value checks the cpu engine makes
+# on host arrays like the reference (cuda leaves argmax's range to the device).
 BAD = [
-    ("conv2d_relu_forward", (z(6, 6, 2), W, B), {}),
-    ("conv2d_relu_forward", (X, W, z(4)), {}),
-    ("conv2d_relu_forward", (X, W, B), {"out": z(1, 4, 4, 2)}),
-    ("conv2d_relu_backward", (X, W, z(1, 4, 4, 3), z(1, 4, 4, 2)), {}),
-    ("conv2d_relu_backward", (X, W, z(1, 4, 4, 2), z(1, 4, 4, 2)), {}),
-    ("conv2d_relu_backward", (X, W, z(1, 4, 4, 3, dtype=np.float64), z(1, 4, 4, 3)), {}),
-    ("conv2d_relu_maxpool_forward", (X, W, B), {"pool": 5}),
-    ("conv2d_relu_maxpool_forward", (X, W, B), {"pool": 0}),
-    ("conv2d_relu_maxpool_forward", (X, W, B), {"pool_padding": "full"}),
-    ("conv2d_relu_maxpool_forward", (X, W, B), {"pool": 2, "pool_stride": (1, 0)}),
-    ("conv2d_relu_maxpool_forward", (X, z(3, 3, 3, 3), B), {}),
-    ("conv2d_relu_maxpool_forward", (X, W, B), {"out": (z(1, 2, 2, 3), z(1, 2, 2, 3))}),
-    ("conv2d_relu_maxpool_forward", (X, W, B), {"out": z(1, 2, 2, 3)}),
-    ("conv2d_relu_maxpool_backward", (X, W, YP, YP, AP.astype(np.int64)), {}),
     ("conv2d_relu_maxpool_backward", (X, W, YP, YP, AP + 16), {}),
     ("conv2d_relu_maxpool_backward", (X, W, YP, YP, AP - 1), {}),
-    ("conv2d_relu_maxpool_backward", (X, W, YP, z(1, 2, 3, 3), AP), {}),
-    ("conv2d_relu_maxpool_backward", (X, W, z(1, 2, 2, 2), z(1, 2, 2, 2), AP[..., :2]), {}),
-    ("conv2d_relu_maxpool_backward", (X, W, z(2, 2, 3), z(2, 2, 3), AP[0]), {}),
-    ("conv2d_relu_maxpool_backward", (X, W, YP, YP, AP[..., :2]), {}),
-    ("conv2d_relu_maxpool_backward", (X, W, YP, YP, AP), {"stride": -1}),
-    ("conv2d_relu_maxpool_backward", (X, W, YP, YP, AP), {"out": (None, None)}),
 ]
 
 

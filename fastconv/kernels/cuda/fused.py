@@ -59,6 +59,21 @@ KERNELS = [
 ]
 
 
+# Bad arguments of a fused op raise what the reference's composition raises, word for
+# word (fastconv.opcases.bad_samples, run on every backend): the conv's arguments are
+# named as conv2d_forward/backward's, the ReLU's as relu_backward's, the pool's as
+# maxpool2d_*'s. The out= buffers and device-only checks name the fused op itself.
+CONV_FWD, CONV_BWD = "conv2d_forward", "conv2d_backward"
+POOL_FWD, POOL_BWD = "maxpool2d_forward", "maxpool2d_backward"
+
+
+def _check_relu_grad(dy, y):
+    """relu_backward's checks of dy and y, in the reference's order and words."""
+    d.check_float32("relu_backward", "dy", dy)
+    d.check_float32("relu_backward", "y", y)
+    v.check_same_shape("relu_backward", "dy", d.checkable(dy), "y", d.checkable(y))
+
+
 def _grid(total):
     return min(d.blocks(total, GRAD_THREADS), GRAD_MAX_BLOCKS)
 
@@ -67,8 +82,8 @@ def conv2d_relu_forward(x, w, b, stride=1, padding="valid", out=None):
     """y = relu(conv2d_forward(x, w, b)): (N, OH, OW, F), a new device array or `out`
     (overwritten). Arguments as conv2d.conv2d_forward; one launch of conv2d_fwd_tile."""
     op = "conv2d_relu_forward"
-    stride, oh, ow, pt, pl = _conv.check_conv(op, x, w, stride, padding)
-    _conv.check_bias(op, b, w.shape[3])
+    stride, oh, ow, pt, pl = _conv.check_conv(CONV_FWD, x, w, stride, padding)
+    _conv.check_bias(CONV_FWD, b, w.shape[3])
     kh, kw, c, f = w.shape
     [(y, y_host)] = d.out_buffers(op, ("out", out, (x.shape[0], oh, ow, f), np.float32))
     x, w, b = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "b", b)
@@ -81,11 +96,10 @@ def conv2d_relu_backward(x, w, dy, y, stride=1, padding="valid", need_dx=True, o
     """conv2d_backward with dz = dy where y > 0 (y the fused forward's output):
     (dx or None, dw, db), new device arrays or the out= tuple's buffers (overwritten)."""
     op = "conv2d_relu_backward"
-    stride, oh, ow, pt, pl = _conv.check_conv(op, x, w, stride, padding)
+    _check_relu_grad(dy, y)
+    stride, oh, ow, pt, pl = _conv.check_conv(CONV_BWD, x, w, stride, padding)
     shape = (x.shape[0], oh, ow, w.shape[3])
-    _conv.check_dy(op, dy, shape)
-    d.check_float32(op, "y", y)
-    v.check_same_shape(op, "dy", d.checkable(dy), "y", d.checkable(y))
+    _conv.check_dy(CONV_BWD, dy, shape)
     x, w = d.device_in(op, "x", x), d.device_in(op, "w", w)
     dy, y = d.device_in(op, "dy", dy), d.device_in(op, "y", y)
     dz = d.workspace("conv2d_dz", shape)
@@ -104,12 +118,12 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool
     out= tuple's buffers (overwritten).
     """
     op = "conv2d_relu_maxpool_forward"
-    stride, oh, ow, pt, pl = _conv.check_conv(op, x, w, stride, padding)
-    _conv.check_bias(op, b, w.shape[3])
+    stride, oh, ow, pt, pl = _conv.check_conv(CONV_FWD, x, w, stride, padding)
+    _conv.check_bias(CONV_FWD, b, w.shape[3])
     kh, kw, c, f = w.shape
     conv_out = np.broadcast_to(np.zeros((), np.float32), (x.shape[0], oh, ow, f))
-    pool, pool_stride, ph, pw, ppt, ppl = v.pool2d_geometry(op, conv_out, pool, pool_stride,
-                                                            pool_padding)
+    pool, pool_stride, ph, pw, ppt, ppl = v.pool2d_geometry(POOL_FWD, conv_out, pool,
+                                                            pool_stride, pool_padding)
     out = d.out_tuple(op, out, 2)
     shape = (x.shape[0], ph, pw, f)
     (y, y_host), (arg, arg_host) = d.out_buffers(op, ("out[0]", out[0], shape, np.float32),
@@ -132,18 +146,11 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
     """
     op = "conv2d_relu_maxpool_backward"
     stride, oh, ow, pt, pl = _conv.check_conv(op, x, w, stride, padding)
-    d.check_float32(op, "dy", dy, 4)
-    d.check_float32(op, "y", y)
-    dym = d.checkable(dy)
-    v.check_same_shape(op, "dy", dym, "y", d.checkable(y))
-    if getattr(argmax, "dtype", None) != np.int32:
-        raise TypeError(f"{op}: argmax must be int32, got "
-                        f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
-    v.check_same_shape(op, "dy", dym, "argmax", d.checkable(argmax))
+    _check_relu_grad(dy, y)
     n, f = x.shape[0], w.shape[3]
-    if dy.shape[0] != n or dy.shape[3] != f:
-        raise ValueError(f"{op}: dy {tuple(dy.shape)} does not match the conv output "
-                         f"{(n, oh, ow, f)} in N or C")
+    d.check_float32(POOL_BWD, "dy", dy, 4)
+    v.check_pool_grad(POOL_BWD, d.checkable(dy), argmax, (n, oh, ow, f),
+                      is_array=d.is_device_array)
     x, w = d.device_in(op, "x", x), d.device_in(op, "w", w)
     dy, y = d.device_in(op, "dy", dy), d.device_in(op, "y", y)
     argmax = d.device_in(op, "argmax", argmax, np.int32)
