@@ -268,7 +268,8 @@ def read_state(paths):
                        f"by a train run with --out {paths['out']}); train without --resume "
                        f"first")
     try:
-        _, meta, _ = _read(paths["ckpt"])
+        _, meta, (zf, _) = _read(paths["ckpt"])
+        zf.close()                          # only the metadata is wanted here
     except ModelFileError as exc:
         raise CLIError(f"--resume: {exc}") from None
     if "train_state" in meta:
@@ -466,7 +467,7 @@ def check_architecture(model, settings, path):
 def _train(args):
     from . import optimizers
     from .models import small_convnet
-    from .saving import load_model
+    from .saving import ModelFileError, load_model
     require_device(args.device)
     paths = paths_for(args.out)
     # Every file the run writes is checked before anything is: only regular files are
@@ -495,7 +496,10 @@ def _train(args):
                       hint="pass --overwrite to replace them, --resume to continue that run, "
                            "or choose another --out folder")
     if state is not None:           # checked before the data is read or anything written
-        model = load_model(paths["ckpt"], device=args.device)
+        try:    # the weights' own checks (checksums, sizes, finiteness) run here
+            model = load_model(paths["ckpt"], device=args.device)
+        except ModelFileError as exc:
+            raise CLIError(f"--resume: {exc}") from None
         check_architecture(model, settings, paths["ckpt"])
     root = demo_root() if demo else os.fspath(root_arg)
     train, val = open_datasets(root, settings, workers=args.workers,

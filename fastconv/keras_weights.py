@@ -11,10 +11,16 @@ listed:
   `conv2d_1/conv2d_1/kernel:0`.
 - Keras 3 (`model.save_weights("w.weights.h5")`): `layers/<name>/vars/0, 1, ...`
   (kernel, bias). HDF5 lists groups alphabetically, not in model order, so
-  layers are ordered by kind (a rank-4 kernel is a convolution, rank 2 a dense
-  layer) and, within a kind, by Keras's name suffix (`conv2d`, `conv2d_1`,
-  `conv2d_2`, ...). `match_layers` then pairs them with the model's
-  weight-bearing layers of the same kind in order.
+  layers are listed in creation order when the file tracks it, else by kind (a
+  rank-4 kernel is a convolution, rank 2 a dense layer) and, within a kind, by
+  Keras's name suffix (`conv2d`, `conv2d_1`, `conv2d_2`, ...). Since custom
+  layer names carry no order, `load_into` pairs each model layer with the first
+  unused file layer of the same kind and the same weight shapes.
+
+Hostile files: every dataset's dtype and declared size are checked before it
+is read (strings are named as such; the weights together may declare at most
+MAX_INFLATION times the file's size, see fastconv.saving), and NaN or inf
+weights are refused, naming the layer.
 """
 from __future__ import annotations
 
@@ -69,6 +75,46 @@ def _attr_list(group, name):
     return out
 
 
+def _describe_dtype(dtype):
+    kinds = {"S": "strings", "U": "strings", "O": "objects (e.g. variable-length strings)",
+             "i": "integers", "u": "integers", "b": "booleans", "c": "complex numbers",
+             "V": "compound records"}
+    return kinds.get(dtype.kind, f"dtype {dtype}")
+
+
+def _check_dataset(path, lname, k, ds, expected=None):
+    """Refuse a weight dataset that does not hold floats, before reading it."""
+    dtype = ds.dtype
+    if dtype.kind != "f":
+        want = f"float32 of shape {expected}" if expected is not None else "float32 weights"
+        raise KerasWeightsError(
+            f"{path}: layer {lname!r} weight {k} holds {_describe_dtype(dtype)} (dtype "
+            f"{dtype.str}, shape {tuple(ds.shape)}), expected {want}")
+
+
+def _check_sizes(path, layers):
+    """Refuse a file whose weight datasets declare more bytes than it can hold, before
+    reading any (a small file can declare a huge, unallocated dataset)."""
+    from .saving import MAX_INFLATION, SIZE_SLACK
+    declared = sum(int(np.prod(ds.shape, dtype=object)) * 4 for _, dss in layers for ds in dss)
+    size = os.path.getsize(path)
+    if declared > MAX_INFLATION * size + SIZE_SLACK:
+        raise KerasWeightsError(
+            f"{path}: its weight datasets declare {declared:,} bytes of float32 but the file "
+            f"is only {size:,} bytes: refusing to read them (damaged or hostile file)")
+
+
+def _read_dataset(path, lname, k, ds):
+    """A dataset as float32, refusing NaN and inf (they would predict NaN silently)."""
+    a = np.asarray(ds, np.float32)
+    bad = a.size - int(np.count_nonzero(np.isfinite(a)))
+    if bad:
+        raise KerasWeightsError(
+            f"{path}: layer {lname!r} weight {k} (shape {a.shape}) holds {bad} non-finite "
+            f"value(s) (NaN or inf); refusing to load it")
+    return a
+
+
 def _suffix(name):
     m = re.search(r"_(\d+)$", name)
     return int(m.group(1)) if m else 0
@@ -91,16 +137,41 @@ def read_keras_weights(path):
         with h5py.File(path, "r") as f:
             if "model_weights" in f:      # a whole-model Keras 2 file: weights live below
                 f = f["model_weights"]
-            if "layer_names" in f.attrs or "layer_names0" in f.attrs:
-                return _read_keras2(f, path)
-            if "layers" in f:
-                return _read_keras3(f["layers"], path)
+            listed = _list_layers(f, path)
+            if listed is not None:
+                return [KerasLayer(name, [_read_dataset(path, name, k, ds)
+                                          for k, ds in enumerate(dss)])
+                        for name, dss in _checked(path, listed[1])]
     except OSError as exc:
         raise KerasWeightsError(f"cannot read {path}: the HDF5 file is truncated or "
                                 f"damaged ({exc})") from None
     raise KerasWeightsError(f"{path} is an HDF5 file but not a Keras weights file: it has "
                             f"neither a 'layer_names' attribute (Keras 2) nor a 'layers' "
                             f"group (Keras 3)")
+
+
+def _list_layers(f, path):
+    """(ordered, [(name, [h5py datasets])]) without reading any data, or None when
+    `f` is no Keras layout. ordered: whether the file records its layer order."""
+    if "layer_names" in f.attrs or "layer_names0" in f.attrs:
+        return True, _read_keras2(f, path)
+    if "layers" in f:
+        group = f["layers"]
+        tracked = bool(group.id.get_create_plist().get_link_creation_order())
+        return tracked, _read_keras3(group, path, tracked)
+    return None
+
+
+def _checked(path, layers, expected=None):
+    """`layers` after the dtype and size checks (expected: the model's shapes, in order)."""
+    for i, (name, dss) in enumerate(layers):
+        for k, ds in enumerate(dss):
+            want = None
+            if expected is not None and i < len(expected) and k < len(expected[i]):
+                want = expected[i][k]
+            _check_dataset(path, name, k, ds, want)
+    _check_sizes(path, layers)
+    return layers
 
 
 def _read_keras2(f, path):
@@ -112,24 +183,34 @@ def _read_keras2(f, path):
         weight_names = _attr_list(group, "weight_names")
         if weight_names:
             try:
-                layers.append(KerasLayer(name, [np.asarray(group[w], np.float32)
-                                                for w in weight_names]))
+                layers.append((name, [group[w] for w in weight_names]))
             except KeyError as exc:
                 raise KerasWeightsError(f"{path}: layer {name!r} lacks a weight it lists "
                                         f"({exc})") from None
     return layers
 
 
-def _read_keras3(group, path):
+def _kind(datasets):
+    rank = datasets[0].ndim if datasets else 0
+    return {4: "conv2d", 2: "dense"}.get(rank, f"rank-{rank}")
+
+
+def _read_keras3(group, path, tracked=False):
     layers = []
-    for name in group:
+    for name in group:      # creation order when tracked, else alphabetical
         vars_ = group[name].get("vars")
         if vars_ is None or len(vars_) == 0:
             continue
-        keys = sorted(vars_, key=int)
-        layers.append(KerasLayer(name, [np.asarray(vars_[k], np.float32) for k in keys]))
-    order = {"conv2d": 0, "dense": 1}
-    layers.sort(key=lambda layer: (order.get(layer.kind, 2), _suffix(layer.name), layer.name))
+        try:
+            keys = sorted(vars_, key=int)
+        except ValueError:
+            raise KerasWeightsError(f"{path}: layer {name!r} has variables named "
+                                    f"{sorted(vars_)!r:.100}, not 0, 1, ...") from None
+        layers.append((name, [vars_[k] for k in keys]))
+    if not tracked:
+        order = {"conv2d": 0, "dense": 1}
+        layers.sort(key=lambda layer: (order.get(_kind(layer[1]), 2), _suffix(layer[0]),
+                                       layer[0]))
     return layers
 
 
@@ -140,32 +221,89 @@ def load_into(model, path):
     """Load a Keras HDF5 weights file into a built fastconv Sequential.
 
     Keras's rule for Sequential models: the weight-bearing layers of the file
-    are matched with the model's in order. Every layer's kind, weight count and
-    shapes are checked before anything is assigned; the first layer that
-    differs is named in a KerasWeightsError.
+    are matched with the model's in order. A Keras 3 file that does not record
+    its layer order is matched by kind and shape instead: each model layer takes
+    the first unused file layer of its kind whose weight shapes equal its own
+    (ties, i.e. layers of identical shapes, keep Keras's name-counter order).
+    Every dtype, shape and declared size is checked before any data is read and
+    every value is checked to be finite before anything is assigned; the first
+    layer that differs is named in a KerasWeightsError.
     """
     model._require_built("load Keras weights")
-    file_layers = read_keras_weights(path)
-    mine = [layer for layer in model.layers if layer._weights]
     path = os.fspath(path)
-    for k in range(max(len(mine), len(file_layers))):
-        if k >= len(file_layers):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Keras weights file not found: {path}")
+    mine = [layer for layer in model.layers if layer._weights]
+    h5py = _h5py()
+    try:
+        with h5py.File(path, "r") as f:
+            if "model_weights" in f:
+                f = f["model_weights"]
+            listed = _list_layers(f, path)
+            if listed is None:
+                read_keras_weights(path)      # raises the not-a-Keras-file error
+            ordered, layers = listed
+            _checked(path, layers, [[tuple(w.shape) for w in layer._weights]
+                                    for layer in mine])
+            if ordered:
+                _check_fit(path, mine, layers)
+            if len(layers) != len(mine):
+                _count_error(path, mine, layers)
+            if not ordered:
+                layers = _match_by_shape(path, mine, layers)
+            weights = [[_read_dataset(path, name, k, ds) for k, ds in enumerate(dss)]
+                       for name, dss in layers]
+    except OSError as exc:
+        raise KerasWeightsError(f"cannot read {path}: the HDF5 file is truncated or "
+                                f"damaged ({exc})") from None
+    for layer, ws in zip(mine, weights):
+        layer.set_weights(ws)
+
+
+def _count_error(path, mine, layers):
+    k = min(len(mine), len(layers))
+    if k < len(mine):
+        raise KerasWeightsError(
+            f"{path} has {len(layers)} weight-bearing layers but the model has "
+            f"{len(mine)}: nothing in the file for layer '{mine[k].name}' "
+            f"({type(mine[k]).__name__})")
+    raise KerasWeightsError(
+        f"{path} has {len(layers)} weight-bearing layers but the model has "
+        f"{len(mine)}: file layer '{layers[k][0]}' has no model layer")
+
+
+def _want(layer):
+    return (_KINDS.get(type(layer).__name__, type(layer).__name__),
+            [tuple(w.shape) for w in layer._weights])
+
+
+def _match_by_shape(path, mine, layers):
+    """The file layers reordered to pair with `mine`: per model layer, the first unused
+    file layer of the same kind and weight shapes. A model layer without one is named."""
+    left = list(layers)
+    out = []
+    for layer in mine:
+        kind, want = _want(layer)
+        hit = next((fl for fl in left if _kind(fl[1]) == kind
+                    and [tuple(ds.shape) for ds in fl[1]] == want), None)
+        if hit is None:
+            same = [f"'{n}' {[tuple(ds.shape) for ds in dss]}" for n, dss in left
+                    if _kind(dss) == kind]
             raise KerasWeightsError(
-                f"{path} has {len(file_layers)} weight-bearing layers but the model has "
-                f"{len(mine)}: nothing in the file for layer '{mine[k].name}' "
-                f"({type(mine[k]).__name__})")
-        if k >= len(mine):
+                f"{path}: no file layer fits model layer '{layer.name}' "
+                f"({type(layer).__name__}, weights {want}); its unused {kind} layers are "
+                f"{', '.join(same) or 'none'}: the file was saved from another architecture")
+        left.remove(hit)
+        out.append(hit)
+    return out
+
+
+def _check_fit(path, mine, layers):
+    for layer, (name, dss) in zip(mine, layers):
+        kind, want = _want(layer)
+        got = [tuple(ds.shape) for ds in dss]
+        if kind != _kind(dss) or want != got:
             raise KerasWeightsError(
-                f"{path} has {len(file_layers)} weight-bearing layers but the model has "
-                f"{len(mine)}: file layer '{file_layers[k].name}' has no model layer")
-        layer, theirs = mine[k], file_layers[k]
-        want_kind = _KINDS.get(type(layer).__name__, type(layer).__name__)
-        want = [tuple(w.shape) for w in layer._weights]
-        got = [tuple(w.shape) for w in theirs.weights]
-        if want_kind != theirs.kind or want != got:
-            raise KerasWeightsError(
-                f"{path}: file layer '{theirs.name}' ({theirs.kind}, weights {got}) does not "
+                f"{path}: file layer '{name}' ({_kind(dss)}, weights {got}) does not "
                 f"fit model layer '{layer.name}' ({type(layer).__name__}, weights {want}); "
                 f"the file was saved from another architecture")
-    for layer, theirs in zip(mine, file_layers):
-        layer.set_weights(theirs.weights)

@@ -174,6 +174,11 @@ class Layer:
     def weight_shapes(self):
         return [tuple(w.shape) for w in self._weights]
 
+    def weight_shapes_for(self, input_shape):
+        """The shapes build(input_shape) gives the weights, computed without allocating
+        them (a model file's config is checked with this before the model is built)."""
+        return []
+
     def count_params(self):
         return int(sum(int(np.prod(s)) for s in self.weight_shapes()))
 
@@ -287,6 +292,10 @@ class Conv2D(Layer):
         oh, ow = _window_out(self, "kernel", input_shape[1:3], self.kernel_size, self.strides,
                              self.padding, tuple(input_shape))
         return (None, oh, ow, self.filters)
+
+    def weight_shapes_for(self, input_shape):
+        kh, kw = self.kernel_size
+        return [(kh, kw, int(input_shape[3]), self.filters), (self.filters,)]
 
     def _make_weights(self, input_shape, rng):
         kh, kw = self.kernel_size
@@ -416,6 +425,9 @@ class Dense(Layer):
                 f"Dense layer '{self.name}' expects a 2-D input (batch, features), received "
                 f"input shape {tuple(input_shape)}; add a Flatten() layer before it")
         return (None, self.units)
+
+    def weight_shapes_for(self, input_shape):
+        return [(int(input_shape[1]), self.units), (self.units,)]
 
     def _make_weights(self, input_shape, rng):
         n_in = input_shape[1]

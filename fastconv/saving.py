@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -34,6 +35,14 @@ from . import optimizers as optimizers_mod
 META = "fastconv_meta"
 FORMAT = "fastconv"
 FORMAT_VERSION = 1
+# Limits on what a file may make the reader allocate (a legit file stores its arrays
+# uncompressed, so its size bounds them): entries inflate to at most MAX_INFLATION x
+# the file's size plus SIZE_SLACK, the JSON metadata to MAX_META_BYTES.
+MAX_INFLATION = 10
+SIZE_SLACK = 1 << 20
+MAX_META_BYTES = 4 << 20
+_MAX_NPY_HEADER = 10000
+_MEMBER = re.compile(r"^(fastconv_meta|[wo]\d{4,})\.npy$")
 _READ_ERRORS = (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error, KeyError,
                 RuntimeError)
 
@@ -284,7 +293,12 @@ def _fail(path, why):
 
 
 def _read(path):
-    """(meta dict, arrays dict) from a fastconv file, or ModelFileError."""
+    """(path, meta dict, members) from a fastconv file, or ModelFileError.
+
+    members maps each entry name to its zipfile.ZipInfo; nothing but the metadata
+    is inflated here. Sizes are checked first: the file must declare only known
+    entries, inflate to at most MAX_INFLATION times its size (plus SIZE_SLACK) and
+    hold at most MAX_META_BYTES of metadata."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such model file")
@@ -297,47 +311,32 @@ def _read(path):
     if head.startswith(b"\x80"):
         _fail(path, "holds pickled data; fastconv model files never contain pickles and "
                     "are read with allow_pickle=False")
-    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x93NUMPY")):
+    if head.startswith(b"\x93NUMPY"):
+        _fail(path, "holds a single .npy array, not a fastconv model file")
+    if not head.startswith(b"PK\x03\x04"):
         _fail(path, f"not a fastconv model file (it starts with {head!r}, not a .npz zip)")
     try:
-        npz = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            _fail(path, "holds pickled data; fastconv model files never contain pickles and "
-                        "are read with allow_pickle=False")
-        _fail(path, f"not a fastconv model file ({exc})")
+        zf = zipfile.ZipFile(path)
     except _READ_ERRORS as exc:
         _fail(path, f"not a fastconv model file, or truncated/damaged ({type(exc).__name__}: "
                     f"{exc})")
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        _fail(path, "holds a single .npy array, not a fastconv model file")
-    arrays = {}
-    with npz:
-        names = list(npz.files)
-        if META not in names:
-            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-            hint = " (it looks like a Keras .keras archive)" if "config.json" in " ".join(
-                npz.zip.namelist()) else ""
-            _fail(path, f"not a fastconv model file{hint}: it has no '{META}' entry "
-                        f"(entries: {shown or 'none'})")
-        for name in names:
-            try:
-                arrays[name] = npz[name]
-            except ValueError as exc:
-                if "pickle" in str(exc) or "Object arrays" in str(exc):
-                    _fail(path, f"entry '{name}' holds pickled data (an object array); "
-                                f"fastconv never loads pickles")
-                _fail(path, f"entry '{name}' is damaged ({exc})")
-            except _READ_ERRORS as exc:
-                _fail(path, f"truncated or damaged: entry '{name}' cannot be read "
-                            f"({type(exc).__name__}: {exc})")
-    raw = arrays.pop(META)
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        _fail(path, f"'{META}' must be a uint8 vector of JSON, found {raw.dtype} {raw.shape}")
     try:
-        meta = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        _fail(path, f"'{META}' is not valid JSON ({exc}); the file was modified or damaged")
+        members = _members(path, zf)
+        try:
+            meta = _read_meta(path, zf, members.pop(META))
+        except ModelFileError:
+            raise
+        except _READ_ERRORS as exc:
+            _fail(path, f"truncated or damaged: entry '{META}' cannot be read "
+                        f"({type(exc).__name__}: {exc})")
+        _check_meta(path, meta)
+    except BaseException:
+        zf.close()
+        raise
+    return path, meta, (zf, members)
+
+
+def _check_meta(path, meta):
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         _fail(path, "not a fastconv model file (its metadata names another format)")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -348,60 +347,210 @@ def _read(path):
                     f"Sequential models")
     if not isinstance(meta.get("weights"), list) or not isinstance(meta.get("config"), dict):
         _fail(path, "its metadata lacks the weight list or the model config")
-    return path, meta, arrays
 
 
-def _checked_array(path, arrays, entry, what):
+def _members(path, zf):
+    """Entry name -> ZipInfo, after the checks on names and declared sizes."""
+    infos = zf.infolist()
+    names = [i.filename[:-4] if i.filename.endswith(".npy") else i.filename for i in infos]
+    if META not in names:
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        hint = " (it looks like a Keras .keras archive)" if "config.json" in names else ""
+        _fail(path, f"not a fastconv model file{hint}: it has no '{META}' entry "
+                    f"(entries: {shown or 'none'})")
+    members = {}
+    for name, info in zip(names, infos):
+        if not _MEMBER.match(info.filename):
+            _fail(path, f"holds an unknown entry {info.filename!r}; fastconv files hold only "
+                        f"'{META}', w0000.., o0000.. (.npy)")
+        if name in members:
+            _fail(path, f"holds entry {name!r} twice")
+        members[name] = info
+    size = os.path.getsize(path)
+    declared = sum(i.file_size for i in infos)
+    if declared > MAX_INFLATION * size + SIZE_SLACK:
+        _fail(path, f"its entries would inflate to {declared:,} bytes, more than "
+                    f"{MAX_INFLATION}x the file's {size:,} bytes: refusing to read it "
+                    f"(a zip bomb, or a damaged file)")
+    meta = members[META]
+    if meta.file_size > MAX_META_BYTES:
+        _fail(path, f"its '{META}' entry declares {meta.file_size:,} bytes, more than the "
+                    f"{MAX_META_BYTES:,} bytes a model's metadata may take")
+    return members
+
+
+def _header(path, zf, info, name):
+    """(dtype, shape, header bytes) of a .npy entry, reading only its header."""
+    with zf.open(info) as fp:
+        try:
+            version = np.lib.format.read_magic(fp)
+            read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read(fp, max_header_size=_MAX_NPY_HEADER)
+        except ValueError as exc:
+            _fail(path, f"entry '{name}' is damaged (its .npy header: {exc})")
+        return dtype, tuple(shape), fp.tell()
+
+
+def _read_entry(path, zf, info, name, dtype, shape):
+    """The array of entry `name` once its header says `dtype` and `shape` and its declared
+    size is exactly what they need (so inflating it allocates nothing unexpected)."""
+    got_dtype, got_shape, offset = _header(path, zf, info, name)
+    if got_dtype.hasobject:
+        _fail(path, f"entry '{name}' holds pickled data (an object array); "
+                    f"fastconv never loads pickles")
+    if got_dtype != dtype:
+        _fail(path, f"entry '{name}' has dtype {got_dtype}, expected {dtype}")
+    if got_shape != shape:
+        _fail(path, f"entry '{name}' has shape {got_shape} but the metadata says {shape}")
+    need = offset + math.prod(shape) * dtype.itemsize
+    if info.file_size != need:
+        _fail(path, f"entry '{name}' declares {info.file_size:,} bytes but its shape {shape} "
+                    f"needs {need:,}: the file was modified or damaged")
+    with zf.open(info) as fp:
+        return np.lib.format.read_array(fp, allow_pickle=False,
+                                        max_header_size=_MAX_NPY_HEADER)
+
+
+def _read_meta(path, zf, info):
+    dtype, shape, _ = _header(path, zf, info, META)
+    if dtype != np.uint8 or len(shape) != 1:
+        _fail(path, f"'{META}' must be a uint8 vector of JSON, found {dtype} {shape}")
+    raw = _read_entry(path, zf, info, META, np.dtype(np.uint8), shape)
+    try:
+        return json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        _fail(path, f"'{META}' is not valid JSON ({exc}); the file was modified or damaged")
+
+
+def _checked_array(path, entries, entry, what):
+    """The float32 array of one metadata entry: header, size, SHA-256 and values checked
+    (entries: the open (ZipFile, name -> ZipInfo) of the file)."""
+    zf, members = entries
     try:
         key, shape, digest = entry["key"], tuple(entry["shape"]), entry["sha256"]
+        if not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise TypeError
     except (KeyError, TypeError):
         _fail(path, f"metadata entry of {what} is malformed: {entry!r:.100}")
-    if key not in arrays:
+    if key not in members:
         _fail(path, f"{what} entry '{key}' is missing: the file is truncated or was modified")
-    a = arrays[key]
-    if a.dtype != np.float32:
-        _fail(path, f"{what} entry '{key}' has dtype {a.dtype}, expected float32")
-    if tuple(a.shape) != shape:
-        _fail(path, f"{what} entry '{key}' has shape {a.shape} but the metadata says {shape}")
+    try:
+        a = _read_entry(path, zf, members[key], key, np.dtype(np.float32), shape)
+    except ModelFileError as exc:
+        if "expected float32" in str(exc):
+            _fail(path, f"{what} {str(exc)[len(path) + 2:]}")
+        raise
+    except _READ_ERRORS as exc:
+        _fail(path, f"truncated or damaged: entry '{key}' cannot be read "
+                    f"({type(exc).__name__}: {exc})")
     if _digest(a) != digest:
         _fail(path, f"{what} entry '{key}' does not match its SHA-256: the file was modified "
                     f"or damaged")
+    bad = a.size - int(np.count_nonzero(np.isfinite(a)))
+    if bad:
+        _fail(path, f"{what} (entry '{key}', shape {shape}) holds {bad} non-finite value(s) "
+                    f"(NaN or inf); a model with them predicts NaN, so it is not loaded")
     return a
 
 
-def _weights_from(path, meta, arrays):
-    out = []
-    for entry in meta["weights"]:
-        what = f"weight {entry.get('layer', '?')}/{entry.get('name', '?')}" \
-            if isinstance(entry, dict) else "weight"
-        out.append(_checked_array(path, arrays, entry, what))
+def _what(entry):
+    return (f"weight {entry.get('layer', '?')}/{entry.get('name', '?')}"
+            if isinstance(entry, dict) else "weight")
+
+
+def _weights_from(path, meta, entries):
+    return [_checked_array(path, entries, entry, _what(entry)) for entry in meta["weights"]]
+
+
+def _entry_shape(entry):
+    try:
+        return tuple(entry["shape"])
+    except (KeyError, TypeError):
+        return None
+
+
+def _check_shapes(path, expected, meta, model_name):
+    """Compare the metadata's weight shapes with `expected` [(layer, weight, shape)], before
+    any weight is read or allocated."""
+    entries = meta["weights"]
+    if len(expected) != len(entries):
+        _fail(path, f"holds {len(entries)} weight arrays but model '{model_name}' has "
+                    f"{len(expected)}: it was saved from another architecture")
+    for (lname, wname, shape), entry in zip(expected, entries):
+        if _entry_shape(entry) != shape:
+            what = _what(entry)
+            _fail(path, f"{what} has shape {_entry_shape(entry)} but layer '{lname}' {wname} "
+                        f"expects {shape}: it was saved from another architecture")
+
+
+def _planned(path, config):
+    """[(layer name, weight name, shape)] that Sequential.from_config(config) would allocate,
+    computed without allocating anything (a config can declare Dense(3e9))."""
+    from . import layers as L
+    try:
+        layers = [L.deserialize(spec) for spec in config["layers"]]
+        shape = config.get("input_shape")
+        shape = None if shape is None else (None,) + tuple(shape)
+        out = []
+        for k, layer in enumerate(layers):
+            if isinstance(layer, L.InputLayer):
+                shape = (None,) + layer.shape
+                continue
+            if shape is None and layer.input_shape_arg is not None:
+                shape = (None,) + layer.input_shape_arg
+            if shape is None:
+                return None         # an unbuilt model: from_config allocates nothing
+            name = layer.name or f"{layer.prefix} (layer {k})"
+            out += [(name, wname, s) for wname, s in
+                    zip(layer.weight_names, layer.weight_shapes_for(shape))]
+            shape = layer.compute_output_shape(shape)
+    except (ValueError, TypeError, KeyError, L.LayerError) as exc:
+        _fail(path, f"its architecture cannot be rebuilt: {exc}")
     return out
+
+
+def _check_planned(path, meta):
+    planned = _planned(path, meta["config"])
+    if planned is None:
+        return
+    need = 4 * sum(math.prod(s) for _, _, s in planned)
+    size = os.path.getsize(path)
+    if need > MAX_INFLATION * size + SIZE_SLACK:    # the file must hold its weights
+        _fail(path, f"its config declares {need // 4:,} parameters ({need:,} bytes of "
+                    f"float32) but the file is only {size:,} bytes: it was modified or damaged")
+    _check_shapes(path, planned, meta, meta["config"].get("name") or "sequential")
 
 
 def _assign(path, model, weights, meta):
     expected = [(layer.name, wname, tuple(w.shape)) for layer in model.layers
                 for wname, w in zip(layer.weight_names, layer._weights)]
-    if len(expected) != len(weights):
-        _fail(path, f"holds {len(weights)} weight arrays but model '{model.name}' has "
-                    f"{len(expected)}: it was saved from another architecture")
-    for (lname, wname, shape), entry, w in zip(expected, meta["weights"], weights):
-        if tuple(w.shape) != shape:
-            _fail(path, f"weight {entry.get('layer')}/{entry.get('name')} has shape "
-                        f"{tuple(w.shape)} but layer '{lname}' {wname} expects {shape}: it was "
-                        f"saved from another architecture")
+    _check_shapes(path, expected, meta, model.name)
     model.set_weights(weights)
 
 
 def load_model(filepath, device="cpu", compile=True):
     """The Sequential saved in `filepath`, on `device`, compiled as it was saved
-    (with its optimizer state when saved). Never unpickles anything."""
+    (with its optimizer state when saved). Never unpickles anything.
+
+    Everything the file declares (entry sizes, the config's weight shapes) is
+    checked before the model is built or a weight is read; NaN or inf weights or
+    optimizer state are refused, naming the weight."""
+    path, meta, entries = _read(filepath)
+    try:
+        return _load_model(path, meta, entries, device, compile)
+    finally:
+        entries[0].close()
+
+
+def _load_model(path, meta, entries, device, compile):
     from . import layers as L
     from .models.sequential import Sequential
-    path, meta, arrays = _read(filepath)
     if meta.get("kind") != "model":
         _fail(path, f"holds only weights (kind {meta.get('kind')!r}); build the model and call "
                     f"model.load_weights() instead")
-    weights = _weights_from(path, meta, arrays)
+    _check_planned(path, meta)
+    weights = _weights_from(path, meta, entries)
     try:
         model = Sequential.from_config(meta["config"], device=device)
     except (ValueError, TypeError, KeyError, L.LayerError) as exc:
@@ -424,12 +573,13 @@ def load_model(filepath, device="cpu", compile=True):
             _fail(path, f"its compile settings are invalid: {exc}")
         state = meta.get("optimizer_state")
         if state:
-            entries = state.get("arrays", [])
-            arrays_o = [_checked_array(path, arrays, e, "optimizer state") for e in entries]
+            listed = state.get("arrays", []) if isinstance(state, dict) else None
             want = len(model._params()) * len(model.optimizer.state_names)
-            if len(arrays_o) != want:
-                _fail(path, f"holds {len(arrays_o)} optimizer state arrays, the optimizer "
-                            f"needs {want}")
+            if not isinstance(listed, list) or len(listed) != want:
+                _fail(path, f"holds {len(listed) if isinstance(listed, list) else 'no'} "
+                            f"optimizer state arrays, the optimizer needs {want}")
+            arrays_o = [_checked_array(path, entries, e, f"optimizer state {k}")
+                        for k, e in enumerate(listed)]
             model._pending_optimizer_state = ([np.array(a) for a in arrays_o],
                                               int(state.get("iterations", 0)))
     return model
@@ -438,14 +588,21 @@ def load_model(filepath, device="cpu", compile=True):
 def load_weights(model, filepath):
     """Load weights into `model` (same architecture) from a file written by
     save_weights() or save(), or from a Keras HDF5 weights file (Keras 2
-    `save_weights` or Keras 3 `.weights.h5`; needs h5py, fastconv[keras])."""
+    `save_weights` or Keras 3 `.weights.h5`; needs h5py, fastconv[keras]).
+    Shapes are compared before any weight is read; NaN or inf weights are refused."""
     from . import keras_weights
     if os.path.isfile(filepath) and keras_weights.is_hdf5(filepath):
         return keras_weights.load_into(model, filepath)
-    path, meta, arrays = _read(filepath)
-    model._require_built("load weights")
-    weights = _weights_from(path, meta, arrays)
-    _assign(path, model, weights, meta)
+    path, meta, entries = _read(filepath)
+    try:
+        model._require_built("load weights")
+        _assign_shapes = [(layer.name, wname, tuple(w.shape)) for layer in model.layers
+                          for wname, w in zip(layer.weight_names, layer._weights)]
+        _check_shapes(path, _assign_shapes, meta, model.name)
+        weights = _weights_from(path, meta, entries)
+        _assign(path, model, weights, meta)
+    finally:
+        entries[0].close()
 
 
 __all__ = ["save_model", "load_model", "save_weights", "load_weights", "ModelFileError",

@@ -20,6 +20,7 @@ import math
 import sys
 import threading
 import time
+import warnings
 from collections import OrderedDict
 
 import numpy as np
@@ -46,6 +47,12 @@ def _locked(method):
     return run
 
 
+def _all_finite(x):
+    """True when float32 `x` holds no NaN or inf. A float64 sum is exact for this (finite
+    float32 values cannot overflow it; NaN or inf propagate) and allocates no mask."""
+    return math.isfinite(float(np.sum(x, dtype=np.float64)))
+
+
 def _check_device(owner, device):
     if device not in DEVICES:
         raise ValueError(f"{owner}: unknown device {device!r}; choose one of "
@@ -69,6 +76,8 @@ class Sequential:
     parallel (the cpu kernels release the GIL and keep their scratch per thread). A
     callback of fit that waits for another thread using the same model deadlocks.
     """
+
+    _warned_nonfinite = False    # set on the instance by the first non-finite input
 
     def __init__(self, layers=None, name=None, device="cpu", seed=None):
         if name is not None and (not isinstance(name, str) or not name):
@@ -314,6 +323,16 @@ class Sequential:
             raise ValueError(f"{self.name}: set_weights expects {want} arrays (kernel and bias "
                              f"of each Conv2D/Dense), received {len(weights)}")
         k = 0
+        for layer in self.layers:      # every array checked before any is assigned
+            for wname, w in zip(layer.weight_names, weights[k:k + len(layer._weights)]):
+                w = np.asarray(w)
+                if w.dtype.kind == "f" and not np.isfinite(w).all():
+                    raise ValueError(
+                        f"{self.name}: set_weights: layer '{layer.name}' "
+                        f"({layer.__class__.__name__}) {wname} holds NaN or inf values; "
+                        f"a model with them predicts NaN")
+            k += len(layer._weights)
+        k = 0
         for layer in self.layers:
             m = len(layer._weights)
             if m:
@@ -398,6 +417,11 @@ class Sequential:
                 f"{self.input_shape}, i.e. {what} of shape (N,) + {want}")
         if x.dtype != np.float32 or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, dtype=np.float32)
+        if not self._warned_nonfinite and not _all_finite(x):
+            self._warned_nonfinite = True
+            warnings.warn(f"{self.name}: {what} holds NaN or inf values; the outputs computed "
+                          f"from them are NaN or meaningless (warned once per model)",
+                          RuntimeWarning, stacklevel=3)
         return x
 
     def _prep_labels(self, y, n, what="y"):
