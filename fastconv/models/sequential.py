@@ -48,9 +48,13 @@ def _locked(method):
 
 
 def _all_finite(x):
-    """True when float32 `x` holds no NaN or inf. A float64 sum is exact for this (finite
-    float32 values cannot overflow it; NaN or inf propagate) and allocates no mask."""
-    return math.isfinite(float(np.sum(x, dtype=np.float64)))
+    """True when float32 `x` holds no NaN or inf, allocating nothing in the common case.
+    NaN and inf propagate through a float32 sum (SIMD, ~2x faster than a float64 one),
+    so a finite sum proves every value finite; a non-finite sum (NaN or inf in x, or
+    large finite values overflowing) is confirmed exactly."""
+    if math.isfinite(float(np.add.reduce(x.reshape(-1)))):
+        return True
+    return bool(np.isfinite(x).all())
 
 
 def _check_device(owner, device):
@@ -396,7 +400,7 @@ class Sequential:
         self._check_head()
 
     # ------------------------------------------------------------------ data
-    def _check_x(self, x, what="x"):
+    def _check_x(self, x, what="x", finite=False):
         if not isinstance(x, np.ndarray):
             try:
                 x = np.asarray(x)
@@ -417,7 +421,9 @@ class Sequential:
                 f"{self.input_shape}, i.e. {what} of shape (N,) + {want}")
         if x.dtype != np.float32 or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, dtype=np.float32)
-        if not self._warned_nonfinite and not _all_finite(x):
+        # predict only: fit and evaluate see a non-finite input as a NaN loss (fit's guard
+        # stops there), and the check would cost a pass over every training batch
+        if finite and not self._warned_nonfinite and not _all_finite(x):
             self._warned_nonfinite = True
             warnings.warn(f"{self.name}: {what} holds NaN or inf values; the outputs computed "
                           f"from them are NaN or meaningless (warned once per model)",
@@ -496,7 +502,7 @@ class Sequential:
                 xb, yb = batch[0], None
             else:
                 xb, yb = batch, None
-            xb = self._check_x(xb, f"x of batch {k}")
+            xb = self._check_x(xb, f"x of batch {k}", finite=not labels)
             n = xb.shape[0]
             if n == 0:
                 continue
@@ -512,7 +518,7 @@ class Sequential:
     def _adapt(self, x, y, what):
         """('arrays', x, y) or ('iter', iterable) from fit/evaluate's arguments."""
         if isinstance(x, np.ndarray) or (isinstance(x, (list, tuple)) and y is not None):
-            x = self._check_x(x)
+            x = self._check_x(x, finite=what == "predict")
             if y is None:
                 if what == "predict":
                     return ("arrays", x, None)
