@@ -160,43 +160,134 @@ def samples(shapes="quick", seed=0):
     yield Sample("adam_update", (p, g, s1, s2), dict(t=3, lr=1e-3), label)
 
 
+def _z(*shape, dtype=F32):
+    return np.zeros(shape, dtype)
+
+
 def bad_samples():
-    """Inputs that must raise, as Sample(op, args, kwargs, label) with host arrays.
+    """Yield a Sample of bad input (one mistake each) for every op, fused ops included.
 
-    Every backend must raise the reference's exception type with the reference's text,
-    word for word (tests/test_backends_bad_inputs.py runs the table on the reference,
-    the cpu engine and, under the simulator, cuda): one message per error whichever
-    backend a model runs on. The fused ops name what the reference's composition names
-    (the conv's arguments as conv2d_forward/backward, the pool's as maxpool2d_*).
+    The reference's exception type and message are the contract: every backend
+    must raise exactly the same for each of these (tests/test_backends_bad_input.py
+    runs them on the reference, cpu and cuda; tests/test_cuda_errors.py again
+    with device arrays). A fused op checks in the order and words of the
+    composition the reference defines it as (fastconv/kernels/reference/fused.py):
+    conv2d_relu_maxpool_forward's bad pool is named by maxpool2d_forward, its bad
+    bias by conv2d_forward, its bad out= by itself.
     """
-    def z(*shape, dtype=F32):
-        return np.zeros(shape, dtype)
-
-    x, w, b = z(1, 6, 6, 2), z(3, 3, 2, 3), z(3)
-    yp, ap = z(1, 2, 2, 3), np.zeros((1, 2, 2, 3), np.int32)
-    table = [
-        ("conv2d_relu_forward", (z(6, 6, 2), w, b), {}),
-        ("conv2d_relu_forward", (x, w, z(4)), {}),
-        ("conv2d_relu_forward", (x, w, b), {"out": z(1, 4, 4, 2)}),
-        ("conv2d_relu_backward", (x, w, z(1, 4, 4, 3), z(1, 4, 4, 2)), {}),
-        ("conv2d_relu_backward", (x, w, z(1, 4, 4, 2), z(1, 4, 4, 2)), {}),
-        ("conv2d_relu_backward", (x, w, z(1, 4, 4, 3, dtype=np.float64), z(1, 4, 4, 3)), {}),
-        ("conv2d_relu_maxpool_forward", (x, w, b), {"pool": 5}),
-        ("conv2d_relu_maxpool_forward", (x, w, b), {"pool": 0}),
-        ("conv2d_relu_maxpool_forward", (x, w, b), {"pool_padding": "full"}),
-        ("conv2d_relu_maxpool_forward", (x, w, b), {"pool": 2, "pool_stride": (1, 0)}),
-        ("conv2d_relu_maxpool_forward", (x, z(3, 3, 3, 3), b), {}),
-        ("conv2d_relu_maxpool_forward", (x, w, z(4)), {}),
-        ("conv2d_relu_maxpool_forward", (x, w, b), {"out": (z(1, 2, 2, 3), z(1, 2, 2, 3))}),
-        ("conv2d_relu_maxpool_forward", (x, w, b), {"out": z(1, 2, 2, 3)}),
-        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap.astype(np.int64)), {}),
-        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap.astype(F32)), {}),
-        ("conv2d_relu_maxpool_backward", (x, w, yp, z(1, 2, 3, 3), ap), {}),
-        ("conv2d_relu_maxpool_backward", (x, w, z(1, 2, 2, 2), z(1, 2, 2, 2), ap[..., :2]), {}),
-        ("conv2d_relu_maxpool_backward", (x, w, z(2, 2, 3), z(2, 2, 3), ap[0]), {}),
-        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap[..., :2]), {}),
-        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap), {"stride": -1}),
-        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap), {"out": (None, None)}),
+    z, rng = _z, np.random.default_rng
+    x, w, b = z(1, 6, 6, 2), z(3, 3, 2, 3), z(3)           # conv: y (1, 4, 4, 3)
+    y4, yp, ap = z(1, 4, 4, 3), z(1, 2, 2, 3), np.zeros((1, 2, 2, 3), np.int32)
+    cases = [
+        # conv2d
+        ("conv2d_forward", (z(5, 5, 3), z(3, 3, 3, 2), z(2)), {}, "x of rank 3"),
+        ("conv2d_forward", (z(1, 5, 5, 3), z(3, 3, 4, 2), z(2)), {}, "C_in mismatch"),
+        ("conv2d_forward", (z(1, 2, 5, 3), z(3, 3, 3, 2), z(2)), {}, "kernel taller than x"),
+        ("conv2d_forward", (z(1, 5, 5, 3, dtype=np.float64), z(3, 3, 3, 2), z(2)), {},
+         "x float64"),
+        ("conv2d_forward", (z(1, 5, 5, 3), z(3, 3, 3, 2), z(3)), {}, "b of the wrong size"),
+        ("conv2d_forward", (x, w, b), dict(padding="full"), "unknown padding"),
+        ("conv2d_forward", (x, w, b), dict(stride=0), "stride 0"),
+        ("conv2d_forward", ([[1.0]], w, b), {}, "x a list"),
+        ("conv2d_forward", (x, w, b), dict(out=z(1, 4, 4, 2)), "out of the wrong shape"),
+        ("conv2d_backward", (z(1, 5, 5, 3), z(3, 3, 3, 2), z(1, 3, 3, 4)), {},
+         "dy of the wrong shape"),
+        ("conv2d_backward", (x, w, y4), dict(out=w), "out not a tuple"),
+        # fused conv2d + relu (+ maxpool)
+        ("conv2d_relu_forward", (z(6, 6, 2), w, b), {}, "x of rank 3"),
+        ("conv2d_relu_forward", (x, w, z(4)), {}, "b of the wrong size"),
+        ("conv2d_relu_forward", (x, w, b), dict(padding="full"), "unknown padding"),
+        ("conv2d_relu_forward", (x, w, b), dict(out=z(1, 4, 4, 2)), "out of the wrong shape"),
+        ("conv2d_relu_backward", (x, w, y4, z(1, 4, 4, 2)), {}, "y of another shape than dy"),
+        ("conv2d_relu_backward", (x, w, z(1, 4, 4, 2), z(1, 4, 4, 2)), {},
+         "dy of the wrong shape"),
+        ("conv2d_relu_backward", (x, w, z(1, 4, 4, 3, dtype=np.float64), y4), {},
+         "dy float64"),
+        ("conv2d_relu_backward", (x, z(3, 3, 3, 3), y4, y4), {}, "C_in mismatch"),
+        ("conv2d_relu_backward", (x, w, y4, y4), dict(out=(None, None)), "out of 2"),
+        ("conv2d_relu_maxpool_forward", (x, w, b), dict(pool=5), "pool larger than y"),
+        ("conv2d_relu_maxpool_forward", (x, w, b), dict(pool=0), "pool 0"),
+        ("conv2d_relu_maxpool_forward", (x, w, b), dict(pool_padding="full"),
+         "unknown pool padding"),
+        ("conv2d_relu_maxpool_forward", (x, w, b), dict(pool_stride=(1, 0)), "pool stride 0"),
+        ("conv2d_relu_maxpool_forward", (x, z(3, 3, 3, 3), b), {}, "C_in mismatch"),
+        ("conv2d_relu_maxpool_forward", (x, w, z(4)), {}, "b of the wrong size"),
+        ("conv2d_relu_maxpool_forward", (x, w, b), dict(stride=0), "stride 0"),
+        ("conv2d_relu_maxpool_forward", (x, w, b), dict(out=(yp, yp)), "out[1] float32"),
+        ("conv2d_relu_maxpool_forward", (x, w, b), dict(out=yp), "out not a tuple"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap.astype(np.int64)), {},
+         "argmax int64"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, yp), {}, "argmax float32"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap + 16), {}, "argmax past the grid"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap - 1), {}, "argmax negative"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, z(1, 2, 3, 3), ap), {},
+         "y of another shape than dy"),
+        ("conv2d_relu_maxpool_backward", (x, w, z(1, 2, 2, 2), z(1, 2, 2, 2), ap[..., :2]), {},
+         "dy with the wrong channels"),
+        ("conv2d_relu_maxpool_backward", (x, w, z(2, 2, 3), z(2, 2, 3), ap[0]), {},
+         "dy of rank 3"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap[..., :2]), {},
+         "argmax of another shape than dy"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp.astype(np.float64), yp, ap), {},
+         "dy float64"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap), dict(stride=-1), "stride -1"),
+        ("conv2d_relu_maxpool_backward", (z(1, 6, 6, 3), w, yp, yp, ap), {}, "C_in mismatch"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap), dict(out=(None, None)), "out of 2"),
+        # pooling
+        ("maxpool2d_forward", (z(1, 2, 2, 1), 3), {}, "pool larger than x"),
+        ("maxpool2d_forward", (z(1, 4, 4, 1, dtype=np.int32),), {}, "x int32"),
+        ("maxpool2d_forward", (z(4, 4, 1),), {}, "x of rank 3"),
+        ("maxpool2d_forward", (z(1, 4, 4, 1),), dict(pool=0), "pool 0"),
+        ("maxpool2d_forward", (z(1, 4, 4, 1),), dict(padding="full"), "unknown padding"),
+        ("maxpool2d_forward", (z(1, 4, 4, 1),), dict(out=(z(1, 2, 2, 1), z(1, 2, 2, 1))),
+         "out[1] float32"),
+        ("maxpool2d_backward", (z(1, 2, 2, 1), z(1, 2, 2, 1, dtype=np.int64), (1, 4, 4, 1)), {},
+         "argmax int64"),
+        ("maxpool2d_backward", (z(1, 2, 2, 1), z(1, 2, 3, 1, dtype=np.int32), (1, 4, 4, 1)), {},
+         "argmax of another shape than dy"),
+        ("maxpool2d_backward", (z(1, 2, 2, 1), z(1, 2, 2, 1, dtype=np.int32), (1, 4, 4)), {},
+         "x_shape of rank 3"),
+        ("maxpool2d_backward", (z(1, 2, 2, 1), z(1, 2, 2, 1, dtype=np.int32), (2, 4, 4, 1)), {},
+         "x_shape of another batch"),
+        ("maxpool2d_backward", (z(1, 2, 2, 1), np.full((1, 2, 2, 1), 16, np.int32),
+                                (1, 4, 4, 1)), {}, "argmax past x"),
+        # dense
+        ("dense_forward", (z(2, 5), z(6, 3), z(3)), {}, "in-features mismatch"),
+        ("dense_forward", (z(2, 5, 1), z(5, 3), z(3)), {}, "x of rank 3"),
+        ("dense_backward", (z(2, 5), z(5, 3), z(2, 4)), {}, "dy of the wrong shape"),
+        # activations
+        ("relu_forward", ([[1.0]],), {}, "x a list"),
+        ("relu_forward", (z(2, 3, dtype=np.float64),), {}, "x float64"),
+        ("relu_forward", (z(2, 3),), dict(out=z(3, 2)), "out of the wrong shape"),
+        ("relu_forward", (z(2, 3),), dict(out=z(2, 3, dtype=np.float64)), "out float64"),
+        ("relu_backward", (z(2, 3), z(3, 2)), {}, "y of another shape than dy"),
+        ("sigmoid_forward", (z(4, dtype=np.int32),), {}, "x int32"),
+        ("sigmoid_backward", (z(4), z(5)), {}, "y of another shape than dy"),
+        ("softmax_forward", (z(2, 3, 4),), {}, "x of rank 3"),
+        ("softmax_backward", (z(2, 3), z(2, 4)), {}, "y of another shape than dy"),
+        ("dropout_forward", (z(3), 1.0, rng()), {}, "rate 1"),
+        ("dropout_forward", (z(3), -0.1, rng()), {}, "rate < 0"),
+        ("dropout_forward", (z(3), 0.5, np.random.RandomState(0)), {}, "a legacy RandomState"),
+        ("dropout_backward", (z(3), z(4)), {}, "mask of another shape than dy"),
+        # losses
+        ("binary_crossentropy", (z(3), z(4, 1)), {}, "y_true of the wrong size"),
+        ("binary_crossentropy", (z(4), z(4, 2)), {}, "logits of 2 columns"),
+        ("binary_crossentropy", (np.array(["a"] * 4), z(4)), {}, "y_true strings"),
+        ("softmax_crossentropy", (np.array([0, 3]), z(2, 3)), {}, "class index out of range"),
+        ("softmax_crossentropy", (np.array([0.5, 1.0]), z(2, 3)), {}, "fractional labels"),
+        ("softmax_crossentropy", (np.array([0, 1, 2]), z(2, 3)), {}, "3 labels, 2 rows"),
+        ("softmax_crossentropy", (np.array([0, 1]), z(2, 3, dtype=np.float64)), {},
+         "logits float64"),
+        # optimizers
+        ("sgd_update", (z(3), z(3), None), dict(lr=0.1, momentum=0.9), "momentum without v"),
+        ("sgd_update", (z(3), z(4), None), dict(lr=0.1), "g of another shape than p"),
+        ("sgd_update", (z(3), z(3), None), dict(lr=-1.0), "lr < 0"),
+        ("sgd_update", (z(3), z(3), z(3, dtype=np.float64)), dict(lr=0.1, momentum=0.9),
+         "v float64"),
+        ("rmsprop_update", (z(3), z(3), z(2)), dict(lr=0.1), "ms of another shape than p"),
+        ("rmsprop_update", (z(3), z(3), z(3)), dict(lr="fast"), "lr a string"),
+        ("adam_update", (z(3), z(3), z(3), z(3)), dict(t=0, lr=0.1), "t 0"),
+        ("adam_update", (z(3), z(3), z(3), z(2)), dict(t=1, lr=0.1), "v of another shape"),
     ]
-    for k, (op, args, kwargs) in enumerate(table):
-        yield Sample(op, args, kwargs, f"bad {k}")
+    for op, args, kwargs, label in cases:
+        yield Sample(op, args, kwargs, label)

@@ -164,8 +164,8 @@ def z(*shape, dtype=F32):
 X, W, B = z(1, 6, 6, 2), z(3, 3, 2, 3), z(3)
 YP, AP = z(1, 2, 2, 3), np.zeros((1, 2, 2, 3), np.int32)
 # The bad inputs every backend refuses alike are fastconv.opcases.bad_samples
-# (tests/test_backends_bad_inputs.py); these are the value checks the cpu engine makes
-# on host arrays like the reference (cuda leaves argmax's range to the device).
+# (tests/test_backends_bad_input.py); these are the value checks the cpu engine makes
+# on host arrays like the reference (a device argmax's out-of-range entries are skipped).
 BAD = [
     ("conv2d_relu_maxpool_backward", (X, W, YP, YP, AP + 16), {}),
     ("conv2d_relu_maxpool_backward", (X, W, YP, YP, AP - 1), {}),

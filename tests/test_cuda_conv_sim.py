@@ -138,7 +138,7 @@ ERRORS_SCRIPT = textwrap.dedent("""
                      err(R.conv2d_forward, x, w[:, :, :2], b)],
         "bias": [err(conv2d.conv2d_forward, dx_, dw_, dev(b[:3])),
                  err(R.conv2d_forward, x, w, b[:3])],
-        # a fused op names what the reference's composition names (opcases.bad_samples)
+        # a fused op raises what the reference's composition raises (the unfused op's name)
         "fused_bias": [err(fused.conv2d_relu_maxpool_forward, dx_, dw_, dev(b[:3])),
                        err(R.conv2d_relu_maxpool_forward, x, w, b[:3])],
         "padding": [err(conv2d.conv2d_forward, dx_, dw_, db_, padding="full"),

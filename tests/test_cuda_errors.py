@@ -1,15 +1,17 @@
 """Bad input to the cuda ops raises the reference's exception and message.
 
 No GPU and no simulator needed: the checks run before anything touches the
-device. Each case runs on the reference and on the cuda package, with host
-arrays and again with stand-ins for device arrays (objects with the device
-array interface the wrappers look for: shape, dtype, copy_to_host,
-is_c_contiguous), and the two errors must be the same.
+device. Each case of the op table's bad inputs (fastconv.opcases.bad_samples)
+runs on the reference and on the cuda package, with host arrays and again
+with stand-ins for device arrays (objects with the device array interface
+the wrappers look for: shape, dtype, copy_to_host, is_c_contiguous), and the
+two errors must be the same.
 """
 import numpy as np
 import pytest
 
 from fastconv.kernels import reference as R
+from fastconv.opcases import bad_samples
 
 C = pytest.importorskip("fastconv.kernels.cuda", reason="numba-cuda is not installed")
 
@@ -34,48 +36,8 @@ def z(*shape, dtype=F32):
 
 
 RNG = np.random.default_rng
-CASES = [
-    ("relu_forward", ([[1.0]],), {}),
-    ("relu_forward", (z(2, 3, dtype=np.float64),), {}),
-    ("relu_backward", (z(2, 3), z(3, 2)), {}),
-    ("relu_forward", (z(2, 3),), dict(out=z(3, 2))),
-    ("relu_forward", (z(2, 3),), dict(out=z(2, 3, dtype=np.float64))),
-    ("sigmoid_forward", (z(4, dtype=np.int32),), {}),
-    ("sigmoid_backward", (z(4), z(5)), {}),
-    ("softmax_forward", (z(2, 3, 4),), {}),
-    ("softmax_backward", (z(2, 3), z(2, 4)), {}),
-    ("dropout_forward", (z(3), 1.0, RNG()), {}),
-    ("dropout_forward", (z(3), -0.1, RNG()), {}),
-    ("dropout_forward", (z(3), 0.5, np.random.RandomState(0)), {}),
-    ("dropout_backward", (z(3), z(4)), {}),
-    ("maxpool2d_forward", (z(1, 2, 2, 1), 3), {}),
-    ("maxpool2d_forward", (z(1, 4, 4, 1, dtype=np.int32),), {}),
-    ("maxpool2d_forward", (z(4, 4, 1),), {}),
-    ("maxpool2d_forward", (z(1, 4, 4, 1),), dict(pool=0)),
-    ("maxpool2d_forward", (z(1, 4, 4, 1),), dict(padding="full")),
-    ("maxpool2d_forward", (z(1, 4, 4, 1),), dict(out=(z(1, 2, 2, 1), z(1, 2, 2, 1)))),
-    ("maxpool2d_backward", (z(1, 2, 2, 1), z(1, 2, 2, 1, dtype=np.int64), (1, 4, 4, 1)), {}),
-    ("maxpool2d_backward", (z(1, 2, 2, 1), z(1, 2, 3, 1, dtype=np.int32), (1, 4, 4, 1)), {}),
-    ("maxpool2d_backward", (z(1, 2, 2, 1), z(1, 2, 2, 1, dtype=np.int32), (1, 4, 4)), {}),
-    ("maxpool2d_backward", (z(1, 2, 2, 1), z(1, 2, 2, 1, dtype=np.int32), (2, 4, 4, 1)), {}),
-    ("maxpool2d_backward", (z(1, 2, 2, 1), np.full((1, 2, 2, 1), 16, np.int32),
-                            (1, 4, 4, 1)), {}),
-    ("binary_crossentropy", (z(3), z(4, 1)), {}),
-    ("binary_crossentropy", (z(4), z(4, 2)), {}),
-    ("binary_crossentropy", (np.array(["a"] * 4), z(4)), {}),
-    ("softmax_crossentropy", (np.array([0, 3]), z(2, 3)), {}),
-    ("softmax_crossentropy", (np.array([0.5, 1.0]), z(2, 3)), {}),
-    ("softmax_crossentropy", (np.array([0, 1, 2]), z(2, 3)), {}),
-    ("softmax_crossentropy", (np.array([0, 1]), z(2, 3, dtype=np.float64)), {}),
-    ("sgd_update", (z(3), z(3), None), dict(lr=0.1, momentum=0.9)),
-    ("sgd_update", (z(3), z(4), None), dict(lr=0.1)),
-    ("sgd_update", (z(3), z(3), None), dict(lr=-1.0)),
-    ("sgd_update", (z(3), z(3), z(3, dtype=np.float64)), dict(lr=0.1, momentum=0.9)),
-    ("rmsprop_update", (z(3), z(3), z(2)), dict(lr=0.1)),
-    ("rmsprop_update", (z(3), z(3), z(3)), dict(lr="fast")),
-    ("adam_update", (z(3), z(3), z(3), z(3)), dict(t=0, lr=0.1)),
-    ("adam_update", (z(3), z(3), z(3), z(2)), dict(t=1, lr=0.1)),
-]
+# the one table of bad inputs every backend runs (tests/test_backends_bad_input.py)
+CASES = [(c.op, c.args, c.kwargs) for c in bad_samples()]
 
 
 def _error(fn, args, kwargs):
@@ -104,6 +66,8 @@ def test_cuda_raises_like_the_reference(op, args, kwargs, where):
         if op in ("softmax_crossentropy", "maxpool2d_backward") and "out of range" in want[1] \
                 or "outside [0," in want[1]:
             pytest.skip("value checks of device labels/argmax happen on the device")
+        if want[1].endswith("got ndarray"):
+            pytest.skip("the message names the type of the array given, here the stand-in's")
         args = tuple(_on_device(a) for a in args)
         kwargs = {k: _on_device(v) for k, v in kwargs.items()}
     got = _error(getattr(C, op), args, kwargs)

@@ -230,6 +230,48 @@ def check_pool_grad(op, dy, argmax, x_shape, is_array=None):
     return x_shape
 
 
+def check_argmax_range(op, argmax, n_pixels):
+    """ValueError unless every index of the host array `argmax` is in [0, n_pixels)."""
+    if argmax.size and (argmax.min() < 0 or argmax.max() >= n_pixels):
+        raise ValueError(f"{op}: argmax holds indices outside [0, {n_pixels})")
+
+
+# The fused ops' argument checks. A fused op is defined as a composition of the
+# unfused ops (kernels/reference/fused.py), so a bad argument raises what that
+# composition raises: the same type and text, naming the unfused op that
+# checks it (e.g. conv2d_relu_maxpool_forward's bad pool is maxpool2d_forward's
+# error), and the fused op's own name only for its out= buffers. Every backend's
+# fused ops call these, in the reference's order, so no message depends on the
+# backend. Arrays may be any the checks accept (cuda passes _mem.checkable ones).
+
+def fused_relu_grad(dy, y):
+    """relu_backward's checks of (dy, y), which every fused backward runs first."""
+    op = "relu_backward"
+    check_float_array(op, "dy", dy)
+    check_float_array(op, "y", y)
+    check_same_shape(op, "dy", dy, "y", y)
+
+
+def fused_pool_geometry(oh, ow, pool, pool_stride, pool_padding):
+    """maxpool2d_forward's checks on the (OH, OW) conv output grid of a fused forward:
+    (pool pair, stride pair, PH, PW, pad_top, pad_left)."""
+    op = "maxpool2d_forward"
+    pool = as_pair(op, "pool", pool)
+    stride = pool if pool_stride is None else as_pair(op, "stride", pool_stride)
+    ph, pw, pt, pl = window_geometry(op, (oh, ow), pool, stride, pool_padding, what="pool")
+    return pool, stride, ph, pw, pt, pl
+
+
+def fused_pool_grad(dy, argmax, grid_shape, is_array=None):
+    """maxpool2d_backward's shape checks of a fused pooled backward: dy (N, PH, PW, F),
+    argmax int32 of dy's shape, grid_shape the conv output (N, OH, OW, F). Returns
+    grid_shape as ints. The range of argmax is each backend's to check
+    (check_argmax_range where it is on the host)."""
+    op = "maxpool2d_backward"
+    check_float_array(op, "dy", dy, 4)
+    return check_pool_grad(op, dy, argmax, grid_shape, is_array)
+
+
 def check_update(op, p, g, *state):
     check_float_array(op, "p", p)
     for name, a in (("g", g),) + tuple(state):

@@ -529,15 +529,22 @@ def launch_dw(x, dz, dw2, db, kw, stride, pt, pl):
     conv2d_dw_sum[d.blocks((k + 1) * f, SUM_THREADS), SUM_THREADS](part, dw2, db)
 
 
-def launch_backward(op, x, w, dz, stride, pt, pl, need_dx, out):
-    """(dx or None, dw, db) of the conv from device arrays x, w and dz (N, OH, OW, F), into
-    the out= tuple's buffers or new device arrays (the reference's out= convention)."""
-    kh, kw, c, f = w.shape
+def backward_buffers(op, x_shape, w_shape, need_dx, out):
+    """The out= tuple of a conv backward checked (the reference's out= convention) and
+    its buffers: [(dw, host), (db, host)] and (dx, host) when need_dx. Called before any
+    input is copied to the device, so a bad out= raises without touching it."""
     out = d.out_tuple(op, out, 3)
-    specs = [("out[1]", out[1], w.shape, np.float32), ("out[2]", out[2], (f,), np.float32)]
+    specs = [("out[1]", out[1], w_shape, np.float32),
+             ("out[2]", out[2], (w_shape[3],), np.float32)]
     if need_dx:
-        specs.append(("out[0]", out[0], x.shape, np.float32))
-    bufs = d.out_buffers(op, *specs)
+        specs.append(("out[0]", out[0], x_shape, np.float32))
+    return d.out_buffers(op, *specs)
+
+
+def launch_backward(x, w, dz, stride, pt, pl, need_dx, bufs):
+    """(dx or None, dw, db) of the conv from device arrays x, w and dz (N, OH, OW, F), into
+    `bufs` (backward_buffers')."""
+    kh, kw, c, f = w.shape
     (dw, dw_host), (db, db_host) = bufs[:2]
     launch_dw(x, dz, dw.reshape(kh * kw * c, f), db, kw, stride, pt, pl)
     dx = None
@@ -598,5 +605,6 @@ def conv2d_backward(x, w, dy, stride=1, padding="valid", need_dx=True, out=None)
     op = "conv2d_backward"
     stride, oh, ow, pt, pl = check_conv(op, x, w, stride, padding)
     check_dy(op, dy, (x.shape[0], oh, ow, w.shape[3]))
+    bufs = backward_buffers(op, x.shape, w.shape, need_dx, out)
     x, w, dy = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "dy", dy)
-    return launch_backward(op, x, w, dy, stride, pt, pl, need_dx, out)
+    return launch_backward(x, w, dy, stride, pt, pl, need_dx, bufs)

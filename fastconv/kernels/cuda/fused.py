@@ -7,6 +7,11 @@ Backward: the conv-output gradient dz = pool-backward(dy where y > 0) is formed 
 workspace (elementwise.relu_bwd; or elementwise.zero, then maxpool_grad_scatter, which uses
 float atomics because the op is not told the pool geometry), then the conv backward kernels
 of conv2d.py read dz.
+
+Bad arguments raise exactly what the reference's composition raises (see
+_validate's fused checks): each check names the unfused op that makes it
+(conv2d_forward, relu_backward, maxpool2d_forward/backward), out= is named by the fused
+op, and every check runs before anything touches the device.
 """
 import numpy as np
 from numba import cuda, float32
@@ -59,21 +64,6 @@ KERNELS = [
 ]
 
 
-# Bad arguments of a fused op raise what the reference's composition raises, word for
-# word (fastconv.opcases.bad_samples, run on every backend): the conv's arguments are
-# named as conv2d_forward/backward's, the ReLU's as relu_backward's, the pool's as
-# maxpool2d_*'s. The out= buffers and device-only checks name the fused op itself.
-CONV_FWD, CONV_BWD = "conv2d_forward", "conv2d_backward"
-POOL_FWD, POOL_BWD = "maxpool2d_forward", "maxpool2d_backward"
-
-
-def _check_relu_grad(dy, y):
-    """relu_backward's checks of dy and y, in the reference's order and words."""
-    d.check_float32("relu_backward", "dy", dy)
-    d.check_float32("relu_backward", "y", y)
-    v.check_same_shape("relu_backward", "dy", d.checkable(dy), "y", d.checkable(y))
-
-
 def _grid(total):
     return min(d.blocks(total, GRAD_THREADS), GRAD_MAX_BLOCKS)
 
@@ -82,8 +72,8 @@ def conv2d_relu_forward(x, w, b, stride=1, padding="valid", out=None):
     """y = relu(conv2d_forward(x, w, b)): (N, OH, OW, F), a new device array or `out`
     (overwritten). Arguments as conv2d.conv2d_forward; one launch of conv2d_fwd_tile."""
     op = "conv2d_relu_forward"
-    stride, oh, ow, pt, pl = _conv.check_conv(CONV_FWD, x, w, stride, padding)
-    _conv.check_bias(CONV_FWD, b, w.shape[3])
+    stride, oh, ow, pt, pl = _conv.check_conv("conv2d_forward", x, w, stride, padding)
+    _conv.check_bias("conv2d_forward", b, w.shape[3])
     kh, kw, c, f = w.shape
     [(y, y_host)] = d.out_buffers(op, ("out", out, (x.shape[0], oh, ow, f), np.float32))
     x, w, b = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "b", b)
@@ -96,16 +86,18 @@ def conv2d_relu_backward(x, w, dy, y, stride=1, padding="valid", need_dx=True, o
     """conv2d_backward with dz = dy where y > 0 (y the fused forward's output):
     (dx or None, dw, db), new device arrays or the out= tuple's buffers (overwritten)."""
     op = "conv2d_relu_backward"
-    _check_relu_grad(dy, y)
-    stride, oh, ow, pt, pl = _conv.check_conv(CONV_BWD, x, w, stride, padding)
+    v.fused_relu_grad(d.checkable(dy), d.checkable(y))
+    stride, oh, ow, pt, pl = _conv.check_conv("conv2d_backward", x, w, stride, padding)
     shape = (x.shape[0], oh, ow, w.shape[3])
-    _conv.check_dy(CONV_BWD, dy, shape)
+    _conv.check_dy("conv2d_backward", dy, shape)
+    d.check_float32(op, "y", y)
+    bufs = _conv.backward_buffers(op, x.shape, w.shape, need_dx, out)
     x, w = d.device_in(op, "x", x), d.device_in(op, "w", w)
     dy, y = d.device_in(op, "dy", dy), d.device_in(op, "y", y)
     dz = d.workspace("conv2d_dz", shape)
     size = int(np.prod(shape))
     _elementwise(relu_bwd, size, dy, y, dz)
-    return _conv.launch_backward(op, x, w, dz, stride, pt, pl, need_dx, out)
+    return _conv.launch_backward(x, w, dz, stride, pt, pl, need_dx, bufs)
 
 
 def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool_stride=None,
@@ -118,12 +110,11 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool
     out= tuple's buffers (overwritten).
     """
     op = "conv2d_relu_maxpool_forward"
-    stride, oh, ow, pt, pl = _conv.check_conv(CONV_FWD, x, w, stride, padding)
-    _conv.check_bias(CONV_FWD, b, w.shape[3])
+    stride, oh, ow, pt, pl = _conv.check_conv("conv2d_forward", x, w, stride, padding)
+    _conv.check_bias("conv2d_forward", b, w.shape[3])
     kh, kw, c, f = w.shape
-    conv_out = np.broadcast_to(np.zeros((), np.float32), (x.shape[0], oh, ow, f))
-    pool, pool_stride, ph, pw, ppt, ppl = v.pool2d_geometry(POOL_FWD, conv_out, pool,
-                                                            pool_stride, pool_padding)
+    pool, pool_stride, ph, pw, ppt, ppl = v.fused_pool_geometry(oh, ow, pool, pool_stride,
+                                                                pool_padding)
     out = d.out_tuple(op, out, 2)
     shape = (x.shape[0], ph, pw, f)
     (y, y_host), (arg, arg_host) = d.out_buffers(op, ("out[0]", out[0], shape, np.float32),
@@ -140,21 +131,24 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
     """Gradients of conv2d_relu_maxpool_forward given dy (N, PH, PW, F): (dx or None, dw, db).
 
     dz (the conv-grid gradient, a cached workspace) is zeroed, then each pooled output with
-    y > 0 adds its dy at its argmax (maxpool_grad_scatter: atomics, see there). argmax values
-    are not read back to the host to be checked: an index outside the conv grid routes no
-    gradient.
+    y > 0 adds its dy at its argmax (maxpool_grad_scatter: atomics, see there). The values
+    of a device argmax are not read back to the host to be checked: an index outside the
+    conv grid routes no gradient (a host argmax is range-checked like the reference's).
     """
     op = "conv2d_relu_maxpool_backward"
     stride, oh, ow, pt, pl = _conv.check_conv(op, x, w, stride, padding)
-    _check_relu_grad(dy, y)
+    v.fused_relu_grad(d.checkable(dy), d.checkable(y))
     n, f = x.shape[0], w.shape[3]
-    d.check_float32(POOL_BWD, "dy", dy, 4)
-    v.check_pool_grad(POOL_BWD, d.checkable(dy), argmax, (n, oh, ow, f),
-                      is_array=d.is_device_array)
+    v.fused_pool_grad(d.checkable(dy), argmax, (n, oh, ow, f), is_array=d.is_device_array)
+    if isinstance(argmax, np.ndarray):
+        v.check_argmax_range("maxpool2d_backward", argmax, oh * ow)
+    d.check_float32(op, "dy", dy, 4)
+    d.check_float32(op, "y", y)
+    bufs = _conv.backward_buffers(op, x.shape, w.shape, need_dx, out)
     x, w = d.device_in(op, "x", x), d.device_in(op, "w", w)
     dy, y = d.device_in(op, "dy", dy), d.device_in(op, "y", y)
     argmax = d.device_in(op, "argmax", argmax, np.int32)
     dz = d.workspace("conv2d_dz", (n, oh, ow, f))
     zero(dz)
     maxpool_grad_scatter[_grid(int(np.prod(dy.shape))), GRAD_THREADS](dy, y, argmax, dz)
-    return _conv.launch_backward(op, x, w, dz, stride, pt, pl, need_dx, out)
+    return _conv.launch_backward(x, w, dz, stride, pt, pl, need_dx, bufs)

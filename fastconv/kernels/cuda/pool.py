@@ -130,9 +130,8 @@ def maxpool2d_backward(dy, argmax, x_shape, out=None):
     check_float32(op, "dy", dy, 4)
     x_shape = v.check_pool_grad(op, dy, argmax, x_shape, is_array=is_device_array)
     n, h, w, c = x_shape
-    if isinstance(argmax, np.ndarray) and argmax.size and (
-            argmax.min() < 0 or argmax.max() >= h * w):
-        raise ValueError(f"{op}: argmax holds indices outside [0, {h * w})")
+    if isinstance(argmax, np.ndarray):
+        v.check_argmax_range(op, argmax, h * w)
     dx, host = out_buffer(op, "out", out, x_shape, np.float32)
     dy = device_in(op, "dy", dy)
     argmax = device_in(op, "argmax", argmax, np.int32)
