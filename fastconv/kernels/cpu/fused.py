@@ -269,30 +269,12 @@ def _indices_within(a, n):
     return True
 
 
-def _check_relu_grad(dy, y):
-    """relu_backward's checks, in the reference's order and words."""
-    op = "relu_backward"
-    v.check_float_array(op, "dy", dy)
-    v.check_float_array(op, "y", y)
-    v.check_same_shape(op, "dy", dy, "y", y)
-
-
-def _pool_geometry(oh, ow, pool, pool_stride, pool_padding):
-    """maxpool2d_forward's checks on the conv output grid: (pool, stride, PH, PW, pt, pl)."""
-    op = "maxpool2d_forward"
-    pool = v.as_pair(op, "pool", pool)
-    stride = pool if pool_stride is None else v.as_pair(op, "stride", pool_stride)
-    ph, pw, pt, pl = v.window_geometry(op, (oh, ow), pool, stride, pool_padding, what="pool")
-    return pool, stride, ph, pw, pt, pl
-
-
 def _check_argmax(dy, argmax, grid_shape):
-    """maxpool2d_backward's checks, in the reference's order and words."""
-    op = "maxpool2d_backward"
-    v.check_float_array(op, "dy", dy, 4)
-    n, h, w, c = v.check_pool_grad(op, dy, argmax, grid_shape)
+    """maxpool2d_backward's checks (the shared fused ones), then argmax's range in one
+    Numba pass instead of check_argmax_range's two NumPy reductions (same message)."""
+    n, h, w, c = v.fused_pool_grad(dy, argmax, grid_shape)
     if argmax.size and not _indices_within(argmax.reshape(-1), h * w):
-        raise ValueError(f"{op}: argmax holds indices outside [0, {h * w})")
+        raise ValueError(f"maxpool2d_backward: argmax holds indices outside [0, {h * w})")
 
 
 def conv2d_relu_forward(x, w, b, stride=1, padding="valid", out=None):
@@ -312,7 +294,7 @@ def conv2d_relu_backward(x, w, dy, y, stride=1, padding="valid", need_dx=True, o
     dy, y (N, OH, OW, F). Returns (dx or None, dw, db), overwritten into out's
     buffers when given; dw and db bitwise identical for any thread count.
     """
-    _check_relu_grad(dy, y)
+    v.fused_relu_grad(dy, y)
     op = "conv2d_backward"
     g = _c.Geometry(op, x, w, stride, padding)
     v.check_dy(op, dy, g.y_shape, x.dtype)
@@ -334,7 +316,7 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool
     op = "conv2d_relu_maxpool_forward"
     g = _c.Geometry("conv2d_forward", x, w, stride, padding)
     v.check_bias("conv2d_forward", b, g.f, x.dtype)
-    (pk_h, pk_w), (ps_h, ps_w), ph, pw, ppt, ppl = _pool_geometry(
+    (pk_h, pk_w), (ps_h, ps_w), ph, pw, ppt, ppl = v.fused_pool_geometry(
         g.oh, g.ow, pool, pool_stride, pool_padding)
     o = _c.out_tuple(op, out, 2)
     ty = Target(op, "out[0]", o[0], (g.n, ph, pw, g.f))
@@ -357,7 +339,7 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
     """
     op = "conv2d_relu_maxpool_backward"
     g = _c.Geometry(op, x, w, stride, padding)
-    _check_relu_grad(dy, y)
+    v.fused_relu_grad(dy, y)
     _check_argmax(dy, _c.contiguous(argmax) if isinstance(argmax, np.ndarray) else argmax,
                   g.y_shape)
     _c.check_float32(op, dy=dy, y=y)
