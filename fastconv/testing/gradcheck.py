@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .kernels import float64_allowed
-from .kernels import reference as R
-from .testing import check_gradient
+from ..kernels import float64_allowed
+from ..kernels import reference as R
+from .compare import check_gradient
 
 F64 = np.float64
 
