@@ -1,4 +1,4 @@
-"""One table of bad inputs (fastconv.opcases.bad_samples) on every backend.
+"""One table of bad inputs (fastconv.kernels.opinfo.bad_samples) on every backend.
 
 The reference's exception type and message are the contract: the cpu and the
 cuda backend must raise exactly the same for every case, fused ops included,
@@ -13,7 +13,7 @@ import pytest
 
 from fastconv import kernels
 from fastconv.kernels import reference as R
-from fastconv.opcases import bad_samples
+from fastconv.kernels.opinfo import bad_samples
 
 from .backends import available_backends
 
@@ -58,7 +58,7 @@ def test_bad_input_raises_the_references_error(backend, sample):
 SIM = """
 import json
 from fastconv import kernels
-from fastconv.opcases import bad_samples
+from fastconv.kernels.opinfo import bad_samples
 K = kernels.get("cuda")
 out = []
 for s in bad_samples():

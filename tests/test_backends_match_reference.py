@@ -1,4 +1,4 @@
-"""Every sample of the op table (fastconv.opcases) on every available backend.
+"""Every sample of the op table (fastconv.kernels.opinfo) on every available backend.
 
 This is the test a new backend gets for free: once `kernels.get(name)` loads
 it, each op is compared with the reference (rtol 1e-4, atol 1e-5, float32).
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fastconv import kernels
-from fastconv.opcases import samples
+from fastconv.kernels.opinfo import samples
 from fastconv.testing import assert_matches_reference
 
 from .backends import available_backends

@@ -163,7 +163,7 @@ def z(*shape, dtype=F32):
 
 X, W, B = z(1, 6, 6, 2), z(3, 3, 2, 3), z(3)
 YP, AP = z(1, 2, 2, 3), np.zeros((1, 2, 2, 3), np.int32)
-# The bad inputs every backend refuses alike are fastconv.opcases.bad_samples
+# The bad inputs every backend refuses alike are fastconv.kernels.opinfo.bad_samples
 # (tests/test_backends_bad_input.py); these are the value checks the cpu engine makes
 # on host arrays like the reference (a device argmax's out-of-range entries are skipped).
 BAD = [

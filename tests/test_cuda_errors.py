@@ -1,7 +1,7 @@
 """Bad input to the cuda ops raises the reference's exception and message.
 
 No GPU and no simulator needed: the checks run before anything touches the
-device. Each case of the op table's bad inputs (fastconv.opcases.bad_samples)
+device. Each case of the op table's bad inputs (fastconv.kernels.opinfo.bad_samples)
 runs on the reference and on the cuda package, with host arrays and again
 with stand-ins for device arrays (objects with the device array interface
 the wrappers look for: shape, dtype, copy_to_host, is_c_contiguous), and the
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from fastconv.kernels import reference as R
-from fastconv.opcases import bad_samples
+from fastconv.kernels.opinfo import bad_samples
 
 C = pytest.importorskip("fastconv.kernels.cuda", reason="numba-cuda is not installed")
 

@@ -10,7 +10,7 @@ JSON. In the subprocess:
     each launch's arguments the way numba would and checks they are a declared
     KernelSpec signature: the signatures tests/test_cuda_ptx.py compiles are
     the ones the wrappers really launch;
-  * every op sample of fastconv.opcases ("quick") that the cuda package
+  * every op sample of fastconv.kernels.opinfo ("quick") that the cuda package
     exports, plus the larger-than-a-block cases below, runs against the
     reference (rtol 1e-4, atol 1e-5 in float32): through kernels.get("cuda")
     once the whole contract is there, else through the package directly;
@@ -40,7 +40,7 @@ def extra_samples(seed=7):
     """Cases beyond the op table: rows wider than a block, more rows than blocks, sizes
     that leave every block ragged, labels of both shapes. Deterministic in `seed`."""
     from fastconv.kernels import reference as R
-    from fastconv.opcases import Sample
+    from fastconv.kernels.opinfo import Sample
 
     rng = np.random.default_rng(seed)
     x = _f32(rng.standard_normal(1001))
@@ -99,7 +99,7 @@ def _conv_macs(sample):
 def cases(ops):
     """(key, Sample) for every sample of an op in `ops`: the op table (convolutions up to
     MAX_CONV_MACS), then the extras."""
-    from fastconv.opcases import samples
+    from fastconv.kernels.opinfo import samples
     found = []
     for source, sample_iter in (("table", samples("quick")), ("extra", extra_samples())):
         for s in sample_iter:

@@ -3,7 +3,7 @@ against the NumPy reference here. (It lives in fastconv.testing, not at
 fastconv.check, so that importing it never replaces the function `fastconv.check`.)
 
 For every op of the kernel contract (fused ops too, where the backend has
-them) it draws fresh random inputs from the op table (fastconv.opcases), runs
+them) it draws fresh random inputs from the op table (fastconv.kernels.opinfo), runs
 the backend and the reference, and reports per op the shapes, the errors, the
 tolerance, pass/fail and the time of each side.
 
@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import kernels
 from .._version import __version__
-from ..opcases import samples
+from ..kernels.opinfo import samples
 from .compare import compare_to_reference
 
 RTOL = 1e-4

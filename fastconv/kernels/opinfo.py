@@ -61,7 +61,7 @@ def _f32(a):
 
 def samples(shapes="quick", seed=0):
     """Yield a Sample for every op of the contract; fresh random inputs from `seed`."""
-    from .kernels import reference as R
+    from . import reference as R
 
     rng = np.random.default_rng(seed)
     for shape, k, f, stride, padding in _conv_configs(shapes):
