@@ -5,7 +5,7 @@ hits) import-plus-first-call, each in a fresh process.
 
 Two measurements per state:
   engine  import fastconv.kernels.cpu, then call every op in the op table
-          (fastconv.opcases, quick shapes) once with each kernel's serial build
+          (fastconv.kernels.opinfo, quick shapes) once with each kernel's serial build
           and once with its parallel build forced: every compiled signature the
           engine has for float32 inputs;
   model   import fastconv, build small_convnet(device="cpu") and run one
@@ -32,7 +32,7 @@ import time
 t0 = time.perf_counter()
 import fastconv.kernels.cpu as C
 from fastconv.kernels.cpu import _common
-from fastconv.opcases import samples
+from fastconv.kernels.opinfo import samples
 t_import = time.perf_counter() - t0
 ops = 0
 for threshold in (1 << 62, 0):                     # serial builds, then parallel builds

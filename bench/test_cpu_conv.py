@@ -14,24 +14,18 @@ it only touches the 1 in pool_h*pool_w conv outputs that won their window,
 so its GFLOP/s can exceed the machine's peak.
 """
 import os
-import types
 
 import numpy as np
 import pytest
 
-from fastconv.kernels import reference as R
-from fastconv.kernels.cpu import conv2d as C
-from fastconv.kernels.cpu import fused as Fu
+from fastconv import kernels
 
 from . import seed_shapes as S
 from .conftest import run
 
 F32 = np.float32
-CPU = types.SimpleNamespace(**{name: getattr(m, name) for m, names in (
-    (C, ("conv2d_forward", "conv2d_backward")),
-    (Fu, ("conv2d_relu_forward", "conv2d_relu_backward", "conv2d_relu_maxpool_forward",
-          "conv2d_relu_maxpool_backward"))) for name in names})
-BACKENDS = {"reference": R, "cpu": CPU}
+BACKENDS = {name: kernels.get(name) for name in ("reference", "cpu")}
+CPU = BACKENDS["cpu"]
 # The seed's conv -> relu -> pool blocks: layer name -> pool size.
 POOL_OF = dict(zip(S.CONVS, (3, 2, 2)))
 # The reference takes seconds per call at batch 32: fewer rounds keep the suite short.
@@ -92,7 +86,7 @@ def test_conv2d_relu_maxpool_backward(benchmark, backend, layer, rng):
     K = BACKENDS[backend]
     x, w, b, _, flops, need_dx, kw = _layer(rng, layer)
     pool = POOL_OF[layer]
-    y, arg = Fu.conv2d_relu_maxpool_forward(x, w, b, pool=pool, **kw)
+    y, arg = CPU.conv2d_relu_maxpool_forward(x, w, b, pool=pool, **kw)
     dy = rng.standard_normal(y.shape, F32)
     out = _grads(x, w, b, need_dx)
     benchmark.extra_info["live_fraction"] = float((y > 0).mean())
@@ -159,16 +153,16 @@ def main(reps=5):
     for layer in S.CONVS:
         x, w, b, _, _, need_dx, kw = _layer(rng, layer)
         pool = POOL_OF[layer]
-        y, arg = Fu.conv2d_relu_maxpool_forward(x, w, b, pool=pool, **kw)
+        y, arg = CPU.conv2d_relu_maxpool_forward(x, w, b, pool=pool, **kw)
         dy = rng.standard_normal(y.shape, F32)
         outs = (np.empty_like(y), np.empty_like(arg))
         grads = _grads(x, w, b, need_dx)
 
         def fc_fwd():
-            Fu.conv2d_relu_maxpool_forward(x, w, b, pool=pool, out=outs, **kw)
+            CPU.conv2d_relu_maxpool_forward(x, w, b, pool=pool, out=outs, **kw)
 
         def fc_bwd():
-            Fu.conv2d_relu_maxpool_backward(x, w, dy, y, arg, need_dx=need_dx, out=grads, **kw)
+            CPU.conv2d_relu_maxpool_backward(x, w, dy, y, arg, need_dx=need_dx, out=grads, **kw)
 
         if torch is not None:
             xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(

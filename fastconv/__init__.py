@@ -3,7 +3,7 @@
 Backends live in fastconv.kernels ('reference' NumPy, 'cpu' Numba, 'cuda'
 numba-cuda); see ../shared/DESIGN.md for the contract they share.
 """
-__version__ = "0.1.0"
+from ._version import __version__
 
 # Before anything compiles: 512-bit vectors on AVX-512 CPUs (see _vector_width).
 from . import _vector_width  # noqa: E402,F401
@@ -11,10 +11,10 @@ from . import kernels  # noqa: E402
 
 
 def check(device="cpu", shapes="quick", seed=0):
-    """Check a backend's kernels against the NumPy reference; see fastconv._check.check.
-    That module is private so that importing it never replaces this function (a public
-    `fastconv.check` module did, after the first call)."""
-    from ._check import check as _check
+    """Check a backend's kernels against the NumPy reference; see fastconv.testing.check.check.
+    The engine lives in fastconv.testing, not at fastconv.check, so that importing it never
+    replaces this function (a `fastconv.check` module did, after the first call)."""
+    from .testing.check import check as _check
     return _check(device, shapes, seed)
 
 

@@ -1,4 +1,6 @@
 """Which backends the tests can run here, for parametrizing backend tests."""
+import pytest
+
 from fastconv import kernels
 
 
@@ -12,3 +14,11 @@ def available_backends():
         except kernels.BackendUnavailable as exc:
             missing[name] = str(exc)
     return found, missing
+
+
+def get_or_skip(name):
+    """kernels.get(name), or skip (the whole module, at import) saying why it cannot load."""
+    try:
+        return kernels.get(name)
+    except kernels.BackendUnavailable as exc:
+        pytest.skip(str(exc), allow_module_level=True)

@@ -74,8 +74,27 @@ def test_fastconv_check_is_the_function_on_every_call():
 
     import fastconv
     reports = [fastconv.check("cpu"), fastconv.check("cpu")]
-    importlib.import_module("fastconv._check")
+    importlib.import_module("fastconv.testing.check")
     reports.append(fastconv.check("cpu"))
     assert callable(fastconv.check)
     for report in reports:
         assert report["passed"] and report["results"]
+
+
+def test_the_check_module_and_the_check_function_are_two_names():
+    """fastconv.check is the function, fastconv.testing.check the engine's module. The
+    testing package exports no function `check` for an import of the submodule to
+    overwrite (or to hide the submodule behind), and importing the submodule leaves the
+    function fastconv.check a function (the old bug turned it into a module)."""
+    import importlib
+    import inspect
+    import types
+
+    import fastconv
+    import fastconv.testing
+    assert "check" not in fastconv.testing.__all__
+    engine = importlib.import_module("fastconv.testing.check")
+    assert isinstance(fastconv.testing.check, types.ModuleType)
+    assert fastconv.testing.check is engine
+    assert inspect.isfunction(engine.check)
+    assert inspect.isfunction(fastconv.check) and fastconv.check.__module__ == "fastconv"

@@ -36,10 +36,10 @@ def test_bench_times_the_ops_the_model_runs():
 
 @pytest.mark.skipif("cpu" not in FOUND, reason=MISSING.get("cpu", ""))
 def test_bench_cpu_kernel_table(capsys, monkeypatch):
-    from fastconv import opcases
-    quick = opcases.samples
+    from fastconv.kernels import opinfo
+    quick = opinfo.samples
     # the op table's small shapes: the seed shapes make the reference side take ~30 s
-    monkeypatch.setattr(opcases, "samples", lambda shapes, seed: quick("quick", seed))
+    monkeypatch.setattr(opinfo, "samples", lambda shapes, seed: quick("quick", seed))
     assert main(["bench", "--device", "cpu", "--skip-reference", "--batch-size", "2",
                  "--steps", "1"]) == 0
     out = capsys.readouterr().out

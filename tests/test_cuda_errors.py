@@ -1,17 +1,17 @@
 """Bad input to the cuda ops raises the reference's exception and message.
 
 No GPU and no simulator needed: the checks run before anything touches the
-device. Each case of the op table's bad inputs (fastconv.opcases.bad_samples)
-runs on the reference and on the cuda package, with host arrays and again
-with stand-ins for device arrays (objects with the device array interface
-the wrappers look for: shape, dtype, copy_to_host, is_c_contiguous), and the
-two errors must be the same.
+device. Each case of the op table's bad inputs (fastconv.kernels.opinfo.bad_samples)
+runs on the reference and on the cuda package with stand-ins for device arrays
+(objects with the device array interface the wrappers look for: shape, dtype,
+copy_to_host, is_c_contiguous), and the two errors must be the same. With host
+arrays the same table runs in tests/test_opinfo.py.
 """
 import numpy as np
 import pytest
 
 from fastconv.kernels import reference as R
-from fastconv.opcases import bad_samples
+from fastconv.kernels.opinfo import bad_samples
 
 C = pytest.importorskip("fastconv.kernels.cuda", reason="numba-cuda is not installed")
 
@@ -36,7 +36,7 @@ def z(*shape, dtype=F32):
 
 
 RNG = np.random.default_rng
-# the one table of bad inputs every backend runs (tests/test_backends_bad_input.py)
+# the one table of bad inputs every backend runs (tests/test_opinfo.py)
 CASES = [(c.op, c.args, c.kwargs) for c in bad_samples()]
 
 
@@ -56,20 +56,18 @@ def _on_device(value):
     return value
 
 
-@pytest.mark.parametrize("where", ["host arrays", "device arrays"])
 @pytest.mark.parametrize("op, args, kwargs", CASES,
                          ids=[f"{k}-{c[0]}" for k, c in enumerate(CASES)])
-def test_cuda_raises_like_the_reference(op, args, kwargs, where):
+def test_cuda_raises_like_the_reference_with_device_arrays(op, args, kwargs):
     want = _error(getattr(R, op), args, kwargs)
     assert want[0] is not None, f"the reference accepts case {op}{args}: not a bad input"
-    if where == "device arrays":
-        if op in ("softmax_crossentropy", "maxpool2d_backward") and "out of range" in want[1] \
-                or "outside [0," in want[1]:
-            pytest.skip("value checks of device labels/argmax happen on the device")
-        if want[1].endswith("got ndarray"):
-            pytest.skip("the message names the type of the array given, here the stand-in's")
-        args = tuple(_on_device(a) for a in args)
-        kwargs = {k: _on_device(v) for k, v in kwargs.items()}
+    if op in ("softmax_crossentropy", "maxpool2d_backward") and "out of range" in want[1] \
+            or "outside [0," in want[1]:
+        pytest.skip("value checks of device labels/argmax happen on the device")
+    if want[1].endswith("got ndarray"):
+        pytest.skip("the message names the type of the array given, here the stand-in's")
+    args = tuple(_on_device(a) for a in args)
+    kwargs = {k: _on_device(v) for k, v in kwargs.items()}
     got = _error(getattr(C, op), args, kwargs)
     assert got == want
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from fastconv.gradcheck import CASES, run_case
+from fastconv.testing.gradcheck import CASES, run_case
 from fastconv.testing import MismatchError, check_gradient
 
 RTOL = 1e-6  # normwise; measured errors are 1e-11..4e-9

@@ -1,4 +1,6 @@
-"""Checking kernels: finite differences and backend-vs-reference comparison.
+"""Comparing kernels with their truth: a backend against the reference, an analytic
+gradient against finite differences (MismatchError, assert_close,
+compare_to_reference, assert_matches_reference, check_gradient).
 
 Installed with the package (not only in tests/) so that `fastconv selftest`
 and `fastconv check` can prove the kernels on a user's own machine.
@@ -12,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import kernels
+from .. import kernels
 
 
 class MismatchError(AssertionError):

@@ -1,8 +1,9 @@
-"""`fastconv.check()` (this module is private: a public `fastconv.check` module shadowed the
-function after its first import): prove a backend's kernels against the NumPy reference here.
+"""The engine of `fastconv check` and `fastconv.check()`: prove a backend's kernels
+against the NumPy reference here. (It lives in fastconv.testing, not at
+fastconv.check, so that importing it never replaces the function `fastconv.check`.)
 
 For every op of the kernel contract (fused ops too, where the backend has
-them) it draws fresh random inputs from the op table (fastconv.opcases), runs
+them) it draws fresh random inputs from the op table (fastconv.kernels.opinfo), runs
 the backend and the reference, and reports per op the shapes, the errors, the
 tolerance, pass/fail and the time of each side.
 
@@ -21,9 +22,10 @@ import time
 
 import numpy as np
 
-from . import __version__, kernels
-from .opcases import samples
-from .testing import compare_to_reference
+from .. import kernels
+from .._version import __version__
+from ..kernels.opinfo import samples
+from .compare import compare_to_reference
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -87,7 +89,7 @@ def environment(devices=()):
 
     import numba
 
-    from . import _vector_width
+    from .. import _vector_width
     env = {
         "fastconv": __version__, "python": sys.version.split()[0], "numpy": np.__version__,
         "numba": numba.__version__, "numba-cuda": version("numba-cuda"),

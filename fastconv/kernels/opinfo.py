@@ -1,0 +1,614 @@
+"""The op table (PyTorch's OpInfo, in small): per op of the kernel contract, its
+sample inputs, its gradient samples and its error inputs. OPS[name] is an op's entry.
+
+- `samples(shapes, seed)` yields Sample(op, args, kwargs, label) for every op.
+  tests/test_opinfo.py runs each sample on every available backend against the
+  reference, and checks out= buffers with them, so a new backend or op gets
+  every case from its table entry; `fastconv check` draws from the same table.
+- `gradient_samples()`: the float64 finite-difference cases of the reference's
+  backward ops and losses (fastconv.testing.gradcheck runs them; `fastconv selftest`).
+- `error_inputs()`: inputs that must raise, with the reference's exception type
+  and message, which every backend must raise word for word.
+
+Shapes: 'quick' are small and odd on purpose (batch 1, odd sizes, channel
+counts that are multiples of nothing, stride 2, 'same', remainder rows).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from . import CONTRACT, FUSED
+
+F32 = np.float32
+F64 = np.float64
+
+
+class Sample(NamedTuple):
+    op: str
+    args: tuple
+    kwargs: dict
+    label: str
+
+
+def _conv_configs(shapes):
+    if shapes == "seed":  # the seed model's layers, batch 8
+        return [((8, 150, 150, 3), (3, 3), 32, 1, "valid"),
+                ((8, 49, 49, 32), (3, 3), 32, 1, "valid"),
+                ((8, 23, 23, 32), (3, 3), 64, 1, "valid")]
+    return [((1, 13, 11, 1), (3, 3), 7, 1, "valid"),
+            ((5, 13, 11, 3), (3, 3), 32, 1, "valid"),
+            ((2, 9, 10, 5), (3, 3), 1, 2, "same"),
+            ((2, 8, 7, 3), (2, 3), 7, (2, 1), "valid"),
+            ((1, 6, 9, 5), (5, 5), 7, 1, "same"),
+            ((3, 7, 7, 3), (1, 1), 7, 1, "valid")]
+
+
+def _pool_configs(shapes):
+    if shapes == "seed":
+        return [((8, 148, 148, 32), 3, None, "valid"),
+                ((8, 47, 47, 32), 2, None, "valid"),
+                ((8, 21, 21, 64), 2, None, "valid")]
+    return [((1, 13, 11, 7), 2, None, "valid"),    # remainder row and column
+            ((5, 12, 9, 3), 3, None, "valid"),
+            ((2, 9, 9, 5), 3, 2, "valid"),         # overlapping windows
+            ((2, 7, 10, 3), 2, None, "same"),
+            ((1, 4, 4, 1), (2, 3), (1, 2), "same")]
+
+
+def _dense_configs(shapes):
+    if shapes == "seed":
+        return [(8, 6400, 64), (8, 64, 1)]
+    return [(1, 7, 3), (5, 13, 7), (4, 100, 1)]
+
+
+def _f32(a):
+    return np.ascontiguousarray(a, dtype=F32)
+
+
+def samples(shapes="quick", seed=0):
+    """Yield a Sample for every op of the contract; fresh random inputs from `seed`."""
+    from . import reference as R
+
+    rng = np.random.default_rng(seed)
+    for shape, k, f, stride, padding in _conv_configs(shapes):
+        x = _f32(rng.standard_normal(shape))
+        w = _f32(rng.standard_normal(k + (shape[3], f)) * 0.3)
+        b = _f32(rng.standard_normal(f))
+        label = f"x{shape} w{w.shape} s{stride} {padding}"
+        yield Sample("conv2d_forward", (x, w, b), dict(stride=stride, padding=padding), label)
+        y = R.conv2d_forward(x, w, b, stride, padding)
+        dy = _f32(rng.standard_normal(y.shape))
+        for need_dx in (True, False):
+            yield Sample("conv2d_backward", (x, w, dy),
+                         dict(stride=stride, padding=padding, need_dx=need_dx),
+                         f"{label} need_dx={need_dx}")
+    for (shape, k, f, stride, padding), (pool, pool_stride) in zip(
+            _conv_configs(shapes), [(3, None), (2, None), (2, 1), (3, 2), (2, None), (2, 2)]):
+        x = _f32(rng.standard_normal(shape))
+        w = _f32(rng.standard_normal(k + (shape[3], f)) * 0.3)
+        b = _f32(rng.standard_normal(f) * 0.1)
+        label = f"x{shape} w{w.shape} s{stride} {padding}"
+        yield Sample("conv2d_relu_forward", (x, w, b), dict(stride=stride, padding=padding), label)
+        y = R.conv2d_relu_forward(x, w, b, stride, padding)
+        dy = _f32(rng.standard_normal(y.shape))
+        yield Sample("conv2d_relu_backward", (x, w, dy, y),
+                     dict(stride=stride, padding=padding, need_dx=True), label)
+        pool_kw = dict(pool=pool, pool_stride=pool_stride)
+        label = f"{label} pool {pool} stride {pool_stride}"
+        yield Sample("conv2d_relu_maxpool_forward", (x, w, b),
+                     dict(stride=stride, padding=padding, **pool_kw), label)
+        y, arg = R.conv2d_relu_maxpool_forward(x, w, b, stride, padding, **pool_kw)
+        dy = _f32(rng.standard_normal(y.shape))
+        for need_dx in (True, False):
+            yield Sample("conv2d_relu_maxpool_backward", (x, w, dy, y, arg),
+                         dict(stride=stride, padding=padding, need_dx=need_dx),
+                         f"{label} need_dx={need_dx}")
+    for shape, pool, stride, padding in _pool_configs(shapes):
+        x = _f32(rng.standard_normal(shape))
+        x.reshape(-1)[::7] = 0.5  # ties inside windows, so the tie rule is exercised
+        label = f"x{shape} pool {pool} stride {stride} {padding}"
+        yield Sample("maxpool2d_forward", (x,), dict(pool=pool, stride=stride, padding=padding),
+                     label)
+        y, arg = R.maxpool2d_forward(x, pool, stride, padding)
+        dy = _f32(rng.standard_normal(y.shape))
+        yield Sample("maxpool2d_backward", (dy, arg, x.shape), {}, label)
+    for n, d_in, d_out in _dense_configs(shapes):
+        x = _f32(rng.standard_normal((n, d_in)))
+        w = _f32(rng.standard_normal((d_in, d_out)) * 0.1)
+        b = _f32(rng.standard_normal(d_out))
+        dy = _f32(rng.standard_normal((n, d_out)))
+        label = f"{n}x{d_in} -> {d_out}"
+        yield Sample("dense_forward", (x, w, b), {}, label)
+        for need_dx in (True, False):
+            yield Sample("dense_backward", (x, w, dy), dict(need_dx=need_dx),
+                         f"{label} need_dx={need_dx}")
+    act_shape = (8, 148, 148, 32) if shapes == "seed" else (3, 7, 5, 6)
+    x = _f32(rng.standard_normal(act_shape))
+    x.reshape(-1)[::11] = 0.0  # exact zeros: ReLU's gradient there is 0
+    dy = _f32(rng.standard_normal(act_shape))
+    label = f"x{act_shape}"
+    yield Sample("relu_forward", (x,), {}, label)
+    yield Sample("relu_backward", (dy, R.relu_forward(x)), {}, label)
+    z = _f32(rng.standard_normal(act_shape) * 4)
+    z.reshape(-1)[:2] = (-100.0, 100.0)  # saturation must not overflow
+    yield Sample("sigmoid_forward", (z,), {}, label)
+    yield Sample("sigmoid_backward", (dy, R.sigmoid_forward(z)), {}, label)
+    for n, k in ((1, 3), (7, 10)):
+        z = _f32(rng.standard_normal((n, k)) * 3)
+        yield Sample("softmax_forward", (z,), {}, f"{n}x{k}")
+        yield Sample("softmax_backward", (_f32(rng.standard_normal((n, k))),
+                                          R.softmax_forward(z)), {}, f"{n}x{k}")
+    for rate in (0.0, 0.5):
+        label = f"x{act_shape} rate {rate}"
+        yield Sample("dropout_forward", (x, rate, np.random.default_rng(seed + 1)), {}, label)
+        mask = R.dropout_forward(x, rate, np.random.default_rng(seed + 1))[1]
+        yield Sample("dropout_backward", (dy, mask), {}, label)
+    for n in (1, 32):
+        z = _f32(rng.standard_normal((n, 1)) * 5)
+        z[0, 0] = 40.0  # large logits stay finite
+        y = _f32(rng.random((n, 1)) > 0.5)
+        yield Sample("binary_crossentropy", (y, z), {}, f"N={n}")
+    for n, k in ((1, 2), (9, 5)):
+        z = _f32(rng.standard_normal((n, k)) * 5)
+        yield Sample("softmax_crossentropy", (rng.integers(0, k, n), z), {}, f"{n}x{k}")
+    p_shape = (3, 3, 32, 64) if shapes == "seed" else (3, 3, 5, 7)
+    p = _f32(rng.standard_normal(p_shape))
+    g = _f32(rng.standard_normal(p_shape))
+    s1 = _f32(rng.random(p_shape))
+    s2 = _f32(rng.random(p_shape))
+    label = f"p{p_shape}"
+    yield Sample("sgd_update", (p, g, None), dict(lr=0.01, momentum=0.0, nesterov=False),
+                 f"{label} plain")
+    for nesterov in (False, True):
+        yield Sample("sgd_update", (p, g, s1), dict(lr=0.01, momentum=0.9, nesterov=nesterov),
+                     f"{label} momentum nesterov={nesterov}")
+    yield Sample("rmsprop_update", (p, g, s1), dict(lr=1e-3, rho=0.9, eps=1e-7), label)
+    yield Sample("adam_update", (p, g, s1, s2), dict(t=3, lr=1e-3), label)
+
+
+def _z(*shape, dtype=F32):
+    return np.zeros(shape, dtype)
+
+
+class ErrorInput(NamedTuple):
+    """Input that must raise: the exception type and the exact message the reference raises."""
+    sample: Sample
+    error: type
+    message: str
+
+
+def error_inputs():
+    """Yield an ErrorInput (one mistake each) for every op, fused ops included.
+
+    The reference's exception type and message are the contract: every backend
+    must raise exactly the same for each of these (tests/test_opinfo.py runs
+    them on the reference, cpu and cuda; tests/test_cuda_errors.py again with
+    device arrays). A fused op checks in the order and words of the
+    composition the reference defines it as (fastconv/kernels/reference/fused.py):
+    conv2d_relu_maxpool_forward's bad pool is named by maxpool2d_forward, its bad
+    bias by conv2d_forward, its bad out= by itself.
+    """
+    z, rng = _z, np.random.default_rng
+    x, w, b = z(1, 6, 6, 2), z(3, 3, 2, 3), z(3)           # conv: y (1, 4, 4, 3)
+    y4, yp, ap = z(1, 4, 4, 3), z(1, 2, 2, 3), np.zeros((1, 2, 2, 3), np.int32)
+    cases = [
+        # conv2d
+        ("conv2d_forward", (z(5, 5, 3), z(3, 3, 3, 2), z(2)), {}, "x of rank 3",
+         ValueError, "conv2d_forward: x must have rank 4, got rank 3 (shape (5, 5, 3))"),
+        ("conv2d_forward", (z(1, 5, 5, 3), z(3, 3, 4, 2), z(2)), {}, "C_in mismatch",
+         ValueError, "conv2d_forward: w expects C_in=4 input channels but x has 3 (x shape (1, "
+                     "5, 5, 3), w shape (3, 3, 4, 2) as (KH, KW, C_in, C_out))"),
+        ("conv2d_forward", (z(1, 2, 5, 3), z(3, 3, 3, 2), z(2)), {}, "kernel taller than x",
+         ValueError, "conv2d_forward: kernel height 3 is larger than the input height 2 with "
+                     "padding='valid'"),
+        ("conv2d_forward", (z(1, 5, 5, 3, dtype=np.float64), z(3, 3, 3, 2), z(2)), {},
+         "x float64",
+         TypeError, "conv2d_forward: x must be float32, got float64"),
+        ("conv2d_forward", (z(1, 5, 5, 3), z(3, 3, 3, 2), z(3)), {}, "b of the wrong size",
+         ValueError, "conv2d_forward: b must have shape (2,), got (3,)"),
+        ("conv2d_forward", (x, w, b), dict(padding="full"), "unknown padding",
+         ValueError, "conv2d_forward: padding must be 'valid' or 'same', got 'full'"),
+        ("conv2d_forward", (x, w, b), dict(stride=0), "stride 0",
+         ValueError, "conv2d_forward: stride must be >= 1, got 0"),
+        ("conv2d_forward", ([[1.0]], w, b), {}, "x a list",
+         TypeError, "conv2d_forward: x must be a numpy.ndarray, got list"),
+        ("conv2d_forward", (x, w, b), dict(out=z(1, 4, 4, 2)), "out of the wrong shape",
+         ValueError, "conv2d_forward: out must be float32 of shape (1, 4, 4, 3), got float32 of "
+                     "shape (1, 4, 4, 2)"),
+        ("conv2d_backward", (z(1, 5, 5, 3), z(3, 3, 3, 2), z(1, 3, 3, 4)), {},
+         "dy of the wrong shape",
+         ValueError, "conv2d_backward: dy must have shape (1, 3, 3, 2), got (1, 3, 3, 4)"),
+        ("conv2d_backward", (x, w, y4), dict(out=w), "out not a tuple",
+         TypeError, "conv2d_backward: out must be a tuple of 3 (arrays or None), got ndarray"),
+        # fused conv2d + relu (+ maxpool)
+        ("conv2d_relu_forward", (z(6, 6, 2), w, b), {}, "x of rank 3",
+         ValueError, "conv2d_forward: x must have rank 4, got rank 3 (shape (6, 6, 2))"),
+        ("conv2d_relu_forward", (x, w, z(4)), {}, "b of the wrong size",
+         ValueError, "conv2d_forward: b must have shape (3,), got (4,)"),
+        ("conv2d_relu_forward", (x, w, b), dict(padding="full"), "unknown padding",
+         ValueError, "conv2d_forward: padding must be 'valid' or 'same', got 'full'"),
+        ("conv2d_relu_forward", (x, w, b), dict(out=z(1, 4, 4, 2)), "out of the wrong shape",
+         ValueError, "conv2d_relu_forward: out must be float32 of shape (1, 4, 4, 3), got "
+                     "float32 of shape (1, 4, 4, 2)"),
+        ("conv2d_relu_backward", (x, w, y4, z(1, 4, 4, 2)), {}, "y of another shape than dy",
+         ValueError, "relu_backward: y must have the shape of dy (1, 4, 4, 3), got (1, 4, 4, 2)"),
+        ("conv2d_relu_backward", (x, w, z(1, 4, 4, 2), z(1, 4, 4, 2)), {},
+         "dy of the wrong shape",
+         ValueError, "conv2d_backward: dy must have shape (1, 4, 4, 3), got (1, 4, 4, 2)"),
+        ("conv2d_relu_backward", (x, w, z(1, 4, 4, 3, dtype=np.float64), y4), {},
+         "dy float64",
+         TypeError, "relu_backward: dy must be float32, got float64"),
+        ("conv2d_relu_backward", (x, z(3, 3, 3, 3), y4, y4), {}, "C_in mismatch",
+         ValueError, "conv2d_backward: w expects C_in=3 input channels but x has 2 (x shape (1, "
+                     "6, 6, 2), w shape (3, 3, 3, 3) as (KH, KW, C_in, C_out))"),
+        ("conv2d_relu_backward", (x, w, y4, y4), dict(out=(None, None)), "out of 2",
+         TypeError, "conv2d_relu_backward: out must be a tuple of 3 (arrays or None), got tuple"),
+        ("conv2d_relu_maxpool_forward", (x, w, b), dict(pool=5), "pool larger than y",
+         ValueError, "maxpool2d_forward: pool height 5 is larger than the input height 4 with "
+                     "padding='valid'"),
+        ("conv2d_relu_maxpool_forward", (x, w, b), dict(pool=0), "pool 0",
+         ValueError, "maxpool2d_forward: pool must be >= 1, got 0"),
+        ("conv2d_relu_maxpool_forward", (x, w, b), dict(pool_padding="full"),
+         "unknown pool padding",
+         ValueError, "maxpool2d_forward: padding must be 'valid' or 'same', got 'full'"),
+        ("conv2d_relu_maxpool_forward", (x, w, b), dict(pool_stride=(1, 0)), "pool stride 0",
+         ValueError, "maxpool2d_forward: stride must be >= 1, got (1, 0)"),
+        ("conv2d_relu_maxpool_forward", (x, z(3, 3, 3, 3), b), {}, "C_in mismatch",
+         ValueError, "conv2d_forward: w expects C_in=3 input channels but x has 2 (x shape (1, "
+                     "6, 6, 2), w shape (3, 3, 3, 3) as (KH, KW, C_in, C_out))"),
+        ("conv2d_relu_maxpool_forward", (x, w, z(4)), {}, "b of the wrong size",
+         ValueError, "conv2d_forward: b must have shape (3,), got (4,)"),
+        ("conv2d_relu_maxpool_forward", (x, w, b), dict(stride=0), "stride 0",
+         ValueError, "conv2d_forward: stride must be >= 1, got 0"),
+        ("conv2d_relu_maxpool_forward", (x, w, b), dict(out=(yp, yp)), "out[1] float32",
+         ValueError, "conv2d_relu_maxpool_forward: out[1] must be int32 of shape (1, 2, 2, 3), "
+                     "got float32 of shape (1, 2, 2, 3)"),
+        ("conv2d_relu_maxpool_forward", (x, w, b), dict(out=yp), "out not a tuple",
+         TypeError, "conv2d_relu_maxpool_forward: out must be a tuple of 2 (arrays or None), got "
+                    "ndarray"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap.astype(np.int64)), {},
+         "argmax int64",
+         TypeError, "maxpool2d_backward: argmax must be an int32 ndarray, got int64"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, yp), {}, "argmax float32",
+         TypeError, "maxpool2d_backward: argmax must be an int32 ndarray, got float32"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap + 16), {}, "argmax past the grid",
+         ValueError, "maxpool2d_backward: argmax holds indices outside [0, 16)"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap - 1), {}, "argmax negative",
+         ValueError, "maxpool2d_backward: argmax holds indices outside [0, 16)"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, z(1, 2, 3, 3), ap), {},
+         "y of another shape than dy",
+         ValueError, "relu_backward: y must have the shape of dy (1, 2, 2, 3), got (1, 2, 3, 3)"),
+        ("conv2d_relu_maxpool_backward", (x, w, z(1, 2, 2, 2), z(1, 2, 2, 2), ap[..., :2]), {},
+         "dy with the wrong channels",
+         ValueError, "maxpool2d_backward: dy (1, 2, 2, 2) does not match x_shape (1, 4, 4, 3) in "
+                     "N or C"),
+        ("conv2d_relu_maxpool_backward", (x, w, z(2, 2, 3), z(2, 2, 3), ap[0]), {},
+         "dy of rank 3",
+         ValueError, "maxpool2d_backward: dy must have rank 4, got rank 3 (shape (2, 2, 3))"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap[..., :2]), {},
+         "argmax of another shape than dy",
+         ValueError, "maxpool2d_backward: argmax must have the shape of dy (1, 2, 2, 3), got (1, "
+                     "2, 2, 2)"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp.astype(np.float64), yp, ap), {},
+         "dy float64",
+         TypeError, "relu_backward: dy must be float32, got float64"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap), dict(stride=-1), "stride -1",
+         ValueError, "conv2d_relu_maxpool_backward: stride must be >= 1, got -1"),
+        ("conv2d_relu_maxpool_backward", (z(1, 6, 6, 3), w, yp, yp, ap), {}, "C_in mismatch",
+         ValueError, "conv2d_relu_maxpool_backward: w expects C_in=2 input channels but x has 3 "
+                     "(x shape (1, 6, 6, 3), w shape (3, 3, 2, 3) as (KH, KW, C_in, C_out))"),
+        ("conv2d_relu_maxpool_backward", (x, w, yp, yp, ap), dict(out=(None, None)), "out of 2",
+         TypeError, "conv2d_relu_maxpool_backward: out must be a tuple of 3 (arrays or None), "
+                    "got tuple"),
+        # pooling
+        ("maxpool2d_forward", (z(1, 2, 2, 1), 3), {}, "pool larger than x",
+         ValueError, "maxpool2d_forward: pool height 3 is larger than the input height 2 with "
+                     "padding='valid'"),
+        ("maxpool2d_forward", (z(1, 4, 4, 1, dtype=np.int32),), {}, "x int32",
+         TypeError, "maxpool2d_forward: x must be float32, got int32"),
+        ("maxpool2d_forward", (z(4, 4, 1),), {}, "x of rank 3",
+         ValueError, "maxpool2d_forward: x must have rank 4, got rank 3 (shape (4, 4, 1))"),
+        ("maxpool2d_forward", (z(1, 4, 4, 1),), dict(pool=0), "pool 0",
+         ValueError, "maxpool2d_forward: pool must be >= 1, got 0"),
+        ("maxpool2d_forward", (z(1, 4, 4, 1),), dict(padding="full"), "unknown padding",
+         ValueError, "maxpool2d_forward: padding must be 'valid' or 'same', got 'full'"),
+        ("maxpool2d_forward", (z(1, 4, 4, 1),), dict(out=(z(1, 2, 2, 1), z(1, 2, 2, 1))),
+         "out[1] float32",
+         ValueError, "maxpool2d_forward: out[1] must be int32 of shape (1, 2, 2, 1), got float32 "
+                     "of shape (1, 2, 2, 1)"),
+        ("maxpool2d_backward", (z(1, 2, 2, 1), z(1, 2, 2, 1, dtype=np.int64), (1, 4, 4, 1)), {},
+         "argmax int64",
+         TypeError, "maxpool2d_backward: argmax must be an int32 ndarray, got int64"),
+        ("maxpool2d_backward", (z(1, 2, 2, 1), z(1, 2, 3, 1, dtype=np.int32), (1, 4, 4, 1)), {},
+         "argmax of another shape than dy",
+         ValueError, "maxpool2d_backward: argmax must have the shape of dy (1, 2, 2, 1), got (1, "
+                     "2, 3, 1)"),
+        ("maxpool2d_backward", (z(1, 2, 2, 1), z(1, 2, 2, 1, dtype=np.int32), (1, 4, 4)), {},
+         "x_shape of rank 3",
+         ValueError, "maxpool2d_backward: x_shape must be (N, H, W, C), got (1, 4, 4)"),
+        ("maxpool2d_backward", (z(1, 2, 2, 1), z(1, 2, 2, 1, dtype=np.int32), (2, 4, 4, 1)), {},
+         "x_shape of another batch",
+         ValueError, "maxpool2d_backward: dy (1, 2, 2, 1) does not match x_shape (2, 4, 4, 1) in "
+                     "N or C"),
+        ("maxpool2d_backward", (z(1, 2, 2, 1), np.full((1, 2, 2, 1), 16, np.int32),
+                                (1, 4, 4, 1)), {}, "argmax past x",
+         ValueError, "maxpool2d_backward: argmax holds indices outside [0, 16)"),
+        # dense
+        ("dense_forward", (z(2, 5), z(6, 3), z(3)), {}, "in-features mismatch",
+         ValueError, "dense_forward: w expects 6 input features but x has 5 (x shape (2, 5), w "
+                     "shape (6, 3) as (in, out))"),
+        ("dense_forward", (z(2, 5, 1), z(5, 3), z(3)), {}, "x of rank 3",
+         ValueError, "dense_forward: x must have rank 2, got rank 3 (shape (2, 5, 1))"),
+        ("dense_backward", (z(2, 5), z(5, 3), z(2, 4)), {}, "dy of the wrong shape",
+         ValueError, "dense_backward: dy must have shape (2, 3), got (2, 4)"),
+        # activations
+        ("relu_forward", ([[1.0]],), {}, "x a list",
+         TypeError, "relu_forward: x must be a numpy.ndarray, got list"),
+        ("relu_forward", (z(2, 3, dtype=np.float64),), {}, "x float64",
+         TypeError, "relu_forward: x must be float32, got float64"),
+        ("relu_forward", (z(2, 3),), dict(out=z(3, 2)), "out of the wrong shape",
+         ValueError, "relu_forward: out must be float32 of shape (2, 3), got float32 of shape "
+                     "(3, 2)"),
+        ("relu_forward", (z(2, 3),), dict(out=z(2, 3, dtype=np.float64)), "out float64",
+         ValueError, "relu_forward: out must be float32 of shape (2, 3), got float64 of shape "
+                     "(2, 3)"),
+        ("relu_backward", (z(2, 3), z(3, 2)), {}, "y of another shape than dy",
+         ValueError, "relu_backward: y must have the shape of dy (2, 3), got (3, 2)"),
+        ("sigmoid_forward", (z(4, dtype=np.int32),), {}, "x int32",
+         TypeError, "sigmoid_forward: x must be float32, got int32"),
+        ("sigmoid_backward", (z(4), z(5)), {}, "y of another shape than dy",
+         ValueError, "sigmoid_backward: y must have the shape of dy (4,), got (5,)"),
+        ("softmax_forward", (z(2, 3, 4),), {}, "x of rank 3",
+         ValueError, "softmax_forward: x must have rank 2, got rank 3 (shape (2, 3, 4))"),
+        ("softmax_backward", (z(2, 3), z(2, 4)), {}, "y of another shape than dy",
+         ValueError, "softmax_backward: y must have the shape of dy (2, 3), got (2, 4)"),
+        ("dropout_forward", (z(3), 1.0, rng()), {}, "rate 1",
+         ValueError, "dropout_forward: rate must be in [0, 1), got 1.0"),
+        ("dropout_forward", (z(3), -0.1, rng()), {}, "rate < 0",
+         ValueError, "dropout_forward: rate must be a finite number >= 0, got -0.1"),
+        ("dropout_forward", (z(3), 0.5, np.random.RandomState(0)), {}, "a legacy RandomState",
+         TypeError, "dropout_forward: rng must be a numpy.random.Generator, got RandomState"),
+        ("dropout_backward", (z(3), z(4)), {}, "mask of another shape than dy",
+         ValueError, "dropout_backward: mask must have the shape of dy (3,), got (4,)"),
+        # losses
+        ("binary_crossentropy", (z(3), z(4, 1)), {}, "y_true of the wrong size",
+         ValueError, "binary_crossentropy: y_true must have shape (4,) or (4, 1) to match logits "
+                     "(4, 1), got (3,)"),
+        ("binary_crossentropy", (z(4), z(4, 2)), {}, "logits of 2 columns",
+         ValueError, "binary_crossentropy: logits must have shape (N,) or (N, 1), got (4, 2)"),
+        ("binary_crossentropy", (np.array(["a"] * 4), z(4)), {}, "y_true strings",
+         TypeError, "binary_crossentropy: y_true must be numeric, got <U1"),
+        ("softmax_crossentropy", (np.array([0, 3]), z(2, 3)), {}, "class index out of range",
+         ValueError, "softmax_crossentropy: class index out of range [0, 3): min 0, max 3"),
+        ("softmax_crossentropy", (np.array([0.5, 1.0]), z(2, 3)), {}, "fractional labels",
+         TypeError, "softmax_crossentropy: y_true must hold integer class indices, got dtype "
+                    "float64"),
+        ("softmax_crossentropy", (np.array([0, 1, 2]), z(2, 3)), {}, "3 labels, 2 rows",
+         ValueError, "softmax_crossentropy: y_true must have shape (2,) of class indices, got "
+                     "(3,)"),
+        ("softmax_crossentropy", (np.array([0, 1]), z(2, 3, dtype=np.float64)), {},
+         "logits float64",
+         TypeError, "softmax_crossentropy: logits must be float32, got float64"),
+        # optimizers
+        ("sgd_update", (z(3), z(3), None), dict(lr=0.1, momentum=0.9), "momentum without v",
+         ValueError, "sgd_update: momentum=0.9 needs a velocity array v, got None"),
+        ("sgd_update", (z(3), z(4), None), dict(lr=0.1), "g of another shape than p",
+         ValueError, "sgd_update: g must have the shape of p (3,), got (4,)"),
+        ("sgd_update", (z(3), z(3), None), dict(lr=-1.0), "lr < 0",
+         ValueError, "sgd_update: lr must be a finite number >= 0, got -1.0"),
+        ("sgd_update", (z(3), z(3), z(3, dtype=np.float64)), dict(lr=0.1, momentum=0.9),
+         "v float64",
+         TypeError, "sgd_update: v must be float32, got float64"),
+        ("rmsprop_update", (z(3), z(3), z(2)), dict(lr=0.1), "ms of another shape than p",
+         ValueError, "rmsprop_update: ms must have the shape of p (3,), got (2,)"),
+        ("rmsprop_update", (z(3), z(3), z(3)), dict(lr="fast"), "lr a string",
+         TypeError, "rmsprop_update: lr must be a number, got 'fast'"),
+        ("adam_update", (z(3), z(3), z(3), z(3)), dict(t=0, lr=0.1), "t 0",
+         ValueError, "adam_update: t must be an int >= 1 (the step number), got 0"),
+        ("adam_update", (z(3), z(3), z(3), z(2)), dict(t=1, lr=0.1), "v of another shape",
+         ValueError, "adam_update: v must have the shape of p (3,), got (2,)"),
+    ]
+    for op, args, kwargs, label, error, message in cases:
+        yield ErrorInput(Sample(op, args, kwargs, label), error, message)
+
+
+def bad_samples():
+    """The Samples of error_inputs(), for callers that compare with the reference itself."""
+    for case in error_inputs():
+        yield case.sample
+
+
+
+# -- gradient samples: finite-difference cases of the reference, in float64 --------------
+
+class GradientSample(NamedTuple):
+    """A finite-difference case of `op`'s gradient (fastconv.testing.gradcheck runs it).
+
+    build(rng) -> (loss, grads): loss() is a scalar of float64 inputs that the
+    checker perturbs in place, grads is ((what, input, analytic gradient), ...).
+    L = sum(forward(...) * r) for a fixed random r. `tampered` indexes the
+    gradient that a test corrupts to see the check fail.
+    """
+    op: str
+    label: str
+    build: Callable
+    tampered: int = 0
+
+
+def _away_from_zero(rng, shape, gap=0.05):
+    """Random values with |x| >= gap, so ReLU's kink is never straddled by h."""
+    x = rng.uniform(gap, 1.0, shape) * rng.choice([-1.0, 1.0], shape)
+    return x.astype(F64)
+
+
+def _distinct(rng, shape):
+    """A random permutation of well-separated values, so pooling has no near-ties."""
+    return (rng.permutation(int(np.prod(shape))).reshape(shape) * 0.01 - 1.0).astype(F64)
+
+
+def _conv_grad(shape, k, c_out, stride, padding):
+    from . import reference as R
+
+    def build(rng):
+        x = rng.standard_normal(shape)
+        w = rng.standard_normal(k + (shape[3], c_out)) * 0.5
+        b = rng.standard_normal(c_out)
+        y = R.conv2d_forward(x, w, b, stride, padding)
+        r = rng.standard_normal(y.shape)
+        dx, dw, db = R.conv2d_backward(x, w, r, stride, padding)
+        loss = lambda: float(np.sum(R.conv2d_forward(x, w, b, stride, padding) * r))  # noqa: E731
+        return loss, (("conv2d dx", x, dx), ("conv2d dw", w, dw), ("conv2d db", b, db))
+    return GradientSample("conv2d_backward", f"conv2d x{shape} k{k} F{c_out} s{stride} {padding}",
+                          build, tampered=1)
+
+
+def _fused_grad(shape, f, pool):
+    """conv + relu + maxpool as one op: the gradient the fused CPU/CUDA kernels must give."""
+    from . import reference as R
+
+    def build(rng):
+        x = rng.standard_normal(shape)
+        w = rng.standard_normal((3, 3, shape[3], f)) * 0.5
+        b = rng.standard_normal(f) * 0.1
+        y, arg = R.conv2d_relu_maxpool_forward(x, w, b, pool=pool)
+        r = rng.standard_normal(y.shape)
+        dx, dw, db = R.conv2d_relu_maxpool_backward(x, w, r, y, arg)
+        def loss():
+            return float(np.sum(R.conv2d_relu_maxpool_forward(x, w, b, pool=pool)[0] * r))
+        return loss, (("conv2d_relu_maxpool dx", x, dx), ("conv2d_relu_maxpool dw", w, dw),
+                      ("conv2d_relu_maxpool db", b, db))
+    return GradientSample("conv2d_relu_maxpool_backward",
+                          f"conv2d+relu+maxpool x{shape} F{f} pool {pool}", build)
+
+
+def _pool_grad(shape, pool, stride, padding):
+    from . import reference as R
+
+    def build(rng):
+        x = _distinct(rng, shape)
+        y, arg = R.maxpool2d_forward(x, pool, stride, padding)
+        r = rng.standard_normal(y.shape)
+        dx = R.maxpool2d_backward(r, arg, x.shape)
+        loss = lambda: float(np.sum(R.maxpool2d_forward(x, pool, stride, padding)[0] * r))  # noqa
+        return loss, (("maxpool2d dx", x, dx),)
+    return GradientSample("maxpool2d_backward",
+                          f"maxpool2d x{shape} pool {pool} stride {stride} {padding}", build)
+
+
+def _dense_grad(n, d_in, d_out):
+    from . import reference as R
+
+    def build(rng):
+        x = rng.standard_normal((n, d_in))
+        w = rng.standard_normal((d_in, d_out))
+        b = rng.standard_normal(d_out)
+        r = rng.standard_normal((n, d_out))
+        dx, dw, db = R.dense_backward(x, w, r)
+        loss = lambda: float(np.sum(R.dense_forward(x, w, b) * r))  # noqa: E731
+        return loss, (("dense dx", x, dx), ("dense dw", w, dw), ("dense db", b, db))
+    return GradientSample("dense_backward", f"dense {n}x{d_in} -> {d_out}", build)
+
+
+def _unary_grad(name, make_x):
+    from . import reference as R
+    forward, backward = getattr(R, f"{name}_forward"), getattr(R, f"{name}_backward")
+
+    def build(rng):
+        x = make_x(rng)
+        y = forward(x)
+        r = rng.standard_normal(y.shape)
+        dx = backward(r, y)
+        return (lambda: float(np.sum(forward(x) * r))), ((f"{name} dx", x, dx),)
+    return GradientSample(f"{name}_backward", name, build)
+
+
+def _dropout_grad():
+    from . import reference as R
+
+    def build(rng):
+        x = rng.standard_normal((3, 4, 5))
+        _, mask = R.dropout_forward(x, 0.4, np.random.default_rng(1))
+        r = rng.standard_normal(x.shape)
+        dx = R.dropout_backward(r, mask)
+        def loss():
+            return float(np.sum(R.dropout_forward(x, 0.4, np.random.default_rng(1))[0] * r))
+        return loss, (("dropout dx", x, dx),)
+    return GradientSample("dropout_backward", "dropout rate 0.4", build)
+
+
+def _bce_grad(shape):
+    from . import reference as R
+
+    def build(rng):
+        z = rng.standard_normal(shape) * 3
+        y = (rng.random(shape) > 0.5).astype(F64)
+        _, dz = R.binary_crossentropy(y, z)
+        return (lambda: R.binary_crossentropy(y, z)[0]), (("bce dlogits", z, dz),)
+    return GradientSample("binary_crossentropy", f"binary_crossentropy {shape}", build)
+
+
+def _softmax_ce_grad(n, k):
+    from . import reference as R
+
+    def build(rng):
+        z = rng.standard_normal((n, k)) * 3
+        y = rng.integers(0, k, n)
+        _, dz = R.softmax_crossentropy(y, z)
+        return ((lambda: R.softmax_crossentropy(y, z)[0]),
+                (("softmax_crossentropy dlogits", z, dz),))
+    return GradientSample("softmax_crossentropy", f"softmax_crossentropy {n}x{k}", build)
+
+
+def gradient_samples():
+    """Every finite-difference case, in the order `fastconv selftest` prints them."""
+    return [
+        _conv_grad((2, 5, 6, 3), (3, 3), 4, 1, "valid"),
+        _conv_grad((1, 7, 6, 1), (3, 2), 3, 2, "same"),
+        _conv_grad((1, 6, 5, 2), (2, 3), 2, (2, 1), "valid"),
+        _conv_grad((1, 5, 5, 3), (1, 1), 2, 1, "same"),
+        _fused_grad((2, 8, 9, 2), 3, 3),
+        _pool_grad((2, 7, 6, 3), 2, None, "valid"),
+        _pool_grad((1, 8, 7, 2), 3, 2, "valid"),
+        _pool_grad((1, 5, 7, 2), 2, None, "same"),
+        _dense_grad(3, 7, 5),
+        _dense_grad(1, 4, 1),
+        _unary_grad("relu", lambda rng: _away_from_zero(rng, (2, 3, 4, 5))),
+        _unary_grad("sigmoid", lambda rng: rng.standard_normal((4, 3)) * 3),
+        _unary_grad("softmax", lambda rng: rng.standard_normal((4, 5)) * 2),
+        _dropout_grad(),
+        _bce_grad((6, 1)),
+        _bce_grad((5,)),
+        _softmax_ce_grad(5, 4),
+    ]
+
+
+# -- the table, per op -------------------------------------------------------------------
+
+# Optimizer updates write into their arguments and take no out=.
+IN_PLACE = ("sgd_update", "rmsprop_update", "adam_update")
+
+
+class OpInfo(NamedTuple):
+    """One op's entry: its sample inputs, gradient samples and error inputs.
+
+    The inputs are written per kind above (one stream of random numbers serves
+    every op, so `fastconv check` and the tests keep drawing the same inputs);
+    an OpInfo selects its op's share of each.
+    """
+    name: str
+    fused: bool       # a fused layer op: a backend may leave it out
+    takes_out: bool   # fills caller-provided out= buffers (every op but the updates)
+
+    def samples(self, shapes="quick", seed=0):
+        return [s for s in samples(shapes, seed) if s.op == self.name]
+
+    def gradient_samples(self):
+        return [g for g in gradient_samples() if g.op == self.name]
+
+    def error_inputs(self):
+        return [e for e in error_inputs() if e.sample.op == self.name]
+
+
+OPS = {name: OpInfo(name, name in FUSED, name not in IN_PLACE) for name in CONTRACT + FUSED}
