@@ -28,11 +28,11 @@ import sys
 import tempfile
 import time
 
-from ._cli_common import (RESCALE, CLIError, check_outputs, deferred_sigint,
+from ._common import (RESCALE, CLIError, check_outputs, deferred_sigint,
                           plain_failures, require_device, write_json_atomic)
-from ._text import printable
-from .callbacks import Callback
-from .saving import atomic_replace
+from .._text import printable
+from ..callbacks import Callback
+from ..saving import atomic_replace
 
 # The seed recipe (DESIGN.md): what `fastconv train DATA` does unless told otherwise.
 SEED_RECIPE = {"epochs": 50, "batch_size": 16, "lr": 1e-4, "optimizer": "rmsprop",
@@ -71,7 +71,7 @@ def demo_flags():
 def demo_root():
     """The demo data set, generated once into the user's cache folder (a temporary
     folder when that is not writable) and reused by later runs."""
-    from . import data
+    from .. import data
     spec = {k: DEMO[k] for k in ("train_per_class", "validation_per_class", "image_size",
                                   "seed")}
     try:        # a changed generator must not reuse images cached by an older one
@@ -79,7 +79,7 @@ def demo_root():
         spec["generator"] = hashlib.sha256(inspect.getsource(
             sys.modules[data.write_demo_data.__module__]).encode()).hexdigest()[:12]
     except (OSError, TypeError):
-        from . import __version__
+        from .. import __version__
         spec["generator"] = __version__
     key = json.dumps(spec, sort_keys=True)
     tag = hashlib.sha256(key.encode()).hexdigest()[:10]
@@ -128,7 +128,7 @@ def split_folders(root):
 
 def open_datasets(root, s, workers=None, cache=False):
     """(train, validation) ImageDatasets; validation is never augmented or shuffled."""
-    from . import data
+    from .. import data
     train_dir, val_dir = split_folders(root)
     size = (s["image_size"], s["image_size"])
     common = dict(image_size=size, batch_size=s["batch_size"], label_mode="binary",
@@ -160,8 +160,8 @@ def require_readable(ds, folder, which):
     """Decode `ds`'s images in order until one reads (one decode for a sound set), so
     that a set of which no image can be read is an error now, naming the folder and the
     count, and not after an epoch of training (or as an empty epoch)."""
-    from .data import ImageReadError
-    from .data.reading import decode_image
+    from ..data import ImageReadError
+    from ..data.reading import decode_image
     for path in ds.file_paths:
         try:
             decode_image(path, ds.image_size)
@@ -195,8 +195,8 @@ def smallest_image_size(limit=4096):
     """The smallest PX for which PX x PX x 3 fits the seed small convnet: derived from
     its layers (each one's output shape, as build() computes it), not a constant. Valid
     convolutions and poolings only shrink, so the first PX that fits is the minimum."""
-    from .layers import LayerError
-    from .models import small_convnet
+    from ..layers import LayerError
+    from ..models import small_convnet
     layers = small_convnet(device="reference", compile=False).layers
     for px in range(1, limit + 1):
         shape = (None, px, px, 3)
@@ -262,7 +262,7 @@ def read_state(paths):
     """The training state of --resume. The checkpoint holds it in its own metadata (one
     file, one rename: always in step with the weights); a checkpoint written before
     that has it in the separate state file, checked against the checkpoint's SHA-256."""
-    from .saving import ModelFileError, _read
+    from ..saving import ModelFileError, _read
     if not os.path.isfile(paths["ckpt"]):
         raise CLIError(f"--resume: no checkpoint to continue ({paths['ckpt']} is written "
                        f"by a train run with --out {paths['out']}); train without --resume "
@@ -391,7 +391,7 @@ class TrainRun:
         """The checkpoint: model, optimizer, generators and the training state in one
         file (one atomic rename, so a kill leaves the old one or the new one, whole).
         The state file beside it is a readable copy; --resume reads the checkpoint."""
-        from .saving import save_model
+        from ..saving import save_model
         state = {"format": STATE_FORMAT, "version": 1, "epochs_done": epochs_done,
                  "settings": self.settings, "data": self.root,
                  "class_names": list(self.model.class_names),
@@ -449,7 +449,7 @@ def cmd_train(args):
 def check_architecture(model, settings, path):
     """A checkpoint must hold the seed small convnet at the run's image size: checked
     before anything starts, so that a foreign one never begins "resuming"."""
-    from .models import small_convnet
+    from ..models import small_convnet
     s = settings["image_size"]
     want = small_convnet(input_shape=(s, s, 3), device="reference", compile=False)
 
@@ -465,9 +465,9 @@ def check_architecture(model, settings, path):
 
 
 def _train(args):
-    from . import optimizers
-    from .models import small_convnet
-    from .saving import ModelFileError, load_model
+    from .. import optimizers
+    from ..models import small_convnet
+    from ..saving import ModelFileError, load_model
     require_device(args.device)
     paths = paths_for(args.out)
     # Every file the run writes is checked before anything is: only regular files are

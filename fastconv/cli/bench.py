@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from ._cli_common import CLIError, require_device
+from ._common import CLIError, require_device
 
 FUSED_OPS = ("conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward")
 UNFUSED_OPS = ("conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward")
@@ -45,10 +45,10 @@ def _as_the_model_runs_it(sample):
 
 
 def bench_kernels(device, progress):
-    from . import kernels
-    from ._check import ATOL, RTOL
-    from .opcases import samples
-    from .testing import compare_to_reference
+    from .. import kernels
+    from .._check import ATOL, RTOL
+    from ..opcases import samples
+    from ..testing import compare_to_reference
     K = kernels.get(device)
     ops = model_ops(K)
     rows = []
@@ -68,7 +68,7 @@ def bench_kernels(device, progress):
 
 def bench_model(device, batch, steps, seed=0):
     """Images per second of training steps and of inference of the seed model."""
-    from .models import small_convnet
+    from ..models import small_convnet
     rng = np.random.default_rng(seed)
     x = rng.random((batch, 150, 150, 3), dtype=np.float32)
     y = (rng.random(batch) < 0.5).astype(np.float32)

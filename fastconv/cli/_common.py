@@ -8,7 +8,7 @@ import os
 import signal
 from contextlib import contextmanager
 
-from .saving import NotRegularFileError, atomic_replace, save_target
+from ..saving import NotRegularFileError, atomic_replace, save_target
 
 SEED_ARCHITECTURE = "the seed small convnet architecture (150x150x3 input, 438,369 params)"
 # The seed's folders were data/train/cats and data/train/dogs; Keras numbers classes in
@@ -23,7 +23,7 @@ class CLIError(Exception):
 
 def require_device(device):
     """Load the kernels of `device` now, so a missing GPU fails before any work."""
-    from . import kernels
+    from .. import kernels
     try:
         kernels.get(device)
     except kernels.BackendUnavailable as exc:
@@ -68,8 +68,8 @@ def open_model(path, device, class_names=None):
     """A fastconv model file (.fcm/.npz) or a Keras HDF5 weights file of the seed
     architecture, on `device`. class_names (a list) overrides the stored or
     default names. Raises CLIError, ModelFileError or KerasWeightsError."""
-    from . import keras_weights, saving
-    from .models import small_convnet
+    from .. import keras_weights, saving
+    from ..models import small_convnet
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CLIError(f"model file not found: {path}")

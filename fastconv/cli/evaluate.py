@@ -12,9 +12,9 @@ import sys
 
 import numpy as np
 
-from ._cli_common import RESCALE, CLIError, open_model, parse_class_names, require_device
-from ._cli_predict import interpret
-from ._text import printable
+from ._common import RESCALE, CLIError, open_model, parse_class_names, require_device
+from .predict import interpret
+from .._text import printable
 
 
 def evaluation_folder(path):
@@ -41,7 +41,7 @@ def confusion(labels, predicted, k):
 def evaluate(opened, folder, batch_size, workers=None):
     """Loss and accuracy as model.evaluate computes them (the loss kernel on the
     logits), and the confusion matrix from the same batches' predictions."""
-    from . import data
+    from .. import data
     model = opened.model
     if not model.compiled:
         units = model.output_shape[-1]

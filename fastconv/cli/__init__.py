@@ -6,15 +6,15 @@ import sys
 import time
 import warnings
 
-from . import __version__
-from ._interrupt import interrupt_in
-from ._text import printable
+from .. import __version__
+from .._interrupt import interrupt_in
+from .._text import printable
 
 
 def _cmd_selftest(args):
     """Check every reference backward op and loss against finite differences."""
-    from .gradcheck import CASES, run_case
-    from .testing import MismatchError
+    from ..gradcheck import CASES, run_case
+    from ..testing import MismatchError
 
     failed = 0
     print(f"{'case':<58} {'rel. error':>10}  result")
@@ -36,8 +36,8 @@ def _cmd_check(args):
     """Check the kernels of a backend against the NumPy reference on this machine."""
     import json
 
-    from . import kernels
-    from ._check import HEADER, check, format_row
+    from .. import kernels
+    from .._check import HEADER, check, format_row
 
     stream = sys.stderr if args.json else sys.stdout
     printed = []
@@ -69,7 +69,7 @@ def _cmd_check(args):
 
 
 def build_parser():
-    from . import _cli_bench, _cli_evaluate, _cli_predict, _cli_tools, _cli_train
+    from . import bench, evaluate, predict, tools, train
     parser = argparse.ArgumentParser(
         prog="fastconv",
         description="Train and run small convolutional image classifiers on Numba kernels.")
@@ -82,11 +82,11 @@ def build_parser():
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _cli_train.add_parser(sub, common)
-    _cli_evaluate.add_parser(sub, common)
-    _cli_predict.add_parser(sub, common)
-    _cli_tools.add_parsers(sub, common)
-    _cli_bench.add_parser(sub, common)
+    train.add_parser(sub, common)
+    evaluate.add_parser(sub, common)
+    predict.add_parser(sub, common)
+    tools.add_parsers(sub, common)
+    bench.add_parser(sub, common)
     p = sub.add_parser("selftest", parents=[common], help="check the NumPy reference's gradients against "
                                         "finite differences")
     p.add_argument("--seed", type=int, default=0, help="random seed of the inputs (default 0)")
@@ -110,10 +110,10 @@ def build_parser():
 
 def _expected_errors():
     """Errors whose message says what is wrong: printed as one line, no traceback."""
-    from ._cli_common import CLIError
-    from .kernels import BackendUnavailable
-    from .keras_weights import KerasWeightsError
-    from .saving import ModelFileError
+    from ._common import CLIError
+    from ..kernels import BackendUnavailable
+    from ..keras_weights import KerasWeightsError
+    from ..saving import ModelFileError
     return (CLIError, ModelFileError, KerasWeightsError, BackendUnavailable,
             FileNotFoundError, ImportError)
 
