@@ -8,6 +8,7 @@ import os
 import signal
 from contextlib import contextmanager
 
+from .. import kernels
 from ..saving import NotRegularFileError, atomic_replace, save_target
 
 SEED_ARCHITECTURE = "the seed small convnet architecture (150x150x3 input, 438,369 params)"
@@ -15,6 +16,9 @@ SEED_ARCHITECTURE = "the seed small convnet architecture (150x150x3 input, 438,3
 # sorted folder order, so the sigmoid output is P(dogs).
 KERAS_DEFAULT_CLASSES = ("cats", "dogs")
 RESCALE = 1.0 / 255.0        # the seed's ImageDataGenerator(rescale=1. / 255)
+# The --device choices: every backend, in the order the commands have always listed them
+# (the default, cpu, first and the reference last).
+DEVICES = tuple(sorted(kernels.BACKENDS, key=lambda name: name == "reference"))
 
 
 class CLIError(Exception):
@@ -23,7 +27,6 @@ class CLIError(Exception):
 
 def require_device(device):
     """Load the kernels of `device` now, so a missing GPU fails before any work."""
-    from .. import kernels
     try:
         kernels.get(device)
     except kernels.BackendUnavailable as exc:

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from ._common import CLIError, require_device
+from ._common import DEVICES, CLIError, require_device
 
 FUSED_OPS = ("conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward")
 UNFUSED_OPS = ("conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward")
@@ -138,7 +138,7 @@ def add_parser(sub, common):
     p = sub.add_parser("bench", parents=[common],
                        help="short benchmark: the main kernels and the seed model's training "
                             "step on a device vs the NumPy reference")
-    p.add_argument("--device", choices=["cpu", "cuda", "reference"], default="cpu")
+    p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--batch-size", type=int, default=16, help="batch of the model steps "
                                                               "(default 16, the seed's)")
     p.add_argument("--steps", type=int, default=3, help="timed steps on the device")

@@ -12,7 +12,8 @@ import sys
 
 import numpy as np
 
-from ._common import RESCALE, CLIError, open_model, parse_class_names, require_device
+from ._common import (DEVICES, RESCALE, CLIError, open_model, parse_class_names,
+                      require_device)
 from .predict import interpret
 from .._text import printable
 
@@ -131,7 +132,7 @@ def add_parser(sub, common):
     p.add_argument("data", metavar="DATA",
                    help="a folder of class folders, or one with a validation/ (or val/) "
                         "sub-folder, which is then evaluated")
-    p.add_argument("--device", choices=["cpu", "cuda", "reference"], default="cpu")
+    p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None,
                    help="image decoding threads (default: the data pipeline's choice)")

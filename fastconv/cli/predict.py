@@ -15,7 +15,8 @@ import sys
 
 import numpy as np
 
-from ._common import RESCALE, CLIError, open_model, parse_class_names, require_device
+from ._common import (DEVICES, RESCALE, CLIError, open_model, parse_class_names,
+                      require_device)
 from .._text import printable
 
 BATCH = 32
@@ -151,7 +152,7 @@ def add_parser(sub, common):
     p.add_argument("model", metavar="MODEL", help="model.fcm, or a Keras .h5 weights file")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
                    help="image files, or folders searched recursively for images")
-    p.add_argument("--device", choices=["cpu", "cuda", "reference"], default="cpu",
+    p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where to run (default cpu)")
     p.add_argument("--class-names", metavar="A,B",
                    help="class names in label order, comma-separated (default: stored in "

@@ -28,8 +28,8 @@ import sys
 import tempfile
 import time
 
-from ._common import (RESCALE, CLIError, check_outputs, deferred_sigint,
-                          plain_failures, require_device, write_json_atomic)
+from ._common import (DEVICES, RESCALE, CLIError, check_outputs, deferred_sigint,
+                      plain_failures, require_device, write_json_atomic)
 from .._text import printable
 from ..callbacks import Callback
 from ..saving import atomic_replace
@@ -585,7 +585,7 @@ def add_parser(sub, common):
     p.add_argument("--lr", type=float, help="learning rate (seed recipe 1e-4)")
     p.add_argument("--optimizer", choices=["rmsprop", "adam", "sgd"],
                    help="optimizer, Keras defaults apart from the learning rate (rmsprop)")
-    p.add_argument("--device", choices=["cpu", "cuda", "reference"], default="cpu",
+    p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where to train (default cpu)")
     p.add_argument("--image-size", type=int, metavar="PX",
                    help="images are resized to PX x PX (seed recipe 150)")
