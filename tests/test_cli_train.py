@@ -10,7 +10,6 @@ import pytest
 
 import fastconv
 from fastconv.cli import _train_run
-from fastconv.cli import train as cli_train
 from fastconv.cli import main
 from fastconv.models import Sequential
 
@@ -191,10 +190,10 @@ def test_class_folders_are_split_by_validation_split(demo, tmp_path, capsys):
 
 def test_train_without_data_uses_the_cached_demo_set(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setitem(cli_train.DEMO, "train_per_class", 8)
-    monkeypatch.setitem(cli_train.DEMO, "validation_per_class", 4)
-    monkeypatch.setitem(cli_train.DEMO, "image_size", SIZE)
-    monkeypatch.setitem(cli_train.DEMO, "epochs", 1)
+    monkeypatch.setitem(data.demo.DEMO, "train_per_class", 8)
+    monkeypatch.setitem(data.demo.DEMO, "validation_per_class", 4)
+    monkeypatch.setitem(data.demo.DEMO, "image_size", SIZE)
+    monkeypatch.setitem(data.demo.DEMO, "epochs", 1)
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--device", "reference"]) == 0
     text = capsys.readouterr().out

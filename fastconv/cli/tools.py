@@ -57,7 +57,7 @@ def cmd_convert(args):
 def cmd_demo_data(args):
     """Write the built-in demo data set as image files under OUT."""
     from .. import data
-    from .train import DEMO, demo_flags
+    from ..data.demo import DEMO, demo_flags
     out = os.fspath(args.out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise CLIError(f"{out} exists and is not a folder")
