@@ -164,10 +164,15 @@ def write_json_atomic(path, obj):
 @contextmanager
 def deferred_sigint():
     """Hold back Ctrl-C for the duration (a checkpoint and its state file are written
-    together); the KeyboardInterrupt is raised when the block ends."""
+    together); the KeyboardInterrupt is raised when the block ends. Inside another
+    such block, a Ctrl-C is handed on to it, so it is raised when the outermost ends."""
     caught = []
+
+    def hold(signum, frame):
+        caught.append(signum)
+    hold.holds_sigint = True
     try:
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+        previous = signal.signal(signal.SIGINT, hold)
     except ValueError:          # not the main thread: signals cannot be handled here
         yield
         return
@@ -176,4 +181,7 @@ def deferred_sigint():
     finally:
         signal.signal(signal.SIGINT, previous)
     if caught:
-        raise KeyboardInterrupt
+        if getattr(previous, "holds_sigint", False):
+            previous(signal.SIGINT, None)       # the enclosing block raises it at its end
+        else:
+            raise KeyboardInterrupt

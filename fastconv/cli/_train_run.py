@@ -15,7 +15,7 @@ import sys
 import time
 
 from ._common import CLIError, deferred_sigint, write_json_atomic
-from ..callbacks import Callback
+from ..callbacks import Callback, ModelCheckpoint
 from ..saving import atomic_replace
 
 SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "image_size", "augment",
@@ -129,6 +129,35 @@ class _Counted:
 
 # --------------------------------------------------------------------------- callbacks
 
+class BestModel(ModelCheckpoint):
+    """--out: the best model by val_loss (ModelCheckpoint, save_best_only), and what the
+    run adds to it: saved only after an epoch whose logs are all finite (as the
+    checkpoint is), with Ctrl-C held back while it is written, and the best epoch kept
+    in the run (the checkpoint and history.json record it; --resume continues from it).
+    Called by EpochEnd inside its own held block, so that the best model, the checkpoint
+    and history.json of an epoch are written together."""
+
+    def __init__(self, run):
+        # braces in --out are characters of the file name, not Keras format fields
+        literal = run.paths["out"].replace("{", "{{").replace("}", "}}")
+        super().__init__(literal, monitor="val_loss", save_best_only=True, mode="min")
+        self.run = run
+        self.best = run.best_val_loss if math.isfinite(run.best_val_loss) else None
+        self.epoch, self.saved = None, False
+        self.set_model(run.model)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch, self.saved = epoch, False
+        if all(math.isfinite(v) for v in logs.values()):
+            super().on_epoch_end(epoch, logs)
+
+    def _save(self, filepath):
+        with deferred_sigint():
+            self.run.best_val_loss, self.run.best_epoch = self.best, self.epoch + 1
+            super()._save(filepath)
+        self.saved = True
+
+
 class EpochEnd(Callback):
     """Progress bar, one-line epoch summary, best model, checkpoint and history."""
 
@@ -136,6 +165,7 @@ class EpochEnd(Callback):
         super().__init__()
         self.run = run
         self.bar = None
+        self.best = BestModel(run)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0 = time.perf_counter()
@@ -177,15 +207,12 @@ class EpochEnd(Callback):
         wait = r.train.ds.last_epoch_wait_seconds
         r.history.setdefault("data_wait_seconds", []).append(wait)
         finite = all(math.isfinite(v) for v in logs.values())
-        saved = ""
         with deferred_sigint():
-            if finite and logs["val_loss"] < r.best_val_loss:
-                r.best_val_loss, r.best_epoch = logs["val_loss"], epoch + 1
-                r.model.save(r.paths["out"])
-                saved = f"  saved best to {r.paths['out']}"
+            self.best.on_epoch_end(epoch, logs)      # --out, when val_loss improved
             if finite:
                 r.save_checkpoint(epoch + 1)
             r.write_history()
+        saved = f"  saved best to {r.paths['out']}" if self.best.saved else ""
         skipped = len(r.train.ds.skipped) + len(r.val.skipped)
         print(f"epoch {epoch + 1}/{r.settings['epochs']}  "
               + "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
