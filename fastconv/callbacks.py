@@ -132,10 +132,15 @@ class ModelCheckpoint(Callback):
             self.best = value
         elif self.verbose:
             print(f"\nEpoch {epoch + 1}: saving model to {path}")
+        self._save(path)
+
+    def _save(self, filepath):
+        """Write the model (or only its weights) to `filepath`. A subclass may override
+        it to wrap the write (`fastconv train` holds Ctrl-C back around it)."""
         if self.save_weights_only:
-            self.model.save_weights(path)
+            self.model.save_weights(filepath)
         else:
-            self.model.save(path)
+            self.model.save(filepath)
 
 
 class EarlyStopping(Callback):

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from fastconv import kernels
-from fastconv._cli_bench import FUSED_OPS, UNFUSED_OPS, model_ops
+from fastconv.cli.bench import FUSED_OPS, UNFUSED_OPS, model_ops
 from fastconv.cli import main
 
 from .backends import available_backends

@@ -73,7 +73,7 @@ def test_cuda_without_a_gpu_is_one_clear_line(monkeypatch, capsys):
 
 def test_debug_shows_the_traceback(tmp_path, capsys):
     missing = str(tmp_path / "missing.fcm")
-    from fastconv._cli_common import CLIError
+    from fastconv.cli._common import CLIError
     with pytest.raises(CLIError, match="model file not found"):
         main(["--debug", "summary", missing])
     with pytest.raises(CLIError, match="model file not found"):
@@ -88,11 +88,11 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
 
 
 def test_an_unexpected_error_is_still_one_line_with_a_hint(monkeypatch, capsys):
-    from fastconv import _cli_tools
+    from fastconv.cli import tools as cli_tools
 
     def broken(args):
         raise ZeroDivisionError("division by zero")
-    monkeypatch.setattr(_cli_tools, "cmd_summary", broken)
+    monkeypatch.setattr(cli_tools, "cmd_summary", broken)
     assert main(["summary"]) == 1
     err = _one_line(capsys.readouterr().err, "summary")
     assert "ZeroDivisionError: division by zero (run with --debug for the traceback)" in err

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _cli_train
+from fastconv.cli import _train_run
 from fastconv.cli import main
 from fastconv.models import Sequential
 
@@ -190,10 +190,10 @@ def test_class_folders_are_split_by_validation_split(demo, tmp_path, capsys):
 
 def test_train_without_data_uses_the_cached_demo_set(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setitem(_cli_train.DEMO, "train_per_class", 8)
-    monkeypatch.setitem(_cli_train.DEMO, "validation_per_class", 4)
-    monkeypatch.setitem(_cli_train.DEMO, "image_size", SIZE)
-    monkeypatch.setitem(_cli_train.DEMO, "epochs", 1)
+    monkeypatch.setitem(data.demo.DEMO, "train_per_class", 8)
+    monkeypatch.setitem(data.demo.DEMO, "validation_per_class", 4)
+    monkeypatch.setitem(data.demo.DEMO, "image_size", SIZE)
+    monkeypatch.setitem(data.demo.DEMO, "epochs", 1)
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--device", "reference"]) == 0
     text = capsys.readouterr().out
@@ -372,7 +372,7 @@ def test_a_kill_between_checkpoint_and_state_file_still_resumes_exactly(demo, tm
     a.mkdir()
     b.mkdir()
     assert main(args + ["--out", str(a / "m.fcm")]) == 0
-    real, writes = _cli_train.write_json_atomic, []
+    real, writes = _train_run.write_json_atomic, []
 
     def killed_on_the_third_state_write(path, obj):
         if path.endswith(".ckpt.json"):
@@ -380,7 +380,7 @@ def test_a_kill_between_checkpoint_and_state_file_still_resumes_exactly(demo, tm
             if len(writes) == 3:            # states of epochs 0, 1, then 2: killed there
                 raise _Killed
         real(path, obj)
-    monkeypatch.setattr(_cli_train, "write_json_atomic", killed_on_the_third_state_write)
+    monkeypatch.setattr(_train_run, "write_json_atomic", killed_on_the_third_state_write)
     with pytest.raises(_Killed):
         main(args + ["--out", str(b / "m.fcm")])
     monkeypatch.undo()
@@ -462,7 +462,7 @@ def test_a_set_of_unreadable_images_is_refused_before_training(demo, tmp_path, c
 def test_a_checkpoint_of_another_architecture_is_refused_before_resuming(demo, tmp_path,
                                                                          capsys):
     from fastconv import saving
-    from fastconv._cli_train import read_state, paths_for
+    from fastconv.cli._train_run import read_state, paths_for
     a, b = str(tmp_path / "a.fcm"), str(tmp_path / "sub" / "b.fcm")
     (tmp_path / "sub").mkdir()
     assert main(["train", demo, *FAST, "--epochs", "1", "--out", a]) == 0

@@ -20,19 +20,25 @@ import time
 
 import numpy as np
 
-from ._cli_common import CLIError, require_device
+from .. import kernels
+from ._common import DEVICES, CLIError, require_device
 
-FUSED_OPS = ("conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward")
+# The seed model's conv+relu+pool as one fused step (its ops named in kernels.FUSED), and
+# the ops that run in its place on a backend without it.
+FUSED_OPS = tuple(op for op in kernels.FUSED if op.startswith("conv2d_relu_maxpool_"))
 UNFUSED_OPS = ("conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward")
 DENSE_OPS = ("dense_forward", "dense_backward")
 SEED_INPUT = (150, 150, 3)
 
 
 def model_ops(K):
-    """The kernels a training step of the seed model runs on backend K (fused
-    conv+relu+pool where K has it, as the model layer plans it)."""
-    conv = FUSED_OPS if all(hasattr(K, op) for op in FUSED_OPS) else UNFUSED_OPS
-    return conv + DENSE_OPS
+    """The kernels a training step of the seed model runs on backend K: the fused
+    conv+relu+pool where the model layer's plan fuses it on K, else the unfused ops."""
+    from ..models import small_convnet
+    from ..models._plan import describe, logical_ops
+    ops, _ = logical_ops(small_convnet(device="reference", compile=False).layers)
+    fused = "conv2d_relu_maxpool" in describe(ops, K)
+    return (FUSED_OPS if fused else UNFUSED_OPS) + DENSE_OPS
 
 
 def _as_the_model_runs_it(sample):
@@ -45,10 +51,9 @@ def _as_the_model_runs_it(sample):
 
 
 def bench_kernels(device, progress):
-    from . import kernels
-    from ._check import ATOL, RTOL
-    from .opcases import samples
-    from .testing import compare_to_reference
+    from .._check import ATOL, RTOL
+    from ..opcases import samples
+    from ..testing import compare_to_reference
     K = kernels.get(device)
     ops = model_ops(K)
     rows = []
@@ -68,7 +73,7 @@ def bench_kernels(device, progress):
 
 def bench_model(device, batch, steps, seed=0):
     """Images per second of training steps and of inference of the seed model."""
-    from .models import small_convnet
+    from ..models import small_convnet
     rng = np.random.default_rng(seed)
     x = rng.random((batch, 150, 150, 3), dtype=np.float32)
     y = (rng.random(batch) < 0.5).astype(np.float32)
@@ -138,7 +143,7 @@ def add_parser(sub, common):
     p = sub.add_parser("bench", parents=[common],
                        help="short benchmark: the main kernels and the seed model's training "
                             "step on a device vs the NumPy reference")
-    p.add_argument("--device", choices=["cpu", "cuda", "reference"], default="cpu")
+    p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--batch-size", type=int, default=16, help="batch of the model steps "
                                                               "(default 16, the seed's)")
     p.add_argument("--steps", type=int, default=3, help="timed steps on the device")

@@ -15,8 +15,9 @@ import sys
 
 import numpy as np
 
-from ._cli_common import RESCALE, CLIError, open_model, parse_class_names, require_device
-from ._text import printable
+from ._common import (DEVICES, RESCALE, CLIError, open_model, parse_class_names,
+                      require_device)
+from .._text import printable
 
 BATCH = 32
 
@@ -25,7 +26,7 @@ def list_images(items, on_error=None):
     """Files named on the command line as given; folders walked recursively for files
     with an image extension, in sorted order. A name that does not exist is an error.
     A folder that cannot be listed goes to on_error(path, reason) (when given)."""
-    from .data.reading import IMAGE_EXTENSIONS, is_image_file
+    from ..data.reading import IMAGE_EXTENSIONS, is_image_file
     files = []
     for item in items:
         item = os.fspath(item)
@@ -71,7 +72,7 @@ def interpret(probs, class_names):
 def predict_files(opened, files, on_error):
     """Yield (path, class index, probability, per-class dict) for each readable file;
     unreadable ones go to on_error(path, reason)."""
-    from . import data
+    from .. import data
     model, names = opened.model, opened.class_names
     batch, paths = [], []
 
@@ -151,7 +152,7 @@ def add_parser(sub, common):
     p.add_argument("model", metavar="MODEL", help="model.fcm, or a Keras .h5 weights file")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
                    help="image files, or folders searched recursively for images")
-    p.add_argument("--device", choices=["cpu", "cuda", "reference"], default="cpu",
+    p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where to run (default cpu)")
     p.add_argument("--class-names", metavar="A,B",
                    help="class names in label order, comma-separated (default: stored in "

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import os
 
-from ._cli_common import (CLIError, KERAS_DEFAULT_CLASSES, check_outputs, open_model,
+from ._common import (CLIError, KERAS_DEFAULT_CLASSES, check_outputs, open_model,
                           parse_class_names, plain_failures)
 
 
 def cmd_summary(args):
     """The Keras summary table of a model file, or of the seed model when none is given."""
     if args.model is None:
-        from .models import small_convnet
+        from ..models import small_convnet
         model = small_convnet(device="reference", compile=False)
         print("The seed small convnet (fastconv.small_convnet()), input 150x150x3:")
         model.summary()
@@ -30,7 +30,7 @@ def cmd_summary(args):
 
 def cmd_convert(args):
     """A Keras .h5 weights file of the seed architecture -> a fastconv model file."""
-    from . import keras_weights
+    from .. import keras_weights
     src, dst = os.fspath(args.keras_h5), os.fspath(args.out)
     if not os.path.isfile(src):
         raise CLIError(f"Keras weights file not found: {src}")
@@ -56,8 +56,8 @@ def cmd_convert(args):
 
 def cmd_demo_data(args):
     """Write the built-in demo data set as image files under OUT."""
-    from . import data
-    from ._cli_train import DEMO, demo_flags
+    from .. import data
+    from ..data.demo import DEMO, demo_flags
     out = os.fspath(args.out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise CLIError(f"{out} exists and is not a folder")

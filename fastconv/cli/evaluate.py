@@ -12,9 +12,10 @@ import sys
 
 import numpy as np
 
-from ._cli_common import RESCALE, CLIError, open_model, parse_class_names, require_device
-from ._cli_predict import interpret
-from ._text import printable
+from ._common import (DEVICES, RESCALE, CLIError, open_model, parse_class_names,
+                      require_device)
+from .predict import interpret
+from .._text import printable
 
 
 def evaluation_folder(path):
@@ -41,7 +42,7 @@ def confusion(labels, predicted, k):
 def evaluate(opened, folder, batch_size, workers=None):
     """Loss and accuracy as model.evaluate computes them (the loss kernel on the
     logits), and the confusion matrix from the same batches' predictions."""
-    from . import data
+    from .. import data
     model = opened.model
     if not model.compiled:
         units = model.output_shape[-1]
@@ -131,7 +132,7 @@ def add_parser(sub, common):
     p.add_argument("data", metavar="DATA",
                    help="a folder of class folders, or one with a validation/ (or val/) "
                         "sub-folder, which is then evaluated")
-    p.add_argument("--device", choices=["cpu", "cuda", "reference"], default="cpu")
+    p.add_argument("--device", choices=DEVICES, default="cpu")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=None,
                    help="image decoding threads (default: the data pipeline's choice)")

@@ -15,99 +15,32 @@ Ctrl-C stops after the current step: the checkpoint of the last completed epoch
 is on disk (it is written at the end of every epoch, with Ctrl-C held back while
 it is written), so `--resume` repeats the interrupted epoch and the result is the
 same as an uninterrupted run.
+
+This module holds the command: its settings, the data folders and the parser; the
+run's files, checkpoint, --resume and per-epoch saving are in _train_run.
 """
 from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
-import json
 import math
 import os
 import sys
-import tempfile
-import time
 
-from ._cli_common import (RESCALE, CLIError, check_outputs, deferred_sigint,
-                          plain_failures, require_device, write_json_atomic)
-from ._text import printable
-from .callbacks import Callback
-from .saving import atomic_replace
+from ._common import DEVICES, RESCALE, CLIError, check_outputs, plain_failures, require_device
+from ._train_run import (RESUMABLE, SETTINGS, EpochEnd, TrainRun, check_architecture,
+                         paths_for, read_state)
+from .._text import printable
+from ..data.demo import DEMO, demo_flags, demo_root
 
 # The seed recipe (DESIGN.md): what `fastconv train DATA` does unless told otherwise.
 SEED_RECIPE = {"epochs": 50, "batch_size": 16, "lr": 1e-4, "optimizer": "rmsprop",
                "image_size": 150, "augment": True, "validation_split": 0.2, "seed": 0}
 
-# `fastconv train` with no DATA: the built-in demo set at the seed model's own input
-# size (150x150x3, 438,369 parameters) with the seed's augmentation, sized so that it
-# passes 95% validation accuracy in a few minutes on 2 cores with the cpu engine.
-# Measured on the stripes demo (docs/cli.md): Adam 5e-4 passes 95% at epoch 2 or 3 and
-# holds 1.0 from epoch 3 for model seeds 0, 1 and 2; the seed recipe's RMSprop 1e-4,
-# batch 16 learns too but slower and less steadily (0.93 at epoch 3, 0.99 at epoch 6).
-DEMO = {"train_per_class": 500, "validation_per_class": 100, "image_size": 150,
-        "epochs": 6, "batch_size": 32, "lr": 5e-4, "optimizer": "adam", "augment": True,
-        "validation_split": 0.2, "seed": 0}
-
-SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "image_size", "augment",
-            "validation_split", "seed")
-# May differ on --resume: they change neither the data nor the arithmetic of a step
-# (epochs only extends the run).
-RESUMABLE = ("epochs",)
-STATE_FORMAT = "fastconv-train-state"
 SEED_AUGMENTATION = {"horizontal_flip": True, "shear_range": 0.2, "zoom_range": 0.2}
 
 
 # --------------------------------------------------------------------------- data
-
-def demo_flags():
-    """The train flags that reproduce the demo defaults on a demo-data folder."""
-    flags = [f"--{k.replace('_', '-')} {DEMO[k]:g}" for k in ("image_size", "epochs",
-                                                              "batch_size", "lr")]
-    flags.append(f"--optimizer {DEMO['optimizer']}")
-    flags.append("--augment" if DEMO["augment"] else "--no-augment")
-    return " ".join(flags)
-
-
-def demo_root():
-    """The demo data set, generated once into the user's cache folder (a temporary
-    folder when that is not writable) and reused by later runs."""
-    from . import data
-    spec = {k: DEMO[k] for k in ("train_per_class", "validation_per_class", "image_size",
-                                  "seed")}
-    try:        # a changed generator must not reuse images cached by an older one
-        import inspect
-        spec["generator"] = hashlib.sha256(inspect.getsource(
-            sys.modules[data.write_demo_data.__module__]).encode()).hexdigest()[:12]
-    except (OSError, TypeError):
-        from . import __version__
-        spec["generator"] = __version__
-    key = json.dumps(spec, sort_keys=True)
-    tag = hashlib.sha256(key.encode()).hexdigest()[:10]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    root = os.path.join(base, "fastconv", f"demo-{tag}")
-    if os.path.isfile(os.path.join(root, "COMPLETE")):
-        return root
-    try:
-        os.makedirs(os.path.dirname(root), exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".demo-", dir=os.path.dirname(root))
-    except OSError:
-        tmp = tempfile.mkdtemp(prefix="fastconv-demo-")
-        root = tmp
-    print(f"generating the demo data set ({len(data.DEMO_CLASSES)} classes: "
-          f"{', '.join(data.DEMO_CLASSES)}) in {root} ...", flush=True)
-    data.write_demo_data(tmp, train_per_class=DEMO["train_per_class"],
-                         validation_per_class=DEMO["validation_per_class"],
-                         image_size=DEMO["image_size"], seed=DEMO["seed"])
-    with open(os.path.join(tmp, "COMPLETE"), "w") as fh:
-        fh.write(key + "\n")
-    if tmp != root:
-        try:
-            os.rename(tmp, root)            # atomic: a half-written set is never reused
-        except OSError:                     # another run finished first: use its copy
-            import shutil
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
-
 
 def split_folders(root):
     """(train folder, validation folder or None) of DATA."""
@@ -128,7 +61,7 @@ def split_folders(root):
 
 def open_datasets(root, s, workers=None, cache=False):
     """(train, validation) ImageDatasets; validation is never augmented or shuffled."""
-    from . import data
+    from .. import data
     train_dir, val_dir = split_folders(root)
     size = (s["image_size"], s["image_size"])
     common = dict(image_size=size, batch_size=s["batch_size"], label_mode="binary",
@@ -160,8 +93,8 @@ def require_readable(ds, folder, which):
     """Decode `ds`'s images in order until one reads (one decode for a sound set), so
     that a set of which no image can be read is an error now, naming the folder and the
     count, and not after an epoch of training (or as an empty epoch)."""
-    from .data import ImageReadError
-    from .data.reading import decode_image
+    from ..data import ImageReadError
+    from ..data.reading import decode_image
     for path in ds.file_paths:
         try:
             decode_image(path, ds.image_size)
@@ -172,22 +105,6 @@ def require_readable(ds, folder, which):
                    f"(damaged, or not images); nothing to train on")
 
 
-class _Counted:
-    """An ImageDataset that counts the images it has yielded this epoch (for images/s)."""
-
-    def __init__(self, ds):
-        self.ds, self.seen = ds, 0
-
-    def __len__(self):
-        return len(self.ds)
-
-    def __iter__(self):
-        self.seen = 0
-        for x, y in self.ds:
-            self.seen += x.shape[0]
-            yield x, y
-
-
 # --------------------------------------------------------------------------- settings
 
 @functools.lru_cache(maxsize=None)
@@ -195,8 +112,8 @@ def smallest_image_size(limit=4096):
     """The smallest PX for which PX x PX x 3 fits the seed small convnet: derived from
     its layers (each one's output shape, as build() computes it), not a constant. Valid
     convolutions and poolings only shrink, so the first PX that fits is the minimum."""
-    from .layers import LayerError
-    from .models import small_convnet
+    from ..layers import LayerError
+    from ..models import small_convnet
     layers = small_convnet(device="reference", compile=False).layers
     for px in range(1, limit + 1):
         shape = (None, px, px, 3)
@@ -242,202 +159,6 @@ def resolve_settings(args, demo, stored=None):
     return s
 
 
-def paths_for(out):
-    out = os.fspath(out)
-    folder = os.path.dirname(os.path.abspath(out))
-    return {"out": out, "ckpt": out + ".ckpt", "state": out + ".ckpt.json",
-            "history": os.path.join(folder, "history.json"),
-            "plot": os.path.join(folder, "history.png")}
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def read_state(paths):
-    """The training state of --resume. The checkpoint holds it in its own metadata (one
-    file, one rename: always in step with the weights); a checkpoint written before
-    that has it in the separate state file, checked against the checkpoint's SHA-256."""
-    from .saving import ModelFileError, _read
-    if not os.path.isfile(paths["ckpt"]):
-        raise CLIError(f"--resume: no checkpoint to continue ({paths['ckpt']} is written "
-                       f"by a train run with --out {paths['out']}); train without --resume "
-                       f"first")
-    try:
-        _, meta, (zf, _) = _read(paths["ckpt"])
-        zf.close()                          # only the metadata is wanted here
-    except ModelFileError as exc:
-        raise CLIError(f"--resume: {exc}") from None
-    if "train_state" in meta:
-        state, source = meta["train_state"], paths["ckpt"]
-    else:
-        state, source = _read_state_file(paths), paths["state"]
-    if not _is_state(state):
-        raise CLIError(f"--resume: {source} holds no valid fastconv training state")
-    return state
-
-
-def _is_state(state):
-    try:
-        return state.get("format") == STATE_FORMAT and all(k in state["settings"]
-                                                           for k in SETTINGS)
-    except (AttributeError, KeyError, TypeError):
-        return False
-
-
-def _read_state_file(paths):
-    """The state file beside a checkpoint of an older fastconv (no state inside)."""
-    if not os.path.isfile(paths["state"]):
-        raise CLIError(f"--resume: {paths['ckpt']} holds no training state and "
-                       f"{paths['state']} is missing; train without --resume")
-    try:
-        with open(paths["state"]) as fh:
-            state = json.load(fh)
-    except (OSError, ValueError):
-        state = None
-    if not _is_state(state):
-        raise CLIError(f"--resume: {paths['state']} is not a fastconv training state file")
-    if state.get("checkpoint_sha256") != _sha256(paths["ckpt"]):
-        raise CLIError(f"--resume: {paths['ckpt']} does not match {paths['state']} (written "
-                       f"by different runs, or modified); cannot continue exactly")
-    return state
-
-
-# --------------------------------------------------------------------------- callbacks
-
-class _EpochEnd(Callback):
-    """Progress bar, one-line epoch summary, best model, checkpoint and history."""
-
-    def __init__(self, run):
-        super().__init__()
-        self.run = run
-        self.bar = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.t0 = time.perf_counter()
-        self.t_train = None
-        r = self.run
-        if r.show_bar:
-            from tqdm import tqdm
-            self.bar = tqdm(total=r.train.ds.num_images, unit="img", leave=False,
-                            desc=f"epoch {epoch + 1}/{r.settings['epochs']}",
-                            file=sys.stderr, dynamic_ncols=True,
-                            disable=None)       # None: no bar when stderr is not a terminal
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.t_train = time.perf_counter() - self.t0
-        if self.bar is not None:
-            self.bar.update(self.run.train.seen - self.bar.n)
-            post = {"loss": f"{logs['loss']:.4f}"}
-            if "accuracy" in logs:
-                post["acc"] = f"{logs['accuracy']:.4f}"
-            self.bar.set_postfix(post, refresh=False)
-
-    def close_bar(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.close_bar()
-        r = self.run
-        took = time.perf_counter() - self.t0
-        rate = r.train.seen / self.t_train if self.t_train else float("nan")
-        for k, v in logs.items():      # JSON has no NaN: a non-finite value is null
-            r.history.setdefault(k, []).append(float(v) if math.isfinite(v) else None)
-        r.history.setdefault("epoch", []).append(epoch + 1)
-        r.history.setdefault("images_per_second", []).append(
-            rate if math.isfinite(rate) else None)
-        # Seconds the training loop sat waiting for the loader threads this epoch: the
-        # pipeline is meant to stay ahead of the step, and this shows whether it did.
-        wait = r.train.ds.last_epoch_wait_seconds
-        r.history.setdefault("data_wait_seconds", []).append(wait)
-        finite = all(math.isfinite(v) for v in logs.values())
-        saved = ""
-        with deferred_sigint():
-            if finite and logs["val_loss"] < r.best_val_loss:
-                r.best_val_loss, r.best_epoch = logs["val_loss"], epoch + 1
-                r.model.save(r.paths["out"])
-                saved = f"  saved best to {r.paths['out']}"
-            if finite:
-                r.save_checkpoint(epoch + 1)
-            r.write_history()
-        skipped = len(r.train.ds.skipped) + len(r.val.skipped)
-        print(f"epoch {epoch + 1}/{r.settings['epochs']}  "
-              + "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
-              + f"  {rate:.0f} img/s  {took:.1f}s  data wait {wait:.2f}s  skipped {skipped}"
-              + saved, flush=True)
-
-
-class TrainRun:
-    """One `fastconv train`: settings, data, model and the files it writes."""
-
-    def __init__(self, settings, root, paths, model, train, val, state=None, show_bar=True):
-        self.settings, self.root, self.paths = settings, root, paths
-        self.model, self.train, self.val = model, _Counted(train), val
-        self.show_bar = show_bar
-        self.history = dict(state["history"]) if state else {}
-        best = state["best_val_loss"] if state else None     # None (or inf): no best yet
-        self.best_val_loss = math.inf if best is None else best
-        self.best_epoch = state["best_epoch"] if state else None
-        self.epochs_done = state["epochs_done"] if state else 0
-        self.plotted = False
-
-    def save_checkpoint(self, epochs_done):
-        """The checkpoint: model, optimizer, generators and the training state in one
-        file (one atomic rename, so a kill leaves the old one or the new one, whole).
-        The state file beside it is a readable copy; --resume reads the checkpoint."""
-        from .saving import save_model
-        state = {"format": STATE_FORMAT, "version": 1, "epochs_done": epochs_done,
-                 "settings": self.settings, "data": self.root,
-                 "class_names": list(self.model.class_names),
-                 "best_val_loss": self.best_val_loss if self.best_epoch else None,
-                 "best_epoch": self.best_epoch, "history": self.history}
-        save_model(self.model, self.paths["ckpt"], train_state=state)
-        write_json_atomic(self.paths["state"],
-                          dict(state, checkpoint_sha256=_sha256(self.paths["ckpt"])))
-        self.epochs_done = epochs_done
-
-    def write_history(self):
-        write_json_atomic(self.paths["history"], {
-            "settings": self.settings, "data": self.root,
-            "class_names": list(self.model.class_names), "best_epoch": self.best_epoch,
-            "best_val_loss": self.best_val_loss if self.best_epoch else None,
-            "history": self.history})
-        self.plotted = plot_history(self.history, self.paths["plot"])
-
-
-def plot_history(history, path):
-    """history.png with loss and accuracy curves; nothing without matplotlib
-    (pip install 'fastconv[plot]')."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    epochs = history.get("epoch", [])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key in zip(axes, ("loss", "accuracy")):
-        for k, style in ((key, "-o"), (f"val_{key}", "-s")):
-            if k in history:
-                values = [math.nan if v is None else v for v in history[k]]
-                ax.plot(epochs, values, style, label=k)
-        ax.set_xlabel("epoch")
-        ax.set_title(key)
-        ax.legend()
-    fig.tight_layout()
-    try:        # atomic, and only ever over a regular file, like every other output
-        atomic_replace(path, lambda f: fig.savefig(f, format="png"))
-    finally:
-        plt.close(fig)
-    return True
-
-
 # --------------------------------------------------------------------------- command
 
 def cmd_train(args):
@@ -446,28 +167,10 @@ def cmd_train(args):
         return _train(args)
 
 
-def check_architecture(model, settings, path):
-    """A checkpoint must hold the seed small convnet at the run's image size: checked
-    before anything starts, so that a foreign one never begins "resuming"."""
-    from .models import small_convnet
-    s = settings["image_size"]
-    want = small_convnet(input_shape=(s, s, 3), device="reference", compile=False)
-
-    def layout(m):
-        return ([(type(layer).__name__, tuple(layer.output_shape)) for layer in m.layers],
-                [tuple(w.shape) for w in m.get_weights()])
-    if layout(model) != layout(want):
-        raise CLIError(f"--resume: {path} holds a model of another architecture (input "
-                       f"{'x'.join(map(str, model.input_shape[1:]))}, "
-                       f"{model.count_params():,} params, {len(model.layers)} layers), not "
-                       f"the seed small convnet at {s}x{s}x3 ({want.count_params():,} "
-                       f"params) that its training state describes")
-
-
 def _train(args):
-    from . import optimizers
-    from .models import small_convnet
-    from .saving import ModelFileError, load_model
+    from .. import optimizers
+    from ..models import small_convnet
+    from ..saving import ModelFileError, load_model
     require_device(args.device)
     paths = paths_for(args.out)
     # Every file the run writes is checked before anything is: only regular files are
@@ -538,7 +241,7 @@ def _train(args):
             f"{settings['lr']:g}, augmentation {'on' if settings['augment'] else 'off'}, "
             f"seed {settings['seed']}", flush=True)
 
-    epoch_end = _EpochEnd(run)
+    epoch_end = EpochEnd(run)
     try:
         model.fit(run.train, epochs=settings["epochs"], initial_epoch=run.epochs_done,
                   validation_data=val, verbose=0, callbacks=[epoch_end])
@@ -585,7 +288,7 @@ def add_parser(sub, common):
     p.add_argument("--lr", type=float, help="learning rate (seed recipe 1e-4)")
     p.add_argument("--optimizer", choices=["rmsprop", "adam", "sgd"],
                    help="optimizer, Keras defaults apart from the learning rate (rmsprop)")
-    p.add_argument("--device", choices=["cpu", "cuda", "reference"], default="cpu",
+    p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where to train (default cpu)")
     p.add_argument("--image-size", type=int, metavar="PX",
                    help="images are resized to PX x PX (seed recipe 150)")

@@ -8,13 +8,17 @@ import os
 import signal
 from contextlib import contextmanager
 
-from .saving import NotRegularFileError, atomic_replace, save_target
+from .. import kernels
+from ..saving import NotRegularFileError, atomic_replace, save_target
 
 SEED_ARCHITECTURE = "the seed small convnet architecture (150x150x3 input, 438,369 params)"
 # The seed's folders were data/train/cats and data/train/dogs; Keras numbers classes in
 # sorted folder order, so the sigmoid output is P(dogs).
 KERAS_DEFAULT_CLASSES = ("cats", "dogs")
 RESCALE = 1.0 / 255.0        # the seed's ImageDataGenerator(rescale=1. / 255)
+# The --device choices: every backend, in the order the commands have always listed them
+# (the default, cpu, first and the reference last).
+DEVICES = tuple(sorted(kernels.BACKENDS, key=lambda name: name == "reference"))
 
 
 class CLIError(Exception):
@@ -23,7 +27,6 @@ class CLIError(Exception):
 
 def require_device(device):
     """Load the kernels of `device` now, so a missing GPU fails before any work."""
-    from . import kernels
     try:
         kernels.get(device)
     except kernels.BackendUnavailable as exc:
@@ -68,8 +71,8 @@ def open_model(path, device, class_names=None):
     """A fastconv model file (.fcm/.npz) or a Keras HDF5 weights file of the seed
     architecture, on `device`. class_names (a list) overrides the stored or
     default names. Raises CLIError, ModelFileError or KerasWeightsError."""
-    from . import keras_weights, saving
-    from .models import small_convnet
+    from .. import keras_weights, saving
+    from ..models import small_convnet
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CLIError(f"model file not found: {path}")
@@ -161,10 +164,15 @@ def write_json_atomic(path, obj):
 @contextmanager
 def deferred_sigint():
     """Hold back Ctrl-C for the duration (a checkpoint and its state file are written
-    together); the KeyboardInterrupt is raised when the block ends."""
+    together); the KeyboardInterrupt is raised when the block ends. Inside another
+    such block, a Ctrl-C is handed on to it, so it is raised when the outermost ends."""
     caught = []
+
+    def hold(signum, frame):
+        caught.append(signum)
+    hold.holds_sigint = True
     try:
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+        previous = signal.signal(signal.SIGINT, hold)
     except ValueError:          # not the main thread: signals cannot be handled here
         yield
         return
@@ -173,4 +181,7 @@ def deferred_sigint():
     finally:
         signal.signal(signal.SIGINT, previous)
     if caught:
-        raise KeyboardInterrupt
+        if getattr(previous, "holds_sigint", False):
+            previous(signal.SIGINT, None)       # the enclosing block raises it at its end
+        else:
+            raise KeyboardInterrupt
