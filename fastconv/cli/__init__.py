@@ -6,7 +6,7 @@ import argparse
 import sys
 import warnings
 
-from .. import __version__
+from .._version import __version__
 from .._interrupt import interrupt_in
 from .._text import printable
 

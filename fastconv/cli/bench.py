@@ -1,6 +1,6 @@
 """`fastconv bench`: a short benchmark (well under a minute on 2 cores).
 
-1. The main kernels at the seed model's layer shapes (fastconv.opcases 'seed'
+1. The main kernels at the seed model's layer shapes (fastconv.kernels.opinfo 'seed'
    shapes, batch 8) on the chosen device against the NumPy reference: one timed
    call each after a warm-up call, with the normwise relative error (the pass/fail
    proof at these shapes is `fastconv check --shapes seed`).
@@ -51,8 +51,8 @@ def _as_the_model_runs_it(sample):
 
 
 def bench_kernels(device, progress):
-    from .._check import ATOL, RTOL
-    from ..opcases import samples
+    from ..testing.check import ATOL, RTOL
+    from ..kernels.opinfo import samples
     from ..testing import compare_to_reference
     K = kernels.get(device)
     ops = model_ops(K)

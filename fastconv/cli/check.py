@@ -11,7 +11,7 @@ from ._common import DEVICES
 
 def cmd_selftest(args):
     """Check every reference backward op and loss against finite differences."""
-    from ..gradcheck import CASES, run_case
+    from ..testing.gradcheck import CASES, run_case
     from ..testing import MismatchError
 
     failed = 0
@@ -34,7 +34,7 @@ def cmd_check(args):
     """Check the kernels of a backend against the NumPy reference on this machine."""
     import json
 
-    from .._check import HEADER, check, format_row
+    from ..testing.check import HEADER, check, format_row
 
     stream = sys.stderr if args.json else sys.stdout
     printed = []

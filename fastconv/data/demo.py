@@ -143,7 +143,7 @@ def demo_root():
         spec["generator"] = hashlib.sha256(inspect.getsource(
             sys.modules[__name__]).encode()).hexdigest()[:12]
     except (OSError, TypeError):
-        from .. import __version__
+        from .._version import __version__
         spec["generator"] = __version__
     key = json.dumps(spec, sort_keys=True)
     tag = hashlib.sha256(key.encode()).hexdigest()[:10]
