@@ -3,7 +3,7 @@
 Backends live in fastconv.kernels ('reference' NumPy, 'cpu' Numba, 'cuda'
 numba-cuda); see ../shared/DESIGN.md for the contract they share.
 """
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401
 
 # Before anything compiles: 512-bit vectors on AVX-512 CPUs (see _vector_width).
 from . import _vector_width  # noqa: E402,F401

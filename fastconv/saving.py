@@ -29,7 +29,7 @@ import zlib
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from . import optimizers as optimizers_mod
 
 META = "fastconv_meta"
