@@ -8,7 +8,7 @@ import os
 import signal
 from contextlib import contextmanager
 
-from .saving import NotRegularFileError, atomic_replace, save_target
+from .models.saving import NotRegularFileError, atomic_replace, save_target
 
 SEED_ARCHITECTURE = "the seed small convnet architecture (150x150x3 input, 438,369 params)"
 # The seed's folders were data/train/cats and data/train/dogs; Keras numbers classes in
@@ -68,7 +68,7 @@ def open_model(path, device, class_names=None):
     """A fastconv model file (.fcm/.npz) or a Keras HDF5 weights file of the seed
     architecture, on `device`. class_names (a list) overrides the stored or
     default names. Raises CLIError, ModelFileError or KerasWeightsError."""
-    from . import keras_weights, saving
+    from .models import keras_weights, saving
     from .models import small_convnet
     path = os.fspath(path)
     if not os.path.exists(path):

@@ -851,17 +851,17 @@ class Sequential:
     def save(self, filepath, include_optimizer=True):
         """Write the architecture, weights and (optionally) optimizer state to one
         .npz file, atomically. Load with fastconv.load_model."""
-        from .. import saving
+        from . import saving
         saving.save_model(self, filepath, include_optimizer=include_optimizer)
 
     @_locked
     def save_weights(self, filepath):
-        from .. import saving
+        from . import saving
         saving.save_weights(self, filepath)
 
     @_locked
     def load_weights(self, filepath):
-        from .. import saving
+        from . import saving
         saving.load_weights(self, filepath)
 
     def __repr__(self):

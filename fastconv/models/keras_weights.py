@@ -19,7 +19,7 @@ listed:
 
 Hostile files: every dataset's dtype and declared size are checked before it
 is read (strings are named as such; the weights together may declare at most
-MAX_INFLATION times the file's size, see fastconv.saving), and NaN or inf
+MAX_INFLATION times the file's size, see fastconv.models.saving), and NaN or inf
 weights are refused, naming the layer.
 """
 from __future__ import annotations

@@ -29,8 +29,8 @@ import zlib
 
 import numpy as np
 
-from ._version import __version__
-from . import optimizers as optimizers_mod
+from .. import optimizers as optimizers_mod
+from .._version import __version__
 
 META = "fastconv_meta"
 FORMAT = "fastconv"
@@ -487,7 +487,7 @@ def _check_shapes(path, expected, meta, model_name):
 def _planned(path, config):
     """[(layer name, weight name, shape)] that Sequential.from_config(config) would allocate,
     computed without allocating anything (a config can declare Dense(3e9))."""
-    from . import layers as L
+    from .. import layers as L
     try:
         layers = [L.deserialize(spec) for spec in config["layers"]]
         shape = config.get("input_shape")
@@ -544,8 +544,8 @@ def load_model(filepath, device="cpu", compile=True):
 
 
 def _load_model(path, meta, entries, device, compile):
-    from . import layers as L
-    from .models.sequential import Sequential
+    from .. import layers as L
+    from .sequential import Sequential
     if meta.get("kind") != "model":
         _fail(path, f"holds only weights (kind {meta.get('kind')!r}); build the model and call "
                     f"model.load_weights() instead")
