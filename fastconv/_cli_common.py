@@ -8,7 +8,7 @@ import os
 import signal
 from contextlib import contextmanager
 
-from .models.saving import NotRegularFileError, atomic_replace, save_target
+from ._files import NotRegularFileError, atomic_replace, save_target
 
 SEED_ARCHITECTURE = "the seed small convnet architecture (150x150x3 input, 438,369 params)"
 # The seed's folders were data/train/cats and data/train/dogs; Keras numbers classes in

@@ -32,7 +32,7 @@ from ._cli_common import (RESCALE, CLIError, check_outputs, deferred_sigint,
                           plain_failures, require_device, write_json_atomic)
 from ._text import printable
 from .callbacks import Callback
-from .models.saving import atomic_replace
+from ._files import atomic_replace
 
 # The seed recipe (DESIGN.md): what `fastconv train DATA` does unless told otherwise.
 SEED_RECIPE = {"epochs": 50, "batch_size": 16, "lr": 1e-4, "optimizer": "rmsprop",
@@ -262,7 +262,7 @@ def read_state(paths):
     """The training state of --resume. The checkpoint holds it in its own metadata (one
     file, one rename: always in step with the weights); a checkpoint written before
     that has it in the separate state file, checked against the checkpoint's SHA-256."""
-    from .models.saving import ModelFileError, _read
+    from .models.file_format import ModelFileError, read_file as _read
     if not os.path.isfile(paths["ckpt"]):
         raise CLIError(f"--resume: no checkpoint to continue ({paths['ckpt']} is written "
                        f"by a train run with --out {paths['out']}); train without --resume "
@@ -467,7 +467,8 @@ def check_architecture(model, settings, path):
 def _train(args):
     from . import optimizers
     from .models import small_convnet
-    from .models.saving import ModelFileError, load_model
+    from .models.file_format import ModelFileError
+    from .models.saving import load_model
     require_device(args.device)
     paths = paths_for(args.out)
     # Every file the run writes is checked before anything is: only regular files are

@@ -113,7 +113,7 @@ def _expected_errors():
     from ._cli_common import CLIError
     from .kernels import BackendUnavailable
     from .models.keras_weights import KerasWeightsError
-    from .models.saving import ModelFileError
+    from .models.file_format import ModelFileError
     return (CLIError, ModelFileError, KerasWeightsError, BackendUnavailable,
             FileNotFoundError, ImportError)
 

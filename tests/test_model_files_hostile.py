@@ -14,7 +14,7 @@ import pytest
 
 import fastconv
 from fastconv.models.keras_weights import KerasWeightsError
-from fastconv.models.saving import ModelFileError
+from fastconv.models.file_format import ModelFileError
 
 from .model_helpers import tiny_convnet
 

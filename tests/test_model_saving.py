@@ -13,7 +13,7 @@ import pytest
 import fastconv
 from fastconv import layers as L
 from fastconv.models import saving
-from fastconv.models.saving import ModelFileError
+from fastconv.models.file_format import ModelFileError
 
 from .model_helpers import discs_and_squares, tiny_convnet
 

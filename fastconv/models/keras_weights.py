@@ -19,7 +19,7 @@ listed:
 
 Hostile files: every dataset's dtype and declared size are checked before it
 is read (strings are named as such; the weights together may declare at most
-MAX_INFLATION times the file's size, see fastconv.models.saving), and NaN or inf
+MAX_INFLATION times the file's size, see fastconv.models.file_format), and NaN or inf
 weights are refused, naming the layer.
 """
 from __future__ import annotations
@@ -29,6 +29,8 @@ import re
 from typing import NamedTuple
 
 import numpy as np
+
+from .file_format import MAX_INFLATION, SIZE_SLACK
 
 
 class KerasLayer(NamedTuple):
@@ -95,7 +97,6 @@ def _check_dataset(path, lname, k, ds, expected=None):
 def _check_sizes(path, layers):
     """Refuse a file whose weight datasets declare more bytes than it can hold, before
     reading any (a small file can declare a huge, unallocated dataset)."""
-    from .saving import MAX_INFLATION, SIZE_SLACK
     declared = sum(int(np.prod(ds.shape, dtype=object)) * 4 for _, dss in layers for ds in dss)
     size = os.path.getsize(path)
     if declared > MAX_INFLATION * size + SIZE_SLACK:
