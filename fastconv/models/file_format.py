@@ -25,6 +25,7 @@ import zlib
 import numpy as np
 
 from .._version import __version__
+from .model import loadable_names, model_class
 
 META = "fastconv_meta"
 FORMAT = "fastconv"
@@ -103,9 +104,9 @@ def _check_meta(path, meta):
     if meta.get("format_version") != FORMAT_VERSION:
         fail(path, f"format version {meta.get('format_version')!r} is not supported by "
                    f"fastconv {__version__} (it reads version {FORMAT_VERSION})")
-    if meta.get("class_name") != "Sequential":
+    if model_class(meta.get("class_name")) is None:
         fail(path, f"holds a model of type {meta.get('class_name')!r}; fastconv loads "
-                   f"Sequential models")
+                   f"{' and '.join(loadable_names())} models")
     if not isinstance(meta.get("weights"), list) or not isinstance(meta.get("config"), dict):
         fail(path, "its metadata lacks the weight list or the model config")
 

@@ -230,11 +230,11 @@ def load_into(model, path):
     every value is checked to be finite before anything is assigned; the first
     layer that differs is named in a KerasWeightsError.
     """
-    model._require_built("load Keras weights")
+    model.require_built("load Keras weights")
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Keras weights file not found: {path}")
-    mine = [layer for layer in model.layers if layer._weights]
+    mine = [layer for layer in model.layers if layer.weight_shapes()]
     h5py = _h5py()
     try:
         with h5py.File(path, "r") as f:
@@ -244,8 +244,7 @@ def load_into(model, path):
             if listed is None:
                 read_keras_weights(path)      # raises the not-a-Keras-file error
             ordered, layers = listed
-            _checked(path, layers, [[tuple(w.shape) for w in layer._weights]
-                                    for layer in mine])
+            _checked(path, layers, [layer.weight_shapes() for layer in mine])
             if ordered:
                 _check_fit(path, mine, layers)
             if len(layers) != len(mine):
@@ -274,8 +273,7 @@ def _count_error(path, mine, layers):
 
 
 def _want(layer):
-    return (_KINDS.get(type(layer).__name__, type(layer).__name__),
-            [tuple(w.shape) for w in layer._weights])
+    return _KINDS.get(type(layer).__name__, type(layer).__name__), layer.weight_shapes()
 
 
 def _match_by_shape(path, mine, layers):

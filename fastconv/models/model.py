@@ -22,6 +22,7 @@ from .summary import print_summary
 
 DEVICES = kernels.BACKENDS
 _MAX_PLANS = 6
+_FILE_CLASSES = {}      # class_name in a model file -> the Model subclass that loads it
 
 
 def locked(method):
@@ -31,6 +32,23 @@ def locked(method):
         with self._lock:
             return method(self, *args, **kwargs)
     return run
+
+
+def loadable(cls):
+    """Class decorator: model files whose class_name is cls.__name__ load as cls
+    (through cls.from_config and cls.planned_weights; see models.saving)."""
+    _FILE_CLASSES[cls.__name__] = cls
+    return cls
+
+
+def model_class(name):
+    """The Model subclass that loads files of class_name `name`, or None."""
+    return _FILE_CLASSES.get(name) if isinstance(name, str) else None
+
+
+def loadable_names():
+    """The class names that model files may hold, e.g. ['Sequential']."""
+    return sorted(_FILE_CLASSES)
 
 
 def _check_device(owner, device):
@@ -44,9 +62,14 @@ class Model:
     """The base of fastconv's models: layers, device, weights and their order, plans.
 
     A subclass says how the layers connect: it provides output_shape, build(input_shape),
-    get_config() and from_config(config, device, seed), and adds its layers to
-    self.layers in the order their weights are listed (get_weights, set_weights and
-    model files use that order).
+    get_config(), from_config(config, device, seed) and planned_weights(config) (see
+    models.saving), and adds its layers to self.layers in the order their weights are
+    listed (get_weights, set_weights and model files use that order).
+
+    Model files (models.saving, models.keras_weights) use only public attributes and
+    methods: layers, name, seed, compiled, loss, metrics, optimizer, get_config,
+    compile, set_weights, require_built, weight_specs, rng_states / set_rng_states and
+    optimizer_state / restore_optimizer_state (the "model files" section below).
 
     Threads: one model may be used from several Python threads. Its plans (batch
     buffers) and weights are shared, so a model serialises its public entry points
@@ -59,14 +82,14 @@ class Model:
     """
 
     _kind = "Model"              # the class that constructor errors name
-    _default_name = "model"      # the model's name when none is given
+    default_name = "model"       # the model's name when none is given
     _warned_nonfinite = False    # set on the instance by the first non-finite input
 
     def __init__(self, name=None, device="cpu", seed=None):
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"{self._kind}: `name` must be a non-empty string, received "
                              f"name={name!r}")
-        self.name = name or self._default_name
+        self.name = name or self.default_name
         self._lock = threading.RLock()        # see "Threads" above
         self._device = _check_device(self._kind, device)
         seed = _random.check_seed(self._kind, seed)
@@ -96,7 +119,7 @@ class Model:
     def built(self):
         return self.input_shape is not None and all(layer.built for layer in self.layers)
 
-    def _require_built(self, what):
+    def require_built(self, what):
         if not self.built:
             raise ValueError(
                 f"{self.name}: cannot {what} before the model is built; give the first "
@@ -153,19 +176,6 @@ class Model:
             self._layer_rngs[layer.name] = np.random.default_rng(layer.seed)
         return self._layer_rngs[layer.name]
 
-    def _rng_states(self):
-        """JSON-able states of the init, shuffle and dropout generators (saved in files)."""
-        return [rng.bit_generator.state for rng in
-                (self._init_rng, self._shuffle_rng, self._dropout_rng)]
-
-    def _set_rng_states(self, seed, states):
-        self.seed = _random.check_seed(self.name, seed)
-        rngs = _random.streams(self.seed)
-        for rng, state in zip(rngs, states):
-            rng.bit_generator.state = state
-        self._init_rng, self._shuffle_rng, self._dropout_rng = rngs
-        self._invalidate()
-
     def _params(self):
         return [w for layer in self.layers for w in layer._weights]
 
@@ -190,7 +200,7 @@ class Model:
 
     def plan_summary(self, training=True):
         """The kernel steps a plan runs on this device, e.g. ['conv2d_relu_maxpool', ...]."""
-        self._require_built("plan")
+        self.require_built("plan")
         ops, head = logical_ops(self.layers)
         steps = describe(ops, self._backend())
         if head is not None:
@@ -199,7 +209,7 @@ class Model:
 
     # ------------------------------------------------------------------ weights
     def count_params(self):
-        self._require_built("count parameters")
+        self.require_built("count parameters")
         return sum(layer.count_params() for layer in self.layers)
 
     @locked
@@ -209,7 +219,7 @@ class Model:
 
     @locked
     def set_weights(self, weights):
-        self._require_built("set weights")
+        self.require_built("set weights")
         weights = list(weights)
         want = sum(len(layer._weights) for layer in self.layers)
         if len(weights) != want:
@@ -231,6 +241,42 @@ class Model:
             if m:
                 layer.set_weights(weights[k:k + m])
                 k += m
+
+    # ------------------------------------------------------------------ model files
+    def weight_specs(self):
+        """[(layer name, weight name, shape)] of every weight in get_weights() order,
+        copying nothing (a model file's weight list is checked against it)."""
+        return [(layer.name, wname, shape) for layer in self.layers
+                for wname, shape in zip(layer.weight_names, layer.weight_shapes())]
+
+    def rng_states(self):
+        """JSON-able states of the init, shuffle and dropout generators (saved in files)."""
+        return [rng.bit_generator.state for rng in
+                (self._init_rng, self._shuffle_rng, self._dropout_rng)]
+
+    def set_rng_states(self, seed, states):
+        """Continue the generators from `states` (rng_states() of a model of `seed`)."""
+        self.seed = _random.check_seed(self.name, seed)
+        rngs = _random.streams(self.seed)
+        for rng, state in zip(rngs, states):
+            rng.bit_generator.state = state
+        self._init_rng, self._shuffle_rng, self._dropout_rng = rngs
+        self._invalidate()
+
+    def optimizer_state(self):
+        """(iterations, host arrays) of the optimizer state a save writes: the built
+        optimizer's, else the one a loaded file holds for the next fit; or None."""
+        if self.optimizer is not None and self.optimizer.built:
+            return self.optimizer.iterations, self.optimizer.get_state()
+        if self._pending_optimizer_state is not None:
+            arrays, iterations = self._pending_optimizer_state
+            return iterations, arrays
+        return None
+
+    def restore_optimizer_state(self, arrays, iterations):
+        """Optimizer state read from a file (after compile): the optimizer takes it when
+        it is built, at the next fit or train_on_batch; a new compile drops it."""
+        self._pending_optimizer_state = (arrays, iterations)
 
     # ------------------------------------------------------------------ plan
     def _check_head(self):

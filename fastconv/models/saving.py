@@ -15,12 +15,15 @@ import os
 
 import numpy as np
 
+from .. import layers as L
 from .. import optimizers as optimizers_mod
 from .._files import atomic_replace
 from .._version import __version__
+from . import keras_weights
 from .file_format import (FORMAT, FORMAT_VERSION, MAX_INFLATION, META, SIZE_SLACK,
                           array_digest, check_shapes, checked_array, fail, meta_array,
                           read_file, weight_arrays)
+from .model import model_class
 
 # --------------------------------------------------------------------------- writing
 
@@ -53,20 +56,20 @@ def save_model(model, filepath, include_optimizer=True, train_state=None):
     `train_state` (a JSON-able dict, e.g. the CLI's epochs done and history) is stored in
     the metadata under 'train_state', so that a checkpoint and the state it belongs to
     are one file, replaced by one rename: no kill can leave them out of step."""
-    model._require_built("save")
+    model.require_built("save")
     arrays, entries = _weight_entries(model)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "model",
             "fastconv_version": __version__, "class_name": type(model).__name__,
             "config": model.get_config(), "weights": entries, "compile": None,
             "optimizer_state": None}
-    meta["random"] = {"seed": model.seed, "streams": model._rng_states()}
+    meta["random"] = {"seed": model.seed, "streams": model.rng_states()}
     meta["class_names"] = getattr(model, "class_names", None)   # label order, set by the CLI
     if train_state is not None:
         meta["train_state"] = train_state
     if model.compiled:
         meta["compile"] = {"loss": model.loss, "metrics": list(model.metrics),
                            "optimizer": optimizers_mod.serialize(model.optimizer)}
-        state = _optimizer_state(model) if include_optimizer else None
+        state = model.optimizer_state() if include_optimizer else None
         if state is not None:
             iterations, arrays_o = state
             o_entries = []
@@ -80,18 +83,9 @@ def save_model(model, filepath, include_optimizer=True, train_state=None):
     atomic_write(filepath, arrays)
 
 
-def _optimizer_state(model):
-    pending = getattr(model, "_pending_optimizer_state", None)
-    if model.optimizer is not None and model.optimizer.built:
-        return model.optimizer.iterations, model.optimizer.get_state()
-    if pending is not None:
-        return pending[1], pending[0]
-    return None
-
-
 def save_weights(model, filepath):
     """Save only the weights (with the architecture for checking) to `filepath`."""
-    model._require_built("save weights")
+    model.require_built("save weights")
     arrays, entries = _weight_entries(model)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": "weights",
             "fastconv_version": __version__, "class_name": type(model).__name__,
@@ -102,34 +96,16 @@ def save_weights(model, filepath):
 
 # --------------------------------------------------------------------------- reading
 
-def _planned(path, config):
-    """[(layer name, weight name, shape)] that Sequential.from_config(config) would allocate,
-    computed without allocating anything (a config can declare Dense(3e9))."""
-    from .. import layers as L
+def _planned(path, cls, config):
+    """cls.planned_weights(config): what from_config would allocate, or ModelFileError."""
     try:
-        layers = [L.deserialize(spec) for spec in config["layers"]]
-        shape = config.get("input_shape")
-        shape = None if shape is None else (None,) + tuple(shape)
-        out = []
-        for k, layer in enumerate(layers):
-            if isinstance(layer, L.InputLayer):
-                shape = (None,) + layer.shape
-                continue
-            if shape is None and layer.input_shape_arg is not None:
-                shape = (None,) + layer.input_shape_arg
-            if shape is None:
-                return None         # an unbuilt model: from_config allocates nothing
-            name = layer.name or f"{layer.prefix} (layer {k})"
-            out += [(name, wname, s) for wname, s in
-                    zip(layer.weight_names, layer.weight_shapes_for(shape))]
-            shape = layer.compute_output_shape(shape)
+        return cls.planned_weights(config)
     except (ValueError, TypeError, KeyError, L.LayerError) as exc:
         fail(path, f"its architecture cannot be rebuilt: {exc}")
-    return out
 
 
-def _check_planned(path, meta):
-    planned = _planned(path, meta["config"])
+def _check_planned(path, cls, meta):
+    planned = _planned(path, cls, meta["config"])
     if planned is None:
         return
     need = 4 * sum(math.prod(s) for _, _, s in planned)
@@ -137,18 +113,16 @@ def _check_planned(path, meta):
     if need > MAX_INFLATION * size + SIZE_SLACK:    # the file must hold its weights
         fail(path, f"its config declares {need // 4:,} parameters ({need:,} bytes of "
                    f"float32) but the file is only {size:,} bytes: it was modified or damaged")
-    check_shapes(path, planned, meta, meta["config"].get("name") or "sequential")
+    check_shapes(path, planned, meta, meta["config"].get("name") or cls.default_name)
 
 
 def _assign(path, model, weights, meta):
-    expected = [(layer.name, wname, tuple(w.shape)) for layer in model.layers
-                for wname, w in zip(layer.weight_names, layer._weights)]
-    check_shapes(path, expected, meta, model.name)
+    check_shapes(path, model.weight_specs(), meta, model.name)
     model.set_weights(weights)
 
 
 def load_model(filepath, device="cpu", compile=True):
-    """The Sequential saved in `filepath`, on `device`, compiled as it was saved
+    """The model (a Sequential) saved in `filepath`, on `device`, compiled as it was saved
     (with its optimizer state when saved). Never unpickles anything.
 
     Everything the file declares (entry sizes, the config's weight shapes) is
@@ -162,15 +136,14 @@ def load_model(filepath, device="cpu", compile=True):
 
 
 def _load_model(path, meta, entries, device, compile):
-    from .. import layers as L
-    from .sequential import Sequential
+    cls = model_class(meta["class_name"])       # read_file checked that it is loadable
     if meta.get("kind") != "model":
         fail(path, f"holds only weights (kind {meta.get('kind')!r}); build the model and call "
                    f"model.load_weights() instead")
-    _check_planned(path, meta)
+    _check_planned(path, cls, meta)
     weights = weight_arrays(path, meta, entries)
     try:
-        model = Sequential.from_config(meta["config"], device=device)
+        model = cls.from_config(meta["config"], device=device)
     except (ValueError, TypeError, KeyError, L.LayerError) as exc:
         fail(path, f"its architecture cannot be rebuilt: {exc}")
     _assign(path, model, weights, meta)
@@ -179,7 +152,7 @@ def _load_model(path, meta, entries, device, compile):
     rnd = meta.get("random")
     if isinstance(rnd, dict):
         try:
-            model._set_rng_states(rnd["seed"], rnd["streams"])
+            model.set_rng_states(rnd["seed"], rnd["streams"])
         except (KeyError, TypeError, ValueError) as exc:
             fail(path, f"its random-generator state is invalid: {exc}")
     comp = meta.get("compile")
@@ -192,14 +165,14 @@ def _load_model(path, meta, entries, device, compile):
         state = meta.get("optimizer_state")
         if state:
             listed = state.get("arrays", []) if isinstance(state, dict) else None
-            want = len(model._params()) * len(model.optimizer.state_names)
+            want = len(model.weight_specs()) * len(model.optimizer.state_names)
             if not isinstance(listed, list) or len(listed) != want:
                 fail(path, f"holds {len(listed) if isinstance(listed, list) else 'no'} "
                            f"optimizer state arrays, the optimizer needs {want}")
             arrays_o = [checked_array(path, entries, e, f"optimizer state {k}")
                         for k, e in enumerate(listed)]
-            model._pending_optimizer_state = ([np.array(a) for a in arrays_o],
-                                              int(state.get("iterations", 0)))
+            model.restore_optimizer_state([np.array(a) for a in arrays_o],
+                                          int(state.get("iterations", 0)))
     return model
 
 
@@ -208,15 +181,12 @@ def load_weights(model, filepath):
     save_weights() or save(), or from a Keras HDF5 weights file (Keras 2
     `save_weights` or Keras 3 `.weights.h5`; needs h5py, fastconv[keras]).
     Shapes are compared before any weight is read; NaN or inf weights are refused."""
-    from . import keras_weights
     if os.path.isfile(filepath) and keras_weights.is_hdf5(filepath):
         return keras_weights.load_into(model, filepath)
     path, meta, entries = read_file(filepath)
     try:
-        model._require_built("load weights")
-        _assign_shapes = [(layer.name, wname, tuple(w.shape)) for layer in model.layers
-                          for wname, w in zip(layer.weight_names, layer._weights)]
-        check_shapes(path, _assign_shapes, meta, model.name)
+        model.require_built("load weights")
+        check_shapes(path, model.weight_specs(), meta, model.name)
         weights = weight_arrays(path, meta, entries)
         _assign(path, model, weights, meta)
     finally:

@@ -13,10 +13,12 @@ evaluate/predict are models.training.Trainer.
 from __future__ import annotations
 
 from .. import layers as L
-from .model import Model, locked
+from . import saving
+from .model import Model, loadable, locked
 from .training import Trainer
 
 
+@loadable
 class Sequential(Trainer, Model):
     """A linear stack of layers (Keras's Sequential).
 
@@ -31,7 +33,7 @@ class Sequential(Trainer, Model):
     """
 
     _kind = "Sequential"
-    _default_name = "sequential"
+    default_name = "sequential"
 
     def __init__(self, layers=None, name=None, device="cpu", seed=None):
         super().__init__(name=name, device=device, seed=seed)
@@ -146,21 +148,42 @@ class Sequential(Trainer, Model):
             model.add(L.deserialize(spec))
         return model
 
+    @classmethod
+    def planned_weights(cls, config):
+        """[(layer name, weight name, shape)] that from_config(config) would allocate, or
+        None for an unbuilt model (it allocates nothing), computed without allocating
+        anything (a config can declare Dense(3e9)). Raises ValueError, TypeError,
+        KeyError or LayerError for a config that cannot be rebuilt."""
+        layers = [L.deserialize(spec) for spec in config["layers"]]
+        shape = config.get("input_shape")
+        shape = None if shape is None else (None,) + tuple(shape)
+        out = []
+        for k, layer in enumerate(layers):
+            if isinstance(layer, L.InputLayer):
+                shape = (None,) + layer.shape
+                continue
+            if shape is None and layer.input_shape_arg is not None:
+                shape = (None,) + layer.input_shape_arg
+            if shape is None:
+                return None         # an unbuilt model: from_config allocates nothing
+            name = layer.name or f"{layer.prefix} (layer {k})"
+            out += [(name, wname, s) for wname, s in
+                    zip(layer.weight_names, layer.weight_shapes_for(shape))]
+            shape = layer.compute_output_shape(shape)
+        return out
+
     @locked
     def save(self, filepath, include_optimizer=True):
         """Write the architecture, weights and (optionally) optimizer state to one
         .npz file, atomically. Load with fastconv.load_model."""
-        from . import saving
         saving.save_model(self, filepath, include_optimizer=include_optimizer)
 
     @locked
     def save_weights(self, filepath):
-        from . import saving
         saving.save_weights(self, filepath)
 
     @locked
     def load_weights(self, filepath):
-        from . import saving
         saving.load_weights(self, filepath)
 
     def __repr__(self):

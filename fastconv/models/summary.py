@@ -4,7 +4,7 @@ from __future__ import annotations
 
 def print_summary(model, line_length=None, positions=None, print_fn=None):
     """Print the Keras 2 summary table (Layer (type), Output Shape, Param #)."""
-    model._require_built("summarise")
+    model.require_built("summarise")
     print_fn = print_fn or print
     line_length = line_length or 65
     positions = positions or [0.45, 0.85, 1.0]

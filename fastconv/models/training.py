@@ -73,7 +73,7 @@ class Trainer:
     def _require_compiled(self, what):
         if not self.compiled:
             raise RuntimeError(f"{self.name}: call compile(optimizer, loss) before {what}")
-        self._require_built(what)
+        self.require_built(what)
         self._check_head()
 
     # ------------------------------------------------------------------ steps
@@ -262,7 +262,7 @@ class Trainer:
             raise RuntimeError(f"{self.name}: call compile(optimizer, loss) before fit")
         if not self.built and isinstance(x, np.ndarray) and self.layers:
             self.build((None,) + x.shape[1:])
-        self._require_built("fit")
+        self.require_built("fit")
         self._check_head()
 
     @staticmethod
@@ -307,7 +307,7 @@ class Trainer:
         """Model outputs (after the final sigmoid/softmax) as a float32 NumPy array."""
         if not self.built and isinstance(x, np.ndarray) and self.layers:
             self.build((None,) + x.shape[1:])
-        self._require_built("predict")
+        self.require_built("predict")
         batch_size = self._check_positive("batch_size", batch_size)
         data = self._adapt(x, None, "predict")
         if data[0] == "arrays":
