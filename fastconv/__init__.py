@@ -1,7 +1,7 @@
 """fastconv: small convolutional image classifiers on hand-written Numba kernels.
 
 Backends live in fastconv.kernels ('reference' NumPy, 'cpu' Numba, 'cuda'
-numba-cuda); see ../shared/DESIGN.md for the contract they share.
+numba-cuda); docs/contract.md is the contract they share.
 """
 from ._version import __version__
 
@@ -28,7 +28,8 @@ from . import callbacks, layers, losses, optimizers  # noqa: E402
 from ._random import set_seed  # noqa: E402
 from . import models  # noqa: E402
 from .models import Sequential, small_convnet  # noqa: E402
-from .saving import ModelFileError, load_model  # noqa: E402
+from .models.file_format import ModelFileError  # noqa: E402
+from .models.saving import load_model  # noqa: E402
 
 __all__ = ["__version__", "check", "cuda_available", "kernels", "layers", "models",
            "optimizers", "losses", "callbacks", "Sequential", "small_convnet", "set_seed",

@@ -107,7 +107,7 @@ class ModelCheckpoint(Callback):
         device or FIFO there (saving replaces only regular files) or a missing folder
         raises now, not after an epoch of training."""
         if "{" not in self.filepath:
-            from .saving import save_target
+            from ._files import save_target
             save_target(self.filepath)
 
     def on_epoch_end(self, epoch, logs=None):

@@ -11,7 +11,7 @@ from PIL import Image
 from fastconv import Sequential, layers as L
 from fastconv._text import printable
 from fastconv.cli import main
-from fastconv.saving import save_model
+from fastconv.models.saving import save_model
 
 S = 8
 RED, NEWLINE = "\x1b[31mred", "new\nline"        # class names a model file may hold

@@ -409,7 +409,7 @@ def test_the_smallest_image_size_is_derived_from_the_architecture(demo, tmp_path
 @pytest.mark.parametrize("code", [28, 13, 30])          # ENOSPC, EACCES, EROFS
 def test_a_full_or_read_only_disk_is_one_line_naming_the_file(demo, tmp_path, capsys,
                                                               monkeypatch, code):
-    from fastconv import saving
+    from fastconv.models import saving
 
     def fail(fileobj, arrays):
         raise OSError(code, os.strerror(code))
@@ -461,7 +461,7 @@ def test_a_set_of_unreadable_images_is_refused_before_training(demo, tmp_path, c
 
 def test_a_checkpoint_of_another_architecture_is_refused_before_resuming(demo, tmp_path,
                                                                          capsys):
-    from fastconv import saving
+    from fastconv.models import saving
     from fastconv.cli._train_run import read_state, paths_for
     a, b = str(tmp_path / "a.fcm"), str(tmp_path / "sub" / "b.fcm")
     (tmp_path / "sub").mkdir()

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from fastconv.keras_weights import KerasWeightsError, read_keras_weights
+from fastconv.models.keras_weights import KerasWeightsError, read_keras_weights
 from fastconv.kernels import reference as R
 
 SEED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "seed")

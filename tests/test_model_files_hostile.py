@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv.keras_weights import KerasWeightsError
-from fastconv.saving import ModelFileError
+from fastconv.models.keras_weights import KerasWeightsError
+from fastconv.models.file_format import ModelFileError
 
 from .model_helpers import tiny_convnet
 
@@ -246,7 +246,7 @@ _PROBE = r"""
 import json, resource, sys
 import numpy as np
 import fastconv
-from fastconv import keras_weights
+from fastconv.models import keras_weights
 from tests.model_helpers import tiny_convnet
 model = tiny_convnet(seed=1, input_shape=(12, 12, 1))
 def rss():

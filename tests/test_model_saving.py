@@ -12,8 +12,8 @@ import pytest
 
 import fastconv
 from fastconv import layers as L
-from fastconv import saving
-from fastconv.saving import ModelFileError
+from fastconv.models import saving
+from fastconv.models.file_format import ModelFileError
 
 from .model_helpers import discs_and_squares, tiny_convnet
 
@@ -231,7 +231,7 @@ def test_a_crash_mid_save_keeps_the_previous_file(trained, tmp_path):
 import os, sys
 import numpy as np
 import fastconv
-from fastconv import saving
+from fastconv.models import saving
 model = fastconv.load_model({str(path)!r}, device="reference")
 def crash(fileobj, arrays):
     fileobj.write(b"PK\\x03\\x04" + b"x" * 1000)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from fastconv.saving import NotRegularFileError, atomic_replace
+from fastconv._files import NotRegularFileError, atomic_replace
 
 
 def _never_called(f):

@@ -38,8 +38,8 @@ def _expected_errors():
     """Errors whose message says what is wrong: printed as one line, no traceback."""
     from ._common import CLIError
     from ..kernels import BackendUnavailable
-    from ..keras_weights import KerasWeightsError
-    from ..saving import ModelFileError
+    from ..models.keras_weights import KerasWeightsError
+    from ..models.file_format import ModelFileError
     return (CLIError, ModelFileError, KerasWeightsError, BackendUnavailable,
             FileNotFoundError, ImportError)
 

@@ -9,7 +9,7 @@ import signal
 from contextlib import contextmanager
 
 from .. import kernels
-from ..saving import NotRegularFileError, atomic_replace, save_target
+from .._files import NotRegularFileError, atomic_replace, save_target
 
 SEED_ARCHITECTURE = "the seed small convnet architecture (150x150x3 input, 438,369 params)"
 # The seed's folders were data/train/cats and data/train/dogs; Keras numbers classes in
@@ -71,7 +71,7 @@ def open_model(path, device, class_names=None):
     """A fastconv model file (.fcm/.npz) or a Keras HDF5 weights file of the seed
     architecture, on `device`. class_names (a list) overrides the stored or
     default names. Raises CLIError, ModelFileError or KerasWeightsError."""
-    from .. import keras_weights, saving
+    from ..models import keras_weights, saving
     from ..models import small_convnet
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -104,7 +104,7 @@ def open_model(path, device, class_names=None):
 
 def check_outputs(paths, flag, overwrite, hint="pass --overwrite to replace them"):
     """Check, before any work, the files a command will write: each must be a regular
-    file or not exist yet, in a folder that exists (saving.save_target), and unless
+    file or not exist yet, in a folder that exists (fastconv._files.save_target), and unless
     `overwrite` none may exist. Raises CLIError naming `flag`, the file(s) and why."""
     existing = []
     for path in paths:
@@ -156,7 +156,7 @@ def plain_failures(doing, memory_hint=""):
 
 
 def write_json_atomic(path, obj):
-    """json.dump to `path` atomically (saving.atomic_replace: never half a file)."""
+    """json.dump to `path` atomically (fastconv._files.atomic_replace: never half a file)."""
     text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
     atomic_replace(path, lambda f: f.write(text.encode()))
 

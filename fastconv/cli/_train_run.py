@@ -16,7 +16,7 @@ import time
 
 from ._common import CLIError, deferred_sigint, write_json_atomic
 from ..callbacks import Callback, ModelCheckpoint
-from ..saving import atomic_replace
+from .._files import atomic_replace
 
 SETTINGS = ("epochs", "batch_size", "lr", "optimizer", "image_size", "augment",
             "validation_split", "seed")
@@ -48,13 +48,13 @@ def read_state(paths):
     """The training state of --resume. The checkpoint holds it in its own metadata (one
     file, one rename: always in step with the weights); a checkpoint written before
     that has it in the separate state file, checked against the checkpoint's SHA-256."""
-    from ..saving import ModelFileError, _read
+    from ..models.file_format import ModelFileError, read_file
     if not os.path.isfile(paths["ckpt"]):
         raise CLIError(f"--resume: no checkpoint to continue ({paths['ckpt']} is written "
                        f"by a train run with --out {paths['out']}); train without --resume "
                        f"first")
     try:
-        _, meta, (zf, _) = _read(paths["ckpt"])
+        _, meta, (zf, _) = read_file(paths["ckpt"])
         zf.close()                          # only the metadata is wanted here
     except ModelFileError as exc:
         raise CLIError(f"--resume: {exc}") from None
@@ -238,7 +238,7 @@ class TrainRun:
         """The checkpoint: model, optimizer, generators and the training state in one
         file (one atomic rename, so a kill leaves the old one or the new one, whole).
         The state file beside it is a readable copy; --resume reads the checkpoint."""
-        from ..saving import save_model
+        from ..models.saving import save_model
         state = {"format": STATE_FORMAT, "version": 1, "epochs_done": epochs_done,
                  "settings": self.settings, "data": self.root,
                  "class_names": list(self.model.class_names),

@@ -30,7 +30,7 @@ def cmd_summary(args):
 
 def cmd_convert(args):
     """A Keras .h5 weights file of the seed architecture -> a fastconv model file."""
-    from .. import keras_weights
+    from ..models import keras_weights
     src, dst = os.fspath(args.keras_h5), os.fspath(args.out)
     if not os.path.isfile(src):
         raise CLIError(f"Keras weights file not found: {src}")

@@ -170,7 +170,8 @@ def cmd_train(args):
 def _train(args):
     from .. import optimizers
     from ..models import small_convnet
-    from ..saving import ModelFileError, load_model
+    from ..models.file_format import ModelFileError
+    from ..models.saving import load_model
     require_device(args.device)
     paths = paths_for(args.out)
     # Every file the run writes is checked before anything is: only regular files are

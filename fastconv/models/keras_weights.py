@@ -19,7 +19,7 @@ listed:
 
 Hostile files: every dataset's dtype and declared size are checked before it
 is read (strings are named as such; the weights together may declare at most
-MAX_INFLATION times the file's size, see fastconv.saving), and NaN or inf
+MAX_INFLATION times the file's size, see fastconv.models.file_format), and NaN or inf
 weights are refused, naming the layer.
 """
 from __future__ import annotations
@@ -29,6 +29,8 @@ import re
 from typing import NamedTuple
 
 import numpy as np
+
+from .file_format import MAX_INFLATION, SIZE_SLACK
 
 
 class KerasLayer(NamedTuple):
@@ -95,7 +97,6 @@ def _check_dataset(path, lname, k, ds, expected=None):
 def _check_sizes(path, layers):
     """Refuse a file whose weight datasets declare more bytes than it can hold, before
     reading any (a small file can declare a huge, unallocated dataset)."""
-    from .saving import MAX_INFLATION, SIZE_SLACK
     declared = sum(int(np.prod(ds.shape, dtype=object)) * 4 for _, dss in layers for ds in dss)
     size = os.path.getsize(path)
     if declared > MAX_INFLATION * size + SIZE_SLACK:
@@ -229,11 +230,11 @@ def load_into(model, path):
     every value is checked to be finite before anything is assigned; the first
     layer that differs is named in a KerasWeightsError.
     """
-    model._require_built("load Keras weights")
+    model.require_built("load Keras weights")
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Keras weights file not found: {path}")
-    mine = [layer for layer in model.layers if layer._weights]
+    mine = [layer for layer in model.layers if layer.weight_shapes()]
     h5py = _h5py()
     try:
         with h5py.File(path, "r") as f:
@@ -243,8 +244,7 @@ def load_into(model, path):
             if listed is None:
                 read_keras_weights(path)      # raises the not-a-Keras-file error
             ordered, layers = listed
-            _checked(path, layers, [[tuple(w.shape) for w in layer._weights]
-                                    for layer in mine])
+            _checked(path, layers, [layer.weight_shapes() for layer in mine])
             if ordered:
                 _check_fit(path, mine, layers)
             if len(layers) != len(mine):
@@ -273,8 +273,7 @@ def _count_error(path, mine, layers):
 
 
 def _want(layer):
-    return (_KINDS.get(type(layer).__name__, type(layer).__name__),
-            [tuple(w.shape) for w in layer._weights])
+    return _KINDS.get(type(layer).__name__, type(layer).__name__), layer.weight_shapes()
 
 
 def _match_by_shape(path, mine, layers):

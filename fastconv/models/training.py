@@ -1,0 +1,334 @@
+"""Trainer: compile, fit, evaluate, predict and the per-batch calls, for any model.
+
+    model.compile(optimizer=RMSprop(learning_rate=1e-4), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    history = model.fit(x, y, batch_size=16, epochs=50, validation_split=0.2)
+
+A mixin of models.model.Model subclasses (class Sequential(Trainer, Model)). It runs
+the model through its plan interface only: _plan(mode, n) (a Plan with load_slice,
+load_take, forward, compute_loss, correct, backward, predict_out, params, grads, K),
+_params(), _check_head(), build()/built/output_shape and the batch helpers of
+models.batches, so a model whose layers form a graph reuses it unchanged.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from .. import callbacks as cbks
+from .. import losses as losses_mod
+from .. import optimizers as optimizers_mod
+from .._memory import copy as _copy
+from . import batches
+from .model import locked
+
+METRICS = ("accuracy", "acc")
+
+
+class Trainer:
+    """compile/fit/evaluate/predict/train_on_batch/test_on_batch/predict_on_batch (Keras's
+    Model API) on the model's plans; every public entry point holds the model's lock."""
+
+    # the batch helpers, as methods of the model (see models.batches)
+    _check_x = batches.check_x
+    _prep_labels = batches.prep_labels
+    _batches = batches.batches
+    _adapt = batches.adapt
+    _check_positive = batches.check_positive
+
+    # ------------------------------------------------------------------ compile
+    @locked
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None):
+        """optimizer: 'rmsprop' | 'sgd' | 'adam' or an optimizer object; loss:
+        'binary_crossentropy' | 'sparse_categorical_crossentropy' |
+        'categorical_crossentropy'; metrics: None or ['accuracy']."""
+        if loss is None:
+            raise ValueError(f"{self.name}.compile: `loss` is required, e.g. "
+                             f"loss='binary_crossentropy'")
+        opt = optimizers_mod.get(optimizer)
+        spec = losses_mod.get(loss)
+        if metrics is None:
+            metrics = []
+        if isinstance(metrics, str):
+            metrics = [metrics]
+        for m in metrics:
+            if m not in METRICS:
+                raise ValueError(f"{self.name}.compile: unknown metric {m!r}; fastconv "
+                                 f"supports 'accuracy'")
+        self.optimizer = opt
+        self._pending_optimizer_state = None
+        if self._K is not None:
+            opt.to(self._K)
+        self._loss = spec
+        self.loss = spec.name
+        self.metrics = list(metrics)
+        self.compiled = True
+        if self.built:
+            self._check_head()
+        self._invalidate()
+
+    def _require_compiled(self, what):
+        if not self.compiled:
+            raise RuntimeError(f"{self.name}: call compile(optimizer, loss) before {what}")
+        self.require_built(what)
+        self._check_head()
+
+    # ------------------------------------------------------------------ steps
+    def _train_step(self, plan, guard_snaps=None):
+        """One optimisation step on the batch already in plan's buffers.
+
+        Returns (loss, correct). A non-finite loss skips the update (correct is None)."""
+        plan.forward()
+        loss = plan.compute_loss()
+        if not math.isfinite(loss):
+            return loss, None
+        correct = plan.correct() if self.metrics else 0
+        if guard_snaps is not None:
+            for p, s in zip(plan.params, guard_snaps):
+                _copy(p, s)
+        plan.backward()
+        self.optimizer.apply(plan.K, plan.params, plan.grads)
+        return loss, correct
+
+    def _ensure_optimizer(self):
+        K = self._backend()
+        if not self.optimizer.built:
+            if self._pending_optimizer_state is not None:
+                arrays, iterations = self._pending_optimizer_state
+                self.optimizer.set_state(arrays, K, self._params(), iterations)
+                self._pending_optimizer_state = None
+            else:
+                self.optimizer.build(K, self._params())
+
+    @locked
+    def train_on_batch(self, x, y, return_dict=False):
+        """One step on (x, y); returns loss, or [loss, accuracy] with metrics. A NaN/inf
+        loss is returned but not applied."""
+        if not self.compiled:
+            raise RuntimeError(f"{self.name}: call compile(optimizer, loss) before "
+                               f"train_on_batch")
+        x = self._check_x(x)                     # builds the model from x if needed
+        self._require_compiled("train_on_batch")
+        y = self._prep_labels(y, x.shape[0])
+        self._ensure_optimizer()
+        plan = self._plan("train", x.shape[0])
+        plan.load_slice(x, y, 0, x.shape[0])
+        loss, correct = self._train_step(plan)
+        logs = {"loss": loss}
+        for m in self.metrics:
+            logs[m] = float("nan") if correct is None else correct / x.shape[0]
+        return self._result(logs, return_dict)
+
+    def _result(self, logs, return_dict):
+        if return_dict:
+            return logs
+        if len(logs) == 1:
+            return logs["loss"]
+        return list(logs.values())
+
+    # ------------------------------------------------------------------ fit
+    @locked
+    def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
+            steps_per_epoch=None):
+        """Train; returns a History whose .history has loss, accuracy, val_loss, val_accuracy.
+
+        x, y: arrays, or x an iterable of (x, y) batches (e.g. a data pipeline with
+        __iter__/__len__), re-iterated each epoch. validation_split takes the last
+        fraction of array data (before shuffling), as Keras.
+        """
+        self._require_compiled_or_build(x)
+        batch_size = self._check_positive("batch_size", batch_size)
+        epochs = self._check_positive("epochs", epochs, allow_zero=True)
+        if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
+            raise ValueError(f"{self.name}.fit: validation_split must be in [0, 1), received "
+                             f"validation_split={validation_split!r}")
+        data = self._adapt(x, y, "fit")
+        if validation_split:
+            if data[0] != "arrays":
+                raise ValueError(f"{self.name}.fit: validation_split needs array x and y; "
+                                 f"pass validation_data with an iterable")
+            split = int(data[1].shape[0] * (1.0 - validation_split))
+            if split == 0 or split == data[1].shape[0]:
+                raise ValueError(f"{self.name}.fit: validation_split={validation_split} leaves "
+                                 f"no training or no validation samples of {data[1].shape[0]}")
+            val = ("arrays", data[1][split:], data[2][split:])
+            data = ("arrays", data[1][:split], data[2][:split])
+        elif validation_data is not None:
+            if isinstance(validation_data, tuple) and len(validation_data) == 3:
+                raise ValueError(f"{self.name}.fit: validation_data=(x, y, sample_weight): "
+                                 f"sample weights are not supported; pass (x, y)")
+            if isinstance(validation_data, tuple) and len(validation_data) == 2 \
+                    and isinstance(validation_data[0], np.ndarray):
+                val = self._adapt(validation_data[0], validation_data[1], "fit")
+            else:
+                val = self._adapt(validation_data, None, "fit")
+        else:
+            val = None
+        if data[0] == "arrays":
+            steps = math.ceil(data[1].shape[0] / batch_size)
+        else:
+            steps = steps_per_epoch if steps_per_epoch is not None else (
+                len(data[1]) if hasattr(data[1], "__len__") else None)
+        self._ensure_optimizer()
+
+        callbacks = list(callbacks or [])
+        for c in callbacks:
+            if not isinstance(c, cbks.Callback):
+                raise TypeError(f"{self.name}.fit: callbacks must be fastconv.callbacks."
+                                f"Callback objects, received {type(c).__name__}")
+        history = cbks.History()
+        guard = next((c for c in callbacks if isinstance(c, cbks.TerminateOnNaN)), None)
+        if guard is None:
+            guard = cbks.TerminateOnNaN()
+            callbacks.append(guard)
+        callbacks.append(history)
+        params = {"epochs": epochs, "steps": steps, "verbose": verbose,
+                  "batch_size": batch_size}
+        cb = cbks.CallbackList(callbacks, self, params)
+        snaps = None
+        if guard.restore_weights:
+            K = self._backend()
+            snaps = [K.empty(tuple(p.shape)) for p in self._params()]
+            for p, s in zip(self._params(), snaps):
+                _copy(p, s)
+
+        self.stop_training = False
+        self.history = history
+        cb.on_train_begin()
+        for epoch in range(initial_epoch, epochs):
+            if verbose:
+                print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+            cb.on_epoch_begin(epoch)
+            t0 = time.perf_counter()
+            bar = self._bar(steps, verbose)
+            loss_sum, correct_sum, seen = 0.0, 0, 0
+            nonfinite = None
+            for b, (plan, n) in enumerate(self._batches(data, batch_size, shuffle, True,
+                                                        steps_per_epoch)):
+                cb.on_train_batch_begin(b)
+                loss, correct = self._train_step(plan, snaps)
+                if correct is None:
+                    nonfinite = (b, loss)
+                    loss_sum += loss * n
+                    seen += n
+                    restored = snaps is not None
+                    if restored:
+                        for p, s in zip(self._params(), snaps):
+                            _copy(s, p)
+                    guard.on_nonfinite_loss(epoch, b, loss, restored)
+                    break
+                loss_sum += loss * n
+                correct_sum += correct
+                seen += n
+                batch_logs = {"loss": loss_sum / seen}
+                for m in self.metrics:
+                    batch_logs[m] = correct_sum / seen
+                cb.on_train_batch_end(b, batch_logs)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(batch_logs, refresh=False)
+                if self.stop_training:
+                    break
+            if bar is not None:
+                bar.close()
+            if seen == 0:
+                raise ValueError(
+                    f"{self.name}.fit: the training data yielded no samples in epoch "
+                    f"{epoch + 1} (a one-shot generator is exhausted after one pass: pass a "
+                    f"re-iterable object, or steps_per_epoch)")
+            logs = {"loss": loss_sum / seen}
+            for m in self.metrics:
+                logs[m] = correct_sum / seen if nonfinite is None else float("nan")
+            if val is not None:
+                vlogs = self._evaluate_data(val, batch_size)
+                for k, v in vlogs.items():
+                    logs[f"val_{k}"] = v
+            cb.on_epoch_end(epoch, logs)
+            if verbose:
+                took = time.perf_counter() - t0
+                print(f"{seen}/{seen} - {took:.0f}s - " +
+                      " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
+            if self.stop_training:
+                break
+        cb.on_train_end()
+        return history
+
+    def _require_compiled_or_build(self, x):
+        if not self.compiled:
+            raise RuntimeError(f"{self.name}: call compile(optimizer, loss) before fit")
+        if not self.built and isinstance(x, np.ndarray) and self.layers:
+            self.build((None,) + x.shape[1:])
+        self.require_built("fit")
+        self._check_head()
+
+    @staticmethod
+    def _bar(steps, verbose):
+        if verbose != 1:
+            return None
+        from tqdm import tqdm
+        return tqdm(total=steps, unit="batch", file=sys.stdout, leave=False,
+                    dynamic_ncols=True)
+
+    # ------------------------------------------------------------------ evaluate / predict
+    def _evaluate_data(self, data, batch_size):
+        loss_sum, correct_sum, seen = 0.0, 0, 0
+        for plan, n in self._batches(data, batch_size, False, False):
+            plan.forward()
+            loss_sum += plan.compute_loss() * n
+            if self.metrics:
+                correct_sum += plan.correct()
+            seen += n
+        if seen == 0:
+            raise ValueError(f"{self.name}: the evaluation data yielded no samples")
+        logs = {"loss": loss_sum / seen}
+        for m in self.metrics:
+            logs[m] = correct_sum / seen
+        return logs
+
+    @locked
+    def evaluate(self, x=None, y=None, batch_size=32, verbose=0, return_dict=False):
+        """Loss (and accuracy) in inference mode (no dropout): loss, [loss, acc] or a dict."""
+        self._require_compiled_or_build(x)
+        batch_size = self._check_positive("batch_size", batch_size)
+        logs = self._evaluate_data(self._adapt(x, y, "evaluate"), batch_size)
+        if verbose:
+            print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
+        return self._result(logs, return_dict)
+
+    def test_on_batch(self, x, y, return_dict=False):
+        return self.evaluate(x, y, batch_size=max(1, len(x)), return_dict=return_dict)
+
+    @locked
+    def predict(self, x, batch_size=32, verbose=0):
+        """Model outputs (after the final sigmoid/softmax) as a float32 NumPy array."""
+        if not self.built and isinstance(x, np.ndarray) and self.layers:
+            self.build((None,) + x.shape[1:])
+        self.require_built("predict")
+        batch_size = self._check_positive("batch_size", batch_size)
+        data = self._adapt(x, None, "predict")
+        if data[0] == "arrays":
+            xa = data[1]
+            result = np.empty((xa.shape[0],) + tuple(self.output_shape[1:]), np.float32)
+            start = 0
+            for plan, n in self._batches(("arrays", xa, None), batch_size, False, False):
+                plan.forward()
+                result[start:start + n] = plan.predict_out()
+                start += n
+            return result
+        outs = []
+        for plan, n in self._batches(data, batch_size, False, False, labels=False):
+            plan.forward()
+            outs.append(np.array(plan.predict_out(), copy=True))
+        if not outs:
+            return np.empty((0,) + tuple(self.output_shape[1:]), np.float32)
+        return np.concatenate(outs)
+
+    def predict_on_batch(self, x):
+        return self.predict(x, batch_size=max(1, len(x)))
+
+    def __call__(self, x):
+        return self.predict(x)
