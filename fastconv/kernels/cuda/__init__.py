@@ -14,7 +14,7 @@ Each kernel module lists its kernels in KERNELS (see _spec.py) for the PTX
 checks (tests/test_cuda_ptx.py) and `python -m fastconv.kernels.cuda.report`.
 """
 from ._mem import empty, synchronize, to_device, to_host, zeros  # noqa: F401
-from .elementwise import (  # noqa: F401
+from .activations import (  # noqa: F401
     dropout_backward, dropout_forward, relu_backward, relu_forward, sigmoid_backward,
     sigmoid_forward, softmax_backward, softmax_forward)
 from .losses import binary_crossentropy, softmax_crossentropy  # noqa: F401

@@ -4,7 +4,7 @@ Forward: one launch of conv2d_fwd_tile (conv2d.py) with the ReLU and the pool wi
 in its epilogue, so the pre-pool activation (N, OH, OW, F) is never written.
 
 Backward: the conv-output gradient dz = pool-backward(dy where y > 0) is formed in a cached
-workspace (elementwise.relu_bwd; or elementwise.zero, then maxpool_grad_scatter, which uses
+workspace (activations.relu_bwd; or activations.zero, then maxpool_grad_scatter, which uses
 float atomics because the op is not told the pool geometry), then the conv backward kernels
 of conv2d.py read dz.
 
@@ -20,7 +20,7 @@ from .. import _validate as v
 from . import _devargs as d
 from . import conv2d as _conv
 from ._spec import KernelSpec
-from .elementwise import _elementwise, relu_bwd, zero
+from .activations import _elementwise, relu_bwd, zero
 
 GRAD_THREADS = 256
 GRAD_MAX_BLOCKS = 65535   # grid-stride loops beyond this

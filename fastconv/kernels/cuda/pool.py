@@ -25,7 +25,7 @@ from . import _launch
 from ._mem import (blocks_for, check_float32, checkable, device_in, finish, is_device_array,
                    out_buffer, out_buffers, out_tuple)
 from ._spec import KernelSpec
-from .elementwise import zero
+from .activations import zero
 
 _F4 = float32[:, :, :, ::1]
 _I4 = int32[:, :, :, ::1]
