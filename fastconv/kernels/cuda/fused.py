@@ -17,7 +17,7 @@ import numpy as np
 from numba import cuda, float32
 
 from .. import _validate as v
-from . import _devargs as d
+from . import _mem
 from . import conv2d as _conv
 from ._spec import KernelSpec
 from .activations import _elementwise, relu_bwd, zero
@@ -65,7 +65,7 @@ KERNELS = [
 
 
 def _grid(total):
-    return min(d.blocks(total, GRAD_THREADS), GRAD_MAX_BLOCKS)
+    return min(_mem.blocks(total, GRAD_THREADS), GRAD_MAX_BLOCKS)
 
 
 def conv2d_relu_forward(x, w, b, stride=1, padding="valid", out=None):
@@ -75,26 +75,26 @@ def conv2d_relu_forward(x, w, b, stride=1, padding="valid", out=None):
     stride, oh, ow, pt, pl = _conv.check_conv("conv2d_forward", x, w, stride, padding)
     _conv.check_bias("conv2d_forward", b, w.shape[3])
     kh, kw, c, f = w.shape
-    [(y, y_host)] = d.out_buffers(op, ("out", out, (x.shape[0], oh, ow, f), np.float32))
-    x, w, b = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "b", b)
+    [(y, y_host)] = _mem.out_buffers(op, ("out", out, (x.shape[0], oh, ow, f), np.float32))
+    x, w, b = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w), _mem.device_in(op, "b", b)
     _conv.launch_forward(x, w.reshape(kh * kw * c, f), b, y, kw, oh, ow, stride, pt, pl,
                          relu=True)
-    return d.finish(y, y_host)
+    return _mem.finish(y, y_host)
 
 
 def conv2d_relu_backward(x, w, dy, y, stride=1, padding="valid", need_dx=True, out=None):
     """conv2d_backward with dz = dy where y > 0 (y the fused forward's output):
     (dx or None, dw, db), new device arrays or the out= tuple's buffers (overwritten)."""
     op = "conv2d_relu_backward"
-    v.fused_relu_grad(d.checkable(dy), d.checkable(y))
+    v.fused_relu_grad(_mem.checkable(dy), _mem.checkable(y))
     stride, oh, ow, pt, pl = _conv.check_conv("conv2d_backward", x, w, stride, padding)
     shape = (x.shape[0], oh, ow, w.shape[3])
     _conv.check_dy("conv2d_backward", dy, shape)
-    d.check_float32(op, "y", y)
+    _mem.check_float32(op, "y", y)
     bufs = _conv.backward_buffers(op, x.shape, w.shape, need_dx, out)
-    x, w = d.device_in(op, "x", x), d.device_in(op, "w", w)
-    dy, y = d.device_in(op, "dy", dy), d.device_in(op, "y", y)
-    dz = d.workspace("conv2d_dz", shape)
+    x, w = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w)
+    dy, y = _mem.device_in(op, "dy", dy), _mem.device_in(op, "y", y)
+    dz = _mem.workspace("conv2d_dz", shape)
     size = int(np.prod(shape))
     _elementwise(relu_bwd, size, dy, y, dz)
     return _conv.launch_backward(x, w, dz, stride, pt, pl, need_dx, bufs)
@@ -115,15 +115,15 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool
     kh, kw, c, f = w.shape
     pool, pool_stride, ph, pw, ppt, ppl = v.fused_pool_geometry(oh, ow, pool, pool_stride,
                                                                 pool_padding)
-    out = d.out_tuple(op, out, 2)
+    out = _mem.out_tuple(op, out, 2)
     shape = (x.shape[0], ph, pw, f)
-    (y, y_host), (arg, arg_host) = d.out_buffers(op, ("out[0]", out[0], shape, np.float32),
-                                                 ("out[1]", out[1], shape, np.int32))
-    x, w, b = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "b", b)
+    (y, y_host), (arg, arg_host) = _mem.out_buffers(op, ("out[0]", out[0], shape, np.float32),
+                                                    ("out[1]", out[1], shape, np.int32))
+    x, w, b = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w), _mem.device_in(op, "b", b)
     _conv.launch_forward(x, w.reshape(kh * kw * c, f), b, y, kw, oh, ow, stride, pt, pl,
                          relu=True, pool=pool, pool_stride=pool_stride, ppt=ppt, ppl=ppl,
                          arg=arg)
-    return d.finish(y, y_host), d.finish(arg, arg_host)
+    return _mem.finish(y, y_host), _mem.finish(arg, arg_host)
 
 
 def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
@@ -137,18 +137,18 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
     """
     op = "conv2d_relu_maxpool_backward"
     stride, oh, ow, pt, pl = _conv.check_conv(op, x, w, stride, padding)
-    v.fused_relu_grad(d.checkable(dy), d.checkable(y))
+    v.fused_relu_grad(_mem.checkable(dy), _mem.checkable(y))
     n, f = x.shape[0], w.shape[3]
-    v.fused_pool_grad(d.checkable(dy), argmax, (n, oh, ow, f), is_array=d.is_device_array)
+    v.fused_pool_grad(_mem.checkable(dy), argmax, (n, oh, ow, f), is_array=_mem.is_device_array)
     if isinstance(argmax, np.ndarray):
         v.check_argmax_range("maxpool2d_backward", argmax, oh * ow)
-    d.check_float32(op, "dy", dy, 4)
-    d.check_float32(op, "y", y)
+    _mem.check_float32(op, "dy", dy, 4)
+    _mem.check_float32(op, "y", y)
     bufs = _conv.backward_buffers(op, x.shape, w.shape, need_dx, out)
-    x, w = d.device_in(op, "x", x), d.device_in(op, "w", w)
-    dy, y = d.device_in(op, "dy", dy), d.device_in(op, "y", y)
-    argmax = d.device_in(op, "argmax", argmax, np.int32)
-    dz = d.workspace("conv2d_dz", (n, oh, ow, f))
+    x, w = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w)
+    dy, y = _mem.device_in(op, "dy", dy), _mem.device_in(op, "y", y)
+    argmax = _mem.device_in(op, "argmax", argmax, np.int32)
+    dz = _mem.workspace("conv2d_dz", (n, oh, ow, f))
     zero(dz)
     maxpool_grad_scatter[_grid(int(np.prod(dy.shape))), GRAD_THREADS](dy, y, argmax, dz)
     return _conv.launch_backward(x, w, dz, stride, pt, pl, need_dx, bufs)

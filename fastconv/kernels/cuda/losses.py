@@ -19,9 +19,8 @@ from numba import cuda, float32, int32, int64
 from .. import _validate as v
 from . import _launch
 from ._launch import REDUCE_MAX
-from ._mem import (check_float32, checkable, device_in, finish, flat, is_device_array, out_buffer,
-                   out_tuple)
-from ._devargs import cached
+from ._mem import (cached, check_float32, checkable, device_in, finish, flat, is_device_array,
+                   out_buffer, out_tuple)
 from ._reduce import block_sum
 from ._spec import KernelSpec
 
@@ -107,7 +106,7 @@ def _make_scratch():
 
 def _scratch():
     """(device (2,), host (2,)) float32 buffers for [loss, bad labels]: allocated once per
-    thread and CUDA context (_devargs.cached), so a step allocates nothing and threads
+    thread and CUDA context (_mem.cached), so a step allocates nothing and threads
     never read each other's loss."""
     return cached("loss_scratch", _make_scratch)
 
