@@ -40,7 +40,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ... import _vector_width
-from .. import _validate as v
+from .. import _validate
 from ._common import check_float32 as _check_float32
 from ._common import Target, contiguous, out_tuple
 
@@ -431,7 +431,7 @@ class Geometry:
                  "hp", "wp", "direct")
 
     def __init__(self, op, x, w, stride, padding):
-        (self.sh, self.sw), self.oh, self.ow, self.pt, self.pl = v.conv2d_geometry(
+        (self.sh, self.sw), self.oh, self.ow, self.pt, self.pl = _validate.conv2d_geometry(
             op, x, w, stride, padding)
         check_float32(op, x=x)
         self.n, self.h, self.w, self.c = x.shape
@@ -525,7 +525,7 @@ def conv2d_forward(x, w, b, stride=1, padding="valid", out=None):
     """
     op = "conv2d_forward"
     g = Geometry(op, x, w, stride, padding)
-    v.check_bias(op, b, g.f, x.dtype)
+    _validate.check_bias(op, b, g.f, x.dtype)
     t = Target(op, "out", out, g.y_shape)
     forward(g, x, w, b, False, t.buf)
     return t.result()
@@ -541,6 +541,6 @@ def conv2d_backward(x, w, dy, stride=1, padding="valid", need_dx=True, out=None)
     """
     op = "conv2d_backward"
     g = Geometry(op, x, w, stride, padding)
-    v.check_dy(op, dy, g.y_shape, x.dtype)
+    _validate.check_dy(op, dy, g.y_shape, x.dtype)
     return backward(op, g, x, w, dy, need_dx, out)
 

@@ -29,9 +29,9 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .. import _validate as v
-from . import conv2d as _c
-from ._common import Target
+from .. import _validate
+from . import conv2d
+from ._common import Target, contiguous
 from .conv2d import F32, OPTS, _conv_row, _stack_f32
 
 
@@ -272,7 +272,7 @@ def _indices_within(a, n):
 def _check_argmax(dy, argmax, grid_shape):
     """maxpool2d_backward's checks (the shared fused ones), then argmax's range in one
     Numba pass instead of check_argmax_range's two NumPy reductions (same message)."""
-    n, h, w, c = v.fused_pool_grad(dy, argmax, grid_shape)
+    n, h, w, c = _validate.fused_pool_grad(dy, argmax, grid_shape)
     if argmax.size and not _indices_within(argmax.reshape(-1), h * w):
         raise ValueError(f"maxpool2d_backward: argmax holds indices outside [0, {h * w})")
 
@@ -281,10 +281,10 @@ def conv2d_relu_forward(x, w, b, stride=1, padding="valid", out=None):
     """y = relu(conv2d_forward(x, w, b)): (N, OH, OW, F), written into out when given
     (overwritten, no allocation), else a new array."""
     op = "conv2d_forward"
-    g = _c.Geometry(op, x, w, stride, padding)
-    v.check_bias(op, b, g.f, x.dtype)
+    g = conv2d.Geometry(op, x, w, stride, padding)
+    _validate.check_bias(op, b, g.f, x.dtype)
     t = Target("conv2d_relu_forward", "out", out, g.y_shape)
-    _c.forward(g, x, w, b, True, t.buf)
+    conv2d.forward(g, x, w, b, True, t.buf)
     return t.result()
 
 
@@ -294,14 +294,14 @@ def conv2d_relu_backward(x, w, dy, y, stride=1, padding="valid", need_dx=True, o
     dy, y (N, OH, OW, F). Returns (dx or None, dw, db), overwritten into out's
     buffers when given; dw and db bitwise identical for any thread count.
     """
-    v.fused_relu_grad(dy, y)
+    _validate.fused_relu_grad(dy, y)
     op = "conv2d_backward"
-    g = _c.Geometry(op, x, w, stride, padding)
-    v.check_dy(op, dy, g.y_shape, x.dtype)
-    _c.check_float32(op, y=y)
-    dz = _c.workspace("relu_dz", g.y_shape)
-    _relu_mask(_c.contiguous(dy).reshape(-1), _c.contiguous(y).reshape(-1), dz.reshape(-1))
-    return _c.backward("conv2d_relu_backward", g, x, w, dz, need_dx, out)
+    g = conv2d.Geometry(op, x, w, stride, padding)
+    _validate.check_dy(op, dy, g.y_shape, x.dtype)
+    conv2d.check_float32(op, y=y)
+    dz = conv2d.workspace("relu_dz", g.y_shape)
+    _relu_mask(contiguous(dy).reshape(-1), contiguous(y).reshape(-1), dz.reshape(-1))
+    return conv2d.backward("conv2d_relu_backward", g, x, w, dz, need_dx, out)
 
 
 def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool_stride=None,
@@ -314,16 +314,16 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool
     (overwritten, no allocation), else new arrays.
     """
     op = "conv2d_relu_maxpool_forward"
-    g = _c.Geometry("conv2d_forward", x, w, stride, padding)
-    v.check_bias("conv2d_forward", b, g.f, x.dtype)
-    (pk_h, pk_w), (ps_h, ps_w), ph, pw, ppt, ppl = v.fused_pool_geometry(
+    g = conv2d.Geometry("conv2d_forward", x, w, stride, padding)
+    _validate.check_bias("conv2d_forward", b, g.f, x.dtype)
+    (pk_h, pk_w), (ps_h, ps_w), ph, pw, ppt, ppl = _validate.fused_pool_geometry(
         g.oh, g.ow, pool, pool_stride, pool_padding)
-    o = _c.out_tuple(op, out, 2)
+    o = conv2d.out_tuple(op, out, 2)
     ty = Target(op, "out[0]", o[0], (g.n, ph, pw, g.f))
     ta = Target(op, "out[1]", o[1], (g.n, ph, pw, g.f), np.int32)
-    zbuf = _c.workspace("pool_rows", (numba.config.NUMBA_NUM_THREADS, pk_h, g.ow, g.f))
-    _forward_pooled(g.padded(x), _c.contiguous(w), g.packed_w(_c.contiguous(w)),
-                    _c.contiguous(b), g.sh, g.sw, g.oh, g.ow,
+    zbuf = conv2d.workspace("pool_rows", (numba.config.NUMBA_NUM_THREADS, pk_h, g.ow, g.f))
+    _forward_pooled(g.padded(x), contiguous(w), g.packed_w(contiguous(w)),
+                    contiguous(b), g.sh, g.sw, g.oh, g.ow,
                     pk_h, pk_w, ps_h, ps_w, ppt, ppl, zbuf, ty.buf, ta.buf)
     return ty.result(), ta.result()
 
@@ -338,29 +338,29 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
     identical for any thread count.
     """
     op = "conv2d_relu_maxpool_backward"
-    g = _c.Geometry(op, x, w, stride, padding)
-    v.fused_relu_grad(dy, y)
-    _check_argmax(dy, _c.contiguous(argmax) if isinstance(argmax, np.ndarray) else argmax,
+    g = conv2d.Geometry(op, x, w, stride, padding)
+    _validate.fused_relu_grad(dy, y)
+    _check_argmax(dy, contiguous(argmax) if isinstance(argmax, np.ndarray) else argmax,
                   g.y_shape)
-    _c.check_float32(op, dy=dy, y=y)
-    o = _c.out_tuple(op, out, 3)
+    conv2d.check_float32(op, dy=dy, y=y)
+    o = conv2d.out_tuple(op, out, 3)
     tdx = Target(op, "out[0]", o[0], x.shape) if need_dx else None
     tdw = Target(op, "out[1]", o[1], w.shape)
     tdb = Target(op, "out[2]", o[2], (g.f,))
     k = g.kw * g.c
     if need_dx:
-        dxp = tdx.buf if g.direct else _c.workspace("dxpad", g.padded_shape)
+        dxp = tdx.buf if g.direct else conv2d.workspace("dxpad", g.padded_shape)
     else:
-        dxp = _c.workspace("no_dx", (1, g.hp, g.wp, g.c))  # typed stand-in, never written
-    dwp = _c.workspace("pool_dw_partial", (g.n, g.f, g.kh, k))
-    dbp = _c.workspace("pool_db_partial", (g.n, g.f))
+        dxp = conv2d.workspace("no_dx", (1, g.hp, g.wp, g.c))  # typed stand-in, never written
+    dwp = conv2d.workspace("pool_dw_partial", (g.n, g.f, g.kh, k))
+    dbp = conv2d.workspace("pool_db_partial", (g.n, g.f))
     threads = numba.config.NUMBA_NUM_THREADS
     pooled = dy.shape[1] * dy.shape[2]
-    _backward_pooled(g.padded(x), g.transposed_w(_c.contiguous(w)), _c.contiguous(dy),
-                     _c.contiguous(y), _c.contiguous(argmax), g.sh, g.sw, g.ow, need_dx,
-                     _c.workspace("sparse_offsets", (threads, g.f, pooled), np.int64),
-                     _c.workspace("sparse_gradients", (threads, g.f, pooled)),
-                     _c.workspace("sparse_counts", (threads, g.f), np.int64),
+    _backward_pooled(g.padded(x), g.transposed_w(contiguous(w)), contiguous(dy),
+                     contiguous(y), contiguous(argmax), g.sh, g.sw, g.ow, need_dx,
+                     conv2d.workspace("sparse_offsets", (threads, g.f, pooled), np.int64),
+                     conv2d.workspace("sparse_gradients", (threads, g.f, pooled)),
+                     conv2d.workspace("sparse_counts", (threads, g.f), np.int64),
                      dwp, dbp, dxp)
     _reduce_images(dwp, dbp, tdw.buf, tdb.buf)
     if need_dx and not g.direct:

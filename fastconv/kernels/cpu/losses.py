@@ -9,7 +9,7 @@ like the reference, in the stable forms below.
 import numpy as np
 from numba import njit
 
-from .. import _validate as v
+from .. import _validate
 from ._common import OPTS, Target, check_float32, contiguous, out_tuple
 
 
@@ -57,7 +57,7 @@ def binary_crossentropy(y_true, logits, out=None):
     numeric dtype, read as float32). Returns (loss, dlogits).
     """
     op = "binary_crossentropy"
-    y = v.check_binary_labels(op, y_true, logits)
+    y = _validate.check_binary_labels(op, y_true, logits)
     check_float32(op, "logits", logits)
     _, o_dz = out_tuple(op, out, 2)
     if y.dtype != np.float32:
@@ -74,7 +74,7 @@ def softmax_crossentropy(y_true_int, logits, out=None):
     Returns (loss, dlogits (N, K)).
     """
     op = "softmax_crossentropy"
-    y = v.check_int_labels(op, y_true_int, logits)
+    y = _validate.check_int_labels(op, y_true_int, logits)
     check_float32(op, "logits", logits)
     _, o_dz = out_tuple(op, out, 2)
     y, z = contiguous(y), contiguous(logits)

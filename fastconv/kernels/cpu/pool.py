@@ -13,7 +13,7 @@ rather than branches so LLVM vectorizes it over channels.
 import numpy as np
 from numba import prange
 
-from .. import _validate as v
+from .. import _validate
 from ._common import Target, check_float32, contiguous, kernel, out_tuple
 
 NEG_INF = np.float32(-np.inf)
@@ -85,7 +85,7 @@ def maxpool2d_forward(x, pool=2, stride=None, padding="valid", out=None):
     int32 are written whole. out=(y or None, argmax or None).
     """
     op = "maxpool2d_forward"
-    (ph, pw), (sh, sw), oh, ow, pt, pl = v.pool2d_geometry(op, x, pool, stride, padding)
+    (ph, pw), (sh, sw), oh, ow, pt, pl = _validate.pool2d_geometry(op, x, pool, stride, padding)
     check_float32(op, "x", x)
     o_y, o_arg = out_tuple(op, out, 2)
     x = contiguous(x)
@@ -103,8 +103,8 @@ def maxpool2d_backward(dy, argmax, x_shape, out=None):
     dx is overwritten whole (zeros where no window's max was).
     """
     op = "maxpool2d_backward"
-    v.check_float_array(op, "dy", dy, 4)
-    x_shape = v.check_pool_grad(op, dy, argmax, x_shape)
+    _validate.check_float_array(op, "dy", dy, 4)
+    x_shape = _validate.check_pool_grad(op, dy, argmax, x_shape)
     n, h, w, c = x_shape
     check_float32(op, "dy", dy)
     dy, argmax = contiguous(dy), contiguous(argmax)
