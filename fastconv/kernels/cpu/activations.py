@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 
 from .. import _validate
-from ..reference.activations import dropout_mask
+from .._host import dropout_mask
 from ._common import Target, check_float32, contiguous, flat, kernel, out_tuple
 
 F0 = np.float32(0.0)
@@ -145,7 +145,7 @@ def softmax_backward(dy, y, out=None):
 def dropout_forward(x, rate, rng, out=None):
     """Inverted dropout (training mode): returns (y = x * mask, mask).
 
-    The mask is `reference.dropout_mask(x.shape, rate, rng)`, drawn on the host,
+    The mask is `_host.dropout_mask(x.shape, rate, rng)`, drawn on the host,
     so the same generator state gives the same mask (and bit-identical y) on
     every backend. out=(y or None, mask or None).
     """

@@ -18,7 +18,7 @@ import numpy as np
 from numba import cuda, float32
 
 from .. import _validate as v
-from ..reference.activations import dropout_mask
+from .._host import dropout_mask
 from . import _launch
 from ._launch import ROW_MAX
 from ._mem import (blocks_for, check_float32, device_in, finish, flat, out_buffer, out_buffers,
@@ -215,7 +215,7 @@ def softmax_backward(dy, y, out=None):
 def dropout_forward(x, rate, rng, out=None):
     """Inverted dropout (training): returns (y = x * mask, mask), both x's shape.
 
-    The mask is drawn on the host by the reference's dropout_mask (same generator
+    The mask is drawn on the host by kernels/_host.py's dropout_mask (same generator
     state, same mask on every backend) and copied to the device: one host draw and
     one upload per call. The model layer draws its masks into buffers it owns and
     calls dropout_backward(x, mask) instead, so its steps allocate nothing.

@@ -5,6 +5,7 @@ Backward ops take the forward *output* y (what a fused engine keeps), not x.
 import numpy as np
 
 from .. import _validate
+from .._host import dropout_mask
 
 
 def relu_forward(x):
@@ -58,17 +59,6 @@ def softmax_backward(dy, y):
     y64 = y.astype(np.float64)
     dy64 = dy.astype(np.float64)
     return (y64 * (dy64 - (dy64 * y64).sum(axis=1, keepdims=True))).astype(dy.dtype)
-
-
-def dropout_mask(shape, rate, rng, dtype=np.float32):
-    """The inverted-dropout mask every backend uses: 0 with probability `rate`,
-    else 1 / (1 - rate), drawn as rng.random(shape) >= rate.
-
-    Drawing the mask is host work shared by all backends so that the same
-    generator state gives the same mask on cpu, cuda and reference.
-    """
-    keep = rng.random(shape) >= rate
-    return (keep / (1.0 - rate)).astype(dtype)
 
 
 def dropout_forward(x, rate, rng):
