@@ -17,12 +17,16 @@ from numba import njit
 # loops with a division still vectorize. No fastmath: results must not depend on
 # how LLVM reassociates (kernels that reduce say where they differ).
 OPTS = dict(cache=True, nogil=True, error_model="numpy")
+# The conv kernels' options (conv2d.py, fused.py): OPTS plus fastmath={'contract'},
+# which lets LLVM fuse a*b + c into one FMA (one rounding instead of two); nothing
+# is reassociated, so results stay the same on every run and thread count.
+FMA_OPTS = dict(OPTS, fastmath={"contract"})
 
 # Below this many elements a parallel launch (~2 us + wake-up of the workers)
 # costs more than the loop itself: the serial twin of the kernel runs instead.
 PARALLEL_MIN = 1 << 15
 
-F32 = np.dtype(np.float32)
+F32 = np.float32              # the float32 scalar type (kernels write F32(0))
 
 
 class Kernel:

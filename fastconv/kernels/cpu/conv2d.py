@@ -41,14 +41,8 @@ from numba.extending import intrinsic
 
 from ... import _vector_width
 from .. import _validate
-from ._common import check_float32 as _check_float32
-from ._common import Target, contiguous, out_tuple
+from ._common import F32, FMA_OPTS, Target, check_float32, contiguous, out_tuple
 
-F32 = np.float32
-# 'contract' lets LLVM fuse a*b + c into one FMA; no reassociation, so results
-# are the same on every run and thread count. error_model='numpy' drops the
-# ZeroDivisionError branches of // and %, which would block vectorization.
-OPTS = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 # Partial sums of dw: a fixed count, so the reduction order never depends on
 # how many threads run.
 DW_CHUNKS = 32
@@ -88,7 +82,7 @@ FC = 32
 PX_FC = PX * FC  # a global, so _stack_f32 sees a literal
 
 
-@njit(inline="always", **OPTS)
+@njit(inline="always", **FMA_OPTS)
 def _taps6(acc, xr, wi, p0, step, K):
     """acc[p, :] += sum_k xr[p0 + p*step + k] * wi[k, :] for the 6 x FC tile of one
     kernel row. Slices are taken once and indexed by bare loop counters: no
@@ -117,7 +111,7 @@ def _taps6(acc, xr, wi, p0, step, K):
             acc[5, f] += a5 * u
 
 
-@njit(inline="always", **OPTS)
+@njit(inline="always", **FMA_OPTS)
 def _taps3(acc, xr, wi, p0, step, K):
     """_taps6 for a 3 x FC tile (the tile of 256-bit vectors, and of rows narrower
     than 6 pixels)."""
@@ -136,7 +130,7 @@ def _taps3(acc, xr, wi, p0, step, K):
             acc[2, f] += a2 * u
 
 
-@njit(inline="always", **OPTS)
+@njit(inline="always", **FMA_OPTS)
 def _conv_row(xn, wf, wpk, b, h0, step, relu, yr):
     """yr (OW, F) = b + sum_i sum_k xn[h0 + i, ow*step + k] * wf[i, k, :], clamped
     at 0 if relu.
@@ -220,7 +214,7 @@ def _conv_row(xn, wf, wpk, b, h0, step, relu, yr):
             ow += npx
 
 
-@njit(parallel=True, **OPTS)
+@njit(parallel=True, **FMA_OPTS)
 def _forward(xp, w, wpk, b, sh, sw, relu, y):
     """y (N, OH, OW, F) = conv(xp, w) + b, then max(., 0) if relu. Overwrites y.
 
@@ -239,7 +233,7 @@ def _forward(xp, w, wpk, b, sh, sw, relu, y):
     return y
 
 
-@njit(parallel=True, **OPTS)
+@njit(parallel=True, **FMA_OPTS)
 def _grad_w_partial(xp, dy, sh, sw, dwp, dbp):
     """Per-chunk partial sums of dw and db. Overwrites dwp and dbp.
 
@@ -299,7 +293,7 @@ def _grad_w_partial(xp, dy, sh, sw, dwp, dbp):
     return dwp
 
 
-@njit(parallel=True, **OPTS)
+@njit(parallel=True, **FMA_OPTS)
 def _reduce_partials(dwp, dbp, dw, db):
     """dw (KH, KW, C, F) = sum over chunks of dwp (CH, KH, KW*C, F), in chunk order;
     db likewise from dbp (CH, F). Overwrites dw and db."""
@@ -320,7 +314,7 @@ def _reduce_partials(dwp, dbp, dw, db):
     return dw
 
 
-@njit(parallel=True, **OPTS)
+@njit(parallel=True, **FMA_OPTS)
 def _grad_x(dy, wt, sh, sw, dxp):
     """dxp (N, Hp, Wp, C) = the gradient of the padded input. Overwrites dxp.
 
@@ -412,12 +406,6 @@ def workspace(name, shape, dtype=F32, zero=False):
     return buf
 
 
-def check_float32(op, **arrays):
-    """_common.check_float32 for each named array."""
-    for name, a in arrays.items():
-        _check_float32(op, name, a)
-
-
 class Geometry:
     """Validated conv operands and the padded frame every kernel works in.
 
@@ -433,7 +421,7 @@ class Geometry:
     def __init__(self, op, x, w, stride, padding):
         (self.sh, self.sw), self.oh, self.ow, self.pt, self.pl = _validate.conv2d_geometry(
             op, x, w, stride, padding)
-        check_float32(op, x=x)
+        check_float32(op, "x", x)
         self.n, self.h, self.w, self.c = x.shape
         self.kh, self.kw, _, self.f = w.shape
         self.hp = max((self.oh - 1) * self.sh + self.kh, self.pt + self.h)

@@ -31,11 +31,11 @@ from numba import njit, prange
 
 from .. import _validate
 from . import conv2d
-from ._common import Target, contiguous
-from .conv2d import F32, OPTS, _conv_row, _stack_f32
+from ._common import F32, FMA_OPTS, Target, check_float32, contiguous
+from .conv2d import _conv_row, _stack_f32
 
 
-@njit(parallel=True, **OPTS)
+@njit(parallel=True, **FMA_OPTS)
 def _forward_pooled(xp, w, wpk, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl, zbuf,
                     y, arg):
     """y, arg (N, PH, PW, F) = max-pool of conv(xp, w) + b over the conv grid (OH, OW),
@@ -97,7 +97,7 @@ IB = 3
 IB_KS = IB * KS
 
 
-@njit(parallel=True, **OPTS)
+@njit(parallel=True, **FMA_OPTS)
 def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, dwp, dbp,
                      dxp):
     """Per-image partial dw, db and the padded dx of conv2d_relu_maxpool_backward.
@@ -229,7 +229,7 @@ def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, 
     return dwp
 
 
-@njit(parallel=True, **OPTS)
+@njit(parallel=True, **FMA_OPTS)
 def _reduce_images(dwp, dbp, dw, db):
     """dw (KH, KW, C, F)[i, k, f] = sum over n in order of dwp (N, F, KH, KW*C)[n, f, i, k];
     db (F,) likewise from dbp (N, F). Overwrites dw and db."""
@@ -251,7 +251,7 @@ def _reduce_images(dwp, dbp, dw, db):
     return dw
 
 
-@njit(parallel=True, **OPTS)
+@njit(parallel=True, **FMA_OPTS)
 def _relu_mask(dy, y, dz):
     """dz = dy where y > 0, else 0 (flat arrays of one size). Overwrites dz."""
     for t in prange(dy.size):
@@ -259,7 +259,7 @@ def _relu_mask(dy, y, dz):
     return dz
 
 
-@njit(**OPTS)
+@njit(**FMA_OPTS)
 def _indices_within(a, n):
     """True if every a[t] is in [0, n). One pass, no temporaries (NumPy's min and max
     would allocate on every training step)."""
@@ -298,7 +298,7 @@ def conv2d_relu_backward(x, w, dy, y, stride=1, padding="valid", need_dx=True, o
     op = "conv2d_backward"
     g = conv2d.Geometry(op, x, w, stride, padding)
     _validate.check_dy(op, dy, g.y_shape, x.dtype)
-    conv2d.check_float32(op, y=y)
+    check_float32(op, "y", y)
     dz = conv2d.workspace("relu_dz", g.y_shape)
     _relu_mask(contiguous(dy).reshape(-1), contiguous(y).reshape(-1), dz.reshape(-1))
     return conv2d.backward("conv2d_relu_backward", g, x, w, dz, need_dx, out)
@@ -342,7 +342,8 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
     _validate.fused_relu_grad(dy, y)
     _check_argmax(dy, contiguous(argmax) if isinstance(argmax, np.ndarray) else argmax,
                   g.y_shape)
-    conv2d.check_float32(op, dy=dy, y=y)
+    check_float32(op, "dy", dy)
+    check_float32(op, "y", y)
     o = conv2d.out_tuple(op, out, 3)
     tdx = Target(op, "out[0]", o[0], x.shape) if need_dx else None
     tdw = Target(op, "out[1]", o[1], w.shape)
