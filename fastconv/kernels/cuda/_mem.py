@@ -32,7 +32,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .. import _validate as v
+from .. import _validate
 
 
 def _cuda():
@@ -97,7 +97,7 @@ def checkable(a):
 def check_float32(op, name, a, ndim=None):
     """_validate.check_float_array for host or device `a`, float32 only (the cuda kernels
     are compiled for float32; _validate.float64_allowed() is for the reference)."""
-    v.check_float_array(op, name, checkable(a), ndim)
+    _validate.check_float_array(op, name, checkable(a), ndim)
     if a.dtype != np.float32:
         raise TypeError(f"{op}: {name} must be float32, got {a.dtype}")
     if is_device_array(a) and not a.is_c_contiguous():

@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import cuda, float32
 
-from .. import _validate as v
+from .. import _validate
 from .._host import dropout_mask
 from . import _launch
 from ._launch import ROW_MAX
@@ -158,7 +158,7 @@ def _unary(op, kernel, x, out):
 def _binary(op, kernel, a, b, out, names=("dy", "y")):
     check_float32(op, names[0], a)
     check_float32(op, names[1], b)
-    v.check_same_shape(op, names[0], a, names[1], b)
+    _validate.check_same_shape(op, names[0], a, names[1], b)
     c, host = out_buffer(op, "out", out, a.shape)
     a = device_in(op, names[0], a)
     b = device_in(op, names[1], b)
@@ -203,7 +203,7 @@ def softmax_backward(dy, y, out=None):
     op = "softmax_backward"
     check_float32(op, "dy", dy, 2)
     check_float32(op, "y", y, 2)
-    v.check_same_shape(op, "dy", dy, "y", y)
+    _validate.check_same_shape(op, "dy", dy, "y", y)
     dx, host = out_buffer(op, "out", out, dy.shape)
     dy = device_in(op, "dy", dy)
     y = device_in(op, "y", y)
@@ -223,7 +223,7 @@ def dropout_forward(x, rate, rng, out=None):
     """
     op = "dropout_forward"
     check_float32(op, "x", x)
-    rate = v.check_rate(op, rate)
+    rate = _validate.check_rate(op, rate)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"{op}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
     out_y, out_mask = out_tuple(op, out, 2)

@@ -19,7 +19,7 @@ live, so tests may shrink them to get many blocks from tiny inputs.
 import numpy as np
 from numba import cuda, float32, int32
 
-from .. import _validate as v
+from .. import _validate
 from . import _mem
 from ._spec import KernelSpec
 
@@ -560,19 +560,19 @@ def check_conv(op, x, w, stride, padding):
     C-contiguous device arrays. Returns (stride pair, OH, OW, pad_top, pad_left)."""
     _mem.check_float32(op, "x", x, 4)
     _mem.check_float32(op, "w", w, 4)
-    geometry = v.conv2d_geometry(op, _mem.checkable(x), _mem.checkable(w), stride, padding)
+    geometry = _validate.conv2d_geometry(op, _mem.checkable(x), _mem.checkable(w), stride, padding)
     _, oh, ow, _, _ = geometry
     _mem.check_int32_indexable(op, x.shape, (x.shape[0], oh, ow, w.shape[3]))  # dz, y
     return geometry
 
 
 def check_bias(op, b, n_out):
-    v.check_bias(op, _mem.checkable(b), n_out, np.float32)
+    _validate.check_bias(op, _mem.checkable(b), n_out, np.float32)
     _mem.check_float32(op, "b", b)
 
 
 def check_dy(op, dy, shape):
-    v.check_dy(op, _mem.checkable(dy), shape, np.float32)
+    _validate.check_dy(op, _mem.checkable(dy), shape, np.float32)
     _mem.check_float32(op, "dy", dy)
 
 

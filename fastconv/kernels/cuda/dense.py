@@ -10,7 +10,7 @@ No kernels of its own, hence an empty KERNELS.
 """
 import numpy as np
 
-from .. import _validate as v
+from .. import _validate
 from . import _mem
 from . import conv2d as _conv
 
@@ -27,7 +27,7 @@ def _image(a):
 def _check(op, x, w):
     _mem.check_float32(op, "x", x, 2)
     _mem.check_float32(op, "w", w, 2)
-    v.dense_check(op, _mem.checkable(x), _mem.checkable(w))
+    _validate.dense_check(op, _mem.checkable(x), _mem.checkable(w))
 
 
 def dense_forward(x, w, b, out=None):

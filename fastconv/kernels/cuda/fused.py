@@ -16,7 +16,7 @@ op, and every check runs before anything touches the device.
 import numpy as np
 from numba import cuda, float32
 
-from .. import _validate as v
+from .. import _validate
 from . import _mem
 from . import conv2d as _conv
 from ._spec import KernelSpec
@@ -86,7 +86,7 @@ def conv2d_relu_backward(x, w, dy, y, stride=1, padding="valid", need_dx=True, o
     """conv2d_backward with dz = dy where y > 0 (y the fused forward's output):
     (dx or None, dw, db), new device arrays or the out= tuple's buffers (overwritten)."""
     op = "conv2d_relu_backward"
-    v.fused_relu_grad(_mem.checkable(dy), _mem.checkable(y))
+    _validate.fused_relu_grad(_mem.checkable(dy), _mem.checkable(y))
     stride, oh, ow, pt, pl = _conv.check_conv("conv2d_backward", x, w, stride, padding)
     shape = (x.shape[0], oh, ow, w.shape[3])
     _conv.check_dy("conv2d_backward", dy, shape)
@@ -113,8 +113,8 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool
     stride, oh, ow, pt, pl = _conv.check_conv("conv2d_forward", x, w, stride, padding)
     _conv.check_bias("conv2d_forward", b, w.shape[3])
     kh, kw, c, f = w.shape
-    pool, pool_stride, ph, pw, ppt, ppl = v.fused_pool_geometry(oh, ow, pool, pool_stride,
-                                                                pool_padding)
+    pool, pool_stride, ph, pw, ppt, ppl = _validate.fused_pool_geometry(
+        oh, ow, pool, pool_stride, pool_padding)
     out = _mem.out_tuple(op, out, 2)
     shape = (x.shape[0], ph, pw, f)
     (y, y_host), (arg, arg_host) = _mem.out_buffers(op, ("out[0]", out[0], shape, np.float32),
@@ -137,11 +137,12 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
     """
     op = "conv2d_relu_maxpool_backward"
     stride, oh, ow, pt, pl = _conv.check_conv(op, x, w, stride, padding)
-    v.fused_relu_grad(_mem.checkable(dy), _mem.checkable(y))
+    _validate.fused_relu_grad(_mem.checkable(dy), _mem.checkable(y))
     n, f = x.shape[0], w.shape[3]
-    v.fused_pool_grad(_mem.checkable(dy), argmax, (n, oh, ow, f), is_array=_mem.is_device_array)
+    _validate.fused_pool_grad(_mem.checkable(dy), argmax, (n, oh, ow, f),
+                              is_array=_mem.is_device_array)
     if isinstance(argmax, np.ndarray):
-        v.check_argmax_range("maxpool2d_backward", argmax, oh * ow)
+        _validate.check_argmax_range("maxpool2d_backward", argmax, oh * ow)
     _mem.check_float32(op, "dy", dy, 4)
     _mem.check_float32(op, "y", y)
     bufs = _conv.backward_buffers(op, x.shape, w.shape, need_dx, out)

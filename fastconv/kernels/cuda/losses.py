@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import cuda, float32, int32, int64
 
-from .. import _validate as v
+from .. import _validate
 from . import _launch
 from ._launch import REDUCE_MAX
 from ._mem import (cached, check_float32, checkable, device_in, finish, flat, is_device_array,
@@ -126,7 +126,7 @@ def binary_crossentropy(y_true, logits, out=None):
     logits' shape), dlogits written into out[1] when out=(None, dlogits) is given.
     """
     op = "binary_crossentropy"
-    v.check_binary_labels(op, checkable(y_true), checkable(logits))
+    _validate.check_binary_labels(op, checkable(y_true), checkable(logits))
     check_float32(op, "logits", logits)
     _, out_d = out_tuple(op, out, 2)       # out[0] would be the loss: a float, never a buffer
     dz, host = out_buffer(op, "out[1]", out_d, logits.shape)
@@ -147,7 +147,7 @@ def softmax_crossentropy(y_true_int, logits, out=None):
     ValueError after the launch (the count comes back with the loss).
     """
     op = "softmax_crossentropy"
-    y_checked = v.check_int_labels(op, checkable(y_true_int), checkable(logits))
+    y_checked = _validate.check_int_labels(op, checkable(y_true_int), checkable(logits))
     check_float32(op, "logits", logits)
     _, out_d = out_tuple(op, out, 2)
     if is_device_array(y_true_int) and y_true_int.dtype.kind != "i":

@@ -20,7 +20,7 @@ outputs to one pixel can differ from run to run, in the last bits.
 import numpy as np
 from numba import cuda, float32, int32
 
-from .. import _validate as v
+from .. import _validate
 from . import _launch
 from ._mem import (blocks_for, check_float32, checkable, device_in, finish, is_device_array,
                    out_buffer, out_buffers, out_tuple)
@@ -107,8 +107,8 @@ def maxpool2d_forward(x, pool=2, stride=None, padding="valid", out=None):
     """
     op = "maxpool2d_forward"
     check_float32(op, "x", x, 4)
-    (ph, pw), (sh, sw), oh, ow, pt, pl = v.pool2d_geometry(op, checkable(x), pool, stride,
-                                                           padding)
+    (ph, pw), (sh, sw), oh, ow, pt, pl = _validate.pool2d_geometry(
+        op, checkable(x), pool, stride, padding)
     out_y, out_arg = out_tuple(op, out, 2)
     shape = (x.shape[0], oh, ow, x.shape[3])
     (y, host_y), (arg, host_arg) = out_buffers(
@@ -128,10 +128,10 @@ def maxpool2d_backward(dy, argmax, x_shape, out=None):
     """
     op = "maxpool2d_backward"
     check_float32(op, "dy", dy, 4)
-    x_shape = v.check_pool_grad(op, dy, argmax, x_shape, is_array=is_device_array)
+    x_shape = _validate.check_pool_grad(op, dy, argmax, x_shape, is_array=is_device_array)
     n, h, w, c = x_shape
     if isinstance(argmax, np.ndarray):
-        v.check_argmax_range(op, argmax, h * w)
+        _validate.check_argmax_range(op, argmax, h * w)
     dx, host = out_buffer(op, "out", out, x_shape, np.float32)
     dy = device_in(op, "dy", dy)
     argmax = device_in(op, "argmax", argmax, np.int32)
