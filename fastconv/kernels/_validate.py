@@ -316,22 +316,54 @@ def adam_args(op, p, g, m, v_, t, lr, check=check_update):
     return lr
 
 
-def deliver(op, result, out):
-    """Write `result` into the caller's `out` buffers and return them.
+# The out= convention, shared by every backend: out is None (return new arrays),
+# an array (single result), or a tuple shaped like the result with an array for
+# each array output and None elsewhere (e.g. dx when need_dx=False, or a loss's
+# scalar). Shapes and dtypes must match exactly. The reference computes, then
+# deliver()s; the fast backends check each buffer first (check_out) and write
+# into it. Only what is genuinely the backend's stays there (device buffers,
+# staging copies: cpu/_common.Target, cuda/_mem.out_buffers).
 
-    The out= convention shared by every backend: out is None (return new
-    arrays), an array (single result), or a tuple shaped like the result with
-    an array for each array output and None elsewhere (e.g. dx when
-    need_dx=False, or a loss's scalar). Shapes and dtypes must match exactly.
-    """
+def out_tuple(op, out, n):
+    """The out= tuple of an op with `n` results: out itself, or n Nones for out=None.
+    (No new list or tuple per call: under tracemalloc, objects parked in CPython's
+    freelists count as allocated, and the model layer's no-allocation test measures
+    exactly that.)"""
+    if out is None:
+        return _NONES[n] if n in _NONES else (None,) * n
+    if not isinstance(out, tuple) or len(out) != n:
+        raise TypeError(f"{op}: out must be a tuple of {n} (arrays or None), got "
+                        f"{type(out).__name__}")
+    return out
+
+
+_NONES = {n: (None,) * n for n in range(1, 5)}
+
+
+def check_out(op, name, buf, shape, dtype, is_device_array=None):
+    """Raise unless the out= buffer `buf` is exactly `dtype` of `shape`: a numpy.ndarray,
+    or (where the backend passes its `is_device_array` test: cuda) a device array."""
+    shape = tuple(shape)
+    dtype = np.dtype(dtype)
+    if not (isinstance(buf, np.ndarray)
+            or (is_device_array is not None and is_device_array(buf))):
+        kinds = "a numpy.ndarray" if is_device_array is None else \
+            "a numpy.ndarray or a device array"
+        raise TypeError(f"{op}: {name} must be {kinds}, got {type(buf).__name__}")
+    if tuple(buf.shape) != shape or buf.dtype != dtype:
+        raise ValueError(f"{op}: {name} must be {dtype} of shape {shape}, got "
+                         f"{buf.dtype} of shape {tuple(buf.shape)}")
+
+
+def deliver(op, result, out):
+    """Write `result` into the caller's `out` buffers and return them (the out=
+    convention above; the reference's ops compute first, then deliver)."""
     if out is None:
         return result
     if not isinstance(result, tuple):
         _copy_into(op, "out", result, out)
         return out
-    if not isinstance(out, tuple) or len(out) != len(result):
-        raise TypeError(f"{op}: out must be a tuple of {len(result)} (arrays or None), got "
-                        f"{type(out).__name__}")
+    out = out_tuple(op, out, len(result))
     delivered = []
     for k, (r, o) in enumerate(zip(result, out)):
         if isinstance(r, np.ndarray) and o is not None:
@@ -343,9 +375,5 @@ def deliver(op, result, out):
 
 
 def _copy_into(op, name, result, buf):
-    if not isinstance(buf, np.ndarray):
-        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(buf).__name__}")
-    if buf.shape != result.shape or buf.dtype != result.dtype:
-        raise ValueError(f"{op}: {name} must be {result.dtype} of shape {result.shape}, got "
-                         f"{buf.dtype} of shape {buf.shape}")
+    check_out(op, name, buf, result.shape, result.dtype)
     buf[...] = result

@@ -15,7 +15,7 @@ from numba import prange
 
 from .. import _validate
 from .._host import dropout_mask
-from ._common import Target, check_float32, contiguous, flat, kernel, out_tuple
+from ._common import Target, check_float32, contiguous, flat, kernel
 
 F0 = np.float32(0.0)
 F1 = np.float32(1.0)
@@ -155,7 +155,7 @@ def dropout_forward(x, rate, rng, out=None):
     rate = _validate.check_rate(op, rate)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"{op}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    o_y, o_mask = out_tuple(op, out, 2)
+    o_y, o_mask = _validate.out_tuple(op, out, 2)
     x = contiguous(x)
     t = Target(op, "out[0]", o_y, x.shape)
     tm = Target(op, "out[1]", o_mask, x.shape) if o_mask is not None else None

@@ -41,7 +41,7 @@ from numba.extending import intrinsic
 
 from ... import _vector_width
 from .. import _validate
-from ._common import F32, FMA_OPTS, Target, check_float32, contiguous, out_tuple
+from ._common import F32, FMA_OPTS, Target, check_float32, contiguous
 
 # Partial sums of dw: a fixed count, so the reduction order never depends on
 # how many threads run.
@@ -490,7 +490,7 @@ def grad_x(g, w, dz, dx):
 
 def backward(op, g, x, w, dz, need_dx, out):
     """(dx or None, dw, db) of conv2d_backward for the output gradient dz."""
-    o = out_tuple(op, out, 3)
+    o = _validate.out_tuple(op, out, 3)
     tdx = Target(op, "out[0]", o[0], x.shape) if need_dx else None
     tdw = Target(op, "out[1]", o[1], w.shape)
     tdb = Target(op, "out[2]", o[2], (g.f,))

@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _validate
-from ._common import OPTS, Target, check_float32, contiguous, kernel, out_tuple
+from ._common import OPTS, Target, check_float32, contiguous, kernel
 
 F0 = np.float32(0.0)
 ROWS = 4        # rows of x sharing each loaded row of w in the forward product
@@ -122,7 +122,7 @@ def dense_backward(x, w, dy, need_dx=True, out=None):
     _validate.dense_check(op, x, w)
     _validate.check_dy(op, dy, (x.shape[0], w.shape[1]), x.dtype)
     check_float32(op, "x", x)              # w, dy: x's dtype, checked above
-    o_dx, o_dw, o_db = out_tuple(op, out, 3)
+    o_dx, o_dw, o_db = _validate.out_tuple(op, out, 3)
     x, w, dy = contiguous(x), contiguous(w), contiguous(dy)
     work = x.shape[0] * w.size
     tdw = Target(op, "out[1]", o_dw, w.shape, x.dtype)

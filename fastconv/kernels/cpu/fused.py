@@ -318,7 +318,7 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool
     _validate.check_bias("conv2d_forward", b, g.f, x.dtype)
     (pk_h, pk_w), (ps_h, ps_w), ph, pw, ppt, ppl = _validate.fused_pool_geometry(
         g.oh, g.ow, pool, pool_stride, pool_padding)
-    o = conv2d.out_tuple(op, out, 2)
+    o = _validate.out_tuple(op, out, 2)
     ty = Target(op, "out[0]", o[0], (g.n, ph, pw, g.f))
     ta = Target(op, "out[1]", o[1], (g.n, ph, pw, g.f), np.int32)
     zbuf = conv2d.workspace("pool_rows", (numba.config.NUMBA_NUM_THREADS, pk_h, g.ow, g.f))
@@ -344,7 +344,7 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
                   g.y_shape)
     check_float32(op, "dy", dy)
     check_float32(op, "y", y)
-    o = conv2d.out_tuple(op, out, 3)
+    o = _validate.out_tuple(op, out, 3)
     tdx = Target(op, "out[0]", o[0], x.shape) if need_dx else None
     tdw = Target(op, "out[1]", o[1], w.shape)
     tdb = Target(op, "out[2]", o[2], (g.f,))

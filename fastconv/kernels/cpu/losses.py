@@ -10,7 +10,7 @@ import numpy as np
 from numba import njit
 
 from .. import _validate
-from ._common import OPTS, Target, check_float32, contiguous, out_tuple
+from ._common import OPTS, Target, check_float32, contiguous
 
 
 @njit(**OPTS)
@@ -59,7 +59,7 @@ def binary_crossentropy(y_true, logits, out=None):
     op = "binary_crossentropy"
     y = _validate.check_binary_labels(op, y_true, logits)
     check_float32(op, "logits", logits)
-    _, o_dz = out_tuple(op, out, 2)
+    _, o_dz = _validate.out_tuple(op, out, 2)
     if y.dtype != np.float32:
         y = y.astype(np.float32)     # one compiled signature; labels are few
     y, z = contiguous(y), contiguous(logits)
@@ -76,7 +76,7 @@ def softmax_crossentropy(y_true_int, logits, out=None):
     op = "softmax_crossentropy"
     y = _validate.check_int_labels(op, y_true_int, logits)
     check_float32(op, "logits", logits)
-    _, o_dz = out_tuple(op, out, 2)
+    _, o_dz = _validate.out_tuple(op, out, 2)
     y, z = contiguous(y), contiguous(logits)
     t = Target(op, "out[1]", o_dz, z.shape, z.dtype)
     loss = _softmax_ce(y, z, t.buf)

@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 
 from .. import _validate
-from ._common import Target, check_float32, contiguous, kernel, out_tuple
+from ._common import Target, check_float32, contiguous, kernel
 
 NEG_INF = np.float32(-np.inf)
 F0 = np.float32(0.0)
@@ -87,7 +87,7 @@ def maxpool2d_forward(x, pool=2, stride=None, padding="valid", out=None):
     op = "maxpool2d_forward"
     (ph, pw), (sh, sw), oh, ow, pt, pl = _validate.pool2d_geometry(op, x, pool, stride, padding)
     check_float32(op, "x", x)
-    o_y, o_arg = out_tuple(op, out, 2)
+    o_y, o_arg = _validate.out_tuple(op, out, 2)
     x = contiguous(x)
     shape = (x.shape[0], oh, ow, x.shape[3])
     ty = Target(op, "out[0]", o_y, shape, x.dtype)

@@ -6,7 +6,8 @@ arrays (DeviceNDArray; FakeCUDAArray under NUMBA_ENABLE_CUDASIM=1).
 
 Argument helpers for the wrappers, so that every cuda op raises the
 reference's messages (fastconv/kernels/_validate.py) and follows its out=
-convention:
+convention (its checks are _validate.out_tuple and check_out; these add only
+the device's part):
   checkable(a)      what to hand to a _validate check: device arrays become a
                     zero-byte NumPy stand-in with their shape and dtype;
   device_in(...)    the operand as a C-contiguous device array (a host array is
@@ -14,14 +15,14 @@ convention:
   out_buffer(...)   the caller's out= buffer, checked, or a new device array;
   finish(...)       copies into a host out= array when the caller gave one.
 
-Workspaces: workspace() (and cached(), under it) give scratch device buffers (dw
-partials, the fused backward's conv-grid gradient, the losses' scalars) allocated
-once per shape and reused, so a training step allocates nothing. They belong to the calling Python
-thread and to the current CUDA context (cached(): one cache per thread and context,
-the last _MAX_CONTEXTS contexts kept), so threads never share scratch (two threads'
-launches interleave on the device's stream: a shared buffer would be overwritten
-between one thread's kernels) and a buffer is never used in a context other than the
-one that allocated it (e.g. after cuda.close()).
+Workspaces: workspace() (and cached(), under it) give scratch device buffers
+(dw partials, the fused backward's conv-grid gradient, the losses' scalars)
+allocated once per shape and reused, so a training step allocates nothing. They
+belong to the calling Python thread and to the current CUDA context (one cache
+per thread and context, the last _MAX_CONTEXTS contexts kept), so threads never
+share scratch (two threads' launches interleave on the device's stream: a shared
+buffer would be overwritten between one thread's kernels) and a buffer is never
+used in a context other than the one that allocated it (e.g. after cuda.close()).
 
 Nothing here needs a GPU to import; numba.cuda is imported on first use.
 """
@@ -135,12 +136,7 @@ def out_buffers(op, *specs):
     for name, out, shape, dtype in specs:
         if out is None:
             continue
-        if not (is_device_array(out) or isinstance(out, np.ndarray)):
-            raise TypeError(f"{op}: {name} must be a numpy.ndarray or a device array, got "
-                            f"{type(out).__name__}")
-        if tuple(out.shape) != shape or out.dtype != dtype:
-            raise ValueError(f"{op}: {name} must be {dtype} of shape {shape}, got "
-                             f"{out.dtype} of shape {tuple(out.shape)}")
+        _validate.check_out(op, name, out, shape, dtype, is_device_array)
         if is_device_array(out) and not out.is_c_contiguous():
             raise ValueError(f"{op}: {name} must be a C-contiguous device array")
     buffers = []
@@ -152,16 +148,6 @@ def out_buffers(op, *specs):
         else:
             buffers.append((out, None))
     return buffers
-
-
-def out_tuple(op, out, n):
-    """The out= tuple of an op with `n` results, as a list of n entries (None: allocate)."""
-    if out is None:
-        return [None] * n
-    if not isinstance(out, tuple) or len(out) != n:
-        raise TypeError(f"{op}: out must be a tuple of {n} (arrays or None), got "
-                        f"{type(out).__name__}")
-    return list(out)
 
 
 def finish(buf, host):

@@ -21,8 +21,7 @@ from .. import _validate
 from .._host import dropout_mask
 from . import _launch
 from ._launch import ROW_MAX
-from ._mem import (blocks_for, check_float32, device_in, finish, flat, out_buffer, out_buffers,
-                   out_tuple)
+from ._mem import blocks_for, check_float32, device_in, finish, flat, out_buffer, out_buffers
 from ._reduce import block_max, block_sum
 from ._spec import KernelSpec
 
@@ -226,7 +225,7 @@ def dropout_forward(x, rate, rng, out=None):
     rate = _validate.check_rate(op, rate)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"{op}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    out_y, out_mask = out_tuple(op, out, 2)
+    out_y, out_mask = _validate.out_tuple(op, out, 2)
     (y, host_y), (mask, host_mask) = out_buffers(
         op, ("out[0]", out_y, x.shape, np.float32), ("out[1]", out_mask, x.shape, np.float32))
     x = device_in(op, "x", x)

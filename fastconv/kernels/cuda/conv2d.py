@@ -533,7 +533,7 @@ def backward_buffers(op, x_shape, w_shape, need_dx, out):
     """The out= tuple of a conv backward checked (the reference's out= convention) and
     its buffers: [(dw, host), (db, host)] and (dx, host) when need_dx. Called before any
     input is copied to the device, so a bad out= raises without touching it."""
-    out = _mem.out_tuple(op, out, 3)
+    out = _validate.out_tuple(op, out, 3)
     specs = [("out[1]", out[1], w_shape, np.float32),
              ("out[2]", out[2], (w_shape[3],), np.float32)]
     if need_dx:

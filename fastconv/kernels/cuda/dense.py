@@ -52,7 +52,7 @@ def dense_backward(x, w, dy, need_dx=True, out=None):
     op = "dense_backward"
     _check(op, x, w)
     _conv.check_dy(op, dy, (x.shape[0], w.shape[1]))
-    out = _mem.out_tuple(op, out, 3)
+    out = _validate.out_tuple(op, out, 3)
     specs = [("out[1]", out[1], w.shape, np.float32),
              ("out[2]", out[2], (w.shape[1],), np.float32)]
     if need_dx:

@@ -115,7 +115,7 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool
     kh, kw, c, f = w.shape
     pool, pool_stride, ph, pw, ppt, ppl = _validate.fused_pool_geometry(
         oh, ow, pool, pool_stride, pool_padding)
-    out = _mem.out_tuple(op, out, 2)
+    out = _validate.out_tuple(op, out, 2)
     shape = (x.shape[0], ph, pw, f)
     (y, y_host), (arg, arg_host) = _mem.out_buffers(op, ("out[0]", out[0], shape, np.float32),
                                                     ("out[1]", out[1], shape, np.int32))

@@ -20,7 +20,7 @@ from .. import _validate
 from . import _launch
 from ._launch import REDUCE_MAX
 from ._mem import (cached, check_float32, checkable, device_in, finish, flat, is_device_array,
-                   out_buffer, out_tuple)
+                   out_buffer)
 from ._reduce import block_sum
 from ._spec import KernelSpec
 
@@ -128,7 +128,7 @@ def binary_crossentropy(y_true, logits, out=None):
     op = "binary_crossentropy"
     _validate.check_binary_labels(op, checkable(y_true), checkable(logits))
     check_float32(op, "logits", logits)
-    _, out_d = out_tuple(op, out, 2)       # out[0] would be the loss: a float, never a buffer
+    _, out_d = _validate.out_tuple(op, out, 2)  # out[0] would be the loss: a float, not a buffer
     dz, host = out_buffer(op, "out[1]", out_d, logits.shape)
     y = device_in(op, "y_true", y_true)
     z = device_in(op, "logits", logits)
@@ -149,7 +149,7 @@ def softmax_crossentropy(y_true_int, logits, out=None):
     op = "softmax_crossentropy"
     y_checked = _validate.check_int_labels(op, checkable(y_true_int), checkable(logits))
     check_float32(op, "logits", logits)
-    _, out_d = out_tuple(op, out, 2)
+    _, out_d = _validate.out_tuple(op, out, 2)
     if is_device_array(y_true_int) and y_true_int.dtype.kind != "i":
         # the reference's message: it would find non-integers among float labels
         raise TypeError(f"{op}: y_true must hold integer class indices, got dtype "

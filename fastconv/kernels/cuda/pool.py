@@ -23,7 +23,7 @@ from numba import cuda, float32, int32
 from .. import _validate
 from . import _launch
 from ._mem import (blocks_for, check_float32, checkable, device_in, finish, is_device_array,
-                   out_buffer, out_buffers, out_tuple)
+                   out_buffer, out_buffers)
 from ._spec import KernelSpec
 from .activations import zero
 
@@ -109,7 +109,7 @@ def maxpool2d_forward(x, pool=2, stride=None, padding="valid", out=None):
     check_float32(op, "x", x, 4)
     (ph, pw), (sh, sw), oh, ow, pt, pl = _validate.pool2d_geometry(
         op, checkable(x), pool, stride, padding)
-    out_y, out_arg = out_tuple(op, out, 2)
+    out_y, out_arg = _validate.out_tuple(op, out, 2)
     shape = (x.shape[0], oh, ow, x.shape[3])
     (y, host_y), (arg, host_arg) = out_buffers(
         op, ("out[0]", out_y, shape, np.float32), ("out[1]", out_arg, shape, np.int32))
