@@ -18,6 +18,7 @@ import pytest
 
 from fastconv import kernels, small_convnet
 from fastconv._memory import upload
+from fastconv.kernels._validate import window_geometry
 
 from . import seed_shapes as S
 from .conftest import available
@@ -43,8 +44,9 @@ class RawStep:
         self.convs = []
         inp = self.x
         for k, ((_, h, w, _c), f, pool) in enumerate(geo):
-            oh, ow = h - 2, w - 2                              # conv 3x3 valid
-            ph, pw = oh // pool, ow // pool
+            oh, ow, _, _ = window_geometry("conv2d_forward", (h, w), (3, 3), (1, 1), "valid")
+            ph, pw, _, _ = window_geometry("maxpool2d_forward", (oh, ow), (pool, pool),
+                                           (pool, pool), "valid", what="pool")
             layer = {"x": inp, "pool": pool,
                      "y": e((n, ph, pw, f)), "arg": e((n, ph, pw, f), np.int32),
                      "dx": e(tuple(inp.shape)) if k else None}

@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from . import _random
+from .kernels._validate import window_geometry
 
 ACTIVATIONS = ("relu", "sigmoid", "softmax", "linear")
 KERNEL_INITIALIZERS = ("glorot_uniform", "he_uniform", "zeros")
@@ -92,18 +93,14 @@ def _shape(cls, arg, value, rank=None):
 
 
 def _window_out(layer, what, in_hw, k, s, padding, input_shape):
-    out = []
-    for dim, n, kk, ss in zip(("height", "width"), in_hw, k, s):
-        if padding == "valid":
-            if kk > n:
-                raise LayerError(
-                    f"{layer.__class__.__name__} layer '{layer.name}': {what} {dim} {kk} is "
-                    f"larger than the input {dim} {n} with padding='valid' "
-                    f"(input shape {input_shape})")
-            out.append((n - kk) // ss + 1)
-        else:
-            out.append(-(-n // ss))
-    return tuple(out)
+    """(OH, OW) of the layer's sliding window: the kernels' own formula
+    (kernels/_validate.window_geometry), its error reworded as the layer's."""
+    try:
+        oh, ow, _, _ = window_geometry(f"{layer.__class__.__name__} layer '{layer.name}'",
+                                       in_hw, k, s, padding, what)
+    except ValueError as exc:
+        raise LayerError(f"{exc} (input shape {input_shape})") from None
+    return oh, ow
 
 
 # --------------------------------------------------------------------------- initializers
