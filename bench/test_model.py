@@ -33,7 +33,7 @@ class RawStep:
 
     def __init__(self, K, weights, n, rng):
         self.K, self.n, self.rng = K, n, rng
-        self.fused = all(hasattr(K, f) for f in kernels.FUSED)
+        self.fused = kernels.fuses(K, "conv2d_relu_maxpool")
         self.p = [K.to_device(w) for w in weights]             # w1 b1 w2 b2 w3 b3 w4 b4 w5 b5
         self.g = [K.empty(w.shape) for w in weights]
         self.ms = [K.zeros(w.shape) for w in weights]
