@@ -16,6 +16,8 @@ import threading
 
 import numpy as np
 
+from .._args import is_int
+
 _state = threading.local()
 
 
@@ -74,10 +76,9 @@ def check_positive_float(op, name, value):
 
 def as_pair(op, name, value):
     """An int or a pair of ints >= 1, as a tuple (vertical, horizontal)."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if is_int(value):
         pair = (int(value), int(value))
-    elif (isinstance(value, (tuple, list)) and len(value) == 2
-          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)):
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(is_int(v) for v in value):
         pair = (int(value[0]), int(value[1]))
     else:
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
@@ -310,7 +311,7 @@ def rmsprop_args(op, p, g, ms, lr, rho, eps, check=check_update):
 def adam_args(op, p, g, m, v_, t, lr, check=check_update):
     """lr of adam_update, checked; t is the step number, an int >= 1."""
     lr = check_positive_float(op, "lr", lr)
-    if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or t < 1:
+    if not is_int(t) or t < 1:
         raise ValueError(f"{op}: t must be an int >= 1 (the step number), got {t!r}")
     check(op, p, g, ("m", m), ("v", v_))
     return lr
