@@ -5,6 +5,8 @@ their rows report bytes moved instead.
 """
 import os
 
+from fastconv.kernels._validate import as_pair, window_geometry
+
 BATCH = 32
 
 # name: (input NHWC, kernel (KH, KW), filters, stride, padding)
@@ -26,10 +28,10 @@ DENSES = {
 
 
 def conv_out(shape, k, stride, padding):
-    n, h, w, c = shape
-    if padding == "same":
-        return -(-h // stride), -(-w // stride)
-    return (h - k[0]) // stride + 1, (w - k[1]) // stride + 1
+    """(OH, OW) of a conv with kernel k over the NHWC `shape` (the kernels' formula)."""
+    oh, ow, _, _ = window_geometry("conv_out", shape[1:3], k, as_pair("conv_out", "stride", stride),
+                                   padding)
+    return oh, ow
 
 
 def conv_flops(shape, k, f, stride=1, padding="valid"):

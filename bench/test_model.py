@@ -18,6 +18,7 @@ import pytest
 
 from fastconv import kernels, small_convnet
 from fastconv._memory import upload
+from fastconv.kernels._validate import window_geometry
 
 from . import seed_shapes as S
 from .conftest import available
@@ -32,7 +33,7 @@ class RawStep:
 
     def __init__(self, K, weights, n, rng):
         self.K, self.n, self.rng = K, n, rng
-        self.fused = all(hasattr(K, f) for f in kernels.FUSED)
+        self.fused = kernels.fuses(K, "conv2d_relu_maxpool")
         self.p = [K.to_device(w) for w in weights]             # w1 b1 w2 b2 w3 b3 w4 b4 w5 b5
         self.g = [K.empty(w.shape) for w in weights]
         self.ms = [K.zeros(w.shape) for w in weights]
@@ -43,8 +44,9 @@ class RawStep:
         self.convs = []
         inp = self.x
         for k, ((_, h, w, _c), f, pool) in enumerate(geo):
-            oh, ow = h - 2, w - 2                              # conv 3x3 valid
-            ph, pw = oh // pool, ow // pool
+            oh, ow, _, _ = window_geometry("conv2d_forward", (h, w), (3, 3), (1, 1), "valid")
+            ph, pw, _, _ = window_geometry("maxpool2d_forward", (oh, ow), (pool, pool),
+                                           (pool, pool), "valid", what="pool")
             layer = {"x": inp, "pool": pool,
                      "y": e((n, ph, pw, f)), "arg": e((n, ph, pw, f), np.int32),
                      "dx": e(tuple(inp.shape)) if k else None}

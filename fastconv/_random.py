@@ -12,6 +12,8 @@ import random
 
 import numpy as np
 
+from ._args import is_int
+
 _generator = np.random.default_rng()
 
 
@@ -22,7 +24,7 @@ def set_seed(seed):
     own `seed=`), so the same program gives bitwise identical weights on cpu.
     """
     global _generator
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ValueError(f"set_seed: seed must be an int >= 0, received seed={seed!r}")
     random.seed(int(seed))
     np.random.seed(int(seed) % 2**32)
@@ -42,7 +44,7 @@ def draw_seed():
 def check_seed(owner, seed):
     if seed is None:
         return None
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ValueError(f"{owner}: seed must be None or an int >= 0, received seed={seed!r}")
     return int(seed)
 

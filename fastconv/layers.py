@@ -21,6 +21,8 @@ import math
 import numpy as np
 
 from . import _random
+from ._args import is_int, is_number
+from .kernels._validate import window_geometry
 
 ACTIVATIONS = ("relu", "sigmoid", "softmax", "linear")
 KERNEL_INITIALIZERS = ("glorot_uniform", "he_uniform", "zeros")
@@ -33,20 +35,16 @@ class LayerError(ValueError):
 
 # --------------------------------------------------------------------------- argument checks
 
-def _is_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
 def _positive_int(cls, arg, value):
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{cls}: `{arg}` must be a positive integer, received {arg}={value!r}")
     return int(value)
 
 
 def _int_pair(cls, arg, value):
-    if _is_int(value):
+    if is_int(value):
         pair = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(is_int(v) for v in value):
         pair = (int(value[0]), int(value[1]))
     else:
         raise ValueError(f"{cls}: `{arg}` must be an int or a tuple of 2 ints, "
@@ -80,10 +78,10 @@ def _choice(cls, arg, value, choices):
 
 def _shape(cls, arg, value, rank=None):
     """A tuple of positive ints (without the batch axis)."""
-    if _is_int(value):
+    if is_int(value):
         value = (value,)
     if (not isinstance(value, (tuple, list)) or not value
-            or not all(_is_int(v) and v >= 1 for v in value)):
+            or not all(is_int(v) and v >= 1 for v in value)):
         raise ValueError(f"{cls}: `{arg}` must be a tuple of positive ints (without the batch "
                          f"axis), received {arg}={value!r}")
     if rank is not None and len(value) != rank:
@@ -92,18 +90,14 @@ def _shape(cls, arg, value, rank=None):
 
 
 def _window_out(layer, what, in_hw, k, s, padding, input_shape):
-    out = []
-    for dim, n, kk, ss in zip(("height", "width"), in_hw, k, s):
-        if padding == "valid":
-            if kk > n:
-                raise LayerError(
-                    f"{layer.__class__.__name__} layer '{layer.name}': {what} {dim} {kk} is "
-                    f"larger than the input {dim} {n} with padding='valid' "
-                    f"(input shape {input_shape})")
-            out.append((n - kk) // ss + 1)
-        else:
-            out.append(-(-n // ss))
-    return tuple(out)
+    """(OH, OW) of the layer's sliding window: the kernels' own formula
+    (kernels/_validate.window_geometry), its error reworded as the layer's."""
+    try:
+        oh, ow, _, _ = window_geometry(f"{layer.__class__.__name__} layer '{layer.name}'",
+                                       in_hw, k, s, padding, what)
+    except ValueError as exc:
+        raise LayerError(f"{exc} (input shape {input_shape})") from None
+    return oh, ow
 
 
 # --------------------------------------------------------------------------- initializers
@@ -449,8 +443,7 @@ class Dropout(Layer):
     prefix = "dropout"
 
     def __init__(self, rate, name=None, input_shape=None, seed=None):
-        if (isinstance(rate, bool) or not isinstance(rate, (int, float, np.floating, np.integer))
-                or not 0 <= float(rate) < 1):
+        if not is_number(rate) or not 0 <= float(rate) < 1:
             raise ValueError(f"Dropout: `rate` must be a float in [0, 1), received rate={rate!r}")
         self.rate = float(rate)
         self.seed = _random.check_seed("Dropout", seed)

@@ -15,11 +15,12 @@ import math
 
 import numpy as np
 
+from ._args import is_number
 from ._memory import to_numpy, upload
 
 
 def _number(cls, arg, value, low=0.0, high=None, open_low=False):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+    if not is_number(value):
         raise ValueError(f"{cls}: `{arg}` must be a number, received {arg}={value!r}")
     v = float(value)
     bad = (not math.isfinite(v) or v < low or (open_low and v == low)

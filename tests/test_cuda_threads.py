@@ -18,7 +18,7 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
 
 from numba import cuda  # noqa: E402
 
-from fastconv.kernels.cuda import _devargs, conv2d, losses  # noqa: E402
+from fastconv.kernels.cuda import _mem, conv2d, losses  # noqa: E402
 
 
 class FakeContext:
@@ -48,9 +48,9 @@ def _in_thread(fn):
 
 
 def test_workspaces_and_loss_scratch_belong_to_their_thread(fake_cuda):
-    ws = _devargs.workspace("test_ws", (3, 4))
-    assert _devargs.workspace("test_ws", (3, 4)) is ws              # reused by its thread
-    other = _in_thread(lambda: _devargs.workspace("test_ws", (3, 4)))
+    ws = _mem.workspace("test_ws", (3, 4))
+    assert _mem.workspace("test_ws", (3, 4)) is ws              # reused by its thread
+    other = _in_thread(lambda: _mem.workspace("test_ws", (3, 4)))
     assert other is not ws and other.shape == (3, 4)
     scratch = losses._scratch()
     assert losses._scratch() is scratch
@@ -60,15 +60,15 @@ def test_workspaces_and_loss_scratch_belong_to_their_thread(fake_cuda):
 
 def test_workspaces_and_loss_scratch_are_keyed_by_the_cuda_context(fake_cuda):
     first = fake_cuda["ctx"]
-    ws, scratch = _devargs.workspace("test_ctx", (5,)), losses._scratch()
+    ws, scratch = _mem.workspace("test_ctx", (5,)), losses._scratch()
     # A new context (another device, or after cuda.close()), even one whose driver handle
     # equals the old one's, gets its own buffers.
     fake_cuda["ctx"] = FakeContext(first.handle)
-    ws2, scratch2 = _devargs.workspace("test_ctx", (5,)), losses._scratch()
+    ws2, scratch2 = _mem.workspace("test_ctx", (5,)), losses._scratch()
     assert ws2 is not ws and scratch2[0] is not scratch[0]
-    assert _devargs.workspace("test_ctx", (5,)) is ws2
+    assert _mem.workspace("test_ctx", (5,)) is ws2
     fake_cuda["ctx"] = first                                        # back on the first
-    assert _devargs.workspace("test_ctx", (5,)) is ws
+    assert _mem.workspace("test_ctx", (5,)) is ws
     assert losses._scratch()[0] is scratch[0]
 
 

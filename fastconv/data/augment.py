@@ -20,11 +20,12 @@ import math
 
 import numpy as np
 
+from .._args import is_number
 from .warp import FILL_MODES, affine_warp
 
 
 def _range(name, value, nonneg=True):
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if not is_number(value):
         raise TypeError(f"Augmentation: {name} must be a number, received {name}={value!r}")
     v = float(value)
     if not math.isfinite(v) or (nonneg and v < 0):

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 
 from .. import _random
+from .._args import is_int, is_number
 from .augment import Augmentation
 from .prefetch import OrderedPrefetch, check_workers
 from .reading import (IMAGE_EXTENSIONS, ImageReadError, check_image_size, decode_image,
@@ -383,14 +384,12 @@ def image_dataset_from_directory(path, image_size=(150, 150), batch_size=32, shu
     """
     path = os.fspath(path)
     image_size = check_image_size(_OP, image_size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-            or batch_size < 1:
+    if not is_int(batch_size) or batch_size < 1:
         _fail(f"batch_size must be an int >= 1, received batch_size={batch_size!r}")
     _check_choice("label_mode", label_mode, LABEL_MODES)
     seed = _random.check_seed(_OP, seed)
     if validation_split is not None:
-        if isinstance(validation_split, bool) or not isinstance(validation_split, (int, float)) \
-                or not 0 < validation_split < 1:
+        if not is_number(validation_split) or not 0 < validation_split < 1:
             _fail(f"validation_split must be a float in (0, 1), received "
                   f"validation_split={validation_split!r}")
         if subset is None:
@@ -402,8 +401,7 @@ def image_dataset_from_directory(path, image_size=(150, 150), batch_size=32, shu
     elif subset is not None:
         _fail(f"subset={subset!r} needs validation_split")
     if rescale is not None:
-        if isinstance(rescale, bool) or not isinstance(rescale, (int, float, np.floating)) \
-                or not math.isfinite(rescale):
+        if not is_number(rescale) or not math.isfinite(rescale):
             _fail(f"rescale must be None or a finite number, received rescale={rescale!r}")
         rescale = float(rescale)
     if augmentation is not None and not isinstance(augmentation, Augmentation):

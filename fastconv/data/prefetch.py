@@ -11,6 +11,8 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from .._args import is_int
+
 
 def default_workers():
     """Loader threads when workers=None: one per core, at most 4."""
@@ -20,10 +22,10 @@ def default_workers():
 def check_workers(workers, prefetch):
     if workers is None:
         workers = default_workers()
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+    if not is_int(workers) or workers < 0:
         raise ValueError(f"image_dataset_from_directory: workers must be None or an int "
                          f">= 0 (0 decodes in the calling thread), received workers={workers!r}")
-    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+    if not is_int(prefetch) or prefetch < 0:
         raise ValueError(f"image_dataset_from_directory: prefetch must be an int >= 0, "
                          f"received prefetch={prefetch!r}")
     return workers, prefetch

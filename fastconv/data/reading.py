@@ -13,6 +13,7 @@ import stat
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .._args import is_int
 from ..kernels._validate import as_pair
 
 #: File extensions (lower case) that the directory loader treats as images; anything
@@ -63,7 +64,7 @@ def is_image_file(name):
 
 
 def _check_pixels(name, n):
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    if not is_int(n) or n < 1:
         raise ValueError(f"{name} must be an int >= 1 (pixels, width x height), "
                          f"received {n!r}")
     return int(n)

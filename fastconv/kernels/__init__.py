@@ -5,7 +5,8 @@
     y = K.conv2d_forward(x, w, b, stride=1, padding="same")
 
 CONTRACT lists the ops every backend exports, with the reference's meaning
-(see fastconv/kernels/reference and ../shared/DESIGN.md).
+(see fastconv/kernels/reference and ../shared/DESIGN.md); FUSED_KINDS the fused
+layer ops a backend may add, and fuses(backend, kind) whether it did.
 """
 import importlib
 
@@ -23,18 +24,27 @@ CONTRACT = (
     "sgd_update", "rmsprop_update", "adam_update",
 )
 
-# Fused layer ops (reference: the composition of the ops above). A backend may
-# leave them out; the model layer then composes the unfused ops.
-FUSED = (
-    "conv2d_relu_forward", "conv2d_relu_backward",
-    "conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward",
-)
+# Fused layer ops (reference: the composition of the ops above), by the layer
+# sequence they run as one step. A backend may leave a kind out; the model layer
+# then composes the unfused ops. fuses() is the one test of whether it did.
+FUSED_KINDS = {
+    "conv2d_relu": ("conv2d_relu_forward", "conv2d_relu_backward"),
+    "conv2d_relu_maxpool": ("conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward"),
+}
+FUSED = tuple(name for names in FUSED_KINDS.values() for name in names)
 
 BACKENDS = ("reference", "cpu", "cuda")
 
 
 class BackendUnavailable(RuntimeError):
     """A backend that exists but cannot run here; the message says why."""
+
+
+def fuses(backend, kind):
+    """True when the backend module `backend` exports both fused ops of `kind` (a key
+    of FUSED_KINDS: 'conv2d_relu' or 'conv2d_relu_maxpool'), so that layer sequence
+    runs as one step."""
+    return all(callable(getattr(backend, name, None)) for name in FUSED_KINDS[kind])
 
 
 def _missing_ops(module):

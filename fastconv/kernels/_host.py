@@ -1,4 +1,5 @@
-"""Memory helpers of the host backends (reference, cpu).
+"""Host-side helpers: the memory helpers of the host backends (reference, cpu), and
+the dropout mask every backend draws.
 
 Every backend exports `empty`, `zeros`, `to_device` and `to_host`, so the
 model layer allocates and moves buffers without knowing where they live; on
@@ -29,3 +30,14 @@ def to_host(value):
     if isinstance(value, list):
         return [to_host(v) for v in value]
     return value
+
+
+def dropout_mask(shape, rate, rng, dtype=np.float32):
+    """The inverted-dropout mask every backend uses: 0 with probability `rate`,
+    else 1 / (1 - rate), drawn as rng.random(shape) >= rate.
+
+    Drawing the mask is host work shared by all backends so that the same
+    generator state gives the same mask on cpu, cuda and reference.
+    """
+    keep = rng.random(shape) >= rate
+    return (keep / (1.0 - rate)).astype(dtype)

@@ -16,6 +16,8 @@ import threading
 
 import numpy as np
 
+from .._args import is_int
+
 _state = threading.local()
 
 
@@ -74,10 +76,9 @@ def check_positive_float(op, name, value):
 
 def as_pair(op, name, value):
     """An int or a pair of ints >= 1, as a tuple (vertical, horizontal)."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    if is_int(value):
         pair = (int(value), int(value))
-    elif (isinstance(value, (tuple, list)) and len(value) == 2
-          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)):
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(is_int(v) for v in value):
         pair = (int(value[0]), int(value[1]))
     else:
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
@@ -310,28 +311,60 @@ def rmsprop_args(op, p, g, ms, lr, rho, eps, check=check_update):
 def adam_args(op, p, g, m, v_, t, lr, check=check_update):
     """lr of adam_update, checked; t is the step number, an int >= 1."""
     lr = check_positive_float(op, "lr", lr)
-    if not isinstance(t, (int, np.integer)) or isinstance(t, bool) or t < 1:
+    if not is_int(t) or t < 1:
         raise ValueError(f"{op}: t must be an int >= 1 (the step number), got {t!r}")
     check(op, p, g, ("m", m), ("v", v_))
     return lr
 
 
-def deliver(op, result, out):
-    """Write `result` into the caller's `out` buffers and return them.
+# The out= convention, shared by every backend: out is None (return new arrays),
+# an array (single result), or a tuple shaped like the result with an array for
+# each array output and None elsewhere (e.g. dx when need_dx=False, or a loss's
+# scalar). Shapes and dtypes must match exactly. The reference computes, then
+# deliver()s; the fast backends check each buffer first (check_out) and write
+# into it. Only what is genuinely the backend's stays there (device buffers,
+# staging copies: cpu/_common.Target, cuda/_mem.out_buffers).
 
-    The out= convention shared by every backend: out is None (return new
-    arrays), an array (single result), or a tuple shaped like the result with
-    an array for each array output and None elsewhere (e.g. dx when
-    need_dx=False, or a loss's scalar). Shapes and dtypes must match exactly.
-    """
+def out_tuple(op, out, n):
+    """The out= tuple of an op with `n` results: out itself, or n Nones for out=None.
+    (No new list or tuple per call: under tracemalloc, objects parked in CPython's
+    freelists count as allocated, and the model layer's no-allocation test measures
+    exactly that.)"""
+    if out is None:
+        return _NONES[n] if n in _NONES else (None,) * n
+    if not isinstance(out, tuple) or len(out) != n:
+        raise TypeError(f"{op}: out must be a tuple of {n} (arrays or None), got "
+                        f"{type(out).__name__}")
+    return out
+
+
+_NONES = {n: (None,) * n for n in range(1, 5)}
+
+
+def check_out(op, name, buf, shape, dtype, is_device_array=None):
+    """Raise unless the out= buffer `buf` is exactly `dtype` of `shape`: a numpy.ndarray,
+    or (where the backend passes its `is_device_array` test: cuda) a device array."""
+    shape = tuple(shape)
+    dtype = np.dtype(dtype)
+    if not (isinstance(buf, np.ndarray)
+            or (is_device_array is not None and is_device_array(buf))):
+        kinds = "a numpy.ndarray" if is_device_array is None else \
+            "a numpy.ndarray or a device array"
+        raise TypeError(f"{op}: {name} must be {kinds}, got {type(buf).__name__}")
+    if tuple(buf.shape) != shape or buf.dtype != dtype:
+        raise ValueError(f"{op}: {name} must be {dtype} of shape {shape}, got "
+                         f"{buf.dtype} of shape {tuple(buf.shape)}")
+
+
+def deliver(op, result, out):
+    """Write `result` into the caller's `out` buffers and return them (the out=
+    convention above; the reference's ops compute first, then deliver)."""
     if out is None:
         return result
     if not isinstance(result, tuple):
         _copy_into(op, "out", result, out)
         return out
-    if not isinstance(out, tuple) or len(out) != len(result):
-        raise TypeError(f"{op}: out must be a tuple of {len(result)} (arrays or None), got "
-                        f"{type(out).__name__}")
+    out = out_tuple(op, out, len(result))
     delivered = []
     for k, (r, o) in enumerate(zip(result, out)):
         if isinstance(r, np.ndarray) and o is not None:
@@ -343,9 +376,5 @@ def deliver(op, result, out):
 
 
 def _copy_into(op, name, result, buf):
-    if not isinstance(buf, np.ndarray):
-        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(buf).__name__}")
-    if buf.shape != result.shape or buf.dtype != result.dtype:
-        raise ValueError(f"{op}: {name} must be {result.dtype} of shape {result.shape}, got "
-                         f"{buf.dtype} of shape {buf.shape}")
+    check_out(op, name, buf, result.shape, result.dtype)
     buf[...] = result

@@ -5,7 +5,7 @@ Planning happens once per (mode, batch size):
   2. a final sigmoid/softmax is split off as the *head*: training and evaluation
      hand the logits before it to the loss kernel, prediction applies it;
   3. Conv2D -> ReLU -> MaxPooling2D and Conv2D -> ReLU become one fused step when the
-     backend exports the fused ops (fastconv.kernels.FUSED), else unfused steps;
+     backend exports the fused ops (fastconv.kernels.fuses), else unfused steps;
   4. every step allocates its output, workspace (argmax, dropout mask) and, when
      training, input-gradient buffers once with the backend's empty(); Flatten and
      inference-time Dropout are views/aliases and cost nothing.
@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from .. import layers as L
 from .._memory import download, upload
-
-FUSED_RELU = ("conv2d_relu_forward", "conv2d_relu_backward")
-FUSED_RELU_POOL = ("conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward")
 
 
 class Op:
@@ -64,10 +62,6 @@ def logical_ops(layers):
     return ops, head
 
 
-def _has(K, names):
-    return all(callable(getattr(K, n, None)) for n in names)
-
-
 def describe(ops, K):
     """Human-readable step names after fusion (for tests and debugging)."""
     return [s for s, _ in _group(ops, K)]
@@ -81,11 +75,11 @@ def _group(ops, K):
         nxt = ops[i + 1] if i + 1 < len(ops) else None
         nxt2 = ops[i + 2] if i + 2 < len(ops) else None
         if op.kind == "conv" and nxt is not None and nxt.kind == "act" and nxt.act == "relu":
-            if nxt2 is not None and nxt2.kind == "pool" and _has(K, FUSED_RELU_POOL):
+            if nxt2 is not None and nxt2.kind == "pool" and kernels.fuses(K, "conv2d_relu_maxpool"):
                 out.append(("conv2d_relu_maxpool", [op, nxt, nxt2]))
                 i += 3
                 continue
-            if _has(K, FUSED_RELU):
+            if kernels.fuses(K, "conv2d_relu"):
                 out.append(("conv2d_relu", [op, nxt]))
                 i += 2
                 continue

@@ -1,28 +1,34 @@
-"""Shared Numba options and out= plumbing of the cpu engine's pool, dense,
-activation, loss and optimizer kernels.
+"""Shared Numba options and out= plumbing of the cpu engine's kernels.
 
 Every public op validates its arguments with `fastconv.kernels._validate` first
 (so errors read exactly like the reference's), then calls an njit kernel that
 writes into a caller buffer: `out=` when given (no allocation), else a new
-array. The out= convention is the reference's (`_validate.deliver`); the
-messages below repeat `deliver`'s word for word.
+array. The out= convention and its checks are `_validate`'s (out_tuple,
+check_out); `Target` adds only what is this engine's: a staging array when the
+caller's buffer is not C-contiguous.
 """
 import types
 
 import numpy as np
 from numba import njit
 
+from .. import _validate
+
 # cache=True: a warm start loads machine code instead of compiling (~0.3 s vs
 # ~2.5 s per signature). error_model="numpy": no ZeroDivisionError branches, so
 # loops with a division still vectorize. No fastmath: results must not depend on
 # how LLVM reassociates (kernels that reduce say where they differ).
 OPTS = dict(cache=True, nogil=True, error_model="numpy")
+# The conv kernels' options (conv2d.py, fused.py): OPTS plus fastmath={'contract'},
+# which lets LLVM fuse a*b + c into one FMA (one rounding instead of two); nothing
+# is reassociated, so results stay the same on every run and thread count.
+FMA_OPTS = dict(OPTS, fastmath={"contract"})
 
 # Below this many elements a parallel launch (~2 us + wake-up of the workers)
 # costs more than the loop itself: the serial twin of the kernel runs instead.
 PARALLEL_MIN = 1 << 15
 
-F32 = np.dtype(np.float32)
+F32 = np.float32              # the float32 scalar type (kernels write F32(0))
 
 
 class Kernel:
@@ -79,32 +85,6 @@ def contiguous(a):
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
-def check_out(op, name, buf, shape, dtype):
-    """Raise like `_validate.deliver` unless `buf` is an ndarray of `shape` and `dtype`."""
-    shape = tuple(shape)
-    dtype = np.dtype(dtype)
-    if not isinstance(buf, np.ndarray):
-        raise TypeError(f"{op}: {name} must be a numpy.ndarray, got {type(buf).__name__}")
-    if buf.shape != shape or buf.dtype != dtype:
-        raise ValueError(f"{op}: {name} must be {dtype} of shape {shape}, got "
-                         f"{buf.dtype} of shape {buf.shape}")
-
-
-def out_tuple(op, out, n):
-    """The out= tuple itself, or n Nones for out=None. (No new list or tuple per call:
-    under tracemalloc, objects parked in CPython's freelists count as allocated, and
-    the model layer's no-allocation test measures exactly that.)"""
-    if out is None:
-        return _NONES[n] if n in _NONES else (None,) * n
-    if not isinstance(out, tuple) or len(out) != n:
-        raise TypeError(f"{op}: out must be a tuple of {n} (arrays or None), got "
-                        f"{type(out).__name__}")
-    return out
-
-
-_NONES = {n: (None,) * n for n in range(1, 5)}
-
-
 class Target:
     """Where a kernel writes one result: the caller's out buffer when it is
     C-contiguous (the normal case: no allocation), else a fresh array that
@@ -117,7 +97,7 @@ class Target:
         if out is None:
             self.buf, self.out = np.empty(shape, dtype), None
             return
-        check_out(op, name, out, shape, dtype)
+        _validate.check_out(op, name, out, shape, dtype)
         self.out = out
         self.buf = out if out.flags.c_contiguous else np.empty(shape, dtype)
 

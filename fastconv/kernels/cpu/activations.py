@@ -13,9 +13,9 @@ run the serial build of the same loop.
 import numpy as np
 from numba import prange
 
-from .. import _validate as v
-from ..reference.activations import dropout_mask
-from ._common import Target, check_float32, contiguous, flat, kernel, out_tuple
+from .. import _validate
+from .._host import dropout_mask
+from ._common import Target, check_float32, contiguous, flat, kernel
 
 F0 = np.float32(0.0)
 F1 = np.float32(1.0)
@@ -84,7 +84,7 @@ def _softmax_grad(dy, y, dx):
 
 def _unary(op, fn, x, out, ndim=None):
     """Check x, then run fn on it into out (or a new array): the forward ops."""
-    v.check_float_array(op, "x", x, ndim)
+    _validate.check_float_array(op, "x", x, ndim)
     check_float32(op, "x", x)
     x = contiguous(x)
     t = Target(op, "out", out, x.shape)
@@ -98,9 +98,9 @@ def _unary(op, fn, x, out, ndim=None):
 def _binary(op, fn, dy, name, y, out, ndim=None):
     """Check dy and its partner (y or the dropout mask, `name`), then run fn on them
     into out (or a new array): the backward ops."""
-    v.check_float_array(op, "dy", dy, ndim)
-    v.check_float_array(op, name, y, ndim)
-    v.check_same_shape(op, "dy", dy, name, y)
+    _validate.check_float_array(op, "dy", dy, ndim)
+    _validate.check_float_array(op, name, y, ndim)
+    _validate.check_same_shape(op, "dy", dy, name, y)
     check_float32(op, "dy", dy)
     check_float32(op, name, y)
     dy, y = contiguous(dy), contiguous(y)
@@ -145,17 +145,17 @@ def softmax_backward(dy, y, out=None):
 def dropout_forward(x, rate, rng, out=None):
     """Inverted dropout (training mode): returns (y = x * mask, mask).
 
-    The mask is `reference.dropout_mask(x.shape, rate, rng)`, drawn on the host,
+    The mask is `_host.dropout_mask(x.shape, rate, rng)`, drawn on the host,
     so the same generator state gives the same mask (and bit-identical y) on
     every backend. out=(y or None, mask or None).
     """
     op = "dropout_forward"
-    v.check_float_array(op, "x", x)
+    _validate.check_float_array(op, "x", x)
     check_float32(op, "x", x)
-    rate = v.check_rate(op, rate)
+    rate = _validate.check_rate(op, rate)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"{op}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    o_y, o_mask = out_tuple(op, out, 2)
+    o_y, o_mask = _validate.out_tuple(op, out, 2)
     x = contiguous(x)
     t = Target(op, "out[0]", o_y, x.shape)
     tm = Target(op, "out[1]", o_mask, x.shape) if o_mask is not None else None

@@ -40,15 +40,9 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ... import _vector_width
-from .. import _validate as v
-from ._common import check_float32 as _check_float32
-from ._common import Target, contiguous, out_tuple
+from .. import _validate
+from ._common import F32, FMA_OPTS, Target, check_float32, contiguous
 
-F32 = np.float32
-# 'contract' lets LLVM fuse a*b + c into one FMA; no reassociation, so results
-# are the same on every run and thread count. error_model='numpy' drops the
-# ZeroDivisionError branches of // and %, which would block vectorization.
-OPTS = dict(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 # Partial sums of dw: a fixed count, so the reduction order never depends on
 # how many threads run.
 DW_CHUNKS = 32
@@ -88,7 +82,7 @@ FC = 32
 PX_FC = PX * FC  # a global, so _stack_f32 sees a literal
 
 
-@njit(inline="always", **OPTS)
+@njit(inline="always", **FMA_OPTS)
 def _taps6(acc, xr, wi, p0, step, K):
     """acc[p, :] += sum_k xr[p0 + p*step + k] * wi[k, :] for the 6 x FC tile of one
     kernel row. Slices are taken once and indexed by bare loop counters: no
@@ -117,7 +111,7 @@ def _taps6(acc, xr, wi, p0, step, K):
             acc[5, f] += a5 * u
 
 
-@njit(inline="always", **OPTS)
+@njit(inline="always", **FMA_OPTS)
 def _taps3(acc, xr, wi, p0, step, K):
     """_taps6 for a 3 x FC tile (the tile of 256-bit vectors, and of rows narrower
     than 6 pixels)."""
@@ -136,7 +130,7 @@ def _taps3(acc, xr, wi, p0, step, K):
             acc[2, f] += a2 * u
 
 
-@njit(inline="always", **OPTS)
+@njit(inline="always", **FMA_OPTS)
 def _conv_row(xn, wf, wpk, b, h0, step, relu, yr):
     """yr (OW, F) = b + sum_i sum_k xn[h0 + i, ow*step + k] * wf[i, k, :], clamped
     at 0 if relu.
@@ -220,7 +214,7 @@ def _conv_row(xn, wf, wpk, b, h0, step, relu, yr):
             ow += npx
 
 
-@njit(parallel=True, **OPTS)
+@njit(parallel=True, **FMA_OPTS)
 def _forward(xp, w, wpk, b, sh, sw, relu, y):
     """y (N, OH, OW, F) = conv(xp, w) + b, then max(., 0) if relu. Overwrites y.
 
@@ -239,7 +233,7 @@ def _forward(xp, w, wpk, b, sh, sw, relu, y):
     return y
 
 
-@njit(parallel=True, **OPTS)
+@njit(parallel=True, **FMA_OPTS)
 def _grad_w_partial(xp, dy, sh, sw, dwp, dbp):
     """Per-chunk partial sums of dw and db. Overwrites dwp and dbp.
 
@@ -299,7 +293,7 @@ def _grad_w_partial(xp, dy, sh, sw, dwp, dbp):
     return dwp
 
 
-@njit(parallel=True, **OPTS)
+@njit(parallel=True, **FMA_OPTS)
 def _reduce_partials(dwp, dbp, dw, db):
     """dw (KH, KW, C, F) = sum over chunks of dwp (CH, KH, KW*C, F), in chunk order;
     db likewise from dbp (CH, F). Overwrites dw and db."""
@@ -320,7 +314,7 @@ def _reduce_partials(dwp, dbp, dw, db):
     return dw
 
 
-@njit(parallel=True, **OPTS)
+@njit(parallel=True, **FMA_OPTS)
 def _grad_x(dy, wt, sh, sw, dxp):
     """dxp (N, Hp, Wp, C) = the gradient of the padded input. Overwrites dxp.
 
@@ -412,12 +406,6 @@ def workspace(name, shape, dtype=F32, zero=False):
     return buf
 
 
-def check_float32(op, **arrays):
-    """_common.check_float32 for each named array."""
-    for name, a in arrays.items():
-        _check_float32(op, name, a)
-
-
 class Geometry:
     """Validated conv operands and the padded frame every kernel works in.
 
@@ -431,9 +419,9 @@ class Geometry:
                  "hp", "wp", "direct")
 
     def __init__(self, op, x, w, stride, padding):
-        (self.sh, self.sw), self.oh, self.ow, self.pt, self.pl = v.conv2d_geometry(
+        (self.sh, self.sw), self.oh, self.ow, self.pt, self.pl = _validate.conv2d_geometry(
             op, x, w, stride, padding)
-        check_float32(op, x=x)
+        check_float32(op, "x", x)
         self.n, self.h, self.w, self.c = x.shape
         self.kh, self.kw, _, self.f = w.shape
         self.hp = max((self.oh - 1) * self.sh + self.kh, self.pt + self.h)
@@ -502,7 +490,7 @@ def grad_x(g, w, dz, dx):
 
 def backward(op, g, x, w, dz, need_dx, out):
     """(dx or None, dw, db) of conv2d_backward for the output gradient dz."""
-    o = out_tuple(op, out, 3)
+    o = _validate.out_tuple(op, out, 3)
     tdx = Target(op, "out[0]", o[0], x.shape) if need_dx else None
     tdw = Target(op, "out[1]", o[1], w.shape)
     tdb = Target(op, "out[2]", o[2], (g.f,))
@@ -525,7 +513,7 @@ def conv2d_forward(x, w, b, stride=1, padding="valid", out=None):
     """
     op = "conv2d_forward"
     g = Geometry(op, x, w, stride, padding)
-    v.check_bias(op, b, g.f, x.dtype)
+    _validate.check_bias(op, b, g.f, x.dtype)
     t = Target(op, "out", out, g.y_shape)
     forward(g, x, w, b, False, t.buf)
     return t.result()
@@ -541,6 +529,6 @@ def conv2d_backward(x, w, dy, stride=1, padding="valid", need_dx=True, out=None)
     """
     op = "conv2d_backward"
     g = Geometry(op, x, w, stride, padding)
-    v.check_dy(op, dy, g.y_shape, x.dtype)
+    _validate.check_dy(op, dy, g.y_shape, x.dtype)
     return backward(op, g, x, w, dy, need_dx, out)
 

@@ -16,8 +16,8 @@ rounding only within float32's last bit; dx's row dot products also allow
 import numpy as np
 from numba import njit, prange
 
-from .. import _validate as v
-from ._common import OPTS, Target, check_float32, contiguous, kernel, out_tuple
+from .. import _validate
+from ._common import OPTS, Target, check_float32, contiguous, kernel
 
 F0 = np.float32(0.0)
 ROWS = 4        # rows of x sharing each loaded row of w in the forward product
@@ -103,8 +103,8 @@ def _grad_b(dy, db):
 def dense_forward(x, w, b, out=None):
     """y = x @ w + b: x (N, IN), w (IN, OUT), b (OUT,) -> y (N, OUT), overwritten."""
     op = "dense_forward"
-    v.dense_check(op, x, w)
-    v.check_bias(op, b, w.shape[1], x.dtype)
+    _validate.dense_check(op, x, w)
+    _validate.check_bias(op, b, w.shape[1], x.dtype)
     check_float32(op, "x", x)              # w, b: x's dtype, checked above
     x, w, b = contiguous(x), contiguous(w), contiguous(b)
     t = Target(op, "out", out, (x.shape[0], w.shape[1]), x.dtype)
@@ -119,10 +119,10 @@ def dense_backward(x, w, dy, need_dx=True, out=None):
     out=(dx or None, dw or None, db or None).
     """
     op = "dense_backward"
-    v.dense_check(op, x, w)
-    v.check_dy(op, dy, (x.shape[0], w.shape[1]), x.dtype)
+    _validate.dense_check(op, x, w)
+    _validate.check_dy(op, dy, (x.shape[0], w.shape[1]), x.dtype)
     check_float32(op, "x", x)              # w, dy: x's dtype, checked above
-    o_dx, o_dw, o_db = out_tuple(op, out, 3)
+    o_dx, o_dw, o_db = _validate.out_tuple(op, out, 3)
     x, w, dy = contiguous(x), contiguous(w), contiguous(dy)
     work = x.shape[0] * w.size
     tdw = Target(op, "out[1]", o_dw, w.shape, x.dtype)

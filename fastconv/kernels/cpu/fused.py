@@ -29,13 +29,13 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .. import _validate as v
-from . import conv2d as _c
-from ._common import Target
-from .conv2d import F32, OPTS, _conv_row, _stack_f32
+from .. import _validate
+from . import conv2d
+from ._common import F32, FMA_OPTS, Target, check_float32, contiguous
+from .conv2d import _conv_row, _stack_f32
 
 
-@njit(parallel=True, **OPTS)
+@njit(parallel=True, **FMA_OPTS)
 def _forward_pooled(xp, w, wpk, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl, zbuf,
                     y, arg):
     """y, arg (N, PH, PW, F) = max-pool of conv(xp, w) + b over the conv grid (OH, OW),
@@ -97,7 +97,7 @@ IB = 3
 IB_KS = IB * KS
 
 
-@njit(parallel=True, **OPTS)
+@njit(parallel=True, **FMA_OPTS)
 def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, dwp, dbp,
                      dxp):
     """Per-image partial dw, db and the padded dx of conv2d_relu_maxpool_backward.
@@ -229,7 +229,7 @@ def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, 
     return dwp
 
 
-@njit(parallel=True, **OPTS)
+@njit(parallel=True, **FMA_OPTS)
 def _reduce_images(dwp, dbp, dw, db):
     """dw (KH, KW, C, F)[i, k, f] = sum over n in order of dwp (N, F, KH, KW*C)[n, f, i, k];
     db (F,) likewise from dbp (N, F). Overwrites dw and db."""
@@ -251,7 +251,7 @@ def _reduce_images(dwp, dbp, dw, db):
     return dw
 
 
-@njit(parallel=True, **OPTS)
+@njit(parallel=True, **FMA_OPTS)
 def _relu_mask(dy, y, dz):
     """dz = dy where y > 0, else 0 (flat arrays of one size). Overwrites dz."""
     for t in prange(dy.size):
@@ -259,7 +259,7 @@ def _relu_mask(dy, y, dz):
     return dz
 
 
-@njit(**OPTS)
+@njit(**FMA_OPTS)
 def _indices_within(a, n):
     """True if every a[t] is in [0, n). One pass, no temporaries (NumPy's min and max
     would allocate on every training step)."""
@@ -272,7 +272,7 @@ def _indices_within(a, n):
 def _check_argmax(dy, argmax, grid_shape):
     """maxpool2d_backward's checks (the shared fused ones), then argmax's range in one
     Numba pass instead of check_argmax_range's two NumPy reductions (same message)."""
-    n, h, w, c = v.fused_pool_grad(dy, argmax, grid_shape)
+    n, h, w, c = _validate.fused_pool_grad(dy, argmax, grid_shape)
     if argmax.size and not _indices_within(argmax.reshape(-1), h * w):
         raise ValueError(f"maxpool2d_backward: argmax holds indices outside [0, {h * w})")
 
@@ -281,10 +281,10 @@ def conv2d_relu_forward(x, w, b, stride=1, padding="valid", out=None):
     """y = relu(conv2d_forward(x, w, b)): (N, OH, OW, F), written into out when given
     (overwritten, no allocation), else a new array."""
     op = "conv2d_forward"
-    g = _c.Geometry(op, x, w, stride, padding)
-    v.check_bias(op, b, g.f, x.dtype)
+    g = conv2d.Geometry(op, x, w, stride, padding)
+    _validate.check_bias(op, b, g.f, x.dtype)
     t = Target("conv2d_relu_forward", "out", out, g.y_shape)
-    _c.forward(g, x, w, b, True, t.buf)
+    conv2d.forward(g, x, w, b, True, t.buf)
     return t.result()
 
 
@@ -294,14 +294,14 @@ def conv2d_relu_backward(x, w, dy, y, stride=1, padding="valid", need_dx=True, o
     dy, y (N, OH, OW, F). Returns (dx or None, dw, db), overwritten into out's
     buffers when given; dw and db bitwise identical for any thread count.
     """
-    v.fused_relu_grad(dy, y)
+    _validate.fused_relu_grad(dy, y)
     op = "conv2d_backward"
-    g = _c.Geometry(op, x, w, stride, padding)
-    v.check_dy(op, dy, g.y_shape, x.dtype)
-    _c.check_float32(op, y=y)
-    dz = _c.workspace("relu_dz", g.y_shape)
-    _relu_mask(_c.contiguous(dy).reshape(-1), _c.contiguous(y).reshape(-1), dz.reshape(-1))
-    return _c.backward("conv2d_relu_backward", g, x, w, dz, need_dx, out)
+    g = conv2d.Geometry(op, x, w, stride, padding)
+    _validate.check_dy(op, dy, g.y_shape, x.dtype)
+    check_float32(op, "y", y)
+    dz = conv2d.workspace("relu_dz", g.y_shape)
+    _relu_mask(contiguous(dy).reshape(-1), contiguous(y).reshape(-1), dz.reshape(-1))
+    return conv2d.backward("conv2d_relu_backward", g, x, w, dz, need_dx, out)
 
 
 def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool_stride=None,
@@ -314,16 +314,16 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool
     (overwritten, no allocation), else new arrays.
     """
     op = "conv2d_relu_maxpool_forward"
-    g = _c.Geometry("conv2d_forward", x, w, stride, padding)
-    v.check_bias("conv2d_forward", b, g.f, x.dtype)
-    (pk_h, pk_w), (ps_h, ps_w), ph, pw, ppt, ppl = v.fused_pool_geometry(
+    g = conv2d.Geometry("conv2d_forward", x, w, stride, padding)
+    _validate.check_bias("conv2d_forward", b, g.f, x.dtype)
+    (pk_h, pk_w), (ps_h, ps_w), ph, pw, ppt, ppl = _validate.fused_pool_geometry(
         g.oh, g.ow, pool, pool_stride, pool_padding)
-    o = _c.out_tuple(op, out, 2)
+    o = _validate.out_tuple(op, out, 2)
     ty = Target(op, "out[0]", o[0], (g.n, ph, pw, g.f))
     ta = Target(op, "out[1]", o[1], (g.n, ph, pw, g.f), np.int32)
-    zbuf = _c.workspace("pool_rows", (numba.config.NUMBA_NUM_THREADS, pk_h, g.ow, g.f))
-    _forward_pooled(g.padded(x), _c.contiguous(w), g.packed_w(_c.contiguous(w)),
-                    _c.contiguous(b), g.sh, g.sw, g.oh, g.ow,
+    zbuf = conv2d.workspace("pool_rows", (numba.config.NUMBA_NUM_THREADS, pk_h, g.ow, g.f))
+    _forward_pooled(g.padded(x), contiguous(w), g.packed_w(contiguous(w)),
+                    contiguous(b), g.sh, g.sw, g.oh, g.ow,
                     pk_h, pk_w, ps_h, ps_w, ppt, ppl, zbuf, ty.buf, ta.buf)
     return ty.result(), ta.result()
 
@@ -338,29 +338,30 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
     identical for any thread count.
     """
     op = "conv2d_relu_maxpool_backward"
-    g = _c.Geometry(op, x, w, stride, padding)
-    v.fused_relu_grad(dy, y)
-    _check_argmax(dy, _c.contiguous(argmax) if isinstance(argmax, np.ndarray) else argmax,
+    g = conv2d.Geometry(op, x, w, stride, padding)
+    _validate.fused_relu_grad(dy, y)
+    _check_argmax(dy, contiguous(argmax) if isinstance(argmax, np.ndarray) else argmax,
                   g.y_shape)
-    _c.check_float32(op, dy=dy, y=y)
-    o = _c.out_tuple(op, out, 3)
+    check_float32(op, "dy", dy)
+    check_float32(op, "y", y)
+    o = _validate.out_tuple(op, out, 3)
     tdx = Target(op, "out[0]", o[0], x.shape) if need_dx else None
     tdw = Target(op, "out[1]", o[1], w.shape)
     tdb = Target(op, "out[2]", o[2], (g.f,))
     k = g.kw * g.c
     if need_dx:
-        dxp = tdx.buf if g.direct else _c.workspace("dxpad", g.padded_shape)
+        dxp = tdx.buf if g.direct else conv2d.workspace("dxpad", g.padded_shape)
     else:
-        dxp = _c.workspace("no_dx", (1, g.hp, g.wp, g.c))  # typed stand-in, never written
-    dwp = _c.workspace("pool_dw_partial", (g.n, g.f, g.kh, k))
-    dbp = _c.workspace("pool_db_partial", (g.n, g.f))
+        dxp = conv2d.workspace("no_dx", (1, g.hp, g.wp, g.c))  # typed stand-in, never written
+    dwp = conv2d.workspace("pool_dw_partial", (g.n, g.f, g.kh, k))
+    dbp = conv2d.workspace("pool_db_partial", (g.n, g.f))
     threads = numba.config.NUMBA_NUM_THREADS
     pooled = dy.shape[1] * dy.shape[2]
-    _backward_pooled(g.padded(x), g.transposed_w(_c.contiguous(w)), _c.contiguous(dy),
-                     _c.contiguous(y), _c.contiguous(argmax), g.sh, g.sw, g.ow, need_dx,
-                     _c.workspace("sparse_offsets", (threads, g.f, pooled), np.int64),
-                     _c.workspace("sparse_gradients", (threads, g.f, pooled)),
-                     _c.workspace("sparse_counts", (threads, g.f), np.int64),
+    _backward_pooled(g.padded(x), g.transposed_w(contiguous(w)), contiguous(dy),
+                     contiguous(y), contiguous(argmax), g.sh, g.sw, g.ow, need_dx,
+                     conv2d.workspace("sparse_offsets", (threads, g.f, pooled), np.int64),
+                     conv2d.workspace("sparse_gradients", (threads, g.f, pooled)),
+                     conv2d.workspace("sparse_counts", (threads, g.f), np.int64),
                      dwp, dbp, dxp)
     _reduce_images(dwp, dbp, tdw.buf, tdb.buf)
     if need_dx and not g.direct:

@@ -9,8 +9,8 @@ like the reference, in the stable forms below.
 import numpy as np
 from numba import njit
 
-from .. import _validate as v
-from ._common import OPTS, Target, check_float32, contiguous, out_tuple
+from .. import _validate
+from ._common import OPTS, Target, check_float32, contiguous
 
 
 @njit(**OPTS)
@@ -57,9 +57,9 @@ def binary_crossentropy(y_true, logits, out=None):
     numeric dtype, read as float32). Returns (loss, dlogits).
     """
     op = "binary_crossentropy"
-    y = v.check_binary_labels(op, y_true, logits)
+    y = _validate.check_binary_labels(op, y_true, logits)
     check_float32(op, "logits", logits)
-    _, o_dz = out_tuple(op, out, 2)
+    _, o_dz = _validate.out_tuple(op, out, 2)
     if y.dtype != np.float32:
         y = y.astype(np.float32)     # one compiled signature; labels are few
     y, z = contiguous(y), contiguous(logits)
@@ -74,9 +74,9 @@ def softmax_crossentropy(y_true_int, logits, out=None):
     Returns (loss, dlogits (N, K)).
     """
     op = "softmax_crossentropy"
-    y = v.check_int_labels(op, y_true_int, logits)
+    y = _validate.check_int_labels(op, y_true_int, logits)
     check_float32(op, "logits", logits)
-    _, o_dz = out_tuple(op, out, 2)
+    _, o_dz = _validate.out_tuple(op, out, 2)
     y, z = contiguous(y), contiguous(logits)
     t = Target(op, "out[1]", o_dz, z.shape, z.dtype)
     loss = _softmax_ce(y, z, t.buf)

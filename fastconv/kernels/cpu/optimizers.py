@@ -13,7 +13,7 @@ runs comparable step for step).
 import numpy as np
 from numba import prange
 
-from .. import _validate as v
+from .. import _validate
 from ._common import check_float32, kernel
 
 
@@ -71,7 +71,7 @@ def sgd_update(p, g, v_, lr, momentum=0.0, nesterov=False):
     Without momentum: p -= lr * g.
     """
     op = "sgd_update"
-    lr, momentum = v.sgd_args(op, p, g, v_, lr, momentum)
+    lr, momentum = _validate.sgd_args(op, p, g, v_, lr, momentum)
     check_float32(op, "p", p)                # g and the state: p's dtype, checked above
     if momentum == 0:
         _run_in_place(_sgd_plain, (p, g), lr)
@@ -84,7 +84,7 @@ def rmsprop_update(p, g, ms, lr, rho=0.9, eps=1e-7):
     ms = rho * ms + (1 - rho) * g^2;  p -= lr * g / sqrt(ms + eps).
     """
     op = "rmsprop_update"
-    lr, rho, eps = v.rmsprop_args(op, p, g, ms, lr, rho, eps)
+    lr, rho, eps = _validate.rmsprop_args(op, p, g, ms, lr, rho, eps)
     check_float32(op, "p", p)
     _run_in_place(_rmsprop, (p, g, ms), lr, rho, eps)
 
@@ -96,7 +96,7 @@ def adam_update(p, g, m, v_, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
     p -= a * m / (sqrt(v_) + eps)
     """
     op = "adam_update"
-    lr = v.adam_args(op, p, g, m, v_, t, lr)
+    lr = _validate.adam_args(op, p, g, m, v_, t, lr)
     check_float32(op, "p", p)
     beta1, beta2, eps = float(beta1), float(beta2), float(eps)
     alpha = lr * np.sqrt(1.0 - beta2 ** int(t)) / (1.0 - beta1 ** int(t))

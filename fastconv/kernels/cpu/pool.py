@@ -13,8 +13,8 @@ rather than branches so LLVM vectorizes it over channels.
 import numpy as np
 from numba import prange
 
-from .. import _validate as v
-from ._common import Target, check_float32, contiguous, kernel, out_tuple
+from .. import _validate
+from ._common import Target, check_float32, contiguous, kernel
 
 NEG_INF = np.float32(-np.inf)
 F0 = np.float32(0.0)
@@ -85,9 +85,9 @@ def maxpool2d_forward(x, pool=2, stride=None, padding="valid", out=None):
     int32 are written whole. out=(y or None, argmax or None).
     """
     op = "maxpool2d_forward"
-    (ph, pw), (sh, sw), oh, ow, pt, pl = v.pool2d_geometry(op, x, pool, stride, padding)
+    (ph, pw), (sh, sw), oh, ow, pt, pl = _validate.pool2d_geometry(op, x, pool, stride, padding)
     check_float32(op, "x", x)
-    o_y, o_arg = out_tuple(op, out, 2)
+    o_y, o_arg = _validate.out_tuple(op, out, 2)
     x = contiguous(x)
     shape = (x.shape[0], oh, ow, x.shape[3])
     ty = Target(op, "out[0]", o_y, shape, x.dtype)
@@ -103,8 +103,8 @@ def maxpool2d_backward(dy, argmax, x_shape, out=None):
     dx is overwritten whole (zeros where no window's max was).
     """
     op = "maxpool2d_backward"
-    v.check_float_array(op, "dy", dy, 4)
-    x_shape = v.check_pool_grad(op, dy, argmax, x_shape)
+    _validate.check_float_array(op, "dy", dy, 4)
+    x_shape = _validate.check_pool_grad(op, dy, argmax, x_shape)
     n, h, w, c = x_shape
     check_float32(op, "dy", dy)
     dy, argmax = contiguous(dy), contiguous(argmax)

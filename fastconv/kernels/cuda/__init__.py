@@ -4,8 +4,9 @@ Same names and meaning as fastconv.kernels.reference. Wrappers take numba
 device arrays (host NumPy arrays are copied in, a convenience that costs a
 copy per call), write into `out=` device buffers when given, choose grid and
 block sizes and copy nothing back except the losses' scalar. The argument
-checks and the out= convention are shared by every op (_mem.py). empty/zeros/to_device/to_host/synchronize move buffers
-for the model layer.
+checks and the out= convention are every backend's (fastconv/kernels/_validate.py;
+_mem.py adds the device's part). empty/zeros/to_device/to_host/synchronize move
+buffers for the model layer.
 
 Importing this package needs numba-cuda but no GPU: kernels compile on first
 launch. Use `fastconv.kernels.get("cuda")`, which refuses clearly without a
@@ -14,7 +15,7 @@ Each kernel module lists its kernels in KERNELS (see _spec.py) for the PTX
 checks (tests/test_cuda_ptx.py) and `python -m fastconv.kernels.cuda.report`.
 """
 from ._mem import empty, synchronize, to_device, to_host, zeros  # noqa: F401
-from .elementwise import (  # noqa: F401
+from .activations import (  # noqa: F401
     dropout_backward, dropout_forward, relu_backward, relu_forward, sigmoid_backward,
     sigmoid_forward, softmax_backward, softmax_forward)
 from .losses import binary_crossentropy, softmax_crossentropy  # noqa: F401

@@ -6,20 +6,34 @@ arrays (DeviceNDArray; FakeCUDAArray under NUMBA_ENABLE_CUDASIM=1).
 
 Argument helpers for the wrappers, so that every cuda op raises the
 reference's messages (fastconv/kernels/_validate.py) and follows its out=
-convention:
+convention (its checks are _validate.out_tuple and check_out; these add only
+the device's part):
   checkable(a)      what to hand to a _validate check: device arrays become a
                     zero-byte NumPy stand-in with their shape and dtype;
   device_in(...)    the operand as a C-contiguous device array (a host array is
                     copied in: convenient, but a copy per call, not for hot paths);
   out_buffer(...)   the caller's out= buffer, checked, or a new device array;
   finish(...)       copies into a host out= array when the caller gave one.
+
+Workspaces: workspace() (and cached(), under it) give scratch device buffers
+(dw partials, the fused backward's conv-grid gradient, the losses' scalars)
+allocated once per shape and reused, so a training step allocates nothing. They
+belong to the calling Python thread and to the current CUDA context (one cache
+per thread and context, the last _MAX_CONTEXTS contexts kept), so threads never
+share scratch (two threads' launches interleave on the device's stream: a shared
+buffer would be overwritten between one thread's kernels) and a buffer is never
+used in a context other than the one that allocated it (e.g. after cuda.close()).
+
 Nothing here needs a GPU to import; numba.cuda is imported on first use.
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import numpy as np
 
-from .. import _validate as v
+from .. import _validate
 
 
 def _cuda():
@@ -84,7 +98,7 @@ def checkable(a):
 def check_float32(op, name, a, ndim=None):
     """_validate.check_float_array for host or device `a`, float32 only (the cuda kernels
     are compiled for float32; _validate.float64_allowed() is for the reference)."""
-    v.check_float_array(op, name, checkable(a), ndim)
+    _validate.check_float_array(op, name, checkable(a), ndim)
     if a.dtype != np.float32:
         raise TypeError(f"{op}: {name} must be float32, got {a.dtype}")
     if is_device_array(a) and not a.is_c_contiguous():
@@ -122,12 +136,7 @@ def out_buffers(op, *specs):
     for name, out, shape, dtype in specs:
         if out is None:
             continue
-        if not (is_device_array(out) or isinstance(out, np.ndarray)):
-            raise TypeError(f"{op}: {name} must be a numpy.ndarray or a device array, got "
-                            f"{type(out).__name__}")
-        if tuple(out.shape) != shape or out.dtype != dtype:
-            raise ValueError(f"{op}: {name} must be {dtype} of shape {shape}, got "
-                             f"{out.dtype} of shape {tuple(out.shape)}")
+        _validate.check_out(op, name, out, shape, dtype, is_device_array)
         if is_device_array(out) and not out.is_c_contiguous():
             raise ValueError(f"{op}: {name} must be a C-contiguous device array")
     buffers = []
@@ -139,16 +148,6 @@ def out_buffers(op, *specs):
         else:
             buffers.append((out, None))
     return buffers
-
-
-def out_tuple(op, out, n):
-    """The out= tuple of an op with `n` results, as a list of n entries (None: allocate)."""
-    if out is None:
-        return [None] * n
-    if not isinstance(out, tuple) or len(out) != n:
-        raise TypeError(f"{op}: out must be a tuple of {n} (arrays or None), got "
-                        f"{type(out).__name__}")
-    return list(out)
 
 
 def finish(buf, host):
@@ -167,3 +166,77 @@ def flat(a):
 def blocks_for(n, threads, max_blocks=65535):
     """Blocks of `threads` covering n items, capped: the kernels loop with a grid stride."""
     return max(1, min(max_blocks, -(-int(n) // int(threads))))
+
+
+def check_int32_indexable(op, *shapes):
+    """The conv kernels index with int32: refuse tensors of 2**31 elements or more."""
+    for shape in shapes:
+        size = int(np.prod(shape))
+        if size >= 2 ** 31:
+            raise ValueError(f"{op}: an operand of shape {tuple(shape)} has {size} elements; "
+                             f"the cuda conv kernels index with int32 (< 2**31): use a "
+                             f"smaller batch")
+
+
+# Per Python thread: [(context, OrderedDict {key: buffer})], most recent context last.
+_LOCAL = threading.local()
+_MAX_WORKSPACES = 32          # per thread and context
+_MAX_CONTEXTS = 4             # per thread (a thread that switches devices keeps each cache)
+
+
+def _same_context(old, new):
+    """True when `old` and `new` are the same CUDA context. On a GPU a context is one
+    Context object for its whole life (cuda.close() makes the next one a new object, even
+    if the driver reuses the handle), so identity. The simulator hands out a new fake
+    context object on every call: its contexts are the same when their device ids are."""
+    if getattr(new, "handle", None) is None:
+        return getattr(old, "handle", None) is None and old.id == new.id
+    return old is new
+
+
+def cached(key, make, *args):
+    """The calling thread's buffer for `key` in the current CUDA context, made by
+    make(*args) on first use. Least-recently-used entries beyond _MAX_WORKSPACES are
+    dropped (freed by numba once no launch holds them)."""
+    from numba import cuda
+    ctx = cuda.current_context()
+    caches = getattr(_LOCAL, "caches", None)
+    if caches is None:
+        caches = _LOCAL.caches = []
+    for k, (c, bufs) in enumerate(caches):
+        if _same_context(c, ctx):
+            if k != len(caches) - 1:
+                caches.append(caches.pop(k))
+            break
+    else:
+        bufs = OrderedDict()
+        caches.append((ctx, bufs))
+        if len(caches) > _MAX_CONTEXTS:
+            caches.pop(0)
+    buf = bufs.get(key)
+    if buf is None:
+        buf = make(*args)
+        bufs[key] = buf
+        while len(bufs) > _MAX_WORKSPACES:
+            bufs.popitem(last=False)
+    else:
+        bufs.move_to_end(key)
+    return buf
+
+
+def workspace(tag, shape, dtype=np.float32):
+    """A scratch device array for (tag, shape, dtype), reused by this thread's later calls
+    in this CUDA context (see cached()).
+
+    One thread's kernels run in order on the stream, so its ops that share a workspace
+    never overlap; other threads have their own.
+    """
+    from numba import cuda
+    key = (tag, tuple(int(s) for s in shape), np.dtype(dtype).str)
+    return cached(key, cuda.device_array, key[1], dtype)
+
+
+def blocks(n, per_block):
+    """ceil(n / per_block), at least 1, uncapped: tile counts and the conv kernels' grids
+    (blocks_for is the capped count of the grid-stride kernels)."""
+    return max(1, -(-int(n) // int(per_block)))

@@ -19,8 +19,8 @@ live, so tests may shrink them to get many blocks from tiny inputs.
 import numpy as np
 from numba import cuda, float32, int32
 
-from .. import _validate as v
-from . import _devargs as d
+from .. import _validate
+from . import _mem
 from ._spec import KernelSpec
 
 # Forward / dx GEMM tile: BM rows (pixels) x BN columns (channels) per block, staged
@@ -479,7 +479,7 @@ def _rows(a):
 
 
 def _dummy_argmax():
-    return d.workspace("conv2d_dummy_argmax", (1, 1), np.int32)
+    return _mem.workspace("conv2d_dummy_argmax", (1, 1), np.int32)
 
 
 def launch_forward(x, w2, b, y, kw, oh, ow, stride, pt, pl, relu=False,
@@ -488,7 +488,7 @@ def launch_forward(x, w2, b, y, kw, oh, ow, stride, pt, pl, relu=False,
     see conv2d_fwd_tile. Without pool, PH, PW = OH, OW."""
     n, h, wd, c = x.shape
     _, ph, pw, f = y.shape
-    grid = (d.blocks(n * ph * pw, BM), d.blocks(f, BN))
+    grid = (_mem.blocks(n * ph * pw, BM), _mem.blocks(f, BN))
     pooled = arg is not None
     conv2d_fwd_tile[grid, fwd_threads()](
         _flat(x), w2, b, _rows(y), _rows(arg) if pooled else _dummy_argmax(),
@@ -500,7 +500,7 @@ def launch_dx(dz, w2, dx, kh, kw, stride, pt, pl):
     """dx (N, H, W, C) from dz (N, OH, OW, F) and w2 (K, F); see conv2d_dx_tile."""
     n, h, wd, c = dx.shape
     _, oh, ow, _ = dz.shape
-    grid = (d.blocks(n * h * wd, BM), d.blocks(c, BN))
+    grid = (_mem.blocks(n * h * wd, BM), _mem.blocks(c, BN))
     conv2d_dx_tile[grid, fwd_threads()](
         _flat(dz), w2, _rows(dx), *_i32(h, wd, kh, kw, oh, ow, stride[0], stride[1], pt, pl))
 
@@ -508,10 +508,10 @@ def launch_dx(dz, w2, dx, kh, kw, stride, pt, pl):
 def dw_split(m, k, f):
     """(S, m_chunk): pixel chunks for the two-stage weight gradient. Enough chunks that
     the grid has about DW_TARGET_BLOCKS blocks, each chunk a multiple of DW_BM pixels."""
-    tiles = d.blocks(k, DW_BK) * d.blocks(f, DW_BN)
-    s = max(1, min(d.blocks(DW_TARGET_BLOCKS, tiles), d.blocks(m, DW_BM)))
-    chunk = d.blocks(d.blocks(m, s), DW_BM) * DW_BM
-    return d.blocks(m, chunk), chunk
+    tiles = _mem.blocks(k, DW_BK) * _mem.blocks(f, DW_BN)
+    s = max(1, min(_mem.blocks(DW_TARGET_BLOCKS, tiles), _mem.blocks(m, DW_BM)))
+    chunk = _mem.blocks(_mem.blocks(m, s), DW_BM) * DW_BM
+    return _mem.blocks(m, chunk), chunk
 
 
 def launch_dw(x, dz, dw2, db, kw, stride, pt, pl):
@@ -521,24 +521,24 @@ def launch_dw(x, dz, dw2, db, kw, stride, pt, pl):
     _, oh, ow, f = dz.shape
     k = dw2.shape[0]
     s, chunk = dw_split(n * oh * ow, k, f)
-    part = d.workspace("conv2d_dw_partials", (s, k + 1, f))
-    grid = (d.blocks(k, DW_BK), d.blocks(f, DW_BN), s)
+    part = _mem.workspace("conv2d_dw_partials", (s, k + 1, f))
+    grid = (_mem.blocks(k, DW_BK), _mem.blocks(f, DW_BN), s)
     conv2d_dw_tile[grid, dw_threads()](
         _flat(x), _rows(dz), part,
         *_i32(h, wd, c, kw, oh, ow, stride[0], stride[1], pt, pl, chunk))
-    conv2d_dw_sum[d.blocks((k + 1) * f, SUM_THREADS), SUM_THREADS](part, dw2, db)
+    conv2d_dw_sum[_mem.blocks((k + 1) * f, SUM_THREADS), SUM_THREADS](part, dw2, db)
 
 
 def backward_buffers(op, x_shape, w_shape, need_dx, out):
     """The out= tuple of a conv backward checked (the reference's out= convention) and
     its buffers: [(dw, host), (db, host)] and (dx, host) when need_dx. Called before any
     input is copied to the device, so a bad out= raises without touching it."""
-    out = d.out_tuple(op, out, 3)
+    out = _validate.out_tuple(op, out, 3)
     specs = [("out[1]", out[1], w_shape, np.float32),
              ("out[2]", out[2], (w_shape[3],), np.float32)]
     if need_dx:
         specs.append(("out[0]", out[0], x_shape, np.float32))
-    return d.out_buffers(op, *specs)
+    return _mem.out_buffers(op, *specs)
 
 
 def launch_backward(x, w, dz, stride, pt, pl, need_dx, bufs):
@@ -551,29 +551,29 @@ def launch_backward(x, w, dz, stride, pt, pl, need_dx, bufs):
     if need_dx:
         dx, dx_host = bufs[2]
         launch_dx(dz, w.reshape(kh * kw * c, f), dx, kh, kw, stride, pt, pl)
-        dx = d.finish(dx, dx_host)
-    return dx, d.finish(dw, dw_host), d.finish(db, db_host)
+        dx = _mem.finish(dx, dx_host)
+    return dx, _mem.finish(dw, dw_host), _mem.finish(db, db_host)
 
 
 def check_conv(op, x, w, stride, padding):
     """The reference's checks of x and w (host or device arrays), plus float32 and
     C-contiguous device arrays. Returns (stride pair, OH, OW, pad_top, pad_left)."""
-    d.check_float32(op, "x", x, 4)
-    d.check_float32(op, "w", w, 4)
-    geometry = v.conv2d_geometry(op, d.checkable(x), d.checkable(w), stride, padding)
+    _mem.check_float32(op, "x", x, 4)
+    _mem.check_float32(op, "w", w, 4)
+    geometry = _validate.conv2d_geometry(op, _mem.checkable(x), _mem.checkable(w), stride, padding)
     _, oh, ow, _, _ = geometry
-    d.check_int32_indexable(op, x.shape, (x.shape[0], oh, ow, w.shape[3]))  # dz, y
+    _mem.check_int32_indexable(op, x.shape, (x.shape[0], oh, ow, w.shape[3]))  # dz, y
     return geometry
 
 
 def check_bias(op, b, n_out):
-    v.check_bias(op, d.checkable(b), n_out, np.float32)
-    d.check_float32(op, "b", b)
+    _validate.check_bias(op, _mem.checkable(b), n_out, np.float32)
+    _mem.check_float32(op, "b", b)
 
 
 def check_dy(op, dy, shape):
-    v.check_dy(op, d.checkable(dy), shape, np.float32)
-    d.check_float32(op, "dy", dy)
+    _validate.check_dy(op, _mem.checkable(dy), shape, np.float32)
+    _mem.check_float32(op, "dy", dy)
 
 
 # --- public ops ---
@@ -589,10 +589,10 @@ def conv2d_forward(x, w, b, stride=1, padding="valid", out=None):
     stride, oh, ow, pt, pl = check_conv(op, x, w, stride, padding)
     check_bias(op, b, w.shape[3])
     kh, kw, c, f = w.shape
-    [(y, y_host)] = d.out_buffers(op, ("out", out, (x.shape[0], oh, ow, f), np.float32))
-    x, w, b = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "b", b)
+    [(y, y_host)] = _mem.out_buffers(op, ("out", out, (x.shape[0], oh, ow, f), np.float32))
+    x, w, b = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w), _mem.device_in(op, "b", b)
     launch_forward(x, w.reshape(kh * kw * c, f), b, y, kw, oh, ow, stride, pt, pl)
-    return d.finish(y, y_host)
+    return _mem.finish(y, y_host)
 
 
 def conv2d_backward(x, w, dy, stride=1, padding="valid", need_dx=True, out=None):
@@ -606,5 +606,5 @@ def conv2d_backward(x, w, dy, stride=1, padding="valid", need_dx=True, out=None)
     stride, oh, ow, pt, pl = check_conv(op, x, w, stride, padding)
     check_dy(op, dy, (x.shape[0], oh, ow, w.shape[3]))
     bufs = backward_buffers(op, x.shape, w.shape, need_dx, out)
-    x, w, dy = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "dy", dy)
+    x, w, dy = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w), _mem.device_in(op, "dy", dy)
     return launch_backward(x, w, dy, stride, pt, pl, need_dx, bufs)

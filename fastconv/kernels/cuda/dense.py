@@ -10,8 +10,8 @@ No kernels of its own, hence an empty KERNELS.
 """
 import numpy as np
 
-from .. import _validate as v
-from . import _devargs as d
+from .. import _validate
+from . import _mem
 from . import conv2d as _conv
 
 KERNELS = []
@@ -25,9 +25,9 @@ def _image(a):
 
 
 def _check(op, x, w):
-    d.check_float32(op, "x", x, 2)
-    d.check_float32(op, "w", w, 2)
-    v.dense_check(op, d.checkable(x), d.checkable(w))
+    _mem.check_float32(op, "x", x, 2)
+    _mem.check_float32(op, "w", w, 2)
+    _validate.dense_check(op, _mem.checkable(x), _mem.checkable(w))
 
 
 def dense_forward(x, w, b, out=None):
@@ -39,10 +39,10 @@ def dense_forward(x, w, b, out=None):
     op = "dense_forward"
     _check(op, x, w)
     _conv.check_bias(op, b, w.shape[1])
-    [(y, y_host)] = d.out_buffers(op, ("out", out, (x.shape[0], w.shape[1]), np.float32))
-    x, w, b = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "b", b)
+    [(y, y_host)] = _mem.out_buffers(op, ("out", out, (x.shape[0], w.shape[1]), np.float32))
+    x, w, b = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w), _mem.device_in(op, "b", b)
     _conv.launch_forward(_image(x), w, b, _image(y), 1, 1, 1, _ONE, 0, 0)
-    return d.finish(y, y_host)
+    return _mem.finish(y, y_host)
 
 
 def dense_backward(x, w, dy, need_dx=True, out=None):
@@ -52,18 +52,18 @@ def dense_backward(x, w, dy, need_dx=True, out=None):
     op = "dense_backward"
     _check(op, x, w)
     _conv.check_dy(op, dy, (x.shape[0], w.shape[1]))
-    out = d.out_tuple(op, out, 3)
+    out = _validate.out_tuple(op, out, 3)
     specs = [("out[1]", out[1], w.shape, np.float32),
              ("out[2]", out[2], (w.shape[1],), np.float32)]
     if need_dx:
         specs.append(("out[0]", out[0], x.shape, np.float32))
-    bufs = d.out_buffers(op, *specs)
+    bufs = _mem.out_buffers(op, *specs)
     (dw, dw_host), (db, db_host) = bufs[:2]
-    x, w, dy = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "dy", dy)
+    x, w, dy = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w), _mem.device_in(op, "dy", dy)
     _conv.launch_dw(_image(x), _image(dy), dw, db, 1, _ONE, 0, 0)
     dx = None
     if need_dx:
         dx, dx_host = bufs[2]
         _conv.launch_dx(_image(dy), w, _image(dx), 1, 1, _ONE, 0, 0)
-        dx = d.finish(dx, dx_host)
-    return dx, d.finish(dw, dw_host), d.finish(db, db_host)
+        dx = _mem.finish(dx, dx_host)
+    return dx, _mem.finish(dw, dw_host), _mem.finish(db, db_host)

@@ -4,9 +4,9 @@ Forward: one launch of conv2d_fwd_tile (conv2d.py) with the ReLU and the pool wi
 in its epilogue, so the pre-pool activation (N, OH, OW, F) is never written.
 
 Backward: the conv-output gradient dz = pool-backward(dy where y > 0) is formed in a cached
-workspace (elementwise.relu_bwd; or elementwise.zero, then maxpool_grad_scatter, which uses
-float atomics because the op is not told the pool geometry), then the conv backward kernels
-of conv2d.py read dz.
+workspace (activations.relu_bwd; or pool.scatter_grad with the mask y > 0: the max-pool
+backward's kernel, float atomics because the op is not told the pool geometry), then the
+conv backward kernels of conv2d.py read dz. No kernels of their own, hence an empty KERNELS.
 
 Bad arguments raise exactly what the reference's composition raises (see
 _validate's fused checks): each check names the unfused op that makes it
@@ -14,58 +14,14 @@ _validate's fused checks): each check names the unfused op that makes it
 op, and every check runs before anything touches the device.
 """
 import numpy as np
-from numba import cuda, float32
 
-from .. import _validate as v
-from . import _devargs as d
+from .. import _validate
+from . import _mem
 from . import conv2d as _conv
-from ._spec import KernelSpec
-from .elementwise import _elementwise, relu_bwd, zero
+from .activations import _elementwise, relu_bwd
+from .pool import scatter_grad
 
-GRAD_THREADS = 256
-GRAD_MAX_BLOCKS = 65535   # grid-stride loops beyond this
-
-
-@cuda.jit
-def maxpool_grad_scatter(dy, y, arg, dz):
-    """dz[n, arg // OW, arg % OW, f] += dy[n, ph, pw, f] wherever y[n, ph, pw, f] > 0.
-
-    dy, y (N, PH, PW, F) float32, arg int32 like dy (flat indices into the conv grid; an
-    index outside [0, OH*OW) routes nothing), dz (N, OH, OW, F) float32, accumulated into:
-    the caller zeroes it first. Uses float atomics (cuda.atomic.add): the backward op is
-    not told the pool size and stride, so it scatters. With windows that do not overlap
-    (stride >= pool, as in the seed model) every dz element gets at most one add, and with
-    two the sum is order-independent, so results are deterministic; only a pixel that wins
-    three or more overlapping windows may vary in its last bit between runs.
-    One thread per dy element, f fastest. Grid-stride loop.
-    """
-    n_ph = dy.shape[1]
-    n_pw = dy.shape[2]
-    n_f = dy.shape[3]
-    n_ow = dz.shape[2]
-    n_pix = dz.shape[1] * n_ow
-    total = dy.shape[0] * n_ph * n_pw * n_f
-    for e in range(cuda.grid(1), total, cuda.gridsize(1)):
-        f = e % n_f
-        t = e // n_f
-        pw = t % n_pw
-        t = t // n_pw
-        ph = t % n_ph
-        n = t // n_ph
-        a = arg[n, ph, pw, f]
-        if y[n, ph, pw, f] > float32(0.0) and a >= 0 and a < n_pix:
-            oh = a // n_ow
-            cuda.atomic.add(dz, (n, oh, a - oh * n_ow, f), dy[n, ph, pw, f])
-
-
-KERNELS = [
-    KernelSpec("maxpool_grad_scatter", maxpool_grad_scatter,
-               (_conv.F4, _conv.F4, _conv.I4, _conv.F4), GRAD_THREADS),
-]
-
-
-def _grid(total):
-    return min(d.blocks(total, GRAD_THREADS), GRAD_MAX_BLOCKS)
+KERNELS = []
 
 
 def conv2d_relu_forward(x, w, b, stride=1, padding="valid", out=None):
@@ -75,26 +31,26 @@ def conv2d_relu_forward(x, w, b, stride=1, padding="valid", out=None):
     stride, oh, ow, pt, pl = _conv.check_conv("conv2d_forward", x, w, stride, padding)
     _conv.check_bias("conv2d_forward", b, w.shape[3])
     kh, kw, c, f = w.shape
-    [(y, y_host)] = d.out_buffers(op, ("out", out, (x.shape[0], oh, ow, f), np.float32))
-    x, w, b = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "b", b)
+    [(y, y_host)] = _mem.out_buffers(op, ("out", out, (x.shape[0], oh, ow, f), np.float32))
+    x, w, b = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w), _mem.device_in(op, "b", b)
     _conv.launch_forward(x, w.reshape(kh * kw * c, f), b, y, kw, oh, ow, stride, pt, pl,
                          relu=True)
-    return d.finish(y, y_host)
+    return _mem.finish(y, y_host)
 
 
 def conv2d_relu_backward(x, w, dy, y, stride=1, padding="valid", need_dx=True, out=None):
     """conv2d_backward with dz = dy where y > 0 (y the fused forward's output):
     (dx or None, dw, db), new device arrays or the out= tuple's buffers (overwritten)."""
     op = "conv2d_relu_backward"
-    v.fused_relu_grad(d.checkable(dy), d.checkable(y))
+    _validate.fused_relu_grad(_mem.checkable(dy), _mem.checkable(y))
     stride, oh, ow, pt, pl = _conv.check_conv("conv2d_backward", x, w, stride, padding)
     shape = (x.shape[0], oh, ow, w.shape[3])
     _conv.check_dy("conv2d_backward", dy, shape)
-    d.check_float32(op, "y", y)
+    _mem.check_float32(op, "y", y)
     bufs = _conv.backward_buffers(op, x.shape, w.shape, need_dx, out)
-    x, w = d.device_in(op, "x", x), d.device_in(op, "w", w)
-    dy, y = d.device_in(op, "dy", dy), d.device_in(op, "y", y)
-    dz = d.workspace("conv2d_dz", shape)
+    x, w = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w)
+    dy, y = _mem.device_in(op, "dy", dy), _mem.device_in(op, "y", y)
+    dz = _mem.workspace("conv2d_dz", shape)
     size = int(np.prod(shape))
     _elementwise(relu_bwd, size, dy, y, dz)
     return _conv.launch_backward(x, w, dz, stride, pt, pl, need_dx, bufs)
@@ -113,17 +69,17 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool
     stride, oh, ow, pt, pl = _conv.check_conv("conv2d_forward", x, w, stride, padding)
     _conv.check_bias("conv2d_forward", b, w.shape[3])
     kh, kw, c, f = w.shape
-    pool, pool_stride, ph, pw, ppt, ppl = v.fused_pool_geometry(oh, ow, pool, pool_stride,
-                                                                pool_padding)
-    out = d.out_tuple(op, out, 2)
+    pool, pool_stride, ph, pw, ppt, ppl = _validate.fused_pool_geometry(
+        oh, ow, pool, pool_stride, pool_padding)
+    out = _validate.out_tuple(op, out, 2)
     shape = (x.shape[0], ph, pw, f)
-    (y, y_host), (arg, arg_host) = d.out_buffers(op, ("out[0]", out[0], shape, np.float32),
-                                                 ("out[1]", out[1], shape, np.int32))
-    x, w, b = d.device_in(op, "x", x), d.device_in(op, "w", w), d.device_in(op, "b", b)
+    (y, y_host), (arg, arg_host) = _mem.out_buffers(op, ("out[0]", out[0], shape, np.float32),
+                                                    ("out[1]", out[1], shape, np.int32))
+    x, w, b = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w), _mem.device_in(op, "b", b)
     _conv.launch_forward(x, w.reshape(kh * kw * c, f), b, y, kw, oh, ow, stride, pt, pl,
                          relu=True, pool=pool, pool_stride=pool_stride, ppt=ppt, ppl=ppl,
                          arg=arg)
-    return d.finish(y, y_host), d.finish(arg, arg_host)
+    return _mem.finish(y, y_host), _mem.finish(arg, arg_host)
 
 
 def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
@@ -131,24 +87,24 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
     """Gradients of conv2d_relu_maxpool_forward given dy (N, PH, PW, F): (dx or None, dw, db).
 
     dz (the conv-grid gradient, a cached workspace) is zeroed, then each pooled output with
-    y > 0 adds its dy at its argmax (maxpool_grad_scatter: atomics, see there). The values
+    y > 0 adds its dy at its argmax (pool.py's scatter_grad: atomics, see there). The values
     of a device argmax are not read back to the host to be checked: an index outside the
     conv grid routes no gradient (a host argmax is range-checked like the reference's).
     """
     op = "conv2d_relu_maxpool_backward"
     stride, oh, ow, pt, pl = _conv.check_conv(op, x, w, stride, padding)
-    v.fused_relu_grad(d.checkable(dy), d.checkable(y))
+    _validate.fused_relu_grad(_mem.checkable(dy), _mem.checkable(y))
     n, f = x.shape[0], w.shape[3]
-    v.fused_pool_grad(d.checkable(dy), argmax, (n, oh, ow, f), is_array=d.is_device_array)
+    _validate.fused_pool_grad(_mem.checkable(dy), argmax, (n, oh, ow, f),
+                              is_array=_mem.is_device_array)
     if isinstance(argmax, np.ndarray):
-        v.check_argmax_range("maxpool2d_backward", argmax, oh * ow)
-    d.check_float32(op, "dy", dy, 4)
-    d.check_float32(op, "y", y)
+        _validate.check_argmax_range("maxpool2d_backward", argmax, oh * ow)
+    _mem.check_float32(op, "dy", dy, 4)
+    _mem.check_float32(op, "y", y)
     bufs = _conv.backward_buffers(op, x.shape, w.shape, need_dx, out)
-    x, w = d.device_in(op, "x", x), d.device_in(op, "w", w)
-    dy, y = d.device_in(op, "dy", dy), d.device_in(op, "y", y)
-    argmax = d.device_in(op, "argmax", argmax, np.int32)
-    dz = d.workspace("conv2d_dz", (n, oh, ow, f))
-    zero(dz)
-    maxpool_grad_scatter[_grid(int(np.prod(dy.shape))), GRAD_THREADS](dy, y, argmax, dz)
+    x, w = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w)
+    dy, y = _mem.device_in(op, "dy", dy), _mem.device_in(op, "y", y)
+    argmax = _mem.device_in(op, "argmax", argmax, np.int32)
+    dz = _mem.workspace("conv2d_dz", (n, oh, ow, f))
+    scatter_grad(dy, argmax, dz, mask=y)
     return _conv.launch_backward(x, w, dz, stride, pt, pl, need_dx, bufs)

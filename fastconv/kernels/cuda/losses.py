@@ -16,12 +16,11 @@ import math
 import numpy as np
 from numba import cuda, float32, int32, int64
 
-from .. import _validate as v
+from .. import _validate
 from . import _launch
 from ._launch import REDUCE_MAX
-from ._mem import (check_float32, checkable, device_in, finish, flat, is_device_array, out_buffer,
-                   out_tuple)
-from ._devargs import cached
+from ._mem import (cached, check_float32, checkable, device_in, finish, flat, is_device_array,
+                   out_buffer)
 from ._reduce import block_sum
 from ._spec import KernelSpec
 
@@ -107,7 +106,7 @@ def _make_scratch():
 
 def _scratch():
     """(device (2,), host (2,)) float32 buffers for [loss, bad labels]: allocated once per
-    thread and CUDA context (_devargs.cached), so a step allocates nothing and threads
+    thread and CUDA context (_mem.cached), so a step allocates nothing and threads
     never read each other's loss."""
     return cached("loss_scratch", _make_scratch)
 
@@ -127,9 +126,9 @@ def binary_crossentropy(y_true, logits, out=None):
     logits' shape), dlogits written into out[1] when out=(None, dlogits) is given.
     """
     op = "binary_crossentropy"
-    v.check_binary_labels(op, checkable(y_true), checkable(logits))
+    _validate.check_binary_labels(op, checkable(y_true), checkable(logits))
     check_float32(op, "logits", logits)
-    _, out_d = out_tuple(op, out, 2)       # out[0] would be the loss: a float, never a buffer
+    _, out_d = _validate.out_tuple(op, out, 2)  # out[0] would be the loss: a float, not a buffer
     dz, host = out_buffer(op, "out[1]", out_d, logits.shape)
     y = device_in(op, "y_true", y_true)
     z = device_in(op, "logits", logits)
@@ -148,9 +147,9 @@ def softmax_crossentropy(y_true_int, logits, out=None):
     ValueError after the launch (the count comes back with the loss).
     """
     op = "softmax_crossentropy"
-    y_checked = v.check_int_labels(op, checkable(y_true_int), checkable(logits))
+    y_checked = _validate.check_int_labels(op, checkable(y_true_int), checkable(logits))
     check_float32(op, "logits", logits)
-    _, out_d = out_tuple(op, out, 2)
+    _, out_d = _validate.out_tuple(op, out, 2)
     if is_device_array(y_true_int) and y_true_int.dtype.kind != "i":
         # the reference's message: it would find non-integers among float labels
         raise TypeError(f"{op}: y_true must hold integer class indices, got dtype "

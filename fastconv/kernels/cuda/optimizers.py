@@ -17,7 +17,7 @@ import math
 import numpy as np
 from numba import cuda, float32, int32
 
-from .. import _validate as v
+from .. import _validate
 from . import _launch
 from ._mem import blocks_for, checkable, device_in, flat, is_device_array
 from ._spec import KernelSpec
@@ -91,7 +91,8 @@ def _run(op, kernel, names_arrays, scalars):
 
 
 def _check_state(op, p, g, *state):
-    v.check_update(op, checkable(p), checkable(g), *((name, checkable(a)) for name, a in state))
+    _validate.check_update(op, checkable(p), checkable(g),
+                           *((name, checkable(a)) for name, a in state))
     if p.dtype != np.float32:
         raise TypeError(f"{op}: p must be float32, got {p.dtype}")
 
@@ -102,7 +103,7 @@ def sgd_update(p, g, v_, lr, momentum=0.0, nesterov=False):
     Without momentum: p -= lr * g. Returns None.
     """
     op = "sgd_update"
-    lr, momentum = v.sgd_args(op, p, g, v_, lr, momentum, check=_check_state)
+    lr, momentum = _validate.sgd_args(op, p, g, v_, lr, momentum, check=_check_state)
     if momentum == 0:
         _run(op, sgd_plain, (("p", p), ("g", g)), (np.float32(lr),))
         return
@@ -115,7 +116,7 @@ def rmsprop_update(p, g, ms, lr, rho=0.9, eps=1e-7):
     ms = rho * ms + (1 - rho) * g^2;  p -= lr * g / sqrt(ms + eps). Returns None.
     """
     op = "rmsprop_update"
-    lr, rho, eps = v.rmsprop_args(op, p, g, ms, lr, rho, eps, check=_check_state)
+    lr, rho, eps = _validate.rmsprop_args(op, p, g, ms, lr, rho, eps, check=_check_state)
     _run(op, rmsprop, (("p", p), ("g", g), ("ms", ms)),
          (np.float32(lr), np.float32(rho), np.float32(1.0 - rho), np.float32(eps)))
 
@@ -127,7 +128,7 @@ def adam_update(p, g, m, v_, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
     p -= a * m / (sqrt(v_) + eps). Returns None.
     """
     op = "adam_update"
-    lr = v.adam_args(op, p, g, m, v_, t, lr, check=_check_state)
+    lr = _validate.adam_args(op, p, g, m, v_, t, lr, check=_check_state)
     alpha = lr * np.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
     _run(op, adam, (("p", p), ("g", g), ("m", m), ("v", v_)),
          (np.float32(alpha), np.float32(1.0 - beta1), np.float32(1.0 - beta2), np.float32(eps)))

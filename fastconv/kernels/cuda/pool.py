@@ -15,17 +15,19 @@ geometry, only argmax, so a gather per input pixel cannot find its windows).
 With stride >= pool (the seed model) every pixel receives at most one
 contribution, and with two the sum is still exact in any order (float
 addition is commutative); only overlapping windows that route three or more
-outputs to one pixel can differ from run to run, in the last bits.
+outputs to one pixel can differ from run to run, in the last bits. The same
+kernel, with a mask (y > 0), forms the fused conv+relu+pool backward's
+conv-grid gradient (fused.py calls scatter_grad).
 """
 import numpy as np
 from numba import cuda, float32, int32
 
-from .. import _validate as v
+from .. import _validate
 from . import _launch
 from ._mem import (blocks_for, check_float32, checkable, device_in, finish, is_device_array,
-                   out_buffer, out_buffers, out_tuple)
+                   out_buffer, out_buffers)
 from ._spec import KernelSpec
-from .elementwise import zero
+from .activations import zero
 
 _F4 = float32[:, :, :, ::1]
 _I4 = int32[:, :, :, ::1]
@@ -65,11 +67,14 @@ def maxpool_fwd(x, y, arg, ph, pw, sh, sw, pt, pl):
 
 
 @cuda.jit
-def maxpool_bwd(dy, arg, dx):
-    """dx (N, H, W, C), zeroed by the caller, += dy (N, OH, OW, C) at each output's argmax.
+def maxpool_bwd(dy, arg, mask, masked, dx):
+    """dx (N, H, W, C), zeroed by the caller, += dy (N, OH, OW, C) at each output's argmax;
+    where masked != 0, only for outputs whose mask (dy's shape) is > 0.
 
-    Float atomics (see the module docstring). Indices outside [0, H*W) are skipped, so a
-    corrupt argmax cannot write outside dx."""
+    masked is one scalar for the whole launch: without a mask every thread takes the same
+    branch and mask (any array of dy's shape) is never read, so the plain max-pool
+    backward pays no load for it. Float atomics (see the module docstring). Indices
+    outside [0, H*W) are skipped, so a corrupt argmax cannot write outside dx."""
     hw = dx.shape[1] * dx.shape[2]
     w = dx.shape[2]
     c = dy.shape[3]
@@ -83,19 +88,31 @@ def maxpool_bwd(dy, arg, dx):
         r = t % oh
         n = t // oh
         k = arg[n, r, q, ch]
-        if k >= 0 and k < hw:
+        if k >= 0 and k < hw and (masked == 0 or mask[n, r, q, ch] > float32(0.0)):
             cuda.atomic.add(dx, (n, k // w, k % w, ch), dy[n, r, q, ch])
 
 
 KERNELS = [
     KernelSpec("maxpool_fwd", maxpool_fwd, (_F4, _F4, _I4) + (int32,) * 6, _launch.POOL),
-    KernelSpec("maxpool_bwd", maxpool_bwd, (_F4, _I4, _F4), _launch.POOL),
+    KernelSpec("maxpool_bwd", maxpool_bwd, (_F4, _I4, _F4, int32, _F4), _launch.POOL),
 ]
 
 
 def _launch_over(kernel, n, *args):
     threads = _launch.POOL
     kernel[blocks_for(n, threads, _launch.MAX_BLOCKS), threads](*args)
+
+
+def scatter_grad(dy, argmax, dx, mask=None):
+    """dx zeroed, then each dy added at its argmax (only where mask > 0 when a mask is
+    given): the max-pool backward, and with mask=y the fused backward's conv-grid
+    gradient. Device arrays: dy, argmax (int32) and mask of one shape (N, OH, OW, C),
+    dx (N, H, W, C)."""
+    zero(dx)
+    if dy.size:
+        masked = mask is not None
+        _launch_over(maxpool_bwd, dy.size, dy, argmax, mask if masked else dy,
+                     np.int32(masked), dx)
 
 
 def maxpool2d_forward(x, pool=2, stride=None, padding="valid", out=None):
@@ -107,9 +124,9 @@ def maxpool2d_forward(x, pool=2, stride=None, padding="valid", out=None):
     """
     op = "maxpool2d_forward"
     check_float32(op, "x", x, 4)
-    (ph, pw), (sh, sw), oh, ow, pt, pl = v.pool2d_geometry(op, checkable(x), pool, stride,
-                                                           padding)
-    out_y, out_arg = out_tuple(op, out, 2)
+    (ph, pw), (sh, sw), oh, ow, pt, pl = _validate.pool2d_geometry(
+        op, checkable(x), pool, stride, padding)
+    out_y, out_arg = _validate.out_tuple(op, out, 2)
     shape = (x.shape[0], oh, ow, x.shape[3])
     (y, host_y), (arg, host_arg) = out_buffers(
         op, ("out[0]", out_y, shape, np.float32), ("out[1]", out_arg, shape, np.int32))
@@ -128,14 +145,12 @@ def maxpool2d_backward(dy, argmax, x_shape, out=None):
     """
     op = "maxpool2d_backward"
     check_float32(op, "dy", dy, 4)
-    x_shape = v.check_pool_grad(op, dy, argmax, x_shape, is_array=is_device_array)
+    x_shape = _validate.check_pool_grad(op, dy, argmax, x_shape, is_array=is_device_array)
     n, h, w, c = x_shape
     if isinstance(argmax, np.ndarray):
-        v.check_argmax_range(op, argmax, h * w)
+        _validate.check_argmax_range(op, argmax, h * w)
     dx, host = out_buffer(op, "out", out, x_shape, np.float32)
     dy = device_in(op, "dy", dy)
     argmax = device_in(op, "argmax", argmax, np.int32)
-    zero(dx)
-    if dy.size:
-        _launch_over(maxpool_bwd, dy.size, dy, argmax, dx)
+    scatter_grad(dy, argmax, dx)
     return finish(dx, host)

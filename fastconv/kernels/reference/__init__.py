@@ -9,7 +9,7 @@ work in place.
 import functools as _functools
 
 from .. import _validate
-from .._host import empty, to_device, to_host, zeros  # noqa: F401
+from .._host import dropout_mask, empty, to_device, to_host, zeros  # noqa: F401
 from . import activations as _activations
 from . import conv2d as _conv2d
 from . import dense as _dense
@@ -31,9 +31,8 @@ def _with_out(fn):
 for _module in (_activations, _conv2d, _dense, _fused, _losses, _pool):
     for _name in dir(_module):
         _fn = getattr(_module, _name)
-        if (callable(_fn) and not _name.startswith("_") and _name != "dropout_mask"
+        if (callable(_fn) and not _name.startswith("_")
                 and getattr(_fn, "__module__", "") == _module.__name__):
             globals()[_name] = _with_out(_fn)
 
-dropout_mask = _activations.dropout_mask
 del _module, _name, _fn

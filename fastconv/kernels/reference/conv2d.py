@@ -5,7 +5,7 @@ Sizes: x (N, H, W, C), w (KH, KW, C, F), b (F,), y (N, OH, OW, F).
 """
 import numpy as np
 
-from .. import _validate as v
+from .. import _validate
 
 
 def _pad(x, oh, ow, kh, kw, stride, pt, pl):
@@ -31,8 +31,8 @@ def conv2d_forward(x, w, b, stride=1, padding="valid"):
     padding 'valid' or 'same'. Returns a new y (N, OH, OW, F) of x's dtype.
     """
     op = "conv2d_forward"
-    stride, oh, ow, pt, pl = v.conv2d_geometry(op, x, w, stride, padding)
-    v.check_bias(op, b, w.shape[3], x.dtype)
+    stride, oh, ow, pt, pl = _validate.conv2d_geometry(op, x, w, stride, padding)
+    _validate.check_bias(op, b, w.shape[3], x.dtype)
     kh, kw = w.shape[:2]
     xp = _pad(x, oh, ow, kh, kw, stride, pt, pl)
     w64 = w.astype(np.float64)
@@ -52,10 +52,10 @@ def conv2d_backward(x, w, dy, stride=1, padding="valid", need_dx=True):
     (the first layer of a network needs none).
     """
     op = "conv2d_backward"
-    stride, oh, ow, pt, pl = v.conv2d_geometry(op, x, w, stride, padding)
+    stride, oh, ow, pt, pl = _validate.conv2d_geometry(op, x, w, stride, padding)
     n, h, wd, c = x.shape
     kh, kw, _, f = w.shape
-    v.check_dy(op, dy, (n, oh, ow, f), x.dtype)
+    _validate.check_dy(op, dy, (n, oh, ow, f), x.dtype)
     xp = _pad(x, oh, ow, kh, kw, stride, pt, pl)
     dy64 = dy.astype(np.float64)
     dy_rows = dy64.reshape(-1, f)

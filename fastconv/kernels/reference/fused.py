@@ -10,7 +10,7 @@ pick any index in the window.
 """
 import numpy as np
 
-from .. import _validate as v
+from .. import _validate
 from .activations import relu_backward, relu_forward
 from .conv2d import conv2d_backward, conv2d_forward
 from .pool import maxpool2d_backward, maxpool2d_forward
@@ -45,6 +45,6 @@ def conv2d_relu_maxpool_backward(x, w, dy, y, argmax, stride=1, padding="valid",
     conv2d_backward(x, w, dz). Returns (dx or None, dw, db).
     """
     op = "conv2d_relu_maxpool_backward"
-    stride_pair, oh, ow, _, _ = v.conv2d_geometry(op, x, w, stride, padding)
+    stride_pair, oh, ow, _, _ = _validate.conv2d_geometry(op, x, w, stride, padding)
     dz = maxpool2d_backward(relu_backward(dy, y), argmax, (x.shape[0], oh, ow, w.shape[3]))
     return conv2d_backward(x, w, dz, stride, padding, need_dx)

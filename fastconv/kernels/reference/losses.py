@@ -5,7 +5,7 @@ returns (loss as a Python float, dlogits of logits' shape and dtype).
 """
 import numpy as np
 
-from .. import _validate as v
+from .. import _validate
 
 
 def binary_crossentropy(y_true, logits):
@@ -15,7 +15,7 @@ def binary_crossentropy(y_true, logits):
     l = max(z, 0) - z * y + log(1 + exp(-|z|)); dl/dz = (sigmoid(z) - y) / N.
     """
     op = "binary_crossentropy"
-    y = v.check_binary_labels(op, y_true, logits).astype(np.float64)
+    y = _validate.check_binary_labels(op, y_true, logits).astype(np.float64)
     z = logits.astype(np.float64)
     n = z.shape[0]
     loss = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
@@ -30,7 +30,7 @@ def softmax_crossentropy(y_true_int, logits):
     l = logsumexp(z) - z[y]; dl/dz = (softmax(z) - onehot(y)) / N.
     """
     op = "softmax_crossentropy"
-    y = v.check_int_labels(op, y_true_int, logits)
+    y = _validate.check_int_labels(op, y_true_int, logits)
     z = logits.astype(np.float64)
     n = z.shape[0]
     m = z.max(axis=1, keepdims=True)

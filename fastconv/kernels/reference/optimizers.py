@@ -5,7 +5,7 @@ p, g and every state array share one shape and dtype.
 """
 import numpy as np
 
-from .. import _validate as v
+from .. import _validate
 
 
 def sgd_update(p, g, v_, lr, momentum=0.0, nesterov=False):
@@ -13,7 +13,7 @@ def sgd_update(p, g, v_, lr, momentum=0.0, nesterov=False):
     v_ = m * v_ - lr * g;  p += m * v_ - lr * g (nesterov)  or  p += v_.
     Without momentum: p -= lr * g.
     """
-    lr, momentum = v.sgd_args("sgd_update", p, g, v_, lr, momentum)
+    lr, momentum = _validate.sgd_args("sgd_update", p, g, v_, lr, momentum)
     g64 = g.astype(np.float64)
     if momentum == 0:
         p[...] = p - lr * g64
@@ -30,7 +30,7 @@ def rmsprop_update(p, g, ms, lr, rho=0.9, eps=1e-7):
     """Keras RMSprop (no momentum, not centered):
     ms = rho * ms + (1 - rho) * g^2;  p -= lr * g / sqrt(ms + eps).
     """
-    lr, rho, eps = v.rmsprop_args("rmsprop_update", p, g, ms, lr, rho, eps)
+    lr, rho, eps = _validate.rmsprop_args("rmsprop_update", p, g, ms, lr, rho, eps)
     g64 = g.astype(np.float64)
     ms64 = rho * ms.astype(np.float64) + (1.0 - rho) * g64 * g64
     ms[...] = ms64
@@ -43,7 +43,7 @@ def adam_update(p, g, m, v_, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
     m += (g - m) * (1 - beta1);  v_ += (g^2 - v_) * (1 - beta2)
     p -= a * m / (sqrt(v_) + eps)
     """
-    lr = v.adam_args("adam_update", p, g, m, v_, t, lr)
+    lr = _validate.adam_args("adam_update", p, g, m, v_, t, lr)
     g64 = g.astype(np.float64)
     alpha = lr * np.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
     m64 = m + (g64 - m) * (1.0 - beta1)

@@ -8,7 +8,7 @@ a later pixel only if it is strictly greater. Padding ('same') never wins.
 """
 import numpy as np
 
-from .. import _validate as v
+from .. import _validate
 
 
 def maxpool2d_forward(x, pool=2, stride=None, padding="valid"):
@@ -19,7 +19,7 @@ def maxpool2d_forward(x, pool=2, stride=None, padding="valid"):
     (y (N, OH, OW, C) of x's dtype, argmax (N, OH, OW, C) int32).
     """
     op = "maxpool2d_forward"
-    (ph, pw), (sh, sw), oh, ow, pt, pl = v.pool2d_geometry(op, x, pool, stride, padding)
+    (ph, pw), (sh, sw), oh, ow, pt, pl = _validate.pool2d_geometry(op, x, pool, stride, padding)
     n, h, w, c = x.shape
     best = np.full((n, oh, ow, c), -np.inf, x.dtype)
     arg = np.full((n, oh, ow, c), -1, np.int64)
@@ -46,8 +46,8 @@ def maxpool2d_backward(dy, argmax, x_shape):
     their gradients add.
     """
     op = "maxpool2d_backward"
-    v.check_float_array(op, "dy", dy, 4)
-    x_shape = v.check_pool_grad(op, dy, argmax, x_shape)
+    _validate.check_float_array(op, "dy", dy, 4)
+    x_shape = _validate.check_pool_grad(op, dy, argmax, x_shape)
     n, h, w, c = x_shape
     if argmax.size and (argmax.min() < 0 or argmax.max() >= h * w):
         raise ValueError(f"{op}: argmax holds indices outside [0, {h * w})")

@@ -17,12 +17,11 @@ import math
 import numpy as np
 from numba import cuda, float32
 
-from .. import _validate as v
-from ..reference.activations import dropout_mask
+from .. import _validate
+from .._host import dropout_mask
 from . import _launch
 from ._launch import ROW_MAX
-from ._mem import (blocks_for, check_float32, device_in, finish, flat, out_buffer, out_buffers,
-                   out_tuple)
+from ._mem import blocks_for, check_float32, device_in, finish, flat, out_buffer, out_buffers
 from ._reduce import block_max, block_sum
 from ._spec import KernelSpec
 
@@ -158,7 +157,7 @@ def _unary(op, kernel, x, out):
 def _binary(op, kernel, a, b, out, names=("dy", "y")):
     check_float32(op, names[0], a)
     check_float32(op, names[1], b)
-    v.check_same_shape(op, names[0], a, names[1], b)
+    _validate.check_same_shape(op, names[0], a, names[1], b)
     c, host = out_buffer(op, "out", out, a.shape)
     a = device_in(op, names[0], a)
     b = device_in(op, names[1], b)
@@ -203,7 +202,7 @@ def softmax_backward(dy, y, out=None):
     op = "softmax_backward"
     check_float32(op, "dy", dy, 2)
     check_float32(op, "y", y, 2)
-    v.check_same_shape(op, "dy", dy, "y", y)
+    _validate.check_same_shape(op, "dy", dy, "y", y)
     dx, host = out_buffer(op, "out", out, dy.shape)
     dy = device_in(op, "dy", dy)
     y = device_in(op, "y", y)
@@ -215,7 +214,7 @@ def softmax_backward(dy, y, out=None):
 def dropout_forward(x, rate, rng, out=None):
     """Inverted dropout (training): returns (y = x * mask, mask), both x's shape.
 
-    The mask is drawn on the host by the reference's dropout_mask (same generator
+    The mask is drawn on the host by kernels/_host.py's dropout_mask (same generator
     state, same mask on every backend) and copied to the device: one host draw and
     one upload per call. The model layer draws its masks into buffers it owns and
     calls dropout_backward(x, mask) instead, so its steps allocate nothing.
@@ -223,10 +222,10 @@ def dropout_forward(x, rate, rng, out=None):
     """
     op = "dropout_forward"
     check_float32(op, "x", x)
-    rate = v.check_rate(op, rate)
+    rate = _validate.check_rate(op, rate)
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"{op}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    out_y, out_mask = out_tuple(op, out, 2)
+    out_y, out_mask = _validate.out_tuple(op, out, 2)
     (y, host_y), (mask, host_mask) = out_buffers(
         op, ("out[0]", out_y, x.shape, np.float32), ("out[1]", out_mask, x.shape, np.float32))
     x = device_in(op, "x", x)
