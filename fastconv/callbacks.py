@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import warnings
 
-import numpy as np
+from ._args import is_int
 
 
 class Callback:
@@ -154,8 +154,7 @@ class EarlyStopping(Callback):
         if not isinstance(monitor, str):
             raise ValueError(f"EarlyStopping: `monitor` must be a string, received "
                              f"monitor={monitor!r}")
-        if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) \
-                or patience < 0:
+        if not is_int(patience) or patience < 0:
             raise ValueError(f"EarlyStopping: `patience` must be an int >= 0, received "
                              f"patience={patience!r}")
         self.monitor = monitor

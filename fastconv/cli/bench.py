@@ -23,9 +23,9 @@ import numpy as np
 from .. import kernels
 from ._common import DEVICES, CLIError, require_device
 
-# The seed model's conv+relu+pool as one fused step (its ops named in kernels.FUSED), and
+# The seed model's conv+relu+pool as one fused step (kernels.FUSED_KINDS), and
 # the ops that run in its place on a backend without it.
-FUSED_OPS = tuple(op for op in kernels.FUSED if op.startswith("conv2d_relu_maxpool_"))
+FUSED_OPS = kernels.FUSED_KINDS["conv2d_relu_maxpool"]
 UNFUSED_OPS = ("conv2d_forward", "conv2d_backward", "maxpool2d_forward", "maxpool2d_backward")
 DENSE_OPS = ("dense_forward", "dense_backward")
 SEED_INPUT = (150, 150, 3)

@@ -26,6 +26,8 @@ import tempfile
 import numpy as np
 from PIL import Image
 
+from .._args import is_int
+
 #: Class names, in label order (sorted, as image_dataset_from_directory reads them).
 DEMO_CLASSES = ("horizontal", "vertical")
 
@@ -89,7 +91,7 @@ def demo_images(per_class, image_size=150, seed=0, split="train"):
 
 
 def _check_count(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    if not is_int(value) or value < low:
         raise ValueError(f"write_demo_data: {name} must be an int >= {low}, "
                          f"received {name}={value!r}")
     return int(value)

@@ -19,6 +19,8 @@ import warnings
 
 import numpy as np
 
+from .._args import is_int
+
 
 def _all_finite(x):
     """True when float32 `x` holds no NaN or inf, allocating nothing in the common case.
@@ -33,7 +35,7 @@ def _all_finite(x):
 def check_positive(model, arg, value, allow_zero=False):
     """`value` as an int when it is one (not a bool) >= 1 (>= 0 with allow_zero)."""
     low = 0 if allow_zero else 1
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    if not is_int(value) or value < low:
         raise ValueError(f"{model.name}: `{arg}` must be an int >= {low}, received "
                          f"{arg}={value!r}")
     return int(value)
