@@ -1,0 +1,42 @@
+"""MaxPooling2D: max over windows of NHWC images (any pool size, stride and padding)."""
+from __future__ import annotations
+
+from .base import Layer, _choice, _int_pair, _padding, _window_out
+
+
+class MaxPooling2D(Layer):
+    """MaxPooling2D(pool_size=2, strides=None, padding="valid"); strides default to pool_size."""
+
+    prefix = "max_pooling2d"
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", name=None, input_shape=None,
+                 data_format="channels_last"):
+        cls = "MaxPooling2D"
+        self.pool_size = _int_pair(cls, "pool_size", pool_size)
+        self.strides = self.pool_size if strides is None else _int_pair(cls, "strides", strides)
+        self.padding = _padding(cls, padding)
+        _choice(cls, "data_format", data_format, ("channels_last",))
+        super().__init__(name=name, input_shape=input_shape)
+
+    def _input_rank(self):
+        return 3
+
+    def compute_output_shape(self, input_shape):
+        self._expect_rank(input_shape, 4, "(batch, height, width, channels)")
+        oh, ow = _window_out(self, "pool", input_shape[1:3], self.pool_size, self.strides,
+                             self.padding, tuple(input_shape))
+        return (None, oh, ow, input_shape[3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(pool_size=list(self.pool_size), strides=list(self.strides),
+                      padding=self.padding)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for k in ("pool_size", "strides"):
+            if isinstance(config.get(k), list):
+                config[k] = tuple(config[k])
+        return super().from_config(config)
