@@ -5,7 +5,7 @@ import fastconv
 from fastconv import kernels
 from fastconv import layers as L
 
-# The seed's Keras 2 summary (DESIGN.md's table), verbatim, trailing spaces included:
+# The seed's Keras 2 summary (docs/contract.md's table), verbatim, trailing spaces included:
 # Keras 2 cuts "max_pooling2d_1 (MaxPooling2D)" at the 29-character column.
 SEED_SUMMARY = """\
 _________________________________________________________________
@@ -46,7 +46,7 @@ Trainable params: 438,369
 Non-trainable params: 0
 _________________________________________________________________"""
 
-# DESIGN.md's table: (layer type, output shape, params)
+# docs/contract.md's table: (layer type, output shape, params)
 DESIGN_TABLE = [
     ("Conv2D", (None, 148, 148, 32), 896),
     ("Activation", (None, 148, 148, 32), 0),

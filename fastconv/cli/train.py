@@ -33,7 +33,7 @@ from ._train_run import (RESUMABLE, SETTINGS, EpochEnd, TrainRun, check_architec
 from .._text import printable
 from ..data.demo import DEMO, demo_flags, demo_root
 
-# The seed recipe (DESIGN.md): what `fastconv train DATA` does unless told otherwise.
+# The seed recipe (docs/contract.md): what `fastconv train DATA` does unless told otherwise.
 SEED_RECIPE = {"epochs": 50, "batch_size": 16, "lr": 1e-4, "optimizer": "rmsprop",
                "image_size": 150, "augment": True, "validation_split": 0.2, "seed": 0}
 

@@ -5,7 +5,7 @@
     y = K.conv2d_forward(x, w, b, stride=1, padding="same")
 
 CONTRACT lists the ops every backend exports, with the reference's meaning
-(see fastconv/kernels/reference and ../shared/DESIGN.md); FUSED_KINDS the fused
+(see fastconv/kernels/reference and docs/contract.md); FUSED_KINDS the fused
 layer ops a backend may add, and fuses(backend, kind) whether it did.
 """
 import importlib

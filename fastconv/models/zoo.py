@@ -1,4 +1,4 @@
-"""Ready-made models. small_convnet: the classic Keras cats-vs-dogs convnet (DESIGN.md)."""
+"""Ready-made models. small_convnet: the classic Keras cats-vs-dogs convnet (docs/contract.md)."""
 from __future__ import annotations
 
 from .. import layers as L
