@@ -33,8 +33,8 @@ from ._spec import KernelSpec
 # DW_BM pixels per step; each thread keeps DW_TK rows. Block (DW_BN, DW_BK // DW_TK) = 256.
 # DW_TARGET_BLOCKS sets how finely the pixel range is split (132 SMs, several blocks each).
 #
-# Chosen with ptxas -v for sm_90 (python -m fastconv.kernels.cuda.report): every conv
-# kernel stays at <= 64 registers per thread with no spills, i.e. >= 50% theoretical
+# Chosen with ptxas -v for sm_90 (python -m fastconv.kernels.cuda.report): the dx and dw
+# kernels stay at <= 64 registers per thread with no spills, i.e. >= 50% theoretical
 # occupancy (32 of 64 warps per SM). TM = 8 or DW_BM = 32 cost 70-95 registers.
 TILES = dict(bm=64, bn=32, bk=16, tm=4, dw_bm=16, dw_bk=32, dw_bn=32, dw_tk=4,
              dw_target_blocks=1024)
