@@ -447,7 +447,7 @@ $L__BB0_2:
     assert hottest_loop_fma_share(ptx) == (2, 5)
 
 
-@pytest.mark.parametrize("name", ["conv2d_fwd_tile"])
+@pytest.mark.parametrize("name", ["conv2d_fwd_tile", "conv2d_dx_tile"])
 def test_conv_gemm_hottest_loop_is_mostly_fma(name):
     """Issue 19's target for the register-blocked conv GEMM kernels: >= 0.6 of the hottest
     loop's PTX instructions are fma.rn.f32, on sm_90 and sm_80."""

@@ -36,17 +36,10 @@ from ._spec import KernelSpec
 # Chosen with ptxas -v for sm_90 (python -m fastconv.kernels.cuda.report): the dx and dw
 # kernels stay at <= 64 registers per thread with no spills, i.e. >= 50% theoretical
 # occupancy (32 of 64 warps per SM). TM = 8 or DW_BM = 32 cost 70-95 registers.
-TILES = dict(bm=64, bn=32, bk=16, tm=4, dw_bm=16, dw_bk=32, dw_bn=32, dw_tk=4,
+TILES = dict(bm=64, bn=32, bk=8, tm=8, tn=4, dw_bm=16, dw_bk=32, dw_bn=32, dw_tk=4,
              dw_target_blocks=1024)
 SUM_THREADS = 256
 NOWHERE = -(1 << 28)   # a row/column offset that puts every tap outside the image
-
-
-def _padded(row, bk):
-    """Row length for a [k][pixel] shared tile that a warp fills with BK consecutive k
-    (consecutive input channels) times 32 // BK rows: a length that is 32 // BK modulo 32
-    puts those 32 stores in 32 different banks (+1 would leave 2-way conflicts)."""
-    return row + ((32 // bk) - row) % 32 if bk <= 32 else row + 1
 
 
 # Forward GEMM tile (conv2d_fwd_tile), separate from the dx/dw tiles above: FW_BM rows
@@ -73,19 +66,19 @@ def _fwd_pitch(row, bk):
     return row + (step - row) % 32
 
 
-def _fwd_tile_constants(t):
-    """The FW_* globals for the forward tiles in t (FW_TILES's keys). ValueError unless every
-    tile divides evenly among the threads (the loaders and the thread map rely on it) and
-    fw_tm <= 32 (the epilogue keeps one bit per pixel row)."""
-    bm, bn, bk, tm, tn = t["fw_bm"], t["fw_bn"], t["fw_bk"], t["fw_tm"], t["fw_tn"]
+def _gemm_tile_constants(t, bm, bn, bk, tm, tn):
+    """Derived constants of a register-blocked GEMM tile (the forward's and dx's): threads,
+    the shared tiles' pitches and sizes, loads per thread per step, outputs per thread.
+    ValueError (naming the tiles t) unless every tile divides evenly among the threads (the
+    loaders and the thread map rely on it), tm <= 32 (the forward's epilogue keeps one bit
+    per pixel row) and bk is a multiple of FW_KU."""
     ok = min(bm, bn, bk, tm, tn) > 0 and bm % tm == 0 and bn % tn == 0 and bm % 4 == 0
     nt = (bm // tm) * (bn // tn) if ok else 0
     if not ok or nt % bk or (bk * bm) % nt or (bk * bn) % nt or tm > 32 or bk % FW_KU:
         raise ValueError(f"tiles {t} do not divide evenly among the threads")
-    return dict(FW_BM=bm, FW_BN=bn, FW_BK=bk, FW_TM=tm, FW_TN=tn, FW_THREADS=nt,
-                FW_AP=_fwd_pitch(bm, bk), FW_BP=bn + (-bn) % 4, FW_AL=bk * bm // nt,
-                FW_BL=bk * bn // nt, FW_A_SIZE=bk * _fwd_pitch(bm, bk),
-                FW_B_SIZE=bk * (bn + (-bn) % 4), FW_OUT=tm * tn)
+    return dict(THREADS=nt, AP=_fwd_pitch(bm, bk), BP=_fwd_pitch(bn + (-bn) % 4, bk),
+                AL=bk * bm // nt, BL=bk * bn // nt, A_SIZE=bk * _fwd_pitch(bm, bk),
+                B_SIZE=bk * _fwd_pitch(bn + (-bn) % 4, bk), OUT=tm * tn)
 
 
 FW_BM = FW_BN = FW_BK = FW_TM = FW_TN = FW_THREADS = FW_AP = FW_BP = FW_AL = FW_BL = 0
@@ -93,7 +86,7 @@ FW_A_SIZE = FW_B_SIZE = FW_OUT = 0
 
 
 def set_tiles(**tiles):
-    """Set the tile constants (TILES's keys; missing ones take TILES's values).
+    """Set the tile constants (TILES's and FW_TILES's keys; missing ones take their values).
 
     Only for the simulator, which reads module globals live: tests shrink the tiles so
     that tiny inputs span several blocks. On a GPU each kernel freezes the constants when
@@ -109,22 +102,25 @@ def set_tiles(**tiles):
             f"{_current_tiles()}; kernels freeze the tiles when they compile, so set them "
             f"before the first cuda conv2d/dense call (in a fresh process)")
     t = dict(TILES, **{k: v for k, v in tiles.items() if k not in FW_TILES})
-    fwd = _fwd_tile_constants(dict(FW_TILES, **{k: v for k, v in tiles.items()
-                                                 if k in FW_TILES}))
-    bm, bn, bk, tm = t["bm"], t["bn"], t["bk"], t["tm"]
+    f = dict(FW_TILES, **{k: v for k, v in tiles.items() if k in FW_TILES})
+    fw = {f"FW_{k}": v for k, v in _gemm_tile_constants(
+        f, f["fw_bm"], f["fw_bn"], f["fw_bk"], f["fw_tm"], f["fw_tn"]).items()}
+    bm, bn, bk, tm, tn = t["bm"], t["bn"], t["bk"], t["tm"], t["tn"]
+    dx = {f"DX_{k}": v for k, v in _gemm_tile_constants(t, bm, bn, bk, tm, tn).items()}
     dbm, dbk, dbn, dtk = t["dw_bm"], t["dw_bk"], t["dw_bn"], t["dw_tk"]
-    nt, dnt = bn * (bm // tm), dbn * (dbk // dtk)
-    if (bm % tm or nt % bk or (bk * bm) % nt or (bk * bn) % nt or bm > nt
-            or dbk % dtk or dnt % dbk or (dbm * dbk) % dnt or (dbm * dbn) % dnt or dbm > dnt):
+    dnt = dbn * (dbk // dtk)
+    if dbk % dtk or dnt % dbk or (dbm * dbk) % dnt or (dbm * dbn) % dnt or dbm > dnt:
         raise ValueError(f"tiles {t} do not divide evenly among the threads")
-    globals().update(BM=bm, BN=bn, BK=bk, TM=tm, BM_PAD=_padded(bm, bk), BN_PAD=_padded(bn, bk),
+    globals().update(BM=bm, BN=bn, BK=bk, TM=tm, TN=tn,
                      DW_BM=dbm, DW_BK=dbk, DW_BN=dbn, DW_TK=dtk, DW_BK_PAD=dbk + 1,
-                     DW_TARGET_BLOCKS=t["dw_target_blocks"], **fwd)
+                     DW_TARGET_BLOCKS=t["dw_target_blocks"], FW_BM=f["fw_bm"],
+                     FW_BN=f["fw_bn"], FW_BK=f["fw_bk"], FW_TM=f["fw_tm"], FW_TN=f["fw_tn"],
+                     **fw, **dx)
 
 
 def _current_tiles():
     return dict(fw_bm=FW_BM, fw_bn=FW_BN, fw_bk=FW_BK, fw_tm=FW_TM, fw_tn=FW_TN,
-                bm=BM, bn=BN, bk=BK, tm=TM, dw_bm=DW_BM, dw_bk=DW_BK, dw_bn=DW_BN, dw_tk=DW_TK,
+                bm=BM, bn=BN, bk=BK, tm=TM, tn=TN, dw_bm=DW_BM, dw_bk=DW_BK, dw_bn=DW_BN, dw_tk=DW_TK,
                 dw_target_blocks=DW_TARGET_BLOCKS)
 
 
@@ -135,7 +131,9 @@ def _compiled_kernels():
             if len(getattr(spec.kernel, "overloads", ()))]
 
 
-BM = BN = BK = TM = BM_PAD = BN_PAD = DW_BM = DW_BK = DW_BN = DW_TK = DW_BK_PAD = 0
+BM = BN = BK = TM = TN = DX_THREADS = DX_AP = DX_BP = DX_AL = DX_BL = DX_A_SIZE = 0
+DX_B_SIZE = DX_OUT = 0
+DW_BM = DW_BK = DW_BN = DW_TK = DW_BK_PAD = 0
 DW_TARGET_BLOCKS = 0
 set_tiles()
 
@@ -145,7 +143,7 @@ def fwd_threads():
 
 
 def dx_threads():
-    return (BN, BM // TM)
+    return DX_THREADS
 
 
 def dw_threads():
@@ -327,104 +325,135 @@ def conv2d_fwd_tile(x, w, b, y2, arg2, H, W, C, KW, n_ph, n_pw, OH, OW, sh, sw, 
                         arg2[m, f] = won_s[r * FW_TN + c, tid]
 
 
+@cuda.jit(device=True, inline="always")
+def _dx_stage(dz, w, n_k, C, F, k0, kk_l, c0, KW, OH, OW, sh, sw, pa_base, pa_hp, pa_wp,
+              nn_l, ra, rb):
+    """Global loads of reduction step k0 of conv2d_dx_tile into registers: ra, this
+    thread's DX_AL gathered dz values of column k = k0 + kk_l = (i * KW + j) * F + f (one
+    per staged pixel); rb, its DX_BL weights w[i, j, c0 + nn, f] of the same column. 0 for
+    taps that meet no output pixel, past K or past C. Loads are unconditional (index 0 when
+    masked) and the value selected. dz and w (w2 (K, F)) flat; integers uint32 except the
+    pixel registers (int32: a padded row may be negative)."""
+    k = uint32(k0 + kk_l)
+    tap = uint32(k // F)
+    f = uint32(k - tap * F)
+    i = uint32(tap // KW)
+    j = uint32(tap - i * KW)
+    kvalid = k < n_k
+    for sl in range(DX_AL):
+        oh_s = int32(pa_hp[sl] - int32(i))          # h + pt - i = oh * sh when it meets one
+        ow_s = int32(pa_wp[sl] - int32(j))
+        ok = kvalid and oh_s >= 0 and ow_s >= 0
+        oh = uint32(oh_s)
+        ow = uint32(ow_s)
+        if sh != 1:
+            oh = uint32(oh // sh)
+            ok = ok and oh * sh == uint32(oh_s)
+        if sw != 1:
+            ow = uint32(ow // sw)
+            ok = ok and ow * sw == uint32(ow_s)
+        ok = ok and oh < OH and ow < OW
+        v = dz[uint32(pa_base[sl] + (oh * OW + ow) * F + f) if ok else uint32(0)]
+        ra[sl] = v if ok else float32(0.0)
+    for sl in range(DX_BL):
+        c = uint32(c0 + nn_l + sl * (DX_THREADS // BK))
+        ok = kvalid and c < C
+        v = w[uint32((tap * C + c) * F + f) if ok else uint32(0)]
+        rb[sl] = v if ok else float32(0.0)
+
+
 @cuda.jit
-def conv2d_dx_tile(dz, w2, dx2, H, W, KH, KW, OH, OW, sh, sw, pt, pl):
+def conv2d_dx_tile(dz, w, dx2, H, W, KH, KW, OH, OW, sh, sw, pt, pl):
     """dx[n, h, w, c] = sum over taps (i, j) and f of dz[n, oh, ow, f] * w[i, j, c, f]
     where h + pt - i = oh * sh and w + pl - j = ow * sw (a gather, so no atomics).
 
-    dz: the (N, OH, OW, F) gradient, flat; w2 (KH*KW*C, F); dx2 (N*H*W, C), the (N, H, W, C)
-    input gradient viewed as rows. float32. Overwrites every dx element.
-    Grid (ceil(N*H*W / BM), ceil(C / BN)), block (BN, BM // TM).
+    dz: the (N, OH, OW, F) gradient, flat; w: w2 (KH*KW*C, F) flat; dx2 (N*H*W, C), the
+    (N, H, W, C) input gradient viewed as rows. float32. Overwrites every dx element.
+    Grid (ceil(N*H*W / BM), ceil(C / BN)), block DX_THREADS (1-D).
+
+    The forward's register-blocked GEMM (conv2d_fwd_tile) with rows = input pixels,
+    columns = input channels and the reduction over (i, j, f): thread (tm, tn) keeps TM x TN
+    outputs in registers; each thread stages one column (consecutive threads: consecutive f,
+    coalesced) of both tiles, with register prefetch of the next step.
     """
-    a_s = cuda.shared.array((BK, BM_PAD), float32)   # gathered dz [k=(i, j, f)][pixel]
-    b_s = cuda.shared.array((BK, BN_PAD), float32)   # w [k=(i, j, f)][c]
-    s_base = cuda.shared.array(BM, int32)            # flat offset of dz[n, 0, 0, 0]
-    s_hp = cuda.shared.array(BM, int32)              # h + pt; NOWHERE past the last pixel
-    s_wp = cuda.shared.array(BM, int32)              # w + pl
-    acc = cuda.local.array(TM, float32)
-    n_m = dx2.shape[0]
-    C = dx2.shape[1]
-    F = w2.shape[1]
-    n_k = KH * KW * F
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    n_threads = BN * (BM // TM)
-    tid = ty * BN + tx
-    m0 = cuda.blockIdx.x * BM
-    c0 = cuda.blockIdx.y * BN
-    kk_l = tid % BK                 # this thread stages column k0 + kk_l: consecutive f
-    mm_l = tid // BK
-    if tid < BM:
-        mm = tid
-        m = m0 + mm
+    a_s = cuda.shared.array(DX_A_SIZE, float32, alignment=SHARED_ALIGN)  # dz [k][pixel]
+    b_s = cuda.shared.array(DX_B_SIZE, float32, alignment=SHARED_ALIGN)  # w [k][c]
+    acc = cuda.local.array(DX_OUT, float32)
+    av = cuda.local.array(TM, float32)
+    bv = cuda.local.array(TN, float32)
+    ra = cuda.local.array(DX_AL, float32)        # prefetched dz values
+    rb = cuda.local.array(DX_BL, float32)        # prefetched weights
+    pa_base = cuda.local.array(DX_AL, int32)     # flat offset of dz[n, 0, 0, 0] per staged pixel
+    pa_hp = cuda.local.array(DX_AL, int32)       # h + pt; NOWHERE past the last pixel
+    pa_wp = cuda.local.array(DX_AL, int32)       # w + pl
+    n_m = uint32(dx2.shape[0])
+    C = uint32(dx2.shape[1])
+    F = uint32(w.shape[0] // (KH * KW * dx2.shape[1]))
+    n_k = uint32(KH * KW * F)
+    uKW = uint32(KW)
+    uOH = uint32(OH)
+    uOW = uint32(OW)
+    ush = uint32(sh)
+    usw = uint32(sw)
+    tid = uint32(cuda.threadIdx.x)
+    tn = uint32(tid % (BN // TN))
+    tm = uint32(tid // (BN // TN))
+    m0 = uint32(cuda.blockIdx.x * BM)
+    c0 = uint32(cuda.blockIdx.y * BN)
+    kk_l = uint32(tid % BK)         # the column this thread stages: consecutive f
+    mm_l = uint32(tid // BK)
+    a0 = uint32(tm * TM)
+    b0 = uint32(tn * TN)
+    for sl in range(DX_AL):         # the staged pixels' geometry, once
+        m = m0 + mm_l + uint32(sl * (DX_THREADS // BK))
         hp = NOWHERE
         wp = NOWHERE
         base = 0
         if m < n_m:
-            n = m // (H * W)
-            rem = m - n * (H * W)
-            h = rem // W
-            hp = h + pt
-            wp = rem - h * W + pl
-            base = n * (OH * OW * F)
-        s_base[mm] = base
-        s_hp[mm] = hp
-        s_wp[mm] = wp
+            n = m // uint32(H * W)
+            rem = uint32(m - n * uint32(H * W))
+            h = uint32(rem // uint32(W))
+            hp = int32(h) + pt
+            wp = int32(rem - h * uint32(W)) + pl
+            base = int32(n * uint32(OH * OW) * F)
+        pa_hp[sl] = hp
+        pa_wp[sl] = wp
+        pa_base[sl] = base
+    for e in range(DX_OUT):
+        acc[e] = float32(0.0)
+    _dx_stage(dz, w, n_k, C, F, uint32(0), kk_l, c0, uKW, uOH, uOW, ush, usw, pa_base, pa_hp,
+              pa_wp, mm_l, ra, rb)
+    k0 = uint32(0)
+    while k0 < n_k:
+        cuda.syncthreads()          # every thread is done reading the previous step's tiles
+        for sl in range(DX_AL):
+            a_s[kk_l * DX_AP + mm_l + uint32(sl * (DX_THREADS // BK))] = ra[sl]
+        for sl in range(DX_BL):
+            b_s[kk_l * DX_BP + mm_l + uint32(sl * (DX_THREADS // BK))] = rb[sl]
+        cuda.syncthreads()
+        k0 = uint32(k0 + BK)
+        _dx_stage(dz, w, n_k, C, F, k0, kk_l, c0, uKW, uOH, uOW, ush, usw, pa_base, pa_hp,
+                  pa_wp, mm_l, ra, rb)
+        ao = a0
+        bo = b0
+        for _ in range(BK // FW_KU):  # as in conv2d_fwd_tile
+            for u in range(FW_KU):
+                for r in range(TM):
+                    av[r] = a_s[ao + uint32(u * DX_AP + r)]
+                for c in range(TN):
+                    bv[c] = b_s[bo + uint32(u * DX_BP + c)]
+                for r in range(TM):
+                    for c in range(TN):
+                        acc[r * TN + c] += av[r] * bv[c]
+            ao = uint32(ao + FW_KU * DX_AP)
+            bo = uint32(bo + FW_KU * DX_BP)
     for r in range(TM):
-        acc[r] = float32(0.0)
-    i = 0
-    j = 0
-    fo = kk_l
-    while fo >= F:
-        fo -= F
-        j += 1
-        if j == KW:
-            j = 0
-            i += 1
-    cuda.syncthreads()
-    for k0 in range(0, n_k, BK):
-        kvalid = k0 + kk_l < n_k
-        for sl in range(BK * BM // n_threads):        # constant trip counts: see the forward
-            mm = mm_l + sl * (n_threads // BK)
-            val = float32(0.0)
-            oh_s = s_hp[mm] - i
-            ow_s = s_wp[mm] - j
-            if kvalid and oh_s >= 0 and ow_s >= 0:
-                oh = oh_s
-                ow = ow_s
-                if sh != 1:
-                    oh = oh_s // sh
-                if sw != 1:
-                    ow = ow_s // sw
-                if oh * sh == oh_s and ow * sw == ow_s and oh < OH and ow < OW:
-                    val = dz[s_base[mm] + (oh * OW + ow) * F + fo]
-            a_s[kk_l, mm] = val
-        wrow = (i * KW + j) * C + c0
-        for sl in range(BK * BN // n_threads):
-            nn = mm_l + sl * (n_threads // BK)
-            val = float32(0.0)
-            if kvalid and c0 + nn < C:
-                val = w2[wrow + nn, fo]
-            b_s[kk_l, nn] = val
-        fo += BK
-        while fo >= F:
-            fo -= F
-            j += 1
-            if j == KW:
-                j = 0
-                i += 1
-        cuda.syncthreads()
-        for kk in range(min(BK, n_k - k0)):      # run-time trip count: see conv2d_fwd_tile
-            wv = b_s[kk, tx]
-            for r in range(TM):
-                acc[r] += a_s[kk, ty * TM + r] * wv
-        cuda.syncthreads()
-    c = c0 + tx
-    if c < C:
-        for r in range(TM):
-            m = m0 + ty * TM + r
-            if m < n_m:
-                dx2[m, c] = acc[r]
+        m = m0 + a0 + uint32(r)
+        if m < n_m:
+            for c in range(TN):
+                cc = c0 + b0 + uint32(c)
+                if cc < C:
+                    dx2[m, cc] = acc[r * TN + c]
 
 
 @cuda.jit
@@ -545,13 +574,13 @@ F4 = float32[:, :, :, ::1]
 I2 = int32[:, ::1]
 I4 = int32[:, :, :, ::1]
 FWD_SIG = (F1, F1, F1, F2, I2) + (int32,) * 20
-DX_SIG = (F1, F2, F2) + (int32,) * 10
+DX_SIG = (F1, F1, F2) + (int32,) * 10
 DW_SIG = (F1, F2, float32[:, :, ::1]) + (int32,) * 11
 SUM_SIG = (float32[:, :, ::1], F2, F1)
 
 KERNELS = [
     KernelSpec("conv2d_fwd_tile", conv2d_fwd_tile, FWD_SIG, FW_THREADS),
-    KernelSpec("conv2d_dx_tile", conv2d_dx_tile, DX_SIG, BN * (BM // TM)),
+    KernelSpec("conv2d_dx_tile", conv2d_dx_tile, DX_SIG, DX_THREADS),
     KernelSpec("conv2d_dw_tile", conv2d_dw_tile, DW_SIG, DW_BN * (DW_BK // DW_TK)),
     KernelSpec("conv2d_dw_sum", conv2d_dw_sum, SUM_SIG, SUM_THREADS),
 ]
@@ -597,7 +626,7 @@ def launch_dx(dz, w2, dx, kh, kw, stride, pt, pl):
     _, oh, ow, _ = dz.shape
     grid = (_mem.blocks(n * h * wd, BM), _mem.blocks(c, BN))
     conv2d_dx_tile[grid, dx_threads()](
-        _flat(dz), w2, _rows(dx), *_i32(h, wd, kh, kw, oh, ow, stride[0], stride[1], pt, pl))
+        _flat(dz), _flat(w2), _rows(dx), *_i32(h, wd, kh, kw, oh, ow, stride[0], stride[1], pt, pl))
 
 
 def dw_split(m, k, f):
