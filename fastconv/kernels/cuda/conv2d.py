@@ -23,19 +23,18 @@ from .. import _validate
 from . import _mem
 from ._spec import KernelSpec
 
-# dx GEMM tile (the forward's own tiles are FW_TILES, below): BM rows (pixels) x BN columns
-# (channels) per block, staged
-# BK reduction steps at a time. threadIdx.x walks the BN channels, so a warp's loads of
-# weights and stores of outputs are 128 contiguous bytes (NHWC: channels innermost);
-# each thread keeps TM pixel rows in registers. Block (BN, BM // TM) = 512 threads.
+# dx GEMM tile (conv2d_dx_tile; the forward's tiles are FW_TILES, below, the same design):
+# BM input pixels x BN input channels per block of (BM // TM) * (BN // TN) = 64 threads,
+# each keeping TM x TN outputs in registers, reduced BK (tap, output channel) columns per
+# step. Checked and derived by _gemm_tile_constants (DX_* globals).
 #
 # Weight-gradient tile: DW_BK rows of dw2 x DW_BN output channels per block, reduced over
 # DW_BM pixels per step; each thread keeps DW_TK rows. Block (DW_BN, DW_BK // DW_TK) = 256.
 # DW_TARGET_BLOCKS sets how finely the pixel range is split (132 SMs, several blocks each).
 #
-# Chosen with ptxas -v for sm_90 (python -m fastconv.kernels.cuda.report): the dx and dw
-# kernels stay at <= 64 registers per thread with no spills, i.e. >= 50% theoretical
-# occupancy (32 of 64 warps per SM). TM = 8 or DW_BM = 32 cost 70-95 registers.
+# Chosen with ptxas -v for sm_90 (python -m fastconv.kernels.cuda.report): the dw
+# kernel stays at <= 64 registers per thread with no spills, i.e. >= 50% theoretical
+# occupancy (32 of 64 warps per SM). DW_BM = 32 costs 70-95 registers.
 TILES = dict(bm=64, bn=32, bk=8, tm=8, tn=4, dw_bm=16, dw_bk=32, dw_bn=32, dw_tk=4,
              dw_target_blocks=1024)
 SUM_THREADS = 256
