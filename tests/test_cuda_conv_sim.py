@@ -74,13 +74,24 @@ SCRIPT = textwrap.dedent("""
         for need_dx in (True, False):
             check("dense_backward", x, w, dy, need_dx=need_dx)
 
-    # The real tiles (64 x 32 blocks of 256 threads): 90 pixels and 33 channels make a
-    # 2 x 2 forward grid with ragged edges in both dimensions.
+    # The real tiles (forward and dx: 64 x 32 blocks of 64 threads, 8 x 4 outputs each):
+    # 90 pixels and 33 channels make a 2 x 2 forward grid with ragged edges in both
+    # dimensions (dx: 168 pixels, 3 blocks); the pooled case has 2 channel blocks and a
+    # ragged K (27 = 3 steps of 8, the last one partly past K).
     conv_case((3, 7, 8, 2), (3, 3), 33, 1, "valid", relu=False, skip_dx=False)
+    conv_case((2, 9, 9, 3), (3, 3), 33, 1, "valid", pool=(2, None, "valid"))
 
-    # Tiny tiles: 16-thread blocks, 8 pixels x 4 channels (forward/dx), 8 rows x 4 channels
-    # of dw, pixel range split into about 8 chunks.
-    conv2d.set_tiles(bm=8, bn=4, bk=4, tm=2, dw_bm=4, dw_bk=8, dw_bn=4, dw_tk=2,
+    # Another forward and dx tile (16 x 8 blocks of 8 threads, 4 x 4 outputs each, 2 columns
+    # per step: one trip of the FMA loop per step): several blocks per grid dimension.
+    conv2d.set_tiles(fw_bm=16, fw_bn=8, fw_bk=2, fw_tm=4, fw_tn=4, bm=16, bn=8, bk=2, tm=4, tn=4)
+    conv_case((2, 6, 7, 3), (3, 3), 11, 1, "same", relu=False)
+    conv_case((2, 7, 6, 9), (3, 3), 5, 2, "same", relu=False)   # dx: 2 channel blocks, stride 2
+    conv_case((2, 8, 9, 3), (3, 3), 9, 1, "valid", pool=(2, None, "valid"))
+
+    # Tiny tiles: forward and dx 8 pixels x 4 channels in 8-thread blocks of 2 x 2 outputs;
+    # 8 rows x 4 channels of dw, pixel range split into about 8 chunks.
+    conv2d.set_tiles(fw_bm=8, fw_bn=4, fw_bk=4, fw_tm=2, fw_tn=2,
+                     bm=8, bn=4, bk=4, tm=2, tn=2, dw_bm=4, dw_bk=8, dw_bn=4, dw_tk=2,
                      dw_target_blocks=8)
     conv_case((2, 7, 6, 3), (3, 3), 5, 1, "valid")
     conv_case((2, 6, 5, 5), (3, 3), 6, 2, "same")   # dx: 2 channel blocks; dw_sum: 2 blocks
@@ -107,7 +118,7 @@ def _run(script, timeout=600):
 
 def test_conv_fused_dense_match_the_reference_under_the_simulator():
     results = _run(SCRIPT)
-    assert len(results) == 34
+    assert len(results) == 44
     failed = [r for r in results if not r["passed"]]
     assert not failed, "\n".join(f"{r['op']} {r['args']} {r['kw']}: {r['message']}"
                                  for r in failed)
@@ -192,9 +203,12 @@ def test_bad_arguments_raise_the_reference_messages_and_host_arrays_are_copied_i
                                    "ndarray, got float32")
 
 
-def test_conv_kernels_keep_half_occupancy_on_sm90():
-    """The conv kernels' target: no spills and >= 50% theoretical occupancy on sm_90 at
-    the block sizes the wrappers launch (ptxas -v via the cuda report, no GPU needed)."""
+def test_conv_kernels_keep_their_occupancy_on_sm90():
+    """The conv kernels' target: no spills and the theoretical occupancy on sm_90 at the
+    block sizes the wrappers launch (ptxas -v via the cuda report, no GPU needed): 50%,
+    except the register-blocked forward and dx (32 accumulators + prefetch: <= 128
+    registers, 25%; their 32 independent FMAs per column hide latency that warps would
+    otherwise)."""
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         pytest.skip("NUMBA_ENABLE_CUDASIM=1 is set: the simulator has no compiler")
     report = pytest.importorskip("fastconv.kernels.cuda.report",
@@ -211,4 +225,7 @@ def test_conv_kernels_keep_half_occupancy_on_sm90():
     assert len(rows) == 3
     for name, row in rows.items():
         assert row["spill_stores"] == row["spill_loads"] == 0, (name, row)
-        assert row["occupancy"] >= 0.5, (name, row)
+        blocked = name in ("conv2d_fwd_tile", "conv2d_dx_tile")
+        assert row["occupancy"] >= (0.25 if blocked else 0.5), (name, row)
+        if blocked:
+            assert row["registers"] <= 128, (name, row)

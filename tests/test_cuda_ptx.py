@@ -13,6 +13,7 @@ with the reason otherwise. No GPU is needed.
 import ast
 import os
 import pathlib
+import re
 
 import pytest
 
@@ -376,3 +377,83 @@ def test_report_without_a_toolchain_says_why(monkeypatch, capsys):
     monkeypatch.setattr(report, "toolchain_problem", lambda: "no ptxas (test)")
     assert report.main([]) == 2
     assert "cannot build the report: no ptxas (test)" in capsys.readouterr().err
+
+
+# -- the FMA share of the hottest loop (issue 19) ---------------------------------------
+# The rule every kernel is measured by: split the PTX body into basic blocks at labels and
+# branches; the hottest loop is the block with the most fma.rn.f32 that ends in a branch to
+# its own label; its share = fma.rn.f32 / all its instructions (directives, labels and
+# comments excluded). Kept here until the report has it (helper "dense"'s fma_share).
+
+_BRANCH = re.compile(r"^(@!?%\w+\s+)?bra(\.uni)?\s+(\$?[\w$]+);$")
+
+
+def _ptx_blocks(ptx):
+    """[(label or None, [instructions])] of the first .entry's body."""
+    blocks, label, body = [], None, []
+    start = ptx.find("{", ptx.find(".entry"))
+    for raw in ptx[start:].splitlines():
+        line = raw.split("//")[0].strip()
+        if not line or line in ("{", "}"):
+            continue
+        if line.endswith(":"):
+            if body or label:
+                blocks.append((label, body))
+            label, body = line[:-1], []
+        elif not line.startswith("."):
+            body.append(line)
+            if _BRANCH.match(line):
+                blocks.append((label, body))
+                label, body = None, []
+    if body:
+        blocks.append((label, body))
+    return blocks
+
+
+def hottest_loop_fma_share(ptx):
+    """(fma count, instruction count) of the hottest self-looping block, or (0, 0)."""
+    best = (0, 0)
+    for label, body in _ptx_blocks(ptx):
+        m = _BRANCH.match(body[-1]) if body else None
+        if m and label is not None and m.group(3) == label:
+            n_fma = sum(1 for ins in body if ins.startswith("fma.rn.f32"))
+            if n_fma > best[0]:
+                best = (n_fma, len(body))
+    return best
+
+
+def test_hottest_loop_rule_on_a_hand_written_ptx():
+    ptx = """.visible .entry k(
+)
+{
+	.reg .f32 %f<9>;
+	mov.u32 %r1, 0;
+$L__BB0_1:
+	// a comment
+	fma.rn.f32 %f1, %f2, %f3, %f1;
+	fma.rn.f32 %f4, %f2, %f3, %f4;
+	add.s32 %r1, %r1, 1;
+	setp.lt.u32 %p1, %r1, 8;
+	@%p1 bra $L__BB0_1;
+$L__BB0_2:
+	fma.rn.f32 %f1, %f2, %f3, %f1;
+	fma.rn.f32 %f1, %f2, %f3, %f1;
+	fma.rn.f32 %f1, %f2, %f3, %f1;
+	@%p1 bra $L__BB0_1;
+	ret;
+}
+"""
+    # the second block has more FMAs but branches to another label: not a loop of its own
+    assert hottest_loop_fma_share(ptx) == (2, 5)
+
+
+@pytest.mark.parametrize("name", ["conv2d_fwd_tile", "conv2d_dx_tile"])
+def test_conv_gemm_hottest_loop_is_mostly_fma(name):
+    """Issue 19's target for the register-blocked conv GEMM kernels: >= 0.6 of the hottest
+    loop's PTX instructions are fma.rn.f32, on sm_90 and sm_80."""
+    _need_toolchain()
+    from fastconv.kernels.cuda import conv2d, report
+    [spec] = [s for s in conv2d.KERNELS if s.name == name]
+    for arch in ARCHS:
+        n_fma, n_ins = hottest_loop_fma_share(report.compile_spec(spec, arch))
+        assert n_fma >= 32 and n_fma / n_ins >= 0.6, (name, arch, n_fma, n_ins)

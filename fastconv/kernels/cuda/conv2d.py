@@ -17,39 +17,75 @@ Tile constants below are compile-time constants on a GPU; the simulator reads th
 live, so tests may shrink them to get many blocks from tiny inputs.
 """
 import numpy as np
-from numba import cuda, float32, int32
+from numba import config, cuda, float32, int32, uint32
 
 from .. import _validate
 from . import _mem
 from ._spec import KernelSpec
 
-# Forward / dx GEMM tile: BM rows (pixels) x BN columns (channels) per block, staged
-# BK reduction steps at a time. threadIdx.x walks the BN channels, so a warp's loads of
-# weights and stores of outputs are 128 contiguous bytes (NHWC: channels innermost);
-# each thread keeps TM pixel rows in registers. Block (BN, BM // TM) = 512 threads.
+# dx GEMM tile (conv2d_dx_tile; the forward's tiles are FW_TILES, below, the same design):
+# BM input pixels x BN input channels per block of (BM // TM) * (BN // TN) = 64 threads,
+# each keeping TM x TN outputs in registers, reduced BK (tap, output channel) columns per
+# step. Checked and derived by _gemm_tile_constants (DX_* globals).
 #
 # Weight-gradient tile: DW_BK rows of dw2 x DW_BN output channels per block, reduced over
 # DW_BM pixels per step; each thread keeps DW_TK rows. Block (DW_BN, DW_BK // DW_TK) = 256.
 # DW_TARGET_BLOCKS sets how finely the pixel range is split (132 SMs, several blocks each).
 #
-# Chosen with ptxas -v for sm_90 (python -m fastconv.kernels.cuda.report): every conv
+# Chosen with ptxas -v for sm_90 (python -m fastconv.kernels.cuda.report): the dw
 # kernel stays at <= 64 registers per thread with no spills, i.e. >= 50% theoretical
-# occupancy (32 of 64 warps per SM). TM = 8 or DW_BM = 32 cost 70-95 registers.
-TILES = dict(bm=64, bn=32, bk=16, tm=4, dw_bm=16, dw_bk=32, dw_bn=32, dw_tk=4,
+# occupancy (32 of 64 warps per SM). DW_BM = 32 costs 70-95 registers.
+TILES = dict(bm=64, bn=32, bk=8, tm=8, tn=4, dw_bm=16, dw_bk=32, dw_bn=32, dw_tk=4,
              dw_target_blocks=1024)
 SUM_THREADS = 256
 NOWHERE = -(1 << 28)   # a row/column offset that puts every tap outside the image
 
 
-def _padded(row, bk):
-    """Row length for a [k][pixel] shared tile that a warp fills with BK consecutive k
-    (consecutive input channels) times 32 // BK rows: a length that is 32 // BK modulo 32
-    puts those 32 stores in 32 different banks (+1 would leave 2-way conflicts)."""
-    return row + ((32 // bk) - row) % 32 if bk <= 32 else row + 1
+# Forward GEMM tile (conv2d_fwd_tile), separate from the dx/dw tiles above: FW_BM rows
+# (pooled output pixels) x FW_BN output channels per block of FW_THREADS =
+# (FW_BM // FW_TM) * (FW_BN // FW_TN) threads, reduced FW_BK (tap, input channel) columns
+# per step. Each thread keeps an FW_TM x FW_TN tile of outputs in registers: per reduction
+# column it reads its FW_TM pixels and FW_TN weights from shared memory (128-bit loads: tile
+# rows are 16-byte aligned, a thread's pixels and channels are contiguous and 4-aligned)
+# for FW_TM * FW_TN FMAs. 64 x 32 blocks of 8 x 4 thread tiles: 64 threads, 256 FMAs per
+# thread per step. 32 channels per block: two of the seed's three conv layers have 32.
+FW_TILES = dict(fw_bm=64, fw_bn=32, fw_bk=8, fw_tm=8, fw_tn=4)
+FW_KU = 2       # reduction columns per trip of the FMA loop (fw_bk must be a multiple)
+# cudasim has no aligned shared arrays (it raises on alignment=); on a GPU the tiles are
+# 16-byte aligned so that 4 consecutive floats load as one ld.shared.v4.f32.
+SHARED_ALIGN = None if config.ENABLE_CUDASIM else 16
+
+
+def _fwd_pitch(row, bk):
+    """Row length (floats) of a [k][pixel] shared tile whose rows hold `row` floats: a
+    multiple of 4 (16-byte aligned rows, row % 4 == 0 assumed) that is 32 // bk modulo 32
+    (rounded down to a multiple of 4), so the loader's warp-wide stores (bk consecutive k
+    x 32 // bk consecutive pixels) fall in distinct banks."""
+    step = (max(4, 32 // bk) // 4 * 4) % 32
+    return row + (step - row) % 32
+
+
+def _gemm_tile_constants(t, bm, bn, bk, tm, tn):
+    """Derived constants of a register-blocked GEMM tile (the forward's and dx's): threads,
+    the shared tiles' pitches and sizes, loads per thread per step, outputs per thread.
+    ValueError (naming the tiles t) unless every tile divides evenly among the threads (the
+    loaders and the thread map rely on it), tm <= 32 (the forward's epilogue keeps one bit
+    per pixel row) and bk is a multiple of FW_KU."""
+    ok = min(bm, bn, bk, tm, tn) > 0 and bm % tm == 0 and bn % tn == 0 and bm % 4 == 0
+    nt = (bm // tm) * (bn // tn) if ok else 0
+    if not ok or nt % bk or (bk * bm) % nt or (bk * bn) % nt or tm > 32 or bk % FW_KU:
+        raise ValueError(f"tiles {t} do not divide evenly among the threads")
+    return dict(THREADS=nt, AP=_fwd_pitch(bm, bk), BP=_fwd_pitch(bn + (-bn) % 4, bk),
+                AL=bk * bm // nt, BL=bk * bn // nt, A_SIZE=bk * _fwd_pitch(bm, bk),
+                B_SIZE=bk * _fwd_pitch(bn + (-bn) % 4, bk), OUT=tm * tn)
+
+
+FW_BM = FW_BN = FW_BK = FW_TM = FW_TN = FW_THREADS = FW_AP = FW_BP = FW_AL = FW_BL = 0
+FW_A_SIZE = FW_B_SIZE = FW_OUT = 0
 
 
 def set_tiles(**tiles):
-    """Set the tile constants (TILES's keys; missing ones take TILES's values).
+    """Set the tile constants (TILES's and FW_TILES's keys; missing ones take their values).
 
     Only for the simulator, which reads module globals live: tests shrink the tiles so
     that tiny inputs span several blocks. On a GPU each kernel freezes the constants when
@@ -64,20 +100,26 @@ def set_tiles(**tiles):
             f"set_tiles: {', '.join(compiled)} already compiled with the tiles "
             f"{_current_tiles()}; kernels freeze the tiles when they compile, so set them "
             f"before the first cuda conv2d/dense call (in a fresh process)")
-    t = dict(TILES, **tiles)
-    bm, bn, bk, tm = t["bm"], t["bn"], t["bk"], t["tm"]
+    t = dict(TILES, **{k: v for k, v in tiles.items() if k not in FW_TILES})
+    f = dict(FW_TILES, **{k: v for k, v in tiles.items() if k in FW_TILES})
+    fw = {f"FW_{k}": v for k, v in _gemm_tile_constants(
+        f, f["fw_bm"], f["fw_bn"], f["fw_bk"], f["fw_tm"], f["fw_tn"]).items()}
+    bm, bn, bk, tm, tn = t["bm"], t["bn"], t["bk"], t["tm"], t["tn"]
+    dx = {f"DX_{k}": v for k, v in _gemm_tile_constants(t, bm, bn, bk, tm, tn).items()}
     dbm, dbk, dbn, dtk = t["dw_bm"], t["dw_bk"], t["dw_bn"], t["dw_tk"]
-    nt, dnt = bn * (bm // tm), dbn * (dbk // dtk)
-    if (bm % tm or nt % bk or (bk * bm) % nt or (bk * bn) % nt or bm > nt
-            or dbk % dtk or dnt % dbk or (dbm * dbk) % dnt or (dbm * dbn) % dnt or dbm > dnt):
+    dnt = dbn * (dbk // dtk)
+    if dbk % dtk or dnt % dbk or (dbm * dbk) % dnt or (dbm * dbn) % dnt or dbm > dnt:
         raise ValueError(f"tiles {t} do not divide evenly among the threads")
-    globals().update(BM=bm, BN=bn, BK=bk, TM=tm, BM_PAD=_padded(bm, bk), BN_PAD=_padded(bn, bk),
+    globals().update(BM=bm, BN=bn, BK=bk, TM=tm, TN=tn,
                      DW_BM=dbm, DW_BK=dbk, DW_BN=dbn, DW_TK=dtk, DW_BK_PAD=dbk + 1,
-                     DW_TARGET_BLOCKS=t["dw_target_blocks"])
+                     DW_TARGET_BLOCKS=t["dw_target_blocks"], FW_BM=f["fw_bm"],
+                     FW_BN=f["fw_bn"], FW_BK=f["fw_bk"], FW_TM=f["fw_tm"], FW_TN=f["fw_tn"],
+                     **fw, **dx)
 
 
 def _current_tiles():
-    return dict(bm=BM, bn=BN, bk=BK, tm=TM, dw_bm=DW_BM, dw_bk=DW_BK, dw_bn=DW_BN, dw_tk=DW_TK,
+    return dict(fw_bm=FW_BM, fw_bn=FW_BN, fw_bk=FW_BK, fw_tm=FW_TM, fw_tn=FW_TN,
+                bm=BM, bn=BN, bk=BK, tm=TM, tn=TN, dw_bm=DW_BM, dw_bk=DW_BK, dw_bn=DW_BN, dw_tk=DW_TK,
                 dw_target_blocks=DW_TARGET_BLOCKS)
 
 
@@ -88,248 +130,329 @@ def _compiled_kernels():
             if len(getattr(spec.kernel, "overloads", ()))]
 
 
-BM = BN = BK = TM = BM_PAD = BN_PAD = DW_BM = DW_BK = DW_BN = DW_TK = DW_BK_PAD = 0
+BM = BN = BK = TM = TN = DX_THREADS = DX_AP = DX_BP = DX_AL = DX_BL = DX_A_SIZE = 0
+DX_B_SIZE = DX_OUT = 0
+DW_BM = DW_BK = DW_BN = DW_TK = DW_BK_PAD = 0
 DW_TARGET_BLOCKS = 0
 set_tiles()
 
 
 def fwd_threads():
-    return (BN, BM // TM)
+    return FW_THREADS
+
+
+def dx_threads():
+    return DX_THREADS
 
 
 def dw_threads():
     return (DW_BN, DW_BK // DW_TK)
 
 
+
+
+@cuda.jit(device=True, inline="always")
+def _fwd_stage(x, w, n_k, n_f, k0, kk_l, H, W, C, KW, tid, f0, pa_off, pa_row, pa_col, ra,
+               rb):
+    """Global loads of reduction step k0 of conv2d_fwd_tile into registers (ra: this
+    thread's FW_AL patch values, column k0 + kk_l; rb: its FW_BL weights), 0 outside the
+    image, past K or past F. Every load is unconditional (index 0 when masked) and the
+    value selected: no branch in the reduction loop. w is w2 (n_k, n_f) flat; every integer
+    argument is uint32 (32-bit index math: numba would widen int32 to int64)."""
+    k = uint32(k0 + kk_l)
+    tap = uint32(k // C)                  # (i, j, c) of column k: k = (i * KW + j) * C + c
+    c = uint32(k - tap * C)
+    i = uint32(tap // KW)
+    j = uint32(tap - i * KW)
+    tap_off = int32((i * W + j) * C + c)  # offset of x[n, row + i, col + j, c] from x[n, row, col, 0]
+    kvalid = k < n_k
+    for sl in range(FW_AL):
+        ok = kvalid and uint32(pa_row[sl] + i) < H and uint32(pa_col[sl] + j) < W
+        v = x[uint32(pa_off[sl] + tap_off) if ok else uint32(0)]
+        ra[sl] = v if ok else float32(0.0)
+    for sl in range(FW_BL):
+        e = uint32(tid + sl * FW_THREADS)
+        kb = uint32(k0 + e // FW_BN)
+        fb = uint32(f0 + e % FW_BN)
+        ok = kb < n_k and fb < n_f
+        v = w[uint32(kb * n_f + fb) if ok else uint32(0)]
+        rb[sl] = v if ok else float32(0.0)
+
+
 @cuda.jit
-def conv2d_fwd_tile(x, w2, b, y2, arg2, H, W, C, KW, n_ph, n_pw, OH, OW, sh, sw, pt, pl,
+def conv2d_fwd_tile(x, w, b, y2, arg2, H, W, C, KW, n_ph, n_pw, OH, OW, sh, sw, pt, pl,
                     pool_h, pool_w, psh, psw, ppt, ppl, relu, pooled):
     """y[n, ph, pw, f] = max over the pool window of act(conv(x, w) + b) at conv pixel (oh, ow).
 
-    x: the (N, H, W, C) input, flat; w2 (K=KH*KW*C, F); b (F,); y2 (M=N*PH*PW, F), the
+    x: the (N, H, W, C) input, flat; w: w2 (K=KH*KW*C, F) flat; b (F,); y2 (M=N*PH*PW, F), the
     (N, PH, PW, F) output viewed as rows; arg2 int32 like y2, written only when pooled != 0:
     the flat index oh * OW + ow of the winner, first maximum in row-major window order
     (a (1, 1) dummy otherwise). act is ReLU when relu != 0. The unfused conv is pool 1x1,
     stride 1, no padding. All float32. Overwrites y2 (and arg2).
-    Grid (ceil(M / BM), ceil(F / BN)), block (BN, BM // TM); needs (BN*BM/TM) % BK == 0.
+    Grid (ceil(M / FW_BM), ceil(F / FW_BN)), block FW_THREADS (1-D).
+
+    A register-blocked implicit GEMM (docs/cuda_conv.md): thread (tm, tn) accumulates rows
+    tm*FW_TM.. x channels tn*FW_TN.. of the block's tile; the patches are gathered from x
+    with 32-bit unsigned index math (unsigned: no wrap-around select on indexing) into a
+    k-major shared tile, the next step's global loads are issued before the current step's
+    FMAs (register prefetch). Runs the whole GEMM once per pool-window offset q and keeps
+    the running max and its argmax in shared memory (registers go to the accumulators;
+    each thread only touches its own slots, [output][thread]: no bank conflicts).
     """
-    a_s = cuda.shared.array((BK, BM_PAD), float32)   # patches [k][pixel]
-    b_s = cuda.shared.array((BK, BN), float32)       # weights [k][channel]
-    s_base = cuda.shared.array(BM, int32)            # flat offset of x[n, 0, 0, 0]
-    s_row = cuda.shared.array(BM, int32)             # oh*sh - pt; NOWHERE for no conv pixel
-    s_col = cuda.shared.array(BM, int32)             # ow*sw - pl
-    s_pix = cuda.shared.array(BM, int32)             # oh*OW + ow, or -1
-    acc = cuda.local.array(TM, float32)
-    best = cuda.local.array(TM, float32)
-    won = cuda.local.array(TM, int32)
-    n_m = y2.shape[0]
-    n_f = y2.shape[1]
-    n_k = w2.shape[0]
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    n_threads = BN * (BM // TM)
-    tid = ty * BN + tx
-    m0 = cuda.blockIdx.x * BM
-    f0 = cuda.blockIdx.y * BN
-    f = f0 + tx
-    kk_l = tid % BK                 # this thread always stages column k0 + kk_l of the patches:
-    mm_l = tid // BK                # consecutive threads read consecutive input channels
-    for r in range(TM):
-        best[r] = float32(0.0)
-        won[r] = -1
+    a_s = cuda.shared.array(FW_A_SIZE, float32, alignment=SHARED_ALIGN)  # patches [k][pixel]
+    b_s = cuda.shared.array(FW_B_SIZE, float32, alignment=SHARED_ALIGN)  # weights [k][f]
+    best_s = cuda.shared.array((FW_OUT, FW_THREADS), float32)  # running max [output][thread]
+    won_s = cuda.shared.array((FW_OUT, FW_THREADS), int32)     # its argmax
+    s_nb = cuda.shared.array(FW_BM, int32)       # flat offset of x[n, 0, 0, 0]; -1: no row
+    s_oh = cuda.shared.array(FW_BM, int32)       # conv row of window offset 0: ph*psh - ppt
+    s_ow = cuda.shared.array(FW_BM, int32)       # conv column of window offset 0
+    acc = cuda.local.array(FW_OUT, float32)
+    av = cuda.local.array(FW_TM, float32)
+    bv = cuda.local.array(FW_TN, float32)
+    bias = cuda.local.array(FW_TN, float32)
+    ra = cuda.local.array(FW_AL, float32)         # prefetched patch values
+    rb = cuda.local.array(FW_BL, float32)         # prefetched weights
+    pa_off = cuda.local.array(FW_AL, int32)       # x offset of (n, row, col, 0) per staged pixel
+    pa_row = cuda.local.array(FW_AL, int32)       # top input row; NOWHERE: no conv pixel
+    pa_col = cuda.local.array(FW_AL, int32)
+    n_m = uint32(y2.shape[0])
+    n_f = uint32(y2.shape[1])
+    n_k = uint32(w.shape[0] // y2.shape[1])
+    uH = uint32(H)
+    uW = uint32(W)
+    uC = uint32(C)
+    uKW = uint32(KW)
+    tid = uint32(cuda.threadIdx.x)
+    tn = uint32(tid % (FW_BN // FW_TN))
+    tm = uint32(tid // (FW_BN // FW_TN))
+    m0 = uint32(cuda.blockIdx.x * FW_BM)
+    f0 = uint32(cuda.blockIdx.y * FW_BN)
+    kk_l = uint32(tid % FW_BK)      # the patch column this thread stages: consecutive
+    mm_l = uint32(tid // FW_BK)     # threads read consecutive input channels
+    a0 = uint32(tm * FW_TM)
+    b0 = uint32(tn * FW_TN)
+    for mm in range(tid, FW_BM, FW_THREADS):      # the block's pixel table, once
+        m = m0 + mm
+        nb = -1
+        oh = 0
+        ow = 0
+        if m < n_m:
+            n = m // uint32(n_ph * n_pw)
+            rem = uint32(m - n * uint32(n_ph * n_pw))
+            p_h = uint32(rem // n_pw)
+            nb = int32(n * uint32(H * W * C))
+            oh = int32(p_h) * psh - ppt
+            ow = int32(rem - p_h * n_pw) * psw - ppl
+        s_nb[mm] = nb
+        s_oh[mm] = oh
+        s_ow[mm] = ow
+    for c in range(FW_TN):
+        f = f0 + b0 + uint32(c)
+        bias[c] = b[f] if f < n_f else float32(0.0)
+    for e in range(FW_OUT):
+        best_s[e, tid] = float32(0.0)
+        won_s[e, tid] = -1
+    seen = uint32(0)                # bit r: pixel row r has met a conv pixel
     for q in range(pool_h * pool_w):
         qi = q // pool_w
         qj = q - qi * pool_w
-        cuda.syncthreads()          # the previous window position is done with s_pix
-        if tid < BM:                # BM <= threads per block
-            mm = tid
-            m = m0 + mm
-            row = NOWHERE
-            col = NOWHERE
-            pix = -1
-            base = 0
-            if m < n_m:
-                n = m // (n_ph * n_pw)
-                rem = m - n * (n_ph * n_pw)
-                p_h = rem // n_pw
-                oh = p_h * psh - ppt + qi
-                ow = (rem - p_h * n_pw) * psw - ppl + qj
-                if oh >= 0 and oh < OH and ow >= 0 and ow < OW:
-                    row = oh * sh - pt
-                    col = ow * sw - pl
-                    pix = oh * OW + ow
-                    base = n * (H * W * C)
-            s_base[mm] = base
-            s_row[mm] = row
-            s_col[mm] = col
-            s_pix[mm] = pix
-        for r in range(TM):
-            acc[r] = float32(0.0)
-        # (i, j, c) of k = k0 + kk_l, advanced by BK per step without dividing
-        i = 0
-        j = 0
-        c = kk_l
-        while c >= C:
-            c -= C
-            j += 1
-            if j == KW:
-                j = 0
-                i += 1
-        cuda.syncthreads()
-        for k0 in range(0, n_k, BK):
-            kvalid = k0 + kk_l < n_k
-            # loops with constant trip counts below: unrolled with simple addressing (a
-            # range(start, stop, step) with run-time bounds cost ~70 extra registers)
-            for sl in range(BK * BM // n_threads):
-                mm = mm_l + sl * (n_threads // BK)
-                val = float32(0.0)
-                row = s_row[mm] + i
-                col = s_col[mm] + j
-                if kvalid and row >= 0 and row < H and col >= 0 and col < W:
-                    val = x[s_base[mm] + (row * W + col) * C + c]
-                a_s[kk_l, mm] = val
-            for sl in range(BK * BN // n_threads):
-                e = tid + sl * n_threads
-                nn = e % BN
-                kk = e // BN
-                val = float32(0.0)
-                if k0 + kk < n_k and f0 + nn < n_f:
-                    val = w2[k0 + kk, f0 + nn]
-                b_s[kk, nn] = val
-            c += BK
-            while c >= C:
-                c -= C
-                j += 1
-                if j == KW:
-                    j = 0
-                    i += 1
+        cuda.syncthreads()          # the pixel table is written
+        for sl in range(FW_AL):
+            mm = mm_l + uint32(sl * (FW_THREADS // FW_BK))
+            oh = s_oh[mm] + qi
+            ow = s_ow[mm] + qj
+            ok = s_nb[mm] >= 0 and uint32(oh) < OH and uint32(ow) < OW
+            row = int32(oh * sh - pt)
+            col = int32(ow * sw - pl)
+            pa_row[sl] = row if ok else NOWHERE
+            pa_col[sl] = col if ok else NOWHERE
+            pa_off[sl] = int32(s_nb[mm] + (row * W + col) * C)
+        for e in range(FW_OUT):
+            acc[e] = float32(0.0)
+        _fwd_stage(x, w, n_k, n_f, uint32(0), kk_l, uH, uW, uC, uKW, tid, f0, pa_off, pa_row,
+                   pa_col, ra, rb)
+        k0 = uint32(0)
+        while k0 < n_k:
+            cuda.syncthreads()      # every thread is done reading the previous step's tiles
+            for sl in range(FW_AL):
+                a_s[kk_l * FW_AP + mm_l + uint32(sl * (FW_THREADS // FW_BK))] = ra[sl]
+            for sl in range(FW_BL):
+                e = uint32(tid + sl * FW_THREADS)
+                b_s[(e // FW_BN) * FW_BP + e % FW_BN] = rb[sl]
             cuda.syncthreads()
-            # a run-time trip count: the compiler keeps this loop rolled, which keeps
-            # registers low (fully unrolled it hoists every shared load: 160 registers)
-            for kk in range(min(BK, n_k - k0)):
-                wv = b_s[kk, tx]
-                for r in range(TM):
-                    acc[r] += a_s[kk, ty * TM + r] * wv
-            cuda.syncthreads()
-        bias = float32(0.0)
-        if f < n_f:
-            bias = b[f]
-        for r in range(TM):
-            pix = s_pix[ty * TM + r]
-            if pix >= 0:
-                val = acc[r] + bias
-                if relu != 0 and val < float32(0.0):
-                    val = float32(0.0)
-                if won[r] < 0 or val > best[r]:
-                    best[r] = val
-                    won[r] = pix
-    if f < n_f:
-        for r in range(TM):
-            m = m0 + ty * TM + r
-            if m < n_m:
-                y2[m, f] = best[r]
-                if pooled != 0:
-                    arg2[m, f] = won[r]
+            k0 = uint32(k0 + FW_BK)
+            # the next step's loads now, so their latency hides behind the FMAs below
+            _fwd_stage(x, w, n_k, n_f, k0, kk_l, uH, uW, uC, uKW, tid, f0, pa_off, pa_row,
+                       pa_col, ra, rb)
+            ao = a0
+            bo = b0
+            # FW_KU columns per trip, each fully unrolled: the compiler would not unroll all
+            # FW_BK columns, and a rolled loop of one column is a third overhead
+            for _ in range(FW_BK // FW_KU):
+                for u in range(FW_KU):
+                    for r in range(FW_TM):
+                        av[r] = a_s[ao + uint32(u * FW_AP + r)]
+                    for c in range(FW_TN):
+                        bv[c] = b_s[bo + uint32(u * FW_BP + c)]
+                    for r in range(FW_TM):
+                        for c in range(FW_TN):
+                            acc[r * FW_TN + c] += av[r] * bv[c]
+                ao = uint32(ao + FW_KU * FW_AP)
+                bo = uint32(bo + FW_KU * FW_BP)
+        for r in range(FW_TM):      # epilogue: bias, ReLU, running max over the window
+            mm = a0 + uint32(r)
+            oh = s_oh[mm] + qi
+            ow = s_ow[mm] + qj
+            if s_nb[mm] >= 0 and uint32(oh) < OH and uint32(ow) < OW:
+                first = (seen >> uint32(r)) & uint32(1) == uint32(0)
+                for c in range(FW_TN):
+                    v = acc[r * FW_TN + c] + bias[c]
+                    if relu != 0 and v < float32(0.0):
+                        v = float32(0.0)
+                    if first or v > best_s[r * FW_TN + c, tid]:
+                        best_s[r * FW_TN + c, tid] = v
+                        won_s[r * FW_TN + c, tid] = int32(oh * OW + ow)
+                seen |= uint32(1) << uint32(r)
+    for r in range(FW_TM):
+        m = m0 + a0 + uint32(r)
+        if m < n_m:
+            for c in range(FW_TN):
+                f = f0 + b0 + uint32(c)
+                if f < n_f:
+                    y2[m, f] = best_s[r * FW_TN + c, tid]
+                    if pooled != 0:
+                        arg2[m, f] = won_s[r * FW_TN + c, tid]
+
+
+@cuda.jit(device=True, inline="always")
+def _dx_stage(dz, w, n_k, C, F, k0, kk_l, c0, KW, OH, OW, sh, sw, pa_base, pa_hp, pa_wp,
+              nn_l, ra, rb):
+    """Global loads of reduction step k0 of conv2d_dx_tile into registers: ra, this
+    thread's DX_AL gathered dz values of column k = k0 + kk_l = (i * KW + j) * F + f (one
+    per staged pixel); rb, its DX_BL weights w[i, j, c0 + nn, f] of the same column. 0 for
+    taps that meet no output pixel, past K or past C. Loads are unconditional (index 0 when
+    masked) and the value selected. dz and w (w2 (K, F)) flat; integers uint32 except the
+    pixel registers (int32: a padded row may be negative)."""
+    k = uint32(k0 + kk_l)
+    tap = uint32(k // F)
+    f = uint32(k - tap * F)
+    i = uint32(tap // KW)
+    j = uint32(tap - i * KW)
+    kvalid = k < n_k
+    for sl in range(DX_AL):
+        oh_s = int32(pa_hp[sl] - int32(i))          # h + pt - i = oh * sh when it meets one
+        ow_s = int32(pa_wp[sl] - int32(j))
+        ok = kvalid and oh_s >= 0 and ow_s >= 0
+        oh = uint32(oh_s)
+        ow = uint32(ow_s)
+        if sh != 1:
+            oh = uint32(oh // sh)
+            ok = ok and oh * sh == uint32(oh_s)
+        if sw != 1:
+            ow = uint32(ow // sw)
+            ok = ok and ow * sw == uint32(ow_s)
+        ok = ok and oh < OH and ow < OW
+        v = dz[uint32(pa_base[sl] + (oh * OW + ow) * F + f) if ok else uint32(0)]
+        ra[sl] = v if ok else float32(0.0)
+    for sl in range(DX_BL):
+        c = uint32(c0 + nn_l + sl * (DX_THREADS // BK))
+        ok = kvalid and c < C
+        v = w[uint32((tap * C + c) * F + f) if ok else uint32(0)]
+        rb[sl] = v if ok else float32(0.0)
 
 
 @cuda.jit
-def conv2d_dx_tile(dz, w2, dx2, H, W, KH, KW, OH, OW, sh, sw, pt, pl):
+def conv2d_dx_tile(dz, w, dx2, H, W, KH, KW, OH, OW, sh, sw, pt, pl):
     """dx[n, h, w, c] = sum over taps (i, j) and f of dz[n, oh, ow, f] * w[i, j, c, f]
     where h + pt - i = oh * sh and w + pl - j = ow * sw (a gather, so no atomics).
 
-    dz: the (N, OH, OW, F) gradient, flat; w2 (KH*KW*C, F); dx2 (N*H*W, C), the (N, H, W, C)
-    input gradient viewed as rows. float32. Overwrites every dx element.
-    Grid (ceil(N*H*W / BM), ceil(C / BN)), block (BN, BM // TM).
+    dz: the (N, OH, OW, F) gradient, flat; w: w2 (KH*KW*C, F) flat; dx2 (N*H*W, C), the
+    (N, H, W, C) input gradient viewed as rows. float32. Overwrites every dx element.
+    Grid (ceil(N*H*W / BM), ceil(C / BN)), block DX_THREADS (1-D).
+
+    The forward's register-blocked GEMM (conv2d_fwd_tile) with rows = input pixels,
+    columns = input channels and the reduction over (i, j, f): thread (tm, tn) keeps TM x TN
+    outputs in registers; each thread stages one column (consecutive threads: consecutive f,
+    coalesced) of both tiles, with register prefetch of the next step.
     """
-    a_s = cuda.shared.array((BK, BM_PAD), float32)   # gathered dz [k=(i, j, f)][pixel]
-    b_s = cuda.shared.array((BK, BN_PAD), float32)   # w [k=(i, j, f)][c]
-    s_base = cuda.shared.array(BM, int32)            # flat offset of dz[n, 0, 0, 0]
-    s_hp = cuda.shared.array(BM, int32)              # h + pt; NOWHERE past the last pixel
-    s_wp = cuda.shared.array(BM, int32)              # w + pl
-    acc = cuda.local.array(TM, float32)
-    n_m = dx2.shape[0]
-    C = dx2.shape[1]
-    F = w2.shape[1]
-    n_k = KH * KW * F
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    n_threads = BN * (BM // TM)
-    tid = ty * BN + tx
-    m0 = cuda.blockIdx.x * BM
-    c0 = cuda.blockIdx.y * BN
-    kk_l = tid % BK                 # this thread stages column k0 + kk_l: consecutive f
-    mm_l = tid // BK
-    if tid < BM:
-        mm = tid
-        m = m0 + mm
+    a_s = cuda.shared.array(DX_A_SIZE, float32, alignment=SHARED_ALIGN)  # dz [k][pixel]
+    b_s = cuda.shared.array(DX_B_SIZE, float32, alignment=SHARED_ALIGN)  # w [k][c]
+    acc = cuda.local.array(DX_OUT, float32)
+    av = cuda.local.array(TM, float32)
+    bv = cuda.local.array(TN, float32)
+    ra = cuda.local.array(DX_AL, float32)        # prefetched dz values
+    rb = cuda.local.array(DX_BL, float32)        # prefetched weights
+    pa_base = cuda.local.array(DX_AL, int32)     # flat offset of dz[n, 0, 0, 0] per staged pixel
+    pa_hp = cuda.local.array(DX_AL, int32)       # h + pt; NOWHERE past the last pixel
+    pa_wp = cuda.local.array(DX_AL, int32)       # w + pl
+    n_m = uint32(dx2.shape[0])
+    C = uint32(dx2.shape[1])
+    F = uint32(w.shape[0] // (KH * KW * dx2.shape[1]))
+    n_k = uint32(KH * KW * F)
+    uKW = uint32(KW)
+    uOH = uint32(OH)
+    uOW = uint32(OW)
+    ush = uint32(sh)
+    usw = uint32(sw)
+    tid = uint32(cuda.threadIdx.x)
+    tn = uint32(tid % (BN // TN))
+    tm = uint32(tid // (BN // TN))
+    m0 = uint32(cuda.blockIdx.x * BM)
+    c0 = uint32(cuda.blockIdx.y * BN)
+    kk_l = uint32(tid % BK)         # the column this thread stages: consecutive f
+    mm_l = uint32(tid // BK)
+    a0 = uint32(tm * TM)
+    b0 = uint32(tn * TN)
+    for sl in range(DX_AL):         # the staged pixels' geometry, once
+        m = m0 + mm_l + uint32(sl * (DX_THREADS // BK))
         hp = NOWHERE
         wp = NOWHERE
         base = 0
         if m < n_m:
-            n = m // (H * W)
-            rem = m - n * (H * W)
-            h = rem // W
-            hp = h + pt
-            wp = rem - h * W + pl
-            base = n * (OH * OW * F)
-        s_base[mm] = base
-        s_hp[mm] = hp
-        s_wp[mm] = wp
+            n = m // uint32(H * W)
+            rem = uint32(m - n * uint32(H * W))
+            h = uint32(rem // uint32(W))
+            hp = int32(h) + pt
+            wp = int32(rem - h * uint32(W)) + pl
+            base = int32(n * uint32(OH * OW) * F)
+        pa_hp[sl] = hp
+        pa_wp[sl] = wp
+        pa_base[sl] = base
+    for e in range(DX_OUT):
+        acc[e] = float32(0.0)
+    _dx_stage(dz, w, n_k, C, F, uint32(0), kk_l, c0, uKW, uOH, uOW, ush, usw, pa_base, pa_hp,
+              pa_wp, mm_l, ra, rb)
+    k0 = uint32(0)
+    while k0 < n_k:
+        cuda.syncthreads()          # every thread is done reading the previous step's tiles
+        for sl in range(DX_AL):
+            a_s[kk_l * DX_AP + mm_l + uint32(sl * (DX_THREADS // BK))] = ra[sl]
+        for sl in range(DX_BL):
+            b_s[kk_l * DX_BP + mm_l + uint32(sl * (DX_THREADS // BK))] = rb[sl]
+        cuda.syncthreads()
+        k0 = uint32(k0 + BK)
+        _dx_stage(dz, w, n_k, C, F, k0, kk_l, c0, uKW, uOH, uOW, ush, usw, pa_base, pa_hp,
+                  pa_wp, mm_l, ra, rb)
+        ao = a0
+        bo = b0
+        for _ in range(BK // FW_KU):  # as in conv2d_fwd_tile
+            for u in range(FW_KU):
+                for r in range(TM):
+                    av[r] = a_s[ao + uint32(u * DX_AP + r)]
+                for c in range(TN):
+                    bv[c] = b_s[bo + uint32(u * DX_BP + c)]
+                for r in range(TM):
+                    for c in range(TN):
+                        acc[r * TN + c] += av[r] * bv[c]
+            ao = uint32(ao + FW_KU * DX_AP)
+            bo = uint32(bo + FW_KU * DX_BP)
     for r in range(TM):
-        acc[r] = float32(0.0)
-    i = 0
-    j = 0
-    fo = kk_l
-    while fo >= F:
-        fo -= F
-        j += 1
-        if j == KW:
-            j = 0
-            i += 1
-    cuda.syncthreads()
-    for k0 in range(0, n_k, BK):
-        kvalid = k0 + kk_l < n_k
-        for sl in range(BK * BM // n_threads):        # constant trip counts: see the forward
-            mm = mm_l + sl * (n_threads // BK)
-            val = float32(0.0)
-            oh_s = s_hp[mm] - i
-            ow_s = s_wp[mm] - j
-            if kvalid and oh_s >= 0 and ow_s >= 0:
-                oh = oh_s
-                ow = ow_s
-                if sh != 1:
-                    oh = oh_s // sh
-                if sw != 1:
-                    ow = ow_s // sw
-                if oh * sh == oh_s and ow * sw == ow_s and oh < OH and ow < OW:
-                    val = dz[s_base[mm] + (oh * OW + ow) * F + fo]
-            a_s[kk_l, mm] = val
-        wrow = (i * KW + j) * C + c0
-        for sl in range(BK * BN // n_threads):
-            nn = mm_l + sl * (n_threads // BK)
-            val = float32(0.0)
-            if kvalid and c0 + nn < C:
-                val = w2[wrow + nn, fo]
-            b_s[kk_l, nn] = val
-        fo += BK
-        while fo >= F:
-            fo -= F
-            j += 1
-            if j == KW:
-                j = 0
-                i += 1
-        cuda.syncthreads()
-        for kk in range(min(BK, n_k - k0)):      # run-time trip count: see conv2d_fwd_tile
-            wv = b_s[kk, tx]
-            for r in range(TM):
-                acc[r] += a_s[kk, ty * TM + r] * wv
-        cuda.syncthreads()
-    c = c0 + tx
-    if c < C:
-        for r in range(TM):
-            m = m0 + ty * TM + r
-            if m < n_m:
-                dx2[m, c] = acc[r]
+        m = m0 + a0 + uint32(r)
+        if m < n_m:
+            for c in range(TN):
+                cc = c0 + b0 + uint32(c)
+                if cc < C:
+                    dx2[m, cc] = acc[r * TN + c]
 
 
 @cuda.jit
@@ -449,14 +572,14 @@ F2 = float32[:, ::1]
 F4 = float32[:, :, :, ::1]
 I2 = int32[:, ::1]
 I4 = int32[:, :, :, ::1]
-FWD_SIG = (F1, F2, F1, F2, I2) + (int32,) * 20
-DX_SIG = (F1, F2, F2) + (int32,) * 10
+FWD_SIG = (F1, F1, F1, F2, I2) + (int32,) * 20
+DX_SIG = (F1, F1, F2) + (int32,) * 10
 DW_SIG = (F1, F2, float32[:, :, ::1]) + (int32,) * 11
 SUM_SIG = (float32[:, :, ::1], F2, F1)
 
 KERNELS = [
-    KernelSpec("conv2d_fwd_tile", conv2d_fwd_tile, FWD_SIG, BN * (BM // TM)),
-    KernelSpec("conv2d_dx_tile", conv2d_dx_tile, DX_SIG, BN * (BM // TM)),
+    KernelSpec("conv2d_fwd_tile", conv2d_fwd_tile, FWD_SIG, FW_THREADS),
+    KernelSpec("conv2d_dx_tile", conv2d_dx_tile, DX_SIG, DX_THREADS),
     KernelSpec("conv2d_dw_tile", conv2d_dw_tile, DW_SIG, DW_BN * (DW_BK // DW_TK)),
     KernelSpec("conv2d_dw_sum", conv2d_dw_sum, SUM_SIG, SUM_THREADS),
 ]
@@ -488,10 +611,10 @@ def launch_forward(x, w2, b, y, kw, oh, ow, stride, pt, pl, relu=False,
     see conv2d_fwd_tile. Without pool, PH, PW = OH, OW."""
     n, h, wd, c = x.shape
     _, ph, pw, f = y.shape
-    grid = (_mem.blocks(n * ph * pw, BM), _mem.blocks(f, BN))
+    grid = (_mem.blocks(n * ph * pw, FW_BM), _mem.blocks(f, FW_BN))
     pooled = arg is not None
     conv2d_fwd_tile[grid, fwd_threads()](
-        _flat(x), w2, b, _rows(y), _rows(arg) if pooled else _dummy_argmax(),
+        _flat(x), _flat(w2), b, _rows(y), _rows(arg) if pooled else _dummy_argmax(),
         *_i32(h, wd, c, kw, ph, pw, oh, ow, stride[0], stride[1], pt, pl, pool[0], pool[1],
               pool_stride[0], pool_stride[1], ppt, ppl, relu, pooled))
 
@@ -501,8 +624,8 @@ def launch_dx(dz, w2, dx, kh, kw, stride, pt, pl):
     n, h, wd, c = dx.shape
     _, oh, ow, _ = dz.shape
     grid = (_mem.blocks(n * h * wd, BM), _mem.blocks(c, BN))
-    conv2d_dx_tile[grid, fwd_threads()](
-        _flat(dz), w2, _rows(dx), *_i32(h, wd, kh, kw, oh, ow, stride[0], stride[1], pt, pl))
+    conv2d_dx_tile[grid, dx_threads()](
+        _flat(dz), _flat(w2), _rows(dx), *_i32(h, wd, kh, kw, oh, ow, stride[0], stride[1], pt, pl))
 
 
 def dw_split(m, k, f):
