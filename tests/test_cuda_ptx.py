@@ -194,6 +194,108 @@ def test_report_command_prints_every_kernel(capsys):
         assert f"| {module} | {spec.name} | {spec.threads} |" in out
 
 
+
+# -- conv2d_dw_tile (issue 19): a register-blocked GEMM, not an issue-bound loop ---------
+# Issue 19's "FMA share of the hottest loop": split the PTX function body into basic
+# blocks at labels and after branches; among the blocks that end in a branch back to their
+# own label (a loop back-edge), the one with the most fma.rn.f32; its share is its FMA
+# count over all its instructions (directives, labels and comments excluded). A local
+# copy of the rule until the report module has one.
+
+def _hottest_loop(ptx):
+    """(fma count, instruction count, instructions) of the hottest loop, or None."""
+    blocks, labels, instrs = [], [], []
+    for line in ptx.splitlines():
+        text = line.split("//", 1)[0].strip()
+        if not text or text.startswith(".") or text in ("{", "}", ")", "(", ");"):
+            continue
+        if text.endswith(":"):
+            if instrs:
+                blocks.append((labels, instrs))
+                labels, instrs = [], []
+            labels.append(text[:-1])
+            continue
+        instrs.append(text)
+        if re.match(r"(@!?%\w+\s+)?bra(\.uni)?\s", text) or text.startswith("ret"):
+            blocks.append((labels, instrs))
+            labels, instrs = [], []
+    best = None
+    for labels, instrs in blocks:
+        target = re.match(r"(@!?%\w+\s+)?bra(\.uni)?\s+([^;\s]+)", instrs[-1])
+        if not target or target.group(3) not in labels:
+            continue
+        fma = sum(1 for i in instrs if re.sub(r"^@!?%\w+\s+", "", i).startswith("fma.rn.f32"))
+        if fma and (best is None or fma > best[0]):
+            best = (fma, len(instrs), instrs)
+    return best
+
+
+def test_hottest_loop_rule_on_a_hand_written_listing():
+    ptx = """
+.visible .entry k(
+    .param .u64 k_param_0
+)
+{
+    .reg .f32 %f<9>;
+    mov.u32 %r1, 0;
+$L__BB0_1:
+    // a loop with 2 FMAs in 5 instructions
+    fma.rn.f32 %f1, %f2, %f3, %f1;
+    fma.rn.f32 %f4, %f2, %f3, %f4;
+    add.s32 %r1, %r1, 1;
+    setp.lt.u32 %p1, %r1, 8;
+    @%p1 bra $L__BB0_1;
+    fma.rn.f32 %f5, %f2, %f3, %f5;
+    fma.rn.f32 %f6, %f2, %f3, %f6;
+    fma.rn.f32 %f7, %f2, %f3, %f7;
+    bra.uni $L__BB0_3;
+$L__BB0_3:
+    ret;
+}
+"""
+    fma, n, _ = _hottest_loop(ptx)          # the 3 straight-line FMAs are not a loop
+    assert (fma, n) == (2, 5)
+    assert _hottest_loop(ptx.replace("@%p1 bra $L__BB0_1;", "@%p1 bra $L__BB0_3;")) is None
+
+
+def _dw_spec(name="conv2d_dw_tile"):
+    from fastconv.kernels.cuda import conv2d
+    return next(s for s in conv2d.KERNELS if s.name == name)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_dw_tile_hottest_loop_is_fma_bound(arch):
+    """Issue 19's target for the conv GEMM kernels: FMA share >= 0.6 (the 1x4 thread tile
+    had 16 FMAs in 117 instructions, 0.14), fed by 128-bit shared loads, no local memory."""
+    _need_toolchain()
+    from fastconv.kernels.cuda import report
+    ptx = report.compile_spec(_dw_spec(), arch)
+    fma, n, instrs = _hottest_loop(ptx)
+    assert fma / n >= 0.6, (fma, n, instrs)
+    loads = [i for i in instrs if i.startswith("ld.shared")]
+    assert loads and all(i.startswith("ld.shared.v4.f32") for i in loads), loads
+    assert ".local" not in ptx
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_dw_tile_fits_its_launch_bounds(arch):
+    """Built as it runs (with its launch_bounds), conv2d_dw_tile has no spills and fits
+    DW_MIN_BLOCKS blocks of DW_NT threads per SM (6 x 4 warps: 37.5% occupancy)."""
+    _need_toolchain()
+    from numba import cuda
+    from fastconv.kernels.cuda import conv2d, report
+    spec = _dw_spec()
+    bounds = (conv2d.DW_MAX_THREADS, conv2d.DW_MIN_BLOCKS)
+    assert spec.threads <= bounds[0]
+    ptx, _ = cuda.compile_ptx(spec.kernel.py_func, spec.signature,
+                              cc=(int(arch[3:-1]), int(arch[-1])), launch_bounds=bounds)
+    (info,) = report.ptxas_info(ptx, arch)[0].values()
+    assert info["spill_stores"] == info["spill_loads"] == info["stack"] == 0, info
+    blocks, _, _ = report.occupancy(spec.threads, info["registers"], info["smem"],
+                                    report.LIMITS[arch])
+    assert blocks >= bounds[1], info
+
+
 # -- static checks for what neither the simulator nor ptxas reports ----------------------
 # The simulator forgives an early return before cuda.syncthreads() and a barrier that
 # only some threads reach (both undefined on hardware), and aliases two shared arrays

@@ -17,7 +17,7 @@ Tile constants below are compile-time constants on a GPU; the simulator reads th
 live, so tests may shrink them to get many blocks from tiny inputs.
 """
 import numpy as np
-from numba import config, cuda, float32, int32, uint32
+from numba import config, cuda, float32, int32, uint32, uint64
 
 from .. import _validate
 from . import _mem
@@ -27,17 +27,8 @@ from ._spec import KernelSpec
 # BM input pixels x BN input channels per block of (BM // TM) * (BN // TN) = 64 threads,
 # each keeping TM x TN outputs in registers, reduced BK (tap, output channel) columns per
 # step. Checked and derived by _gemm_tile_constants (DX_* globals).
-#
-# Weight-gradient tile: DW_BK rows of dw2 x DW_BN output channels per block, reduced over
-# DW_BM pixels per step; each thread keeps DW_TK rows. Block (DW_BN, DW_BK // DW_TK) = 256.
-# DW_TARGET_BLOCKS sets how finely the pixel range is split (132 SMs, several blocks each).
-#
-# Chosen with ptxas -v for sm_90 (python -m fastconv.kernels.cuda.report): the dw
-# kernel stays at <= 64 registers per thread with no spills, i.e. >= 50% theoretical
-# occupancy (32 of 64 warps per SM). DW_BM = 32 costs 70-95 registers.
-TILES = dict(bm=64, bn=32, bk=8, tm=8, tn=4, dw_bm=16, dw_bk=32, dw_bn=32, dw_tk=4,
-             dw_target_blocks=1024)
-SUM_THREADS = 256
+# (The weight-gradient tiles, DW_TILES, are defined with their kernels below.)
+TILES = dict(bm=64, bn=32, bk=8, tm=8, tn=4)
 NOWHERE = -(1 << 28)   # a row/column offset that puts every tap outside the image
 
 
@@ -85,7 +76,8 @@ FW_A_SIZE = FW_B_SIZE = FW_OUT = 0
 
 
 def set_tiles(**tiles):
-    """Set the tile constants (TILES's and FW_TILES's keys; missing ones take their values).
+    """Set the tile constants (TILES's, FW_TILES's and DW_TILES's keys; missing ones take
+    their values).
 
     Only for the simulator, which reads module globals live: tests shrink the tiles so
     that tiny inputs span several blocks. On a GPU each kernel freezes the constants when
@@ -100,27 +92,22 @@ def set_tiles(**tiles):
             f"set_tiles: {', '.join(compiled)} already compiled with the tiles "
             f"{_current_tiles()}; kernels freeze the tiles when they compile, so set them "
             f"before the first cuda conv2d/dense call (in a fresh process)")
+    dw = {key: tiles.pop(key) for key in list(tiles) if key.startswith("dw_")}
     t = dict(TILES, **{k: v for k, v in tiles.items() if k not in FW_TILES})
     f = dict(FW_TILES, **{k: v for k, v in tiles.items() if k in FW_TILES})
     fw = {f"FW_{k}": v for k, v in _gemm_tile_constants(
         f, f["fw_bm"], f["fw_bn"], f["fw_bk"], f["fw_tm"], f["fw_tn"]).items()}
     bm, bn, bk, tm, tn = t["bm"], t["bn"], t["bk"], t["tm"], t["tn"]
     dx = {f"DX_{k}": v for k, v in _gemm_tile_constants(t, bm, bn, bk, tm, tn).items()}
-    dbm, dbk, dbn, dtk = t["dw_bm"], t["dw_bk"], t["dw_bn"], t["dw_tk"]
-    dnt = dbn * (dbk // dtk)
-    if dbk % dtk or dnt % dbk or (dbm * dbk) % dnt or (dbm * dbn) % dnt or dbm > dnt:
-        raise ValueError(f"tiles {t} do not divide evenly among the threads")
-    globals().update(BM=bm, BN=bn, BK=bk, TM=tm, TN=tn,
-                     DW_BM=dbm, DW_BK=dbk, DW_BN=dbn, DW_TK=dtk, DW_BK_PAD=dbk + 1,
-                     DW_TARGET_BLOCKS=t["dw_target_blocks"], FW_BM=f["fw_bm"],
+    _set_dw_tiles(**dw)     # the weight-gradient tiles (checked there): before any change
+    globals().update(BM=bm, BN=bn, BK=bk, TM=tm, TN=tn, FW_BM=f["fw_bm"],
                      FW_BN=f["fw_bn"], FW_BK=f["fw_bk"], FW_TM=f["fw_tm"], FW_TN=f["fw_tn"],
                      **fw, **dx)
 
 
 def _current_tiles():
     return dict(fw_bm=FW_BM, fw_bn=FW_BN, fw_bk=FW_BK, fw_tm=FW_TM, fw_tn=FW_TN,
-                bm=BM, bn=BN, bk=BK, tm=TM, tn=TN, dw_bm=DW_BM, dw_bk=DW_BK, dw_bn=DW_BN, dw_tk=DW_TK,
-                dw_target_blocks=DW_TARGET_BLOCKS)
+                bm=BM, bn=BN, bk=BK, tm=TM, tn=TN, **_current_dw_tiles())
 
 
 def _compiled_kernels():
@@ -131,10 +118,7 @@ def _compiled_kernels():
 
 
 BM = BN = BK = TM = TN = DX_THREADS = DX_AP = DX_BP = DX_AL = DX_BL = DX_A_SIZE = 0
-DX_B_SIZE = DX_OUT = 0
-DW_BM = DW_BK = DW_BN = DW_TK = DW_BK_PAD = 0
-DW_TARGET_BLOCKS = 0
-set_tiles()
+DX_B_SIZE = DX_OUT = 0     # set by set_tiles() below the kernels
 
 
 def fwd_threads():
@@ -143,10 +127,6 @@ def fwd_threads():
 
 def dx_threads():
     return DX_THREADS
-
-
-def dw_threads():
-    return (DW_BN, DW_BK // DW_TK)
 
 
 
@@ -455,117 +435,274 @@ def conv2d_dx_tile(dz, w, dx2, H, W, KH, KW, OH, OW, sh, sw, pt, pl):
                     dx2[m, cc] = acc[r * TN + c]
 
 
-@cuda.jit
-def conv2d_dw_tile(x, dz2, part, H, W, C, KW, OH, OW, sh, sw, pt, pl, m_chunk):
-    """Stage 1 of dw/db: part[z, k, f] = sum over pixels m in chunk z of patch[m, k] * dz[m, f],
+# --- weight gradient: dw2 = patches^T @ dz and db = sum dz (this section owns its constants) ---
+#
+# Stage 1, conv2d_dw_tile: block (k tile, f tile, chunk z) computes the DW_BK x DW_BN tile of
+# dw2 over the pixels of chunk z. Per step it stages DW_BM pixels: patches x_s[pixel][k] and
+# dz d_s[pixel][f] (reduction-major, rows 16-byte aligned). Its DW_NT threads form DW_WS
+# groups of (DW_BK / DW_TK) x (DW_BN / DW_TN) threads (one warp each by default); group g
+# reduces pixels [g, g + 1) * DW_BM / DW_WS of each step, each thread into a DW_TK x DW_TN
+# register tile: per pixel 2 + 1 128-bit shared loads feed 32 FMAs. At the end the groups'
+# tiles are added in the fixed order g = 0, 1, ... and written to part[z].
+# Stage 2, conv2d_dw_sum: each (k, f) adds its S partials in a fixed order and a fixed tree.
+#
+# DW_TARGET_BLOCKS: stage-1 grid size the split aims for (132 SMs x 6 resident blocks of
+# 128 threads at <= 80 registers: 792 slots, so ~2.5 waves); DW_MIN_STEPS: fewest staging
+# steps per chunk (fewer partials to write and re-read). DW_SUM_ROWS x DW_SUM_COLS: stage 2.
+DW_TILES = dict(dw_bm=32, dw_bk=32, dw_bn=32, dw_tk=8, dw_tn=4, dw_ws=4, dw_unroll=2,
+                dw_target_blocks=2048, dw_min_steps=4, dw_sum_rows=32, dw_sum_cols=32)
+
+
+# launch_bounds (maxntid 128, minnctapersm 6): ptxas keeps conv2d_dw_tile at <= 80
+# registers, so 6 blocks (24 warps) fit on an SM; a plain compile_ptx (the report's) lands
+# at 76-84 depending on the code around it. The simulator's jit takes no launch_bounds.
+DW_MAX_THREADS = 128
+DW_MIN_BLOCKS = 6
+DW_JIT = {} if config.ENABLE_CUDASIM else dict(launch_bounds=(DW_MAX_THREADS, DW_MIN_BLOCKS))
+
+
+def _round4(n):
+    """Row pitch of a staged tile: a multiple of 4 floats keeps every row 16-byte aligned,
+    so a thread's 4 consecutive values are one ld.shared.v4.f32. Warps store along rows
+    (consecutive threads, consecutive columns), so no bank-conflict padding is needed."""
+    return -(-n // 4) * 4
+
+
+def _set_dw_tiles(**tiles):
+    """The weight-gradient half of set_tiles (keys of DW_TILES; missing ones take its values)."""
+    unknown = set(tiles) - set(DW_TILES)
+    if unknown:
+        raise ValueError(f"unknown tile keys {sorted(unknown)}")
+    t = dict(DW_TILES, **tiles)
+    bm, bk, bn, tk, tn, ws = (t[k] for k in ("dw_bm", "dw_bk", "dw_bn", "dw_tk", "dw_tn", "dw_ws"))
+    rows, cols, unroll = t["dw_sum_rows"], t["dw_sum_cols"], t["dw_unroll"]
+    nt = (bk // tk) * (bn // tn) * ws if tk and tn else 0
+    if (min(bm, bk, bn, tk, tn, ws, unroll, rows, cols, t["dw_target_blocks"],
+            t["dw_min_steps"]) < 1
+            or bk % tk or bn % tn or bm % ws or (bm // ws) % unroll
+            or nt % bk or (bm * bk) % nt        # patch loader: a fixed column per thread
+            or nt % bn or (bm * bn) % nt        # dz loader: a fixed column per thread
+            or bm > nt or bm % (nt // bn)       # pixel geometry; the db sums
+            or (bk * bn) % nt or rows & (rows - 1)):   # the epilogue; stage 2's tree
+        raise ValueError(f"tiles {t} do not divide evenly among the threads")
+    if nt > DW_MAX_THREADS:
+        raise ValueError(f"tiles {t}: {nt} threads per conv2d_dw_tile block, more than its "
+                         f"launch bound {DW_MAX_THREADS}")
+    globals().update(DW_BM=bm, DW_BK=bk, DW_BN=bn, DW_TK=tk, DW_TN=tn, DW_WS=ws, DW_NT=nt,
+                     DW_UNROLL=unroll,
+                     DW_NACC=tk * tn, DW_XP=_round4(bk), DW_DP=_round4(bn),
+                     DW_XS=bm * _round4(bk), DW_DS=bm * _round4(bn),
+                     DW_TARGET_BLOCKS=t["dw_target_blocks"], DW_MIN_STEPS=t["dw_min_steps"],
+                     DW_SUM_ROWS=rows, DW_SUM_COLS=cols)
+
+
+def _current_dw_tiles():
+    return dict(dw_bm=DW_BM, dw_bk=DW_BK, dw_bn=DW_BN, dw_tk=DW_TK, dw_tn=DW_TN, dw_ws=DW_WS,
+                dw_unroll=DW_UNROLL,
+                dw_target_blocks=DW_TARGET_BLOCKS, dw_min_steps=DW_MIN_STEPS,
+                dw_sum_rows=DW_SUM_ROWS, dw_sum_cols=DW_SUM_COLS)
+
+
+DW_BM = DW_BK = DW_BN = DW_TK = DW_TN = DW_WS = DW_UNROLL = DW_NT = DW_NACC = 0
+DW_XP = DW_DP = DW_XS = DW_DS = 0
+DW_TARGET_BLOCKS = DW_MIN_STEPS = DW_SUM_ROWS = DW_SUM_COLS = 0
+_set_dw_tiles()
+
+
+def dw_threads():
+    """Threads per conv2d_dw_tile block (1-D)."""
+    return DW_NT
+
+
+@cuda.jit(**DW_JIT)
+def conv2d_dw_tile(x, dz, part, dw2, db, H, W, C, KW, OH, OW, sh, sw, pt, pl, clipped,
+                   n_m, n_k, n_f, m_chunk):
+    """Stage 1 of dw/db: part[z, k, f] = sum over pixels m of chunk z of patch[m, k] * dz[m, f]
     and part[z, K, f] = sum over the chunk of dz[m, f] (the bias gradient).
 
-    x: the (N, H, W, C) input, flat; dz2 (M=N*OH*OW, F), the gradient viewed as rows;
-    part (S, K + 1, F). float32. Chunk z = pixels [z * m_chunk, (z + 1) * m_chunk).
-    Overwrites part[z] for the block's (k, f) tile; the db row comes from the blocks with
-    blockIdx.x == 0. Grid (ceil(K / DW_BK), ceil(F / DW_BN), S), block (DW_BN, DW_BK // DW_TK).
+    x: the (N, H, W, C) input, flat; dz: the (M=N*OH*OW, F) gradient, flat; part: the
+    (S, K + 1, F) workspace, flat; dw2 (K*F,) and db (F,): the results, written directly
+    (and part not touched) when S == 1; K = KH*KW*C = n_k, F = n_f, M = n_m. float32, int32
+    scalars; every index below 2**31 (the launcher checks). clipped = 0 promises that no
+    tap of any output pixel falls outside the image (no padding, e.g. 'valid'): the
+    patch loader then skips the bounds checks. Chunk z = pixels
+    [z * m_chunk, (z + 1) * m_chunk), m_chunk a multiple of DW_BM. Overwrites part[z] for
+    the block's (k, f) tile (or dw2 and db when S == 1); the db row is written by the blocks
+    with blockIdx.x == 0. Grid (ceil(K / DW_BK), ceil(F / DW_BN), S), block DW_NT (1-D).
+
+    Deterministic: every sum runs in an order fixed by the shapes and tiles (per thread
+    pixel by pixel, then groups 0, 1, ... through shared memory), never by timing.
+    Index math is unsigned 32-bit: no int64 promotion, no negative-index wrap-around.
     """
-    x_s = cuda.shared.array((DW_BM, DW_BK_PAD), float32)   # patches [pixel][k]
-    d_s = cuda.shared.array((DW_BM, DW_BN), float32)       # dz [pixel][f]
-    s_base = cuda.shared.array(DW_BM, int32)               # flat offset of x[n, 0, 0, 0]
-    s_row = cuda.shared.array(DW_BM, int32)                # oh*sh - pt; NOWHERE: no pixel
-    s_col = cuda.shared.array(DW_BM, int32)                # ow*sw - pl
-    acc = cuda.local.array(DW_TK, float32)
-    n_f = dz2.shape[1]
-    n_m = dz2.shape[0]
-    n_k = part.shape[1] - 1
-    tx = cuda.threadIdx.x
-    ty = cuda.threadIdx.y
-    n_threads = DW_BN * (DW_BK // DW_TK)
-    tid = ty * DW_BN + tx
-    k0 = cuda.blockIdx.x * DW_BK
-    f0 = cuda.blockIdx.y * DW_BN
-    z = cuda.blockIdx.z
-    m_lo = z * m_chunk
-    m_hi = min(n_m, m_lo + m_chunk)
-    kk_l = tid % DW_BK              # this thread always stages patch column k: fixed (i, j, c)
-    mm_l = tid // DW_BK
-    k = k0 + kk_l
-    kvalid = k < n_k
-    i = k // (KW * C)
-    j = (k - i * (KW * C)) // C
-    c = k - i * (KW * C) - j * C
-    with_db = cuda.blockIdx.x == 0 and ty == 0
+    x_s = cuda.shared.array(DW_XS, float32, alignment=SHARED_ALIGN)   # patches [pixel][k]: DW_XP
+    d_s = cuda.shared.array(DW_DS, float32, alignment=SHARED_ALIGN)   # dz [pixel][f]: pitch DW_DP
+    red = cuda.shared.array((DW_BK, DW_DP), float32, alignment=SHARED_ALIGN)  # one group's tile
+    geo = cuda.shared.array((DW_BM, 4), int32, alignment=SHARED_ALIGN)  # x offset, row, col
+    db_s = cuda.shared.array(DW_NT, float32)
+    acc = cuda.local.array(DW_NACC, float32)
+    uH = uint32(H)
+    uW = uint32(W)
+    uC = uint32(C)
+    uM = uint32(n_m)
+    uK = uint32(n_k)
+    uF = uint32(n_f)
+    tid = uint32(cuda.threadIdx.x)
+    g = uint32(tid // uint32(DW_NT // DW_WS))            # pixel group
+    t = uint32(tid % uint32(DW_NT // DW_WS))
+    xa = uint64((t // uint32(DW_BN // DW_TN)) * uint32(DW_TK))   # first k row of its tile
+    da = uint64((t % uint32(DW_BN // DW_TN)) * uint32(DW_TN))    # first f column
+    k0 = uint32(uint32(cuda.blockIdx.x) * uint32(DW_BK))
+    f0 = uint32(uint32(cuda.blockIdx.y) * uint32(DW_BN))
+    z = uint32(cuda.blockIdx.z)
+    m_lo = uint32(z * uint32(m_chunk))
+    m_hi = uint32(min(uM, uint32(m_lo + uint32(m_chunk))))
+    # patch loader: this thread always stages column kk_l, so its tap (i, j), channel c and
+    # the offset of x[n, oh*sh - pt + i, ow*sw - pl + j, c] from the pixel's are fixed
+    kk_l = uint32(tid % uint32(DW_BK))
+    p_l = uint32(tid // uint32(DW_BK))
+    k = uint32(k0 + kk_l)
+    kvalid = k < uK
+    i = uint32(k // uint32(uint32(KW) * uC))
+    j = uint32(uint32(k - i * (uint32(KW) * uC)) // uC)
+    c = uint32(k - i * (uint32(KW) * uC) - j * uC)
+    koff = uint32((i * uW + j) * uC + c)
+    # dz loader: a fixed column nn_l, pixels q_l + DW_NT // DW_BN * s
+    nn_l = uint32(tid % uint32(DW_BN))
+    q_l = uint32(tid // uint32(DW_BN))
+    fvalid = f0 + nn_l < uF
+    with_db = cuda.blockIdx.x == 0
     db_acc = float32(0.0)
-    for r in range(DW_TK):
-        acc[r] = float32(0.0)
-    for ms in range(m_lo, m_hi, DW_BM):
-        if tid < DW_BM:
-            mm = tid
-            m = ms + mm
+    for e in range(DW_NACC):
+        acc[e] = float32(0.0)
+    ms = m_lo
+    while ms < m_hi:
+        if tid < uint32(DW_BM):        # the geometry of pixel ms + tid (DW_BM <= DW_NT)
+            m = uint32(ms + tid)
+            off = 0
             row = NOWHERE
             col = NOWHERE
-            base = 0
             if m < m_hi:
-                n = m // (OH * OW)
-                rem = m - n * (OH * OW)
-                oh = rem // OW
-                row = oh * sh - pt
-                col = (rem - oh * OW) * sw - pl
-                base = n * (H * W * C)
-            s_base[mm] = base
-            s_row[mm] = row
-            s_col[mm] = col
-        cuda.syncthreads()
-        for sl in range(DW_BM * DW_BK // n_threads):  # constant trip counts: see the forward
-            mm = mm_l + sl * (n_threads // DW_BK)
+                n = uint32(m // uint32(OH * OW))
+                rem = uint32(m - n * uint32(OH * OW))
+                oh = uint32(rem // uint32(OW))
+                row = int32(oh * uint32(sh)) - pt
+                col = int32(uint32(rem - oh * uint32(OW)) * uint32(sw)) - pl
+                off = int32(n * (uH * uW * uC)) + (row * W + col) * C
+            geo[tid, 0] = off
+            geo[tid, 1] = row
+            geo[tid, 2] = col
+        cuda.syncthreads()              # geometry ready; the previous step's reads done
+        n_valid = uint32(m_hi - ms)
+        for s in range(DW_BM * DW_BK // DW_NT):   # constant trip counts: unrolled
+            p = uint32(p_l + uint32(s * (DW_NT // DW_BK)))
             val = float32(0.0)
-            row = s_row[mm] + i
-            col = s_col[mm] + j
-            if kvalid and row >= 0 and row < H and col >= 0 and col < W:
-                val = x[s_base[mm] + (row * W + col) * C + c]
-            x_s[mm, kk_l] = val
-        for sl in range(DW_BM * DW_BN // n_threads):
-            e = tid + sl * n_threads
-            nn = e % DW_BN
-            mm = e // DW_BN
+            if kvalid:
+                if clipped == 0:        # uniform: every tap of every pixel is in the image
+                    if p < n_valid:
+                        val = x[uint32(geo[p, 0] + int32(koff))]
+                elif (uint32(geo[p, 1] + int32(i)) < uH
+                        and uint32(geo[p, 2] + int32(j)) < uW):
+                    val = x[uint32(geo[p, 0] + int32(koff))]
+            x_s[uint32(p * uint32(DW_XP) + kk_l)] = val
+        for s in range(DW_BM * DW_BN // DW_NT):
+            q = uint32(q_l + uint32(s * (DW_NT // DW_BN)))
+            m = uint32(ms + q)
             val = float32(0.0)
-            if ms + mm < m_hi and f0 + nn < n_f:
-                val = dz2[ms + mm, f0 + nn]
-            d_s[mm, nn] = val
+            if fvalid and m < m_hi:
+                val = dz[uint32(m * uF + f0 + nn_l)]
+            d_s[uint32(q * uint32(DW_DP) + nn_l)] = val
         cuda.syncthreads()
-        for mm in range(min(DW_BM, m_hi - ms)):  # run-time trip count: see conv2d_fwd_tile
-            dv = d_s[mm, tx]
+        # the hot loop: this group's pixels of the step, 32 FMAs per 3 shared loads (a
+        # run-time trip count keeps it rolled; staged rows past m_hi are never read)
+        p0 = uint32(g * uint32(DW_BM // DW_WS))
+        n_it = uint32(min(uint32(DW_BM // DW_WS), uint32(m_hi - ms) - min(p0, uint32(m_hi - ms))))
+        n_it = uint32(n_it + uint32(DW_UNROLL - 1)) // uint32(DW_UNROLL)
+        xo = uint64(p0 * uint32(DW_XP)) + xa
+        do = uint64(p0 * uint32(DW_DP)) + da
+        for _ in range(n_it):
+            for u in range(DW_UNROLL):
+                for r in range(DW_TK):
+                    a = x_s[xo + uint64(u * DW_XP + r)]
+                    for q2 in range(DW_TN):
+                        acc[r * DW_TN + q2] += a * d_s[do + uint64(u * DW_DP + q2)]
+            xo += uint64(DW_UNROLL * DW_XP)
+            do += uint64(DW_UNROLL * DW_DP)
+        if with_db:                    # block-uniform: blocks of the first k tile sum dz
+            for s in range(DW_BM // (DW_NT // DW_BN)):
+                db_acc += d_s[(q_l + uint32(s * (DW_NT // DW_BN))) * uint32(DW_DP) + nn_l]
+        ms = uint32(ms + uint32(DW_BM))
+    # epilogue: red = group 0's tile, then red += group g's for g = 1, 2, ... (a fixed
+    # order), then every thread writes red to part[z] (coalesced: consecutive f)
+    db_s[tid] = db_acc
+    for g2 in range(DW_WS):
+        if g == uint32(g2):
             for r in range(DW_TK):
-                acc[r] += x_s[mm, ty * DW_TK + r] * dv
-            if with_db:
-                db_acc += dv
+                for q2 in range(DW_TN):
+                    v = acc[r * DW_TN + q2]
+                    if g2 > 0:
+                        v += red[xa + uint32(r), da + uint32(q2)]
+                    red[xa + uint32(r), da + uint32(q2)] = v
         cuda.syncthreads()
-    f = f0 + tx
-    if f < n_f:
-        for r in range(DW_TK):
-            kr = k0 + ty * DW_TK + r
-            if kr < n_k:
-                part[z, kr, f] = acc[r]
-        if with_db:
-            part[z, n_k, f] = db_acc
+    # a single chunk (S == 1): the sums are final, written to dw2 and db (no stage 2)
+    direct = cuda.gridDim.z == 1
+    out = dw2 if direct else part
+    base = uint32(k0 * uF + f0) if direct else uint32((z * (uK + uint32(1)) + k0) * uF + f0)
+    for s in range(DW_BK * DW_BN // DW_NT):
+        e = tid + uint32(s * DW_NT)
+        kk = e // uint32(DW_BN)
+        nn = e % uint32(DW_BN)
+        if k0 + kk < uK and f0 + nn < uF:
+            out[base + kk * uF + nn] = red[kk, nn]
+    if with_db and tid < uint32(DW_BN) and f0 + tid < uF:
+        sdb = float32(0.0)
+        for s in range(DW_NT // DW_BN):        # the fixed order s = 0, 1, ...
+            sdb += db_s[uint32(s * DW_BN) + tid]
+        if direct:
+            db[f0 + tid] = sdb
+        else:
+            part[(z * (uK + uint32(1)) + uK) * uF + f0 + tid] = sdb
 
 
 @cuda.jit
-def conv2d_dw_sum(part, dw2, db):
-    """Stage 2 of dw/db: dw2[k, f] = sum_z part[z, k, f] and db[f] = sum_z part[z, K, f],
-    summed in the fixed order z = 0, 1, ... (deterministic). part (S, K + 1, F), dw2 (K, F),
-    db (F,) float32, overwritten. One thread per (k, f): grid ceil((K + 1) * F / SUM_THREADS)."""
-    e = cuda.grid(1)
-    n_s = part.shape[0]
-    n_k1 = part.shape[1]
-    n_f = part.shape[2]
-    if e < n_k1 * n_f:      # no syncthreads in this kernel: the early exit is safe
-        k = e // n_f
-        f = e - k * n_f
-        s = float32(0.0)
-        for z in range(n_s):
-            s += part[z, k, f]
-        if k < n_k1 - 1:
-            dw2[k, f] = s
-        else:
-            db[f] = s
+def conv2d_dw_sum(part, dw2, db, n_s, n_k, n_f):
+    """Stage 2 of dw/db: dw2[k, f] = sum_z part[z, k, f], db[f] = sum_z part[z, K, f].
 
+    part: the (S = n_s, K + 1, F) partials, flat; dw2 (K*F,) and db (F,), overwritten;
+    float32. Block (DW_SUM_COLS, R) owns DW_SUM_COLS consecutive (k, f) entries (a warp
+    reads 128 contiguous bytes of each part[z]); R = dw_sum_rows(S), a power of two
+    <= DW_SUM_ROWS; thread row ty adds z = ty, ty + R, ... in that order, then the rows
+    meet in a fixed binary tree (row r += row r + h for h = R / 2, ..., 1). The order
+    depends only on S and the tiles, never on timing: the same inputs give the same bits
+    on every run. Grid ceil((K + 1) * F / DW_SUM_COLS).
+    """
+    s_red = cuda.shared.array((DW_SUM_ROWS, DW_SUM_COLS), float32)
+    tx = uint32(cuda.threadIdx.x)
+    ty = uint32(cuda.threadIdx.y)
+    n_rows = uint32(cuda.blockDim.y)
+    n_kf = uint32(n_k) * uint32(n_f)
+    n_e = n_kf + uint32(n_f)
+    e = uint32(cuda.blockIdx.x) * uint32(DW_SUM_COLS) + tx
+    acc = float32(0.0)
+    if e < n_e:
+        zz = ty
+        while zz < uint32(n_s):
+            acc += part[zz * n_e + e]
+            zz += n_rows
+    s_red[ty, tx] = acc
+    h = n_rows // uint32(2)
+    while h > uint32(0):
+        cuda.syncthreads()
+        if ty < h:
+            s_red[ty, tx] += s_red[ty + h, tx]
+        h = h // uint32(2)
+    if ty == uint32(0) and e < n_e:
+        if e < n_kf:
+            dw2[e] = s_red[0, tx]
+        else:
+            db[e - n_kf] = s_red[0, tx]
+
+
+set_tiles()     # the default tiles (after the dw section, which set_tiles calls into)
 
 F1 = float32[::1]
 F2 = float32[:, ::1]
@@ -574,14 +711,14 @@ I2 = int32[:, ::1]
 I4 = int32[:, :, :, ::1]
 FWD_SIG = (F1, F1, F1, F2, I2) + (int32,) * 20
 DX_SIG = (F1, F1, F2) + (int32,) * 10
-DW_SIG = (F1, F2, float32[:, :, ::1]) + (int32,) * 11
-SUM_SIG = (float32[:, :, ::1], F2, F1)
+DW_SIG = (F1, F1, F1, F1, F1) + (int32,) * 15
+SUM_SIG = (F1, F1, F1, int32, int32, int32)
 
 KERNELS = [
     KernelSpec("conv2d_fwd_tile", conv2d_fwd_tile, FWD_SIG, FW_THREADS),
     KernelSpec("conv2d_dx_tile", conv2d_dx_tile, DX_SIG, DX_THREADS),
-    KernelSpec("conv2d_dw_tile", conv2d_dw_tile, DW_SIG, DW_BN * (DW_BK // DW_TK)),
-    KernelSpec("conv2d_dw_sum", conv2d_dw_sum, SUM_SIG, SUM_THREADS),
+    KernelSpec("conv2d_dw_tile", conv2d_dw_tile, DW_SIG, DW_NT),
+    KernelSpec("conv2d_dw_sum", conv2d_dw_sum, SUM_SIG, DW_SUM_ROWS * DW_SUM_COLS),
 ]
 
 
@@ -629,12 +766,26 @@ def launch_dx(dz, w2, dx, kh, kw, stride, pt, pl):
 
 
 def dw_split(m, k, f):
-    """(S, m_chunk): pixel chunks for the two-stage weight gradient. Enough chunks that
-    the grid has about DW_TARGET_BLOCKS blocks, each chunk a multiple of DW_BM pixels."""
+    """(S, m_chunk): the pixel chunks of the two-stage weight gradient for M = m pixels,
+    K = k, F = f. Enough chunks that stage 1 has about DW_TARGET_BLOCKS blocks (several
+    waves on 132 SMs), but at least DW_MIN_STEPS staging steps of DW_BM pixels per chunk
+    (each chunk writes a (K + 1) x F partial that stage 2 reads back), and few enough that
+    the flat partials stay below 2**31 elements. m_chunk is a multiple of DW_BM."""
     tiles = _mem.blocks(k, DW_BK) * _mem.blocks(f, DW_BN)
-    s = max(1, min(_mem.blocks(DW_TARGET_BLOCKS, tiles), _mem.blocks(m, DW_BM)))
-    chunk = _mem.blocks(_mem.blocks(m, s), DW_BM) * DW_BM
+    steps = _mem.blocks(m, DW_BM)
+    s = min(_mem.blocks(DW_TARGET_BLOCKS, tiles), steps // DW_MIN_STEPS,
+            (2 ** 31 - 1) // ((k + 1) * f))
+    chunk = _mem.blocks(steps, max(1, s)) * DW_BM
     return _mem.blocks(m, chunk), chunk
+
+
+def dw_sum_rows(s):
+    """Thread rows of a conv2d_dw_sum block for S partials: the power of two >= S, at most
+    DW_SUM_ROWS (no row without a partial to add)."""
+    rows = 1
+    while rows < min(s, DW_SUM_ROWS):
+        rows *= 2
+    return rows
 
 
 def launch_dw(x, dz, dw2, db, kw, stride, pt, pl):
@@ -643,13 +794,19 @@ def launch_dw(x, dz, dw2, db, kw, stride, pt, pl):
     n, h, wd, c = x.shape
     _, oh, ow, f = dz.shape
     k = dw2.shape[0]
-    s, chunk = dw_split(n * oh * ow, k, f)
-    part = _mem.workspace("conv2d_dw_partials", (s, k + 1, f))
+    m = n * oh * ow
+    s, chunk = dw_split(m, k, f)
+    # one chunk: conv2d_dw_tile writes dw2 and db itself (part unused: a 1-element stand-in)
+    part = _mem.workspace("conv2d_dw_partials", (s * (k + 1) * f if s > 1 else 1,))
     grid = (_mem.blocks(k, DW_BK), _mem.blocks(f, DW_BN), s)
+    kh = k // (kw * c)
+    clipped = pt > 0 or pl > 0 or (oh - 1) * stride[0] + kh > h or (ow - 1) * stride[1] + kw > wd
     conv2d_dw_tile[grid, dw_threads()](
-        _flat(x), _rows(dz), part,
-        *_i32(h, wd, c, kw, oh, ow, stride[0], stride[1], pt, pl, chunk))
-    conv2d_dw_sum[_mem.blocks((k + 1) * f, SUM_THREADS), SUM_THREADS](part, dw2, db)
+        _flat(x), _flat(dz), part, _flat(dw2), db,
+        *_i32(h, wd, c, kw, oh, ow, stride[0], stride[1], pt, pl, clipped, m, k, f, chunk))
+    if s > 1:
+        conv2d_dw_sum[_mem.blocks((k + 1) * f, DW_SUM_COLS), (DW_SUM_COLS, dw_sum_rows(s))](
+            part, _flat(dw2), db, *_i32(s, k, f))
 
 
 def backward_buffers(op, x_shape, w_shape, need_dx, out):
