@@ -197,7 +197,7 @@ def test_conv_kernels_keep_half_occupancy_on_sm90():
     the block sizes the wrappers launch (ptxas -v via the cuda report, no GPU needed)."""
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         pytest.skip("NUMBA_ENABLE_CUDASIM=1 is set: the simulator has no compiler")
-    report = pytest.importorskip("fastconv.kernels.cuda.report",
+    report = pytest.importorskip("fastconv.testing.ptx_report",
                                  reason="the cuda report module (cuda-ops) is not merged yet")
     problem = report.toolchain_problem()
     if problem:

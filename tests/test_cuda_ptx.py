@@ -11,8 +11,11 @@ A missing toolchain (numba-cuda, NVVM or ptxas) fails when CI=true and skips
 with the reason otherwise. No GPU is needed.
 """
 import ast
+import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -25,7 +28,7 @@ def _toolchain():
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         return "NUMBA_ENABLE_CUDASIM=1 is set: the simulator has no compiler"
     try:
-        from fastconv.kernels.cuda import report
+        from fastconv.testing import ptx_report as report
     except ImportError as exc:
         return f"fastconv.kernels.cuda does not import: {exc}"
     return report.toolchain_problem()
@@ -37,7 +40,7 @@ PROBLEM = _toolchain()
 def _specs():
     if PROBLEM:
         return []
-    from fastconv.kernels.cuda import report
+    from fastconv.testing import ptx_report as report
     return report.all_specs()
 
 
@@ -61,12 +64,15 @@ def test_toolchain_present():
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("spec", SPECS, ids=[f"{m}.{s.name}" for m, s in SPECS])
 def test_kernel_compiles_without_spills(spec, arch):
-    from fastconv.kernels.cuda import report
+    from fastconv.testing import ptx_report as report
     module, spec = spec
     row = report.measure(spec, arch)
-    assert row["spill_stores"] == 0 and row["spill_loads"] == 0, \
-        f"{module}.{spec.name} spills on {arch}: {row}"
-    assert row["stack"] == 0, f"{module}.{spec.name} uses a local stack frame on {arch}: {row}"
+    # both builds: the LTO one numba-cuda runs where nvJitLink is present, and plain PTX
+    for prefix in ("", "ptx_"):
+        assert row[prefix + "spill_stores"] == 0 and row[prefix + "spill_loads"] == 0, \
+            f"{module}.{spec.name} spills on {arch} ({prefix or row['build']} build): {row}"
+        assert row[prefix + "stack"] == 0, \
+            f"{module}.{spec.name} uses a local stack frame on {arch}: {row}"
     assert row["blocks_per_sm"] >= 1, \
         f"{module}.{spec.name}: a block of {spec.threads} threads cannot launch on {arch}: {row}"
 
@@ -74,7 +80,7 @@ def test_kernel_compiles_without_spills(spec, arch):
 def test_no_float64_in_the_ptx():
     """Python float literals and float64 arguments compile to f64 instructions."""
     _need_toolchain()
-    from fastconv.kernels.cuda import report
+    from fastconv.testing import ptx_report as report
     offenders = []
     for module, spec in SPECS:
         ptx = report.compile_spec(spec, "sm_90")
@@ -146,7 +152,7 @@ def test_kernel_finder_sees_decorator_forms(tmp_path):
     (48, 20, 0, 32, 1.0, "threads"),
 ])
 def test_occupancy_hand_computed(threads, regs, smem, blocks, occ, limiter):
-    from fastconv.kernels.cuda.report import occupancy
+    from fastconv.testing.ptx_report import occupancy
     got_blocks, got_occ, got_limiter = occupancy(threads, regs, smem)
     assert (got_blocks, got_limiter) == (blocks, limiter)
     assert got_occ == pytest.approx(occ)
@@ -159,12 +165,12 @@ def test_occupancy_hand_computed(threads, regs, smem, blocks, occ, limiter):
     (128, 256, 0, "256 registers per thread"),
 ])
 def test_occupancy_of_blocks_that_cannot_launch(threads, regs, smem, reason):
-    from fastconv.kernels.cuda.report import occupancy
+    from fastconv.testing.ptx_report import occupancy
     assert occupancy(threads, regs, smem) == (0, 0.0, reason)
 
 
 def test_parse_ptxas_output():
-    from fastconv.kernels.cuda.report import parse_ptxas
+    from fastconv.testing.ptx_report import parse_ptxas
     text = """ptxas info    : 8 bytes gmem
 ptxas info    : Compiling entry function '_ZN5k1' for 'sm_90'
 ptxas info    : Function properties for _ZN5k1
@@ -184,13 +190,108 @@ ptxas info    : Used 12 registers, used 0 barriers
     }
 
 
+# A hand-written listing: one straight-line block with 4 FMAs (no loop), a loop whose
+# latch branches elsewhere, the hot loop $L__BB0_3 (3 fma.rn.f32 among 8 instructions;
+# the .pragma, the comment and the label do not count) and a cooler loop with 1 FMA.
+PTX_SNIPPET = """
+.visible .entry k(.param .u64 k_param_0)
+{
+	.reg .f32 	%f<20>;
+	.reg .pred 	%p<4>;
+	fma.rn.f32 	%f1, %f2, %f3, %f1;
+	fma.rn.f32 	%f1, %f2, %f3, %f1;
+	fma.rn.f32 	%f1, %f2, %f3, %f1;
+	fma.rn.f32 	%f1, %f2, %f3, %f1;
+	@%p1 bra 	$L__BB0_5;
+$L__BB0_2:
+	fma.rn.f32 	%f4, %f2, %f3, %f4;
+	fma.rn.f32 	%f4, %f2, %f3, %f4;
+	@%p2 bra 	$L__BB0_5;
+$L__BB0_3:
+	.pragma "nounroll";
+	// a comment with fma.rn.f32 in it
+	ld.shared.v4.f32 	{%f5, %f6, %f7, %f8}, [%r1];
+	fma.rn.f32 	%f9, %f5, %f6, %f9;
+	fma.rn.f32 	%f10, %f7, %f8, %f10;
+	add.s32 	%r1, %r1, 16;
+	fma.rn.ftz.f32 	%f11, %f7, %f8, %f11;
+	fma.rn.f32 	%f11, %f7, %f8, %f11;
+	setp.lt.u32 	%p3, %r1, %r2;
+	@%p3 bra 	$L__BB0_3;
+$L__BB0_4:
+	fma.rn.f32 	%f12, %f7, %f8, %f12;
+	add.s32 	%r3, %r3, 1;
+	@!%p3 bra.uni 	$L__BB0_4;
+$L__BB0_5:
+	ret;
+}
+"""
+
+
+def test_fma_share_of_a_hand_written_loop():
+    from fastconv.testing.ptx_report import basic_blocks, fma_share, hottest_loop
+    loop = hottest_loop(PTX_SNIPPET)
+    assert (loop.label, loop.fma, loop.instructions) == ("$L__BB0_3", 3, 8)
+    assert fma_share(PTX_SNIPPET) == pytest.approx(3 / 8)
+    labels = [b[0] for b in basic_blocks(PTX_SNIPPET)]
+    assert labels == [(), ("$L__BB0_2",), ("$L__BB0_3",), ("$L__BB0_4",), ("$L__BB0_5",)]
+    # without the hot loop's back-edge the 1-FMA loop is the hottest; with no loop, None
+    no_hot = PTX_SNIPPET.replace("@%p3 bra \t$L__BB0_3;", "@%p3 bra \t$L__BB0_5;")
+    assert fma_share(no_hot) == pytest.approx(1 / 3)
+    assert fma_share(no_hot.replace("bra.uni \t$L__BB0_4", "bra.uni \t$L__BB0_5")) is None
+
+
+def test_fma_share_of_a_compiled_kernel():
+    """A dot-product loop unrolled 4 times by hand: the hottest loop is found in the real
+    PTX and its counts agree with the listing between its label and its back-edge."""
+    _need_toolchain()
+    from numba import cuda, float32, int32
+    from fastconv.testing.ptx_report import hottest_loop
+
+    def dot4(a, b, out, n):
+        acc = float32(0.0)
+        k = int32(cuda.threadIdx.x) * 4
+        while k + 4 <= n:
+            acc += a[k] * b[k] + a[k + 1] * b[k + 1]
+            acc += a[k + 2] * b[k + 2] + a[k + 3] * b[k + 3]
+            k += 4 * 32
+        out[cuda.threadIdx.x] = acc
+
+    F1 = float32[::1]
+    ptx, _ = cuda.compile_ptx(dot4, (F1, F1, F1, int32), cc=(9, 0))
+    loop = hottest_loop(ptx)
+    assert loop is not None and loop.fma >= 3, ptx
+    body = ptx.split(loop.label + ":", 1)[1].split(f"bra \t{loop.label};", 1)[0]
+    lines = [ln.strip() for ln in body.splitlines()]
+    instrs = [ln for ln in lines if ln.endswith(";") and not ln.startswith((".", "//"))]
+    assert loop.fma == sum(ln.startswith("fma.rn.f32") for ln in instrs)
+    assert loop.instructions == len(instrs) + 1      # + the back-edge itself
+    assert 0 < loop.share < 1
+
+
 def test_report_command_prints_every_kernel(capsys):
     _need_toolchain()
-    from fastconv.kernels.cuda import report
+    from fastconv.testing import ptx_report as report
     assert report.main([]) == 0
     out = capsys.readouterr().out
+    assert "FMA share" in out and "registers (compile_ptx)" in out
+    assert out.startswith("registers, spills and occupancy: ")
     for module, spec in SPECS:
         assert f"| {module} | {spec.name} | {spec.threads} |" in out
+    assert report.main(["--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["module"], r["kernel"]) for r in rows] == [(m, s.name) for m, s in SPECS]
+    assert {"fma_share", "loop_fma", "ptx_registers", "build"} <= set(rows[0])
+
+
+def test_report_entry_point_is_the_testing_module():
+    """`python -m fastconv.kernels.cuda.report` keeps working after the move."""
+    proc = subprocess.run([sys.executable, "-m", "fastconv.kernels.cuda.report", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--json" in proc.stdout, proc.stderr
+    from fastconv.kernels.cuda import report
+    from fastconv.testing import ptx_report
+    assert report.main is ptx_report.main
 
 
 # -- static checks for what neither the simulator nor ptxas reports ----------------------
@@ -372,7 +473,7 @@ def fine(x, n):
 
 
 def test_report_without_a_toolchain_says_why(monkeypatch, capsys):
-    report = pytest.importorskip("fastconv.kernels.cuda.report")
+    report = pytest.importorskip("fastconv.testing.ptx_report")
     monkeypatch.setattr(report, "toolchain_problem", lambda: "no ptxas (test)")
     assert report.main([]) == 2
     assert "cannot build the report: no ptxas (test)" in capsys.readouterr().err

@@ -286,7 +286,8 @@ def run_in_simulator():
         raise SystemExit("run with NUMBA_ENABLE_CUDASIM=1")
     from fastconv import kernels
     from fastconv.kernels import reference as R
-    from fastconv.kernels.cuda import _launch, report
+    from fastconv.kernels.cuda import _launch
+    from fastconv.testing import ptx_report as report
     from fastconv.testing import compare_to_reference
 
     for name, value in PATCHED_LAUNCH.items():
