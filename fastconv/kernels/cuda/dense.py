@@ -43,7 +43,8 @@ PAD = 4                 # row padding of the staged tiles: keeps rows 16-byte al
 # the staged tiles are 16-byte aligned so the 4-wide row reads become ld.shared.v4.
 ALIGN = None if config.ENABLE_CUDASIM else 16
 
-BM = BN = BK = TM = TN = THREADS = A_PAD = B_PAD = TARGET_BLOCKS = MIN_CHUNK = 0
+BM = BN = BK = TM = TN = THREADS = A_PAD = B_PAD = A_LOADS = B_LOADS = 0
+TARGET_BLOCKS = MIN_CHUNK = 0
 
 
 def set_tiles(**tiles):
@@ -67,6 +68,7 @@ def set_tiles(**tiles):
             or threads % bk or threads % bm or threads % bn or bm % 4 or bn % 4 or t["min_chunk"] < 1 or t["target_blocks"] < 1):
         raise ValueError(f"tiles {t} do not divide evenly among the threads")
     globals().update(BM=bm, BN=bn, BK=bk, TM=tm, TN=tn, THREADS=threads, A_PAD=bm + PAD,
+                     A_LOADS=bk * bm // threads, B_LOADS=bk * bn // threads,
                      B_PAD=bn + PAD, TARGET_BLOCKS=t["target_blocks"],
                      MIN_CHUNK=t["min_chunk"])
 
@@ -93,6 +95,8 @@ def dense_gemm(a, b, bias, part, out, out_last, n_k, a_sm, a_sk, b_sk, b_sn, k_c
     acc = cuda.local.array((TM, TN), float32)
     av = cuda.local.array(TM, float32)
     bv = cuda.local.array(TN, float32)
+    ra = cuda.local.array(A_LOADS, float32)   # the next stage, in flight
+    rb = cuda.local.array(B_LOADS, float32)
     tx = uint32(cuda.threadIdx.x)
     ty = uint32(cuda.threadIdx.y)
     tid = uint32(ty * uint32(BN // TN) + tx)
@@ -133,45 +137,51 @@ def dense_gemm(a, b, bias, part, out, out_last, n_k, a_sm, a_sk, b_sk, b_sn, k_c
     for i in range(TM):
         for j in range(TN):
             acc[i, j] = float32(0.0)
-    k0 = k_lo
-    while k0 < k_hi:             # block-uniform trip count: the barriers below are safe
-        for s in range(BK * BM // THREADS):       # constant trip count: unrolled
-            kk = uint32(ak + uint32(s) * a_dk)
-            mm = uint32(am + uint32(s) * a_dm)
-            m = uint32(m0 + mm)
-            k = uint32(k0 + kk)
+    # Software pipeline: step t fetches stage t (k0 = k_lo + t * BK) from global memory
+    # into registers, computes stage t - 1 from shared memory while those loads are in
+    # flight, then stores stage t to shared memory. n_stage is block-uniform, so every
+    # thread reaches both barriers of every step.
+    n_stage = uint32(uint32(uint32(k_hi - k_lo) + uint32(BK - 1)) // uint32(BK))
+    for t in range(n_stage + uint32(1)):
+        k0 = uint32(k_lo + uint32(t) * uint32(BK))
+        for s in range(A_LOADS):       # constant trip count: unrolled
+            m = uint32(m0 + am + uint32(s) * a_dm)
+            k = uint32(k0 + ak + uint32(s) * a_dk)
             val = float32(0.0)
-            if k < k_hi:
+            if k < k_hi:                          # past the last stage: no loads
                 if m < n_r:
                     val = a[uint32(uint32(m * a_sm) + uint32(k * a_sk))]
                 elif m < n_m:
                     val = float32(1.0)
-            a_s[kk, mm] = val
-        for s in range(BK * BN // THREADS):
-            kk = uint32(bk_ + uint32(s) * b_dk)
-            nn = uint32(bn_ + uint32(s) * b_dn)
-            n = uint32(n0 + nn)
-            k = uint32(k0 + kk)
+            ra[s] = val
+        for s in range(B_LOADS):
+            n = uint32(n0 + bn_ + uint32(s) * b_dn)
+            k = uint32(k0 + bk_ + uint32(s) * b_dk)
             val = float32(0.0)
             if k < k_hi and n < n_n:
                 val = b[uint32(uint32(k * b_sk) + uint32(n * b_sn))]
-            b_s[kk, nn] = val
-        cuda.syncthreads()
-        # a run-time trip count keeps this loop rolled: per step 2 x 4-wide shared loads
-        # and TM*TN FMAs on registers (the hottest loop of the report's FMA share)
-        kn = uint32(min(uint32(BK), uint32(k_hi - k0)))
-        kk = uint32(0)
-        while kk < kn:
-            for i in range(TM):
-                av[i] = a_s[kk, r0 + uint32(i)]
-            for j in range(TN):
-                bv[j] = b_s[kk, c0 + uint32(j)]
-            for i in range(TM):
+            rb[s] = val
+        if t > 0:
+            # a run-time trip count keeps this loop rolled: per step 2 x 4-wide shared
+            # loads and TM*TN FMAs on registers (the report's hottest loop)
+            kn = uint32(min(uint32(BK), uint32(k_hi - uint32(k0 - uint32(BK)))))
+            kk = uint32(0)
+            while kk < kn:
+                for i in range(TM):
+                    av[i] = a_s[kk, r0 + uint32(i)]
                 for j in range(TN):
-                    acc[i, j] += av[i] * bv[j]
-            kk = uint32(kk + uint32(1))
-        cuda.syncthreads()
-        k0 = uint32(k0 + uint32(BK))
+                    bv[j] = b_s[kk, c0 + uint32(j)]
+                for i in range(TM):
+                    for j in range(TN):
+                        acc[i, j] += av[i] * bv[j]
+                kk = uint32(kk + uint32(1))
+        cuda.syncthreads()                        # everyone is done reading stage t - 1
+        if t < n_stage:
+            for s in range(A_LOADS):
+                a_s[uint32(ak + uint32(s) * a_dk), uint32(am + uint32(s) * a_dm)] = ra[s]
+            for s in range(B_LOADS):
+                b_s[uint32(bk_ + uint32(s) * b_dk), uint32(bn_ + uint32(s) * b_dn)] = rb[s]
+        cuda.syncthreads()                        # stage t is staged
     for i in range(TM):
         m = uint32(m0 + r0 + uint32(i))
         for j in range(TN):
