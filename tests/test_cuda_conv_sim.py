@@ -329,7 +329,7 @@ def test_conv_kernels_keep_their_occupancy_on_sm90():
     tests/test_cuda_ptx.py::test_dw_tile_fits_its_launch_bounds."""
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         pytest.skip("NUMBA_ENABLE_CUDASIM=1 is set: the simulator has no compiler")
-    report = pytest.importorskip("fastconv.kernels.cuda.report",
+    report = pytest.importorskip("fastconv.testing.ptx_report",
                                  reason="the cuda report module (cuda-ops) is not merged yet")
     problem = report.toolchain_problem()
     if problem:

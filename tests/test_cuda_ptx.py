@@ -11,9 +11,11 @@ A missing toolchain (numba-cuda, NVVM or ptxas) fails when CI=true and skips
 with the reason otherwise. No GPU is needed.
 """
 import ast
+import json
 import os
 import pathlib
-import re
+import subprocess
+import sys
 
 import pytest
 
@@ -26,7 +28,7 @@ def _toolchain():
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         return "NUMBA_ENABLE_CUDASIM=1 is set: the simulator has no compiler"
     try:
-        from fastconv.kernels.cuda import report
+        from fastconv.testing import ptx_report as report
     except ImportError as exc:
         return f"fastconv.kernels.cuda does not import: {exc}"
     return report.toolchain_problem()
@@ -38,7 +40,7 @@ PROBLEM = _toolchain()
 def _specs():
     if PROBLEM:
         return []
-    from fastconv.kernels.cuda import report
+    from fastconv.testing import ptx_report as report
     return report.all_specs()
 
 
@@ -62,12 +64,15 @@ def test_toolchain_present():
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("spec", SPECS, ids=[f"{m}.{s.name}" for m, s in SPECS])
 def test_kernel_compiles_without_spills(spec, arch):
-    from fastconv.kernels.cuda import report
+    from fastconv.testing import ptx_report as report
     module, spec = spec
     row = report.measure(spec, arch)
-    assert row["spill_stores"] == 0 and row["spill_loads"] == 0, \
-        f"{module}.{spec.name} spills on {arch}: {row}"
-    assert row["stack"] == 0, f"{module}.{spec.name} uses a local stack frame on {arch}: {row}"
+    # both builds: the LTO one numba-cuda runs where nvJitLink is present, and plain PTX
+    for prefix in ("", "ptx_"):
+        assert row[prefix + "spill_stores"] == 0 and row[prefix + "spill_loads"] == 0, \
+            f"{module}.{spec.name} spills on {arch} ({prefix or row['build']} build): {row}"
+        assert row[prefix + "stack"] == 0, \
+            f"{module}.{spec.name} uses a local stack frame on {arch}: {row}"
     assert row["blocks_per_sm"] >= 1, \
         f"{module}.{spec.name}: a block of {spec.threads} threads cannot launch on {arch}: {row}"
 
@@ -75,7 +80,7 @@ def test_kernel_compiles_without_spills(spec, arch):
 def test_no_float64_in_the_ptx():
     """Python float literals and float64 arguments compile to f64 instructions."""
     _need_toolchain()
-    from fastconv.kernels.cuda import report
+    from fastconv.testing import ptx_report as report
     offenders = []
     for module, spec in SPECS:
         ptx = report.compile_spec(spec, "sm_90")
@@ -147,7 +152,7 @@ def test_kernel_finder_sees_decorator_forms(tmp_path):
     (48, 20, 0, 32, 1.0, "threads"),
 ])
 def test_occupancy_hand_computed(threads, regs, smem, blocks, occ, limiter):
-    from fastconv.kernels.cuda.report import occupancy
+    from fastconv.testing.ptx_report import occupancy
     got_blocks, got_occ, got_limiter = occupancy(threads, regs, smem)
     assert (got_blocks, got_limiter) == (blocks, limiter)
     assert got_occ == pytest.approx(occ)
@@ -160,12 +165,12 @@ def test_occupancy_hand_computed(threads, regs, smem, blocks, occ, limiter):
     (128, 256, 0, "256 registers per thread"),
 ])
 def test_occupancy_of_blocks_that_cannot_launch(threads, regs, smem, reason):
-    from fastconv.kernels.cuda.report import occupancy
+    from fastconv.testing.ptx_report import occupancy
     assert occupancy(threads, regs, smem) == (0, 0.0, reason)
 
 
 def test_parse_ptxas_output():
-    from fastconv.kernels.cuda.report import parse_ptxas
+    from fastconv.testing.ptx_report import parse_ptxas
     text = """ptxas info    : 8 bytes gmem
 ptxas info    : Compiling entry function '_ZN5k1' for 'sm_90'
 ptxas info    : Function properties for _ZN5k1
@@ -185,77 +190,117 @@ ptxas info    : Used 12 registers, used 0 barriers
     }
 
 
+# A hand-written listing: one straight-line block with 4 FMAs (no loop), a loop whose
+# latch branches elsewhere, the hot loop $L__BB0_3 (3 fma.rn.f32 among 8 instructions;
+# the .pragma, the comment and the label do not count) and a cooler loop with 1 FMA.
+PTX_SNIPPET = """
+.visible .entry k(.param .u64 k_param_0)
+{
+	.reg .f32 	%f<20>;
+	.reg .pred 	%p<4>;
+	fma.rn.f32 	%f1, %f2, %f3, %f1;
+	fma.rn.f32 	%f1, %f2, %f3, %f1;
+	fma.rn.f32 	%f1, %f2, %f3, %f1;
+	fma.rn.f32 	%f1, %f2, %f3, %f1;
+	@%p1 bra 	$L__BB0_5;
+$L__BB0_2:
+	fma.rn.f32 	%f4, %f2, %f3, %f4;
+	fma.rn.f32 	%f4, %f2, %f3, %f4;
+	@%p2 bra 	$L__BB0_5;
+$L__BB0_3:
+	.pragma "nounroll";
+	// a comment with fma.rn.f32 in it
+	ld.shared.v4.f32 	{%f5, %f6, %f7, %f8}, [%r1];
+	fma.rn.f32 	%f9, %f5, %f6, %f9;
+	fma.rn.f32 	%f10, %f7, %f8, %f10;
+	add.s32 	%r1, %r1, 16;
+	fma.rn.ftz.f32 	%f11, %f7, %f8, %f11;
+	fma.rn.f32 	%f11, %f7, %f8, %f11;
+	setp.lt.u32 	%p3, %r1, %r2;
+	@%p3 bra 	$L__BB0_3;
+$L__BB0_4:
+	fma.rn.f32 	%f12, %f7, %f8, %f12;
+	add.s32 	%r3, %r3, 1;
+	@!%p3 bra.uni 	$L__BB0_4;
+$L__BB0_5:
+	ret;
+}
+"""
+
+
+def test_fma_share_of_a_hand_written_loop():
+    from fastconv.testing.ptx_report import basic_blocks, fma_share, hottest_loop
+    loop = hottest_loop(PTX_SNIPPET)
+    assert (loop.label, loop.fma, loop.instructions) == ("$L__BB0_3", 3, 8)
+    assert fma_share(PTX_SNIPPET) == pytest.approx(3 / 8)
+    labels = [b[0] for b in basic_blocks(PTX_SNIPPET)]
+    assert labels == [(), ("$L__BB0_2",), ("$L__BB0_3",), ("$L__BB0_4",), ("$L__BB0_5",)]
+    # without the hot loop's back-edge the 1-FMA loop is the hottest; with no loop, None
+    no_hot = PTX_SNIPPET.replace("@%p3 bra \t$L__BB0_3;", "@%p3 bra \t$L__BB0_5;")
+    assert fma_share(no_hot) == pytest.approx(1 / 3)
+    assert fma_share(no_hot.replace("bra.uni \t$L__BB0_4", "bra.uni \t$L__BB0_5")) is None
+
+
+def test_fma_share_of_a_compiled_kernel():
+    """A dot-product loop unrolled 4 times by hand: the hottest loop is found in the real
+    PTX and its counts agree with the listing between its label and its back-edge."""
+    _need_toolchain()
+    from numba import cuda, float32, int32
+    from fastconv.testing.ptx_report import hottest_loop
+
+    def dot4(a, b, out, n):
+        acc = float32(0.0)
+        k = int32(cuda.threadIdx.x) * 4
+        while k + 4 <= n:
+            acc += a[k] * b[k] + a[k + 1] * b[k + 1]
+            acc += a[k + 2] * b[k + 2] + a[k + 3] * b[k + 3]
+            k += 4 * 32
+        out[cuda.threadIdx.x] = acc
+
+    F1 = float32[::1]
+    ptx, _ = cuda.compile_ptx(dot4, (F1, F1, F1, int32), cc=(9, 0))
+    loop = hottest_loop(ptx)
+    assert loop is not None and loop.fma >= 3, ptx
+    body = ptx.split(loop.label + ":", 1)[1].split(f"bra \t{loop.label};", 1)[0]
+    lines = [ln.strip() for ln in body.splitlines()]
+    instrs = [ln for ln in lines if ln.endswith(";") and not ln.startswith((".", "//"))]
+    assert loop.fma == sum(ln.startswith("fma.rn.f32") for ln in instrs)
+    assert loop.instructions == len(instrs) + 1      # + the back-edge itself
+    assert 0 < loop.share < 1
+
+
 def test_report_command_prints_every_kernel(capsys):
     _need_toolchain()
-    from fastconv.kernels.cuda import report
+    from fastconv.testing import ptx_report as report
     assert report.main([]) == 0
     out = capsys.readouterr().out
+    assert "FMA share" in out and "registers (compile_ptx)" in out
+    assert out.startswith("registers, spills and occupancy: ")
     for module, spec in SPECS:
         assert f"| {module} | {spec.name} | {spec.threads} |" in out
+    assert report.main(["--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["module"], r["kernel"]) for r in rows] == [(m, s.name) for m, s in SPECS]
+    assert {"fma_share", "loop_fma", "ptx_registers", "build"} <= set(rows[0])
+
+
+def test_report_entry_point_is_the_testing_module():
+    """`python -m fastconv.kernels.cuda.report` keeps working after the move."""
+    proc = subprocess.run([sys.executable, "-m", "fastconv.kernels.cuda.report", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--json" in proc.stdout, proc.stderr
+    from fastconv.kernels.cuda import report
+    from fastconv.testing import ptx_report
+    assert report.main is ptx_report.main
 
 
 
 # -- conv2d_dw_tile (issue 19): a register-blocked GEMM, not an issue-bound loop ---------
-# Issue 19's "FMA share of the hottest loop": split the PTX function body into basic
-# blocks at labels and after branches; among the blocks that end in a branch back to their
-# own label (a loop back-edge), the one with the most fma.rn.f32; its share is its FMA
-# count over all its instructions (directives, labels and comments excluded). A local
-# copy of the rule until the report module has one.
 
-def _hottest_loop(ptx):
-    """(fma count, instruction count, instructions) of the hottest loop, or None."""
-    blocks, labels, instrs = [], [], []
-    for line in ptx.splitlines():
-        text = line.split("//", 1)[0].strip()
-        if not text or text.startswith(".") or text in ("{", "}", ")", "(", ");"):
-            continue
-        if text.endswith(":"):
-            if instrs:
-                blocks.append((labels, instrs))
-                labels, instrs = [], []
-            labels.append(text[:-1])
-            continue
-        instrs.append(text)
-        if re.match(r"(@!?%\w+\s+)?bra(\.uni)?\s", text) or text.startswith("ret"):
-            blocks.append((labels, instrs))
-            labels, instrs = [], []
-    best = None
-    for labels, instrs in blocks:
-        target = re.match(r"(@!?%\w+\s+)?bra(\.uni)?\s+([^;\s]+)", instrs[-1])
-        if not target or target.group(3) not in labels:
-            continue
-        fma = sum(1 for i in instrs if re.sub(r"^@!?%\w+\s+", "", i).startswith("fma.rn.f32"))
-        if fma and (best is None or fma > best[0]):
-            best = (fma, len(instrs), instrs)
-    return best
-
-
-def test_hottest_loop_rule_on_a_hand_written_listing():
-    ptx = """
-.visible .entry k(
-    .param .u64 k_param_0
-)
-{
-    .reg .f32 %f<9>;
-    mov.u32 %r1, 0;
-$L__BB0_1:
-    // a loop with 2 FMAs in 5 instructions
-    fma.rn.f32 %f1, %f2, %f3, %f1;
-    fma.rn.f32 %f4, %f2, %f3, %f4;
-    add.s32 %r1, %r1, 1;
-    setp.lt.u32 %p1, %r1, 8;
-    @%p1 bra $L__BB0_1;
-    fma.rn.f32 %f5, %f2, %f3, %f5;
-    fma.rn.f32 %f6, %f2, %f3, %f6;
-    fma.rn.f32 %f7, %f2, %f3, %f7;
-    bra.uni $L__BB0_3;
-$L__BB0_3:
-    ret;
-}
-"""
-    fma, n, _ = _hottest_loop(ptx)          # the 3 straight-line FMAs are not a loop
-    assert (fma, n) == (2, 5)
-    assert _hottest_loop(ptx.replace("@%p1 bra $L__BB0_1;", "@%p1 bra $L__BB0_3;")) is None
+def _loop_instructions(ptx, loop):
+    """The instructions of `loop` (a ptx_report.Loop) in the listing."""
+    from fastconv.testing.ptx_report import basic_blocks
+    return next(instrs for labels, instrs in basic_blocks(ptx) if loop.label in labels)
 
 
 def _dw_spec(name="conv2d_dw_tile"):
@@ -268,10 +313,11 @@ def test_dw_tile_hottest_loop_is_fma_bound(arch):
     """Issue 19's target for the conv GEMM kernels: FMA share >= 0.6 (the 1x4 thread tile
     had 16 FMAs in 117 instructions, 0.14), fed by 128-bit shared loads, no local memory."""
     _need_toolchain()
-    from fastconv.kernels.cuda import report
+    from fastconv.testing import ptx_report as report
     ptx = report.compile_spec(_dw_spec(), arch)
-    fma, n, instrs = _hottest_loop(ptx)
-    assert fma / n >= 0.6, (fma, n, instrs)
+    loop = report.hottest_loop(ptx)
+    instrs = _loop_instructions(ptx, loop)
+    assert loop.share >= 0.6, (loop, instrs)
     loads = [i for i in instrs if i.startswith("ld.shared")]
     assert loads and all(i.startswith("ld.shared.v4.f32") for i in loads), loads
     assert ".local" not in ptx
@@ -283,7 +329,8 @@ def test_dw_tile_fits_its_launch_bounds(arch):
     DW_MIN_BLOCKS blocks of DW_NT threads per SM (6 x 4 warps: 37.5% occupancy)."""
     _need_toolchain()
     from numba import cuda
-    from fastconv.kernels.cuda import conv2d, report
+    from fastconv.kernels.cuda import conv2d
+    from fastconv.testing import ptx_report as report
     spec = _dw_spec()
     bounds = (conv2d.DW_MAX_THREADS, conv2d.DW_MIN_BLOCKS)
     assert spec.threads <= bounds[0]
@@ -475,87 +522,22 @@ def fine(x, n):
 
 
 def test_report_without_a_toolchain_says_why(monkeypatch, capsys):
-    report = pytest.importorskip("fastconv.kernels.cuda.report")
+    report = pytest.importorskip("fastconv.testing.ptx_report")
     monkeypatch.setattr(report, "toolchain_problem", lambda: "no ptxas (test)")
     assert report.main([]) == 2
     assert "cannot build the report: no ptxas (test)" in capsys.readouterr().err
 
 
-# -- the FMA share of the hottest loop (issue 19) ---------------------------------------
-# The rule every kernel is measured by: split the PTX body into basic blocks at labels and
-# branches; the hottest loop is the block with the most fma.rn.f32 that ends in a branch to
-# its own label; its share = fma.rn.f32 / all its instructions (directives, labels and
-# comments excluded). Kept here until the report has it (helper "dense"'s fma_share).
-
-_BRANCH = re.compile(r"^(@!?%\w+\s+)?bra(\.uni)?\s+(\$?[\w$]+);$")
-
-
-def _ptx_blocks(ptx):
-    """[(label or None, [instructions])] of the first .entry's body."""
-    blocks, label, body = [], None, []
-    start = ptx.find("{", ptx.find(".entry"))
-    for raw in ptx[start:].splitlines():
-        line = raw.split("//")[0].strip()
-        if not line or line in ("{", "}"):
-            continue
-        if line.endswith(":"):
-            if body or label:
-                blocks.append((label, body))
-            label, body = line[:-1], []
-        elif not line.startswith("."):
-            body.append(line)
-            if _BRANCH.match(line):
-                blocks.append((label, body))
-                label, body = None, []
-    if body:
-        blocks.append((label, body))
-    return blocks
-
-
-def hottest_loop_fma_share(ptx):
-    """(fma count, instruction count) of the hottest self-looping block, or (0, 0)."""
-    best = (0, 0)
-    for label, body in _ptx_blocks(ptx):
-        m = _BRANCH.match(body[-1]) if body else None
-        if m and label is not None and m.group(3) == label:
-            n_fma = sum(1 for ins in body if ins.startswith("fma.rn.f32"))
-            if n_fma > best[0]:
-                best = (n_fma, len(body))
-    return best
-
-
-def test_hottest_loop_rule_on_a_hand_written_ptx():
-    ptx = """.visible .entry k(
-)
-{
-	.reg .f32 %f<9>;
-	mov.u32 %r1, 0;
-$L__BB0_1:
-	// a comment
-	fma.rn.f32 %f1, %f2, %f3, %f1;
-	fma.rn.f32 %f4, %f2, %f3, %f4;
-	add.s32 %r1, %r1, 1;
-	setp.lt.u32 %p1, %r1, 8;
-	@%p1 bra $L__BB0_1;
-$L__BB0_2:
-	fma.rn.f32 %f1, %f2, %f3, %f1;
-	fma.rn.f32 %f1, %f2, %f3, %f1;
-	fma.rn.f32 %f1, %f2, %f3, %f1;
-	@%p1 bra $L__BB0_1;
-	ret;
-}
-"""
-    # the second block has more FMAs but branches to another label: not a loop of its own
-    assert hottest_loop_fma_share(ptx) == (2, 5)
-
+# -- the FMA share of the hottest loop of the conv GEMM kernels (issue 19) -------------
 
 @pytest.mark.parametrize("name", ["conv2d_fwd_tile", "conv2d_dx_tile"])
 def test_conv_gemm_hottest_loop_is_mostly_fma(name):
     """Issue 19's target for the register-blocked conv GEMM kernels: >= 0.6 of the hottest
     loop's PTX instructions are fma.rn.f32, on sm_90 and sm_80."""
     _need_toolchain()
-    from fastconv.kernels.cuda import conv2d, report
+    from fastconv.kernels.cuda import conv2d
+    from fastconv.testing import ptx_report as report
     [spec] = [s for s in conv2d.KERNELS if s.name == name]
     for arch in ARCHS:
-        n_fma, n_ins = hottest_loop_fma_share(report.compile_spec(spec, arch))
-        assert n_fma >= 32 and n_fma / n_ins >= 0.6, (name, arch, n_fma, n_ins)
+        loop = report.hottest_loop(report.compile_spec(spec, arch))
+        assert loop.fma >= 32 and loop.share >= 0.6, (name, arch, loop)

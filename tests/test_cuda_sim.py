@@ -69,6 +69,14 @@ def extra_samples(seed=7):
                  "N=70 soft labels (N,) vs (N, 1)")
     yield Sample("softmax_crossentropy", (rng.integers(0, 37, 70), _f32(rng.standard_normal(
         (70, 37)) * 3)), {}, "70x37")
+    # dense products long enough to be split (fastconv/kernels/cuda/dense.py: K >= 128 at
+    # the real tiles): the forward over IN, dx over OUT, dw/db over the batch
+    for n, d_in, d_out in ((2, 300, 5), (2, 5, 130), (130, 3, 2)):
+        xd, wd = _f32(rng.standard_normal((n, d_in))), _f32(rng.standard_normal((d_in, d_out)))
+        label = f"{n}x{d_in} -> {d_out} split"
+        yield Sample("dense_forward", (xd, wd, _f32(rng.standard_normal(d_out))), {}, label)
+        yield Sample("dense_backward", (xd, wd, _f32(rng.standard_normal((n, d_out)))),
+                     dict(need_dx=True), label)
     p, g, s1, s2 = (_f32(rng.standard_normal(1001)) for _ in range(4))
     s1, s2 = np.abs(s1), np.abs(s2)
     yield Sample("adam_update", (p, g, s1, s2), dict(t=1, lr=1e-2), "n=1001 t=1")
@@ -286,7 +294,8 @@ def run_in_simulator():
         raise SystemExit("run with NUMBA_ENABLE_CUDASIM=1")
     from fastconv import kernels
     from fastconv.kernels import reference as R
-    from fastconv.kernels.cuda import _launch, report
+    from fastconv.kernels.cuda import _launch
+    from fastconv.testing import ptx_report as report
     from fastconv.testing import compare_to_reference
 
     for name, value in PATCHED_LAUNCH.items():
@@ -377,3 +386,104 @@ def test_every_declared_kernel_is_launched(sim):
 def test_device_behaviour(sim, check):
     assert check in sim["checks"], f"the subprocess did not run {check!r}"
     assert sim["checks"][check] is None, sim["checks"][check]
+
+
+# -- the dense kernels at every tile configuration ---------------------------------------
+# fastconv/kernels/cuda/dense.py's split-K GEMM at its real tiles (a split and a direct
+# product of each kind) and at tiny tiles (16-thread blocks of 8 x 8 outputs, 4 reduction
+# steps per stage, splits into chunks of 8+), where small inputs give several blocks in
+# every grid dimension with ragged edges and ragged last chunks; forward and backward
+# (need_dx both ways) against the reference. The seed's 6400 -> 64 at batch 3 runs its
+# forward only, at 8 x 16 tiles split in two (~30 s: the simulator runs about 40k
+# multiply-adds a second, so its backward would take minutes); its backward's kernels
+# and launch paths are the ones the smaller cases check.
+
+DENSE_SCRIPT = """
+import json, sys
+import numpy as np
+from fastconv.kernels import reference as R
+from fastconv.kernels.cuda import dense
+from fastconv.testing import compare_to_reference
+sys.path.insert(0, sys.argv[1])
+from test_cuda_sim import RTOL, ATOL
+
+class K:
+    NAME = "cuda-dense"
+    dense_forward = staticmethod(dense.dense_forward)
+    dense_backward = staticmethod(dense.dense_backward)
+    @staticmethod
+    def to_device(a):
+        from numba import cuda
+        return cuda.to_device(np.ascontiguousarray(a))
+    @staticmethod
+    def to_host(v):
+        if isinstance(v, (tuple, list)):
+            return type(v)(K.to_host(a) for a in v)
+        return v.copy_to_host() if hasattr(v, "copy_to_host") else v
+
+rng = np.random.default_rng(11)
+f32 = lambda a: np.ascontiguousarray(a, np.float32)
+results = {}
+
+def case(tiles, n, d_in, d_out, backward=True):
+    dense.set_tiles(**tiles)
+    x = f32(rng.standard_normal((n, d_in)))
+    w = f32(rng.standard_normal((d_in, d_out)) * 0.1)
+    b = f32(rng.standard_normal(d_out))
+    dy = f32(rng.standard_normal((n, d_out)))
+    splits = dict(fwd=dense.split(n, d_out, d_in)[0], dw=dense.split(d_in + 1, d_out, n)[0],
+                  dx=dense.split(n, d_in, d_out)[0])
+    runs = [("dense_forward", (x, w, b), {})]
+    if backward:
+        runs += [("dense_backward", (x, w, dy), dict(need_dx=nd)) for nd in (True, False)]
+    for op, args, kw in runs:
+        r = compare_to_reference(K, op, *args, rtol=RTOL, atol=ATOL, **kw)
+        key = f"{tiles.get('bm', 'real')} {op} {n}x{d_in}->{d_out} {kw}"
+        results[key] = dict(passed=r.passed, message=r.message[:500], splits=splits)
+
+REAL = {}
+TINY = dict(bm=8, bn=8, bk=4, tm=2, tn=2, target_blocks=12, min_chunk=8)
+MID = dict(bm=8, bn=16, bk=16, tm=2, tn=4, target_blocks=8, min_chunk=64)
+for shape in ((1, 7, 3), (2, 300, 5), (2, 5, 130), (130, 3, 2)):
+    case(REAL, *shape)
+for shape in ((1, 7, 3), (5, 13, 7), (4, 100, 1), (19, 37, 21), (40, 9, 10), (6, 11, 40)):
+    case(TINY, *shape)
+case(MID, 3, 6400, 64, backward=False)
+print("RESULT:" + json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def dense_sim():
+    if OPS is None:
+        pytest.skip(f"fastconv.kernels.cuda does not import: {IMPORT_PROBLEM}")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run([sys.executable, "-c", DENSE_SCRIPT, os.path.dirname(__file__)],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0 and "RESULT:" in proc.stdout, \
+        proc.stdout[-2000:] + proc.stderr[-4000:]
+    return json.loads(proc.stdout.split("RESULT:", 1)[1])
+
+
+def test_dense_kernels_match_the_reference_at_every_tile_configuration(dense_sim):
+    assert len(dense_sim) == 31
+    failed = {k: r["message"] for k, r in dense_sim.items() if not r["passed"]}
+    assert failed == {}, failed
+    # the cases really split every product somewhere, and leave some unsplit
+    splits = [r["splits"] for r in dense_sim.values()]
+    for kind in ("fwd", "dw", "dx"):
+        assert any(s[kind] > 1 for s in splits) and any(s[kind] == 1 for s in splits), kind
+
+
+def test_dense_split_at_the_seed_shapes():
+    """The real tiles spread 6400 -> 64 over the GPU at any batch (132 SMs), and leave
+    products with enough output tiles unsplit (no partials traffic)."""
+    from fastconv.kernels.cuda import dense
+    assert (dense.BM, dense.BN, dense.BK, dense.THREADS) == (32, 64, 16, 128)
+    grid = lambda m, n, k: dense._mem.blocks(m, 32) * dense._mem.blocks(n, 64) \
+        * dense.split(m, n, k)[0]
+    assert dense.split(32, 64, 6400) == (100, 64)          # forward, batch 32: 100 blocks
+    assert grid(256, 64, 6400) == 248                      # batch 256: 8 row tiles x 31
+    assert grid(1, 64, 6400) == 100                        # batch 1 too
+    assert dense.split(6401, 64, 32) == (1, 32)            # dw+db: 201 tiles, no split
+    assert dense.split(32, 6400, 64) == (1, 64)            # dx: 100 tiles, no split
