@@ -210,8 +210,16 @@ def compile_spec(spec, arch="sm_90"):
     from numba import cuda
     cc = (int(arch[3:-1]), int(arch[-1]))
     with _device_functions_for(cc):
-        ptx, _ = cuda.compile_ptx(spec.kernel.py_func, spec.signature, cc=cc)
+        ptx, _ = cuda.compile_ptx(spec.kernel.py_func, spec.signature, cc=cc,
+                                  **_launch_bounds(spec))
     return ptx
+
+
+def _launch_bounds(spec):
+    """The kernel's own launch_bounds (e.g. @cuda.jit(launch_bounds=(128, 6))) as compile
+    keywords, so the report builds it as numba-cuda does; {} when it has none."""
+    bounds = getattr(spec.kernel, "targetoptions", {}).get("launch_bounds")
+    return {"launch_bounds": bounds} if bounds else {}
 
 
 def kernel_modules():
@@ -366,7 +374,7 @@ def lto_info(spec, arch="sm_90"):
     cc = device_cc(arch)
     with _device_functions_for(cc[:2]):
         ltoir, _ = cuda.compile(spec.kernel.py_func, spec.signature, device=False,
-                                abi="numba", cc=cc, output="ltoir")
+                                abi="numba", cc=cc, output="ltoir", **_launch_bounds(spec))
     linker = Linker(ObjectCode.from_ltoir(ltoir, name=spec.name),
                     options=LinkerOptions(arch=lto_target(arch), link_time_optimization=True,
                                           verbose=True))
