@@ -77,6 +77,11 @@ def extra_samples(seed=7):
         yield Sample("dense_forward", (xd, wd, _f32(rng.standard_normal(d_out))), {}, label)
         yield Sample("dense_backward", (xd, wd, _f32(rng.standard_normal((n, d_out)))),
                      dict(need_dx=True), label)
+    # a conv weight gradient over enough pixels (272 = 9 steps of 32 at the real dw tiles)
+    # that launch_dw splits it in two chunks, so conv2d_dw_sum runs too
+    xc, wc = _f32(rng.standard_normal((1, 17, 16, 2))), _f32(rng.standard_normal((1, 1, 2, 3)))
+    yield Sample("conv2d_backward", (xc, wc, _f32(rng.standard_normal((1, 17, 16, 3)))),
+                 dict(stride=1, padding="valid", need_dx=False), "x(1, 17, 16, 2) 1x1 dw split")
     p, g, s1, s2 = (_f32(rng.standard_normal(1001)) for _ in range(4))
     s1, s2 = np.abs(s1), np.abs(s2)
     yield Sample("adam_update", (p, g, s1, s2), dict(t=1, lr=1e-2), "n=1001 t=1")
