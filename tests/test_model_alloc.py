@@ -7,7 +7,21 @@ copies into out=), so the model layer's own allocations are measured on a
 into them in place. Backends other than the reference that load here (cpu,
 cuda) are measured with their real kernels: Python/NumPy heap allocations
 under tracemalloc (Numba's own runtime allocator is not traced).
+
+On cuda the step measured is the one fit really runs there (Trainer._device_step: the
+loss and accuracy accumulated on the device, guarded updates, no host read), with the
+batch staged through the plan's pinned buffers. Without a GPU it runs under the CUDA
+simulator in a subprocess, on a smaller model and batch (the simulator runs every
+thread in Python): there the device arrays are NumPy arrays, so "NumPy buffers net 0"
+also shows that no device buffer is allocated and kept; the per-step peak is not
+checked there (the simulator's own per-launch objects, thread frames and argument
+wrappers, dwarf a real launch's argument marshalling).
 """
+import json
+import os
+import subprocess
+import sys
+import textwrap
 import tracemalloc
 import types
 
@@ -98,29 +112,47 @@ def _backends():
     return params
 
 
+def _stepper(model, snaps):
+    """step(plan) as fit's inner loop runs it on model's backend, and the start of an
+    epoch: the host-side step, or on cuda the device-side one (see the module doc)."""
+    from fastconv.models._plan import device_kit
+    from fastconv.models.training import _GuardedUpdates
+    kit = device_kit(model._K)
+    if kit is None:
+        def step(plan):
+            loss, correct = model._train_step(plan, snaps)
+            assert correct is not None
+        return step, lambda: None
+    stats = kit.losses.step_stats_buffer()
+    updates = _GuardedUpdates(kit.optimizers, stats, model._params(), snaps)
+    return (lambda plan: model._device_step(plan, stats, updates),
+            lambda: kit.losses.reset_stats(stats))
+
+
 def _measure(model, x, y, batch_size, epochs=2, warmup=2):
     """Per-step (peak, net) traced bytes over the steady-state steps of fit's inner loop."""
     model._ensure_optimizer()
     data = ("arrays", x, model._prep_labels(y, x.shape[0]))
     snaps = [model._K.empty(tuple(p.shape)) for p in model._params()]   # the NaN guard's
+    step, epoch_begin = _stepper(model, snaps)
     peaks, nets = [], []
     numpy_only = [tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)]
     for epoch in range(warmup + epochs):
         if epoch == warmup:
             before = tracemalloc.take_snapshot().filter_traces(numpy_only)
+        epoch_begin()
         batches = model._batches(data, batch_size, True, True)
         plan, _ = next(batches)                 # the epoch's permutation: once per epoch
-        model._train_step(plan, snaps)
+        step(plan)
         for _ in range(x.shape[0] // batch_size - 1):
             base = tracemalloc.get_traced_memory()[0]
             tracemalloc.reset_peak()
             plan, _ = next(batches)             # copies the shuffled batch in
-            loss, correct = model._train_step(plan, snaps)
+            step(plan)
             current, peak = tracemalloc.get_traced_memory()
             if epoch >= warmup:                 # plans are built, caches settle
                 peaks.append(peak - base)
                 nets.append(current - base)
-            assert correct is not None
     after = tracemalloc.take_snapshot().filter_traces(numpy_only)
     numpy_net = sum(d.size_diff for d in after.compare_to(before, "filename"))
     return peaks, nets, numpy_net
@@ -142,6 +174,8 @@ def test_steady_state_training_step_allocates_no_buffers(device):
         try:
             model.to(device)
         except kernels.BackendUnavailable as exc:
+            if device == "cuda":
+                return _cuda_under_the_simulator()
             pytest.skip(f"backend {device!r} unavailable: {exc}")
     tracemalloc.start()
     try:
@@ -163,6 +197,49 @@ def test_steady_state_training_step_allocates_no_buffers(device):
     if device == "null-unfused":
         calls = model._K.calls
         assert calls["conv2d_forward"] == calls["maxpool2d_forward"] == 2 * 4 * 4
+
+
+SIM_SCRIPT = textwrap.dedent("""
+    import json, sys, tracemalloc
+    import numpy as np
+    from fastconv import kernels
+    try:
+        kernels.get("cuda")
+    except kernels.BackendUnavailable as exc:
+        print("SKIP:", exc)
+        sys.exit(3)
+    from fastconv.kernels.cuda import _launch
+    _launch.ELEMENTWISE = _launch.POOL = _launch.REDUCE = 32   # fewer simulated threads
+    sys.path.insert(0, {root!r})
+    from tests import test_model_alloc as T
+    from tests.model_helpers import discs_and_squares, tiny_convnet
+    rng = np.random.default_rng(0)
+    x, y = discs_and_squares(8, rng, size=12)
+    model = tiny_convnet(seed=0, input_shape=(12, 12, 1), dropout=0.25, device="cuda")
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    tracemalloc.start()
+    peaks, nets, numpy_net = T._measure(model, x, y, batch_size=4, epochs=2, warmup=1)
+    tracemalloc.stop()
+    print("RESULT:" + json.dumps({{"peaks": peaks, "nets": nets, "numpy_net": numpy_net,
+                                  "plans": len(model._plans)}}))
+""")
+
+
+def _cuda_under_the_simulator():
+    """The cuda case without a GPU: the same measurement in a simulator subprocess."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run([sys.executable, "-c", SIM_SCRIPT.format(root=root)], env=env,
+                          capture_output=True, text=True, timeout=900, cwd=root)
+    if proc.returncode == 3:
+        pytest.skip(f"cuda backend under the simulator: {proc.stdout.strip()}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    r = json.loads(proc.stdout.split("RESULT:", 1)[1])
+    print(f"\ncuda (simulator): per-step peak traced bytes {r['peaks']} (not checked), "
+          f"net {r['nets']}, NumPy buffers net {r['numpy_net']}")
+    assert len(r["peaks"]) == 2
+    assert r["numpy_net"] == 0, f"buffers kept over the steady-state steps: {r['numpy_net']} B"
+    assert r["plans"] == 1
 
 
 def test_buffers_are_reused_across_steps_and_epochs():

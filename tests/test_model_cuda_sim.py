@@ -1,5 +1,11 @@
 """The model on device='cuda' under the CUDA simulator, against the reference.
 
+The cross-backend comparison trains without dropout: cuda draws its dropout masks on
+the device from a seed (kernels/cuda/activations.dropout_hash_fwd), not from the host
+generator the cpu and reference backends share, so with dropout the two trainings
+differ by design. Dropout on cuda is checked against itself instead: the same seed
+gives the same training run to run and across a save and resume.
+
 Runs in its own process: NUMBA_ENABLE_CUDASIM=1 must be set before numba.cuda
 is imported. Skips (with the reason) while the cuda backend cannot load, e.g.
 before the CUDA engine lands.
@@ -31,7 +37,8 @@ SCRIPT = textwrap.dedent("""
     y = (rng.random(16) > 0.5).astype(np.float32)
     out = {{}}
     for device in ("reference", "cuda"):
-        m = tiny_convnet(device=device, seed=3, input_shape=(12, 12, 3))
+        # dropout 0: cuda's device-drawn masks are not the reference's (see above)
+        m = tiny_convnet(device=device, seed=3, input_shape=(12, 12, 3), dropout=0.0)
         m.compile(optimizer=SGD(0.05, momentum=0.9), loss="binary_crossentropy", metrics=["accuracy"])
         losses = [m.train_on_batch(x[k:k + 8], y[k:k + 8])[0] for k in (0, 8)]
         h = m.fit(x, y, batch_size=8, epochs=2, verbose=0, validation_data=(x, y))
@@ -67,6 +74,100 @@ def test_cuda_model_under_the_simulator_matches_the_reference():
     # saved on cuda, loaded on the host and moved back: the same predictions
     np.testing.assert_allclose(result["reloaded_pred"], dev["pred"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(result["back_on_cuda_pred"], dev["pred"], rtol=1e-4, atol=1e-5)
+
+
+DEVICE_STEP_SCRIPT = textwrap.dedent("""
+    import json, os, sys, tempfile, warnings
+    import numpy as np
+    from fastconv import kernels
+    try:
+        kernels.get("cuda")
+    except kernels.BackendUnavailable as exc:
+        print("SKIP:", exc)
+        sys.exit(3)
+    import fastconv
+    from fastconv import callbacks as C
+    from fastconv.kernels.cuda import _launch
+    _launch.ELEMENTWISE = _launch.POOL = _launch.REDUCE = 32   # fewer simulated threads
+    sys.path.insert(0, {tests!r})
+    from model_helpers import tiny_convnet, discs_and_squares
+
+    rng = np.random.default_rng(2)
+    x, y = discs_and_squares(8, rng, size=12)
+    out = {{}}
+
+    def model(dropout=0.5):
+        m = tiny_convnet(device="cuda", seed=3, input_shape=(12, 12, 1), dropout=dropout)
+        m.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+        return m
+
+    def result(m, h):
+        return {{"w": [w.tolist() for w in m.get_weights()], "loss": h.history["loss"],
+                 "acc": h.history["accuracy"], "it": m.optimizer.iterations}}
+
+    m = model()
+    out["a"] = result(m, m.fit(x, y, batch_size=4, epochs=2, verbose=0))
+    step = next(s for s in m._plan("train", 4).steps if type(s).__name__ == "DropoutStep")
+    out["mask_values"] = sorted(set(np.unique(step.mask.copy_to_host()).tolist()))
+    m = model()
+    m.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    path = os.path.join(tempfile.mkdtemp(), "m.npz")
+    m.save(path)
+    back = fastconv.load_model(path, device="cuda")
+    h = back.fit(x, y, batch_size=4, epochs=2, initial_epoch=1, verbose=0)
+    out["resumed"] = result(back, h)
+
+    class NaNAt:
+        def __init__(self, n, bad):
+            self.n, self.bad = n, bad
+        def __len__(self):
+            return self.n
+        def __iter__(self):
+            for k in range(self.n):
+                xb = x[4 * k:4 * k + 4].copy()
+                if k == self.bad:
+                    xb[0, 0, 0, 0] = np.nan
+                yield xb, y[4 * k:4 * k + 4]
+
+    m = model(0.0)
+    out["w0"] = [w.tolist() for w in m.get_weights()]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        h = m.fit(NaNAt(2, 1), epochs=3, verbose=0)
+    out["nan"] = result(m, h)
+    out["nan_msgs"] = [str(w.message) for w in caught
+                       if issubclass(w.category, C.NonFiniteLossWarning)]
+    ref2 = model(0.0)
+    out["one_step"] = result(ref2, ref2.fit(NaNAt(1, -1), epochs=1, verbose=0))
+    print("RESULT:" + json.dumps(out))
+""")
+
+
+def test_cuda_training_with_dropout_is_reproducible_and_keeps_weights_on_nan():
+    """cuda's device-drawn dropout: the same seed trains the same in a second run that
+    saves after one epoch and resumes from the file (the seed of each step's mask comes
+    from the model's saved dropout generator); the masks are inverted-dropout masks. A NaN loss found in the device
+    accumulator stops training with the last good weights and step count, as on the
+    host backends (tests/test_model_training.py)."""
+    import math
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    proc = subprocess.run([sys.executable, "-c", DEVICE_STEP_SCRIPT.format(tests=tests)],
+                          env=env, capture_output=True, text=True, timeout=900)
+    if proc.returncode == 3:
+        pytest.skip(f"cuda backend under the simulator: {proc.stdout.strip()}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    r = json.loads(proc.stdout.split("RESULT:", 1)[1])
+    assert r["resumed"]["w"] == r["a"]["w"] and r["resumed"]["it"] == r["a"]["it"] == 4
+    assert r["resumed"]["loss"] == r["a"]["loss"][1:]
+    assert r["mask_values"] == [0.0, 2.0]                   # rate 0.5: dropped or 1 / 0.5
+    assert len(r["nan_msgs"]) == 1 and "loss became nan at epoch 1, batch 2" in r["nan_msgs"][0]
+    assert len(r["nan"]["loss"]) == 1 and math.isnan(r["nan"]["loss"][0])
+    # batch 0 was applied (the step count says 1, as on the host backends), batch 1's
+    # loss is NaN: the weights put back are those batch 0 started from (its guarded
+    # update saved them), not those after its update
+    assert r["nan"]["it"] == r["one_step"]["it"] == 1
+    assert r["nan"]["w"] == r["w0"] != r["one_step"]["w"]
 
 
 DEVICE_ARRAY_SCRIPT = textwrap.dedent("""

@@ -11,6 +11,13 @@ Planning happens once per (mode, batch size):
      inference-time Dropout are views/aliases and cost nothing.
 Each step then calls its kernels with out= buffers, so a steady-state step
 allocates no arrays. Buffers, shape comments: N batch, H/W/C as in the layer.
+
+On the cuda backend (device_kit) a plan also keeps the step's host traffic to one
+copy: x and the labels are staged in pinned memory and uploaded together,
+asynchronously, into one of two device slots (kernels/cuda/_mem.BatchStager; the
+steps are re-pointed at the slot), dropout masks are drawn on the device from a seed
+taken from the model's dropout generator, and fit accumulates the loss and accuracy
+on the device (device_loss; see training.Trainer).
 """
 from __future__ import annotations
 
@@ -19,6 +26,17 @@ import numpy as np
 from .. import kernels
 from .. import layers as L
 from .._memory import download, upload
+
+
+def device_kit(K):
+    """The cuda engine's modules for the device-side step when K is the cuda backend, else
+    None (reference, cpu and any other backend keep the host-side step, unchanged)."""
+    if getattr(K, "NAME", None) != "cuda":
+        return None
+    import types
+    from ..kernels.cuda import _mem, activations, losses, optimizers
+    return types.SimpleNamespace(mem=_mem, activations=activations, losses=losses,
+                                 optimizers=optimizers)
 
 
 class Op:
@@ -230,24 +248,38 @@ class DropoutStep(Step):
     """Training-time inverted dropout. The mask is drawn on the host into buffers
     allocated here (the same numbers as kernels.reference.dropout_mask for the same
     generator state), copied to the backend, and applied with dropout_backward
-    (y = x * mask), so every backend sees the same mask."""
+    (y = x * mask), so every host-side backend sees the same mask. On cuda the mask is
+    drawn on the device instead (see __init__)."""
 
     def __init__(self, K, n, x, ops, rng):
         super().__init__(K, n, x, ops)
         self.rate = ops[0].layer.rate
         self.rng = rng
         shape = tuple(x.shape)
+        self.y = K.empty(shape)
+        self.mask = K.empty(shape)                            # on the backend
+        self.seeded = None
+        kit = device_kit(K)
+        if kit is not None:
+            # cuda: the mask is drawn on the device from a 64-bit seed taken from the
+            # model's dropout generator per step (reproducible run to run and across
+            # save/resume, whose files keep the generator's state): no host draw, no
+            # upload. These masks are not the cpu/reference backends' masks.
+            self.seeded = kit.activations.dropout_forward_seeded
+            return
         self.u = np.empty(shape, np.float64)                  # uniform draws
         self.keep = np.empty(shape, np.bool_)
-        self.mask = K.empty(shape)                            # on the backend
         self.mask_host = self.mask if isinstance(self.mask, np.ndarray) else np.empty(shape,
                                                                                     np.float32)
         # reference: (keep / (1 - rate)).astype(float32); kept entries all equal this value.
         # Writing it where keep is True avoids a bool->float cast (which buffers).
         self.kept = np.float32(1.0 / (1.0 - self.rate))
-        self.y = K.empty(shape)
 
     def forward(self):
+        if self.seeded is not None:
+            seed = int(self.rng.integers(0, 2 ** 64, dtype=np.uint64))
+            self.seeded(self.x, self.rate, seed, out=(self.y, self.mask))
+            return
         self.rng.random(out=self.u)
         np.greater_equal(self.u, self.rate, out=self.keep)
         self.mask_host.fill(0)
@@ -258,6 +290,14 @@ class DropoutStep(Step):
 
     def backward(self):
         self.K.dropout_backward(self.dy, self.mask, out=self.dx)
+
+
+def _label_spec(loss, n, out_shape):
+    """(shape, dtype) of a batch's labels in the loss kernel's format: float32 (N, 1)
+    like the logits for binary, int32 (N,) class indices else."""
+    if loss.labels == "binary":
+        return (n,) + tuple(out_shape[1:]), np.float32
+    return (n,), np.int32
 
 
 class Plan:
@@ -273,9 +313,21 @@ class Plan:
         ops, head = logical_ops(model.layers)
         self.head = head
         in_shape = (n,) + tuple(model.input_shape[1:])
-        self.x = K.empty(in_shape)
-        self.x_host = self.x if isinstance(self.x, np.ndarray) else np.empty(in_shape,
-                                                                             np.float32)
+        self.kit = device_kit(K)
+        self.stager = None
+        if self.kit is not None:
+            # x and the labels in one pinned, double-buffered upload (BatchStager)
+            parts = [(in_shape, np.float32)]
+            if model._loss is not None:
+                parts.append(_label_spec(model._loss, n, model.output_shape))
+            self.stager = self.kit.mem.BatchStager(parts)
+            views = self.stager.slots[0].dev_views
+            self.x = views[0]
+            self.x_host = self.stager.slots[0].host_views[0]
+        else:
+            self.x = K.empty(in_shape)
+            self.x_host = self.x if isinstance(self.x, np.ndarray) else np.empty(in_shape,
+                                                                                 np.float32)
         self.steps = []
         cur = self.x
         for kind, group in _group(ops, K):
@@ -320,19 +372,23 @@ class Plan:
         shape = tuple(self.logits.shape)
         self.loss_fn = getattr(K, self.loss.kernel)
         self.dlogits = K.empty(shape)                           # (N, units)
+        label_shape, label_dtype = _label_spec(self.loss, n, shape)
         if self.loss.labels == "binary":
-            label_shape, label_dtype = shape, np.float32        # (N, 1) like the logits
             self.pred = np.empty(shape, np.bool_)
             self.truth = np.empty(shape, np.bool_)
         else:
-            label_shape, label_dtype = (n,), np.int32           # class indices
             self.pred = np.empty((n,), np.intp)
             self.truth = None
         self.eq = np.empty(self.pred.shape, np.bool_)
-        self.labels = K.empty(label_shape, label_dtype)
-        self.labels_host = (self.labels if isinstance(self.labels, np.ndarray)
-                            else np.empty(label_shape, label_dtype))
+        if self.stager is not None:                             # the staged slot's part
+            self.labels = self.stager.slots[0].dev_views[1]
+            self.labels_host = self.stager.slots[0].host_views[1]
+        else:
+            self.labels = K.empty(label_shape, label_dtype)
+            self.labels_host = (self.labels if isinstance(self.labels, np.ndarray)
+                                else np.empty(label_shape, label_dtype))
         self.loss_out = (None, self.dlogits)
+        self.loss_kind = "binary" if self.loss.labels == "binary" else "sparse"
 
     def _plan_backward(self):
         first_param = next((i for i, s in enumerate(self.steps) if s.layer is not None), None)
@@ -344,7 +400,36 @@ class Plan:
         self.backward_steps = [s for s in reversed(self.steps[first_param:]) if not s.alias]
 
     # -- loading a batch
+    def _stage(self, fill_x, fill_y, y):
+        """cuda: fill the next staging slot's host views, upload them in one copy and
+        point the plan at the slot's device views."""
+        views = self.stager.host_views()
+        fill_x(views[0])
+        if y is not None and len(views) > 1:
+            fill_y(views[1])
+            self.labels_host = views[1]
+        dev = self.stager.upload()
+        self.x_host = views[0]
+        self._bind_input(dev[0])
+        if len(dev) > 1:
+            self.labels = dev[1]
+
+    def _bind_input(self, x):
+        """Re-point the steps that read the input (the first, and through Flatten's view
+        the next) at the device buffer x."""
+        self.x = cur = x
+        for step in self.steps:
+            step.x = cur
+            if not step.alias:
+                return
+            step.y = cur = cur.reshape(step.out_shape())
+        self.logits = cur
+
     def load_slice(self, x, y, start, stop):
+        if self.stager is not None:
+            self._stage(lambda h: np.copyto(h, x[start:stop]),
+                        lambda h: np.copyto(h, y[start:stop]), y)
+            return
         np.copyto(self.x_host, x[start:stop])
         if self.x_host is not self.x:
             upload(self.x_host, self.x)
@@ -354,6 +439,10 @@ class Plan:
                 upload(self.labels_host, self.labels)
 
     def load_take(self, x, y, idx):
+        if self.stager is not None:
+            self._stage(lambda h: np.take(x, idx, axis=0, out=h, mode="clip"),
+                        lambda h: np.take(y, idx, axis=0, out=h, mode="clip"), y)
+            return
         np.take(x, idx, axis=0, out=self.x_host, mode="clip")  # 'clip': no hidden buffer
         if self.x_host is not self.x:
             upload(self.x_host, self.x)
@@ -370,6 +459,13 @@ class Plan:
     def compute_loss(self):
         loss, _ = self.loss_fn(self.labels, self.logits, out=self.loss_out)
         return loss
+
+    def device_loss(self, stats):
+        """cuda (fit): the loss kernel writes dlogits and folds the step's loss and correct
+        count into the device accumulator `stats` (kernels/cuda/losses.py); nothing is
+        read back."""
+        self.kit.losses.loss_and_stats(self.loss_kind, self.labels, self.logits,
+                                       self.dlogits, stats)
 
     def correct(self):
         """How many predictions match the labels (Keras accuracy), on the host."""

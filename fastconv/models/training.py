@@ -23,9 +23,39 @@ from .. import losses as losses_mod
 from .. import optimizers as optimizers_mod
 from .._memory import copy as _copy
 from . import batches
+from ._plan import device_kit
 from .model import locked
 
 METRICS = ("accuracy", "acc")
+
+
+class _GuardedUpdates:
+    """The backend as the optimizer sees it in fit's cuda step: the same update ops, each
+    launched guarded by the device's step statistics (skipped on the device once a step's
+    loss is not finite) and saving the parameter's old value into its snapshot buffer in
+    the same pass (kernels/cuda/optimizers.py), so no host check and no parameter copy."""
+
+    def __init__(self, opt_mod, stats, params, snaps):
+        self._ops, self._stats = opt_mod, stats
+        self._snap = {id(p): s for p, s in zip(params, snaps)} if snaps is not None else {}
+
+    def _guard(self, p):
+        return (self._stats, self._snap.get(id(p)))
+
+    def sgd_update(self, p, g, v_, lr, momentum=0.0, nesterov=False):
+        self._ops.sgd_update(p, g, v_, lr, momentum, nesterov, guard=self._guard(p))
+
+    def rmsprop_update(self, p, g, ms, lr, rho=0.9, eps=1e-7):
+        self._ops.rmsprop_update(p, g, ms, lr, rho, eps, guard=self._guard(p))
+
+    def adam_update(self, p, g, m, v_, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
+        self._ops.adam_update(p, g, m, v_, t, lr, beta1, beta2, eps, guard=self._guard(p))
+
+
+def _overrides(callbacks, name):
+    """True when some callback defines its own `name` hook (not the no-op base one)."""
+    base = getattr(cbks.Callback, name)
+    return any(getattr(type(c), name, base) is not base for c in callbacks)
 
 
 class Trainer:
@@ -207,7 +237,13 @@ class Trainer:
             bar = self._bar(steps, verbose)
             loss_sum, correct_sum, seen = 0.0, 0, 0
             nonfinite = None
-            for b, (plan, n) in enumerate(self._batches(data, batch_size, shuffle, True,
+            kit = device_kit(self._backend())
+            if kit is not None:
+                loss_sum, correct_sum, seen, nonfinite = self._fit_epoch_device(
+                    kit, data, batch_size, shuffle, steps_per_epoch, cb, bar, guard, snaps,
+                    epoch, _overrides(callbacks, "on_train_batch_end"))
+            for b, (plan, n) in enumerate(() if kit is not None else
+                                          self._batches(data, batch_size, shuffle, True,
                                                         steps_per_epoch)):
                 cb.on_train_batch_begin(b)
                 loss, correct = self._train_step(plan, snaps)
@@ -256,6 +292,89 @@ class Trainer:
                 break
         cb.on_train_end()
         return history
+
+    def _fit_epoch_device(self, kit, data, batch_size, shuffle, steps_per_epoch, cb, bar,
+                          guard, snaps, epoch, batch_logs_wanted):
+        """One fit epoch on cuda with no host read per step: each step's loss and correct
+        count are accumulated on the device (losses.loss_and_stats) and the updates are
+        guarded there (_GuardedUpdates); the host reads the accumulator (one small copy) at
+        the end of the epoch, after each step when a callback wants batch logs
+        (on_train_batch_end), and at most about once a second for the progress bar (which
+        so shows the loss less often than on the host backends). A non-finite loss is seen
+        at the next read: the steps after it ran with their updates skipped on the device
+        (their losses are not counted), so the weights, the optimizer state and the
+        optimizer's step count are those of stopping at it, as on the host backends.
+        Returns (loss_sum, correct_sum, seen, nonfinite) as fit's host loop has them."""
+        L = kit.losses
+        stats = L.step_stats_buffer()
+        L.reset_stats(stats)
+        host = getattr(self, "_stats_host", None)
+        if host is None:
+            host = self._stats_host = np.zeros(L.STATS, np.float32)
+        params = self._params()
+        K = _GuardedUpdates(kit.optimizers, stats, params, snaps)
+        iterations0 = self.optimizer.iterations
+        nonfinite = None
+        refresh = time.perf_counter() + 1.0
+        for b, (plan, n) in enumerate(self._batches(data, batch_size, shuffle, True,
+                                                    steps_per_epoch)):
+            cb.on_train_batch_begin(b)
+            self._device_step(plan, stats, K)
+            show = bar is not None and time.perf_counter() >= refresh
+            if batch_logs_wanted or show:
+                L.read_stats(stats, host)
+                if host[L.BAD]:
+                    nonfinite = self._device_nonfinite(host, iterations0, params, snaps,
+                                                       guard, epoch)
+                    break
+                batch_logs = self._device_logs(host)
+                if batch_logs_wanted:
+                    cb.on_train_batch_end(b, batch_logs)
+                if show:
+                    bar.set_postfix(batch_logs, refresh=False)
+                    refresh = time.perf_counter() + 1.0
+            if bar is not None:
+                bar.update(1)
+            if self.stop_training:
+                break
+        if nonfinite is None:
+            L.read_stats(stats, host)
+            if host[L.BAD]:
+                nonfinite = self._device_nonfinite(host, iterations0, params, snaps, guard,
+                                                   epoch)
+        return (float(host[L.LOSS_SUM]) - float(host[L.LOSS_COMP]), int(host[L.CORRECT]),
+                int(host[L.SEEN]), nonfinite)
+
+    def _device_step(self, plan, stats, updates):
+        """One cuda training step on the batch in plan's buffers, queued on the device with
+        nothing read back: forward, the loss and its statistics into `stats`, backward,
+        and the guarded optimizer updates (`updates`, a _GuardedUpdates)."""
+        plan.forward()
+        plan.device_loss(stats)
+        plan.backward()
+        self.optimizer.apply(updates, plan.params, plan.grads)
+
+    def _device_logs(self, host):
+        from ..kernels.cuda import losses as L
+        seen = float(host[L.SEEN])
+        logs = {"loss": (float(host[L.LOSS_SUM]) - float(host[L.LOSS_COMP])) / seen}
+        for m in self.metrics:
+            logs[m] = int(host[L.CORRECT]) / seen
+        return logs
+
+    def _device_nonfinite(self, host, iterations0, params, snaps, guard, epoch):
+        """A non-finite loss found in the device accumulator: undo the host's count of the
+        updates the device skipped, restore the snapshot (the weights the last finite step
+        started from, saved by its guarded update) and tell the guard."""
+        from ..kernels.cuda import losses as L
+        b, loss = int(host[L.BAD_STEP]), float(host[L.BAD_LOSS])
+        self.optimizer.iterations = iterations0 + b
+        restored = snaps is not None
+        if restored:
+            for p, s in zip(params, snaps):
+                _copy(s, p)
+        guard.on_nonfinite_loss(epoch, b, loss, restored)
+        return (b, loss)
 
     def _require_compiled_or_build(self, x):
         if not self.compiled:

@@ -240,3 +240,108 @@ def blocks(n, per_block):
     """ceil(n / per_block), at least 1, uncapped: tile counts and the conv kernels' grids
     (blocks_for is the capped count of the grid-stride kernels)."""
     return max(1, -(-int(n) // int(per_block)))
+
+
+# -- pinned, double-buffered batch staging (fit's one copy in per step) -----------------
+
+_ALIGN = 256                  # each part of a packed batch starts 256-byte aligned
+
+
+def _make_upload_stream():
+    """A stream for batch uploads that does not wait for the legacy default stream, where
+    the kernels run (numba's cuda.stream() does: CU_STREAM_DEFAULT), so an upload can
+    overlap the previous batch's kernels; events order the two (BatchStager). Falls back
+    to cuda.stream() (ordered correctly, no overlap) under the simulator or when numba's
+    driver layer does not offer the flag."""
+    cuda = _cuda()
+    from numba.cuda import config
+    if not config.ENABLE_CUDASIM:
+        try:
+            from numba.cuda.cudadrv import driver as drv
+            flags = drv.binding.CUstream_flags.CU_STREAM_NON_BLOCKING.value
+            ctx = cuda.current_context()
+            handle = drv.driver.cuStreamCreate(flags)
+            return drv.Stream(handle, finalizer=drv._stream_finalizer(ctx.deallocations,
+                                                                      handle))
+        except Exception:     # a numba-cuda whose driver internals differ: blocking stream
+            pass
+    return cuda.stream()
+
+
+def upload_stream():
+    """This thread's batch-upload stream in the current context (one, made once)."""
+    return cached("upload_stream", _make_upload_stream)
+
+
+def _event(cuda):
+    """An event without timing (cheaper to record); the simulator's takes no arguments."""
+    from numba.cuda import config
+    return cuda.event() if config.ENABLE_CUDASIM else cuda.event(timing=False)
+
+
+class _Slot:
+    """One staging slot: a pinned host buffer and a device buffer of the same bytes, typed
+    views of each part, and the events that order its reuse."""
+
+    def __init__(self, cuda, total, parts):
+        self.host = cuda.pinned_array(total, np.uint8)
+        self.dev = cuda.device_array(total, np.uint8)
+        self.host_views = [self.host[o:o + nb].view(dt).reshape(shape)
+                           for o, nb, shape, dt in parts]
+        self.dev_views = [self.dev[o:o + nb].view(dt).reshape(shape)
+                          for o, nb, shape, dt in parts]
+        self.uploaded = _event(cuda)                # recorded on the upload stream
+        self.consumed = _event(cuda)                # recorded on the compute stream
+        self.in_flight = False                      # an upload out of host may be pending
+        self.used = False                           # kernels may still read dev
+
+
+class BatchStager:
+    """A plan's batch inputs (x, labels: `parts` = [(shape, dtype)]) packed into one
+    buffer, so a batch is one host->device copy: two slots of pinned host memory and
+    device memory, allocated once. A step writes the next slot's host views
+    (host_views()), then upload() queues that slot's copy on the upload stream and
+    returns its device views; the default stream (the kernels) waits for the copy by an
+    event, not the host. A slot is reused two batches later: its host buffer only after
+    its earlier copy has left it (host waits on that event, normally long done), its
+    device buffer only after the kernels that read it (the upload stream waits on an
+    event recorded after them), so batch k + 1 uploads while batch k computes."""
+
+    def __init__(self, parts):
+        cuda = _cuda()
+        layout, total = [], 0
+        for shape, dtype in parts:
+            shape = tuple(int(s) for s in shape)
+            nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            layout.append((total, nbytes, shape, np.dtype(dtype)))
+            total += -(-nbytes // _ALIGN) * _ALIGN
+        total = max(total, _ALIGN)
+        self.slots = [_Slot(cuda, total, layout) for _ in range(2)]
+        self.stream = upload_stream()
+        self.k = 0                                  # the slot the next batch goes to
+        self.current = None                         # the slot the last upload filled
+
+    def host_views(self):
+        """The next slot's host arrays, one per part, safe to overwrite now."""
+        slot = self.slots[self.k]
+        if slot.in_flight:
+            slot.uploaded.synchronize()
+            slot.in_flight = False
+        return slot.host_views
+
+    def upload(self):
+        """Queue the next slot's copy (asynchronous from pinned memory) and make later
+        kernels wait for it; returns the slot's device views, one per part."""
+        slot = self.slots[self.k]
+        if self.current is not None:                # the previous batch's kernels are
+            self.current.consumed.record(0)         # queued: mark where they end
+            self.current.used = True
+        if slot.used:
+            slot.consumed.wait(self.stream)         # its last reader has finished
+        slot.dev.copy_to_device(slot.host, stream=self.stream)
+        slot.uploaded.record(self.stream)
+        slot.in_flight = True
+        slot.uploaded.wait(0)                       # the kernels wait for the batch
+        self.current = slot
+        self.k = 1 - self.k
+        return slot.dev_views

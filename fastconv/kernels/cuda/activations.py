@@ -15,7 +15,7 @@ reference does.
 import math
 
 import numpy as np
-from numba import cuda, float32
+from numba import cuda, float32, uint32
 
 from .. import _validate
 from .._host import dropout_mask
@@ -78,6 +78,39 @@ def fill(a, value):
         a[i] = value
 
 
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+@cuda.jit(device=True)
+def _mix32(h):
+    """Chris Wellons' lowbias32 integer hash of the low 32 bits of the uint64 h (a
+    bijection on 32-bit values, avalanche bias ~0.17%), computed in uint64 and masked
+    so it means the same compiled and simulated (no 32-bit overflow semantics needed)."""
+    h = h & _M32
+    h = h ^ (h >> np.uint64(16))
+    h = (h * np.uint64(0x7FEB352D)) & _M32
+    h = h ^ (h >> np.uint64(15))
+    h = (h * np.uint64(0x846CA68B)) & _M32
+    return h ^ (h >> np.uint64(16))
+
+
+@cuda.jit
+def dropout_hash_fwd(x, mask, y, seed_lo, seed_hi, rate, scale):
+    """Inverted dropout with a counter-based mask: u_i = top 24 bits of
+    mix32(mix32(i ^ seed_lo) + seed_hi) / 2^24 in [0, 1); mask[i] = scale where
+    u_i >= rate, else 0; y[i] = x[i] * mask[i]. x, mask, y (n,), n < 2^32; overwrites
+    mask and y. The mask depends only on (seed, i): no generator state on the device,
+    the same for any grid, reproducible from the seed alone."""
+    lo = np.uint64(seed_lo)
+    hi = np.uint64(seed_hi)
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        h = _mix32((_mix32(np.uint64(i) ^ lo) + hi) & _M32)
+        u = np.float32(h >> np.uint64(8)) * np.float32(1.0 / 16777216.0)
+        m = scale if u >= rate else np.float32(0.0)
+        mask[i] = m
+        y[i] = x[i] * m
+
+
 @cuda.jit
 def softmax_fwd(x, y):
     """y[r] = exp(x[r] - max x[r]) / sum, per row r of x, y (N, K); a block per row."""
@@ -121,6 +154,8 @@ KERNELS = [
     KernelSpec("sigmoid_bwd", sigmoid_bwd, (_F1, _F1, _F1), _launch.ELEMENTWISE),
     KernelSpec("multiply", multiply, (_F1, _F1, _F1), _launch.ELEMENTWISE),
     KernelSpec("fill", fill, (_F1, float32), _launch.ELEMENTWISE),
+    KernelSpec("dropout_hash_fwd", dropout_hash_fwd,
+               (_F1, _F1, _F1, uint32, uint32, float32, float32), _launch.ELEMENTWISE),
     KernelSpec("softmax_fwd", softmax_fwd, (_F2, _F2), _launch.ROW),
     KernelSpec("softmax_bwd", softmax_bwd, (_F2, _F2, _F2), _launch.ROW),
 ]
@@ -233,6 +268,49 @@ def dropout_forward(x, rate, rng, out=None):
     mask.copy_to_device(mask_host)
     if x.size:
         _elementwise(multiply, x.size, x, mask, y)
+    return finish(y, host_y), finish(mask, host_mask)
+
+
+def dropout_mask_ref(shape, rate, seed):
+    """NumPy twin of dropout_hash_fwd's mask for `seed` (a 64-bit int): float32 of
+    `shape`, 1 / (1 - rate) where kept, else 0 (what the tests check the kernel against)."""
+    n = int(np.prod(shape))
+    m32 = np.uint64(0xFFFFFFFF)
+
+    def mix(h):
+        h = h & m32
+        h ^= h >> np.uint64(16)
+        h = (h * np.uint64(0x7FEB352D)) & m32
+        h ^= h >> np.uint64(15)
+        h = (h * np.uint64(0x846CA68B)) & m32
+        return h ^ (h >> np.uint64(16))
+
+    lo, hi = np.uint64(seed & 0xFFFFFFFF), np.uint64((seed >> 32) & 0xFFFFFFFF)
+    h = mix((mix(np.arange(n, dtype=np.uint64) ^ lo) + hi) & m32)
+    u = (h >> np.uint64(8)).astype(np.float32) * np.float32(1.0 / 16777216.0)
+    scale = np.float32(1.0 / (1.0 - rate))
+    return np.where(u >= np.float32(rate), scale, np.float32(0.0)).astype(np.float32).reshape(shape)
+
+
+def dropout_forward_seeded(x, rate, seed, out):
+    """Inverted dropout with the mask drawn on the device from `seed` (an int in
+    [0, 2**64)): writes out = (y, mask) (device buffers of x's shape, or None for new
+    ones), y = x * mask, mask 1 / (1 - rate) where kept. The model layer's cuda steps use it (no host draw, no upload); the masks
+    are not those of the cpu/reference backends' generator (dropout_forward), only
+    reproducible from the same seed. Returns (y, mask)."""
+    op = "dropout_forward"
+    check_float32(op, "x", x)
+    rate = _validate.check_rate(op, rate)
+    out_y, out_mask = _validate.out_tuple(op, out, 2)
+    (y, host_y), (mask, host_mask) = out_buffers(
+        op, ("out[0]", out_y, x.shape, np.float32), ("out[1]", out_mask, x.shape, np.float32))
+    if x.size:
+        seed = int(seed)
+        threads = _launch.ELEMENTWISE
+        dropout_hash_fwd[blocks_for(x.size, threads, _launch.MAX_BLOCKS), threads](
+            flat(x), flat(mask), flat(y), np.uint32(seed & 0xFFFFFFFF),
+            np.uint32((seed >> 32) & 0xFFFFFFFF), np.float32(rate),
+            np.float32(1.0 / (1.0 - rate)))
     return finish(y, host_y), finish(mask, host_mask)
 
 

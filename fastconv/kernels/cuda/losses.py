@@ -90,6 +90,87 @@ def softmax_ce_fwd_bwd(labels, z, dz, result):
         result[1] = nbad
 
 
+# The step statistics a fit epoch accumulates on the device (float32 (STATS,)), read
+# by the host once per epoch (or per progress refresh) instead of once per step. The
+# loss sum is compensated (Kahan: LOSS_SUM + LOSS_COMP carry ~48 bits, like the host's
+# float64 sum for any epoch length); the counts are exact below 2^24 samples an epoch.
+# float32 because the kernels keep float64 out of the PTX (tests/test_cuda_ptx.py).
+LOSS_SUM, LOSS_COMP, CORRECT, SEEN, STEPS, BAD, BAD_STEP, BAD_LOSS = range(8)
+STATS = 8
+
+
+@cuda.jit(device=True)
+def _add_step(stats, loss, correct, n):
+    """Thread 0 of the stats kernels: fold one step's mean loss and correct count into
+    stats, unless an earlier step was non-finite (stats[BAD] != 0: that step ends the
+    epoch on the host's side, later steps are not counted and their updates are skipped,
+    kernels/cuda/optimizers.py). A non-finite loss is counted (loss and samples, as the
+    host loop does) and sets BAD, BAD_STEP (the step's index among the counted ones) and
+    BAD_LOSS; its correct count is not."""
+    if stats[BAD] != np.float32(0.0):
+        return
+    term = loss * n - stats[LOSS_COMP]              # Kahan summation of loss * n
+    total = stats[LOSS_SUM] + term
+    stats[LOSS_COMP] = (total - stats[LOSS_SUM]) - term
+    stats[LOSS_SUM] = total
+    stats[SEEN] += n
+    if math.isfinite(loss):
+        stats[CORRECT] += correct
+    else:
+        stats[BAD] = np.float32(1.0)
+        stats[BAD_STEP] = stats[STEPS]
+        stats[BAD_LOSS] = loss
+    stats[STEPS] += np.float32(1.0)
+
+
+@cuda.jit
+def binary_step_stats(y, z, result, stats):
+    """After bce_fwd_bwd: result[0] is the step's mean loss; counts the rows where
+    (z > 0) == (y > 0.5) (Keras binary accuracy of sigmoid(z) at 0.5) and folds both into
+    stats (_add_step). y, z (N,) float32; stats float32 (STATS,), accumulated. One block."""
+    sh = cuda.shared.array(REDUCE_MAX, float32)
+    t = cuda.threadIdx.x
+    n = z.size
+    hits = np.float32(0.0)
+    for i in range(t, n, cuda.blockDim.x):
+        if (z[i] > np.float32(0.0)) == (y[i] > np.float32(0.5)):
+            hits += np.float32(1.0)
+    total = block_sum(sh, hits)             # exact: counts < 2^24
+    if t == 0:
+        _add_step(stats, result[0], total, np.float32(n))
+
+
+@cuda.jit
+def sparse_step_stats(labels, z, result, stats):
+    """After softmax_ce_fwd_bwd: counts the rows of z (N, K) whose first maximum is at
+    labels[r] (np.argmax's tie rule) and folds them and result[0] into stats
+    (_add_step). labels (N,) int; stats float32 (STATS,), accumulated. One block."""
+    sh = cuda.shared.array(REDUCE_MAX, float32)
+    t = cuda.threadIdx.x
+    n = z.shape[0]
+    k = z.shape[1]
+    hits = np.float32(0.0)
+    for r in range(t, n, cuda.blockDim.x):
+        best = 0
+        m = z[r, 0]
+        for j in range(1, k):
+            if z[r, j] > m:
+                m = z[r, j]
+                best = j
+        if best == labels[r]:
+            hits += np.float32(1.0)
+    total = block_sum(sh, hits)
+    if t == 0:
+        _add_step(stats, result[0], total, np.float32(n))
+
+
+@cuda.jit
+def stats_reset(stats):
+    """stats[:] = 0 (the start of an epoch). One block."""
+    for i in range(cuda.threadIdx.x, stats.size, cuda.blockDim.x):
+        stats[i] = np.float32(0.0)
+
+
 KERNELS = [
     KernelSpec("bce_fwd_bwd", bce_fwd_bwd, (_F1, _F1, _F1, _F1), _launch.REDUCE),
     KernelSpec("softmax_ce_fwd_bwd", softmax_ce_fwd_bwd,
@@ -97,6 +178,10 @@ KERNELS = [
     # device labels made from NumPy's default integers (to_device of an int64 array)
     KernelSpec("softmax_ce_fwd_bwd[int64 labels]", softmax_ce_fwd_bwd,
                (int64[::1], float32[:, ::1], float32[:, ::1], _F1), _launch.REDUCE),
+    KernelSpec("binary_step_stats", binary_step_stats, (_F1, _F1, _F1, _F1), _launch.REDUCE),
+    KernelSpec("sparse_step_stats", sparse_step_stats,
+               (int32[::1], float32[:, ::1], _F1, _F1), _launch.REDUCE),
+    KernelSpec("stats_reset", stats_reset, (_F1,), 32),
 ]
 
 
@@ -168,3 +253,41 @@ def softmax_crossentropy(y_true_int, logits, out=None):
         raise ValueError(f"{op}: class index out of range [0, {z.shape[1]}): "
                          f"{int(result_host[1])} of {z.shape[0]} labels")
     return float(result_host[0]), finish(dz, host)
+
+
+# -- the model layer's device-side step (no host read per step) ---------------------------
+
+def step_stats_buffer():
+    """This thread's float32 (STATS,) device accumulator of fit's step statistics, in the
+    current CUDA context (allocated once, _mem.cached). Every plan of the thread shares it:
+    an epoch's batches of different sizes add to one sum."""
+    return cached("step_stats", cuda.device_array, (STATS,), np.float32)
+
+
+def reset_stats(stats):
+    """Zero the accumulator on the device (no copy)."""
+    stats_reset[1, 32](stats)
+
+
+def loss_and_stats(kind, labels, logits, dlogits, stats):
+    """Launch the loss (writing dlogits (N, K) and the step's mean loss into this
+    thread's scratch) and fold the loss and the correct count into `stats`, all on the
+    device: nothing is copied. kind: 'binary' (labels float32 (N, 1) like logits) or
+    'sparse' (int32 (N,) class indices, already checked in range by the model layer).
+    The model layer has checked the shapes and dtypes once, when it planned."""
+    result, _ = _scratch()
+    threads = _reduce_threads()
+    if kind == "binary":
+        y, z = flat(labels), flat(logits)
+        bce_fwd_bwd[1, threads](y, z, flat(dlogits), result)
+        binary_step_stats[1, threads](y, z, result, stats)
+    else:
+        softmax_ce_fwd_bwd[1, threads](labels, logits, dlogits, result)
+        sparse_step_stats[1, threads](labels, logits, result, stats)
+
+
+def read_stats(stats, host):
+    """Copy the accumulator into the host float32 (STATS,) array `host` (the one
+    device->host copy of an epoch, or of a progress refresh); returns host."""
+    stats.copy_to_host(host)
+    return host

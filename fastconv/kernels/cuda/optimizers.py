@@ -21,6 +21,7 @@ from .. import _validate
 from . import _launch
 from ._mem import blocks_for, checkable, device_in, flat, is_device_array
 from ._spec import KernelSpec
+from .losses import BAD as _BAD         # the step accumulator's non-finite flag
 
 _F1 = float32[::1]
 
@@ -67,24 +68,124 @@ def adam(p, g, m, vel, alpha, one_minus_beta1, one_minus_beta2, eps):
         p[i] = p[i] - alpha * mi / (math.sqrt(vi) + eps)
 
 
+# Guarded variants for fit's device-side step: `stats` is the step accumulator of
+# kernels/cuda/losses.py; a non-zero stats[BAD] (this or an earlier step of the epoch had
+# a non-finite loss) skips the update on the device. With save != 0 each thread first
+# writes the parameter's old value into snap (the weights the last finite-loss step
+# started from, which fit restores on a NaN loss), fused into the pass that reads p
+# anyway: no separate parameter copy per step. save == 0: snap is not touched (p may be
+# passed). All arrays (n,).
+
+@cuda.jit(device=True)
+def _skip(stats):
+    return stats[_BAD] != np.float32(0.0)
+
+
+@cuda.jit
+def sgd_plain_guarded(p, g, lr, stats, snap, save):
+    if _skip(stats):
+        return
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        pi = p[i]
+        if save != 0:
+            snap[i] = pi
+        p[i] = pi - lr * g[i]
+
+
+@cuda.jit
+def sgd_momentum_guarded(p, g, vel, lr, momentum, nesterov, stats, snap, save):
+    if _skip(stats):
+        return
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        pi = p[i]
+        if save != 0:
+            snap[i] = pi
+        step = lr * g[i]
+        vi = momentum * vel[i] - step
+        vel[i] = vi
+        if nesterov != 0:
+            p[i] = pi + (momentum * vi - step)
+        else:
+            p[i] = pi + vi
+
+
+@cuda.jit
+def rmsprop_guarded(p, g, ms, lr, rho, one_minus_rho, eps, stats, snap, save):
+    if _skip(stats):
+        return
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        pi = p[i]
+        if save != 0:
+            snap[i] = pi
+        gi = g[i]
+        s = rho * ms[i] + one_minus_rho * gi * gi
+        ms[i] = s
+        p[i] = pi - lr * gi / math.sqrt(s + eps)
+
+
+@cuda.jit
+def adam_guarded(p, g, m, vel, alpha, one_minus_beta1, one_minus_beta2, eps, stats, snap,
+                 save):
+    if _skip(stats):
+        return
+    for i in range(cuda.grid(1), p.size, cuda.gridsize(1)):
+        pi = p[i]
+        if save != 0:
+            snap[i] = pi
+        gi = g[i]
+        mi = m[i] + (gi - m[i]) * one_minus_beta1
+        vi = vel[i] + (gi * gi - vel[i]) * one_minus_beta2
+        m[i] = mi
+        vel[i] = vi
+        p[i] = pi - alpha * mi / (math.sqrt(vi) + eps)
+
+
+_GUARD = (_F1, _F1, int32)
+
 KERNELS = [
     KernelSpec("sgd_plain", sgd_plain, (_F1, _F1, float32), _launch.ELEMENTWISE),
     KernelSpec("sgd_momentum", sgd_momentum, (_F1, _F1, _F1, float32, float32, int32),
                _launch.ELEMENTWISE),
     KernelSpec("rmsprop", rmsprop, (_F1, _F1, _F1) + (float32,) * 4, _launch.ELEMENTWISE),
     KernelSpec("adam", adam, (_F1,) * 4 + (float32,) * 4, _launch.ELEMENTWISE),
+    KernelSpec("sgd_plain_guarded", sgd_plain_guarded, (_F1, _F1, float32) + _GUARD,
+               _launch.ELEMENTWISE),
+    KernelSpec("sgd_momentum_guarded", sgd_momentum_guarded,
+               (_F1, _F1, _F1, float32, float32, int32) + _GUARD, _launch.ELEMENTWISE),
+    KernelSpec("rmsprop_guarded", rmsprop_guarded, (_F1, _F1, _F1) + (float32,) * 4 + _GUARD,
+               _launch.ELEMENTWISE),
+    KernelSpec("adam_guarded", adam_guarded, (_F1,) * 4 + (float32,) * 4 + _GUARD,
+               _launch.ELEMENTWISE),
 ]
 
+_GUARDED = {sgd_plain: sgd_plain_guarded, sgd_momentum: sgd_momentum_guarded,
+            rmsprop: rmsprop_guarded, adam: adam_guarded}
 
-def _run(op, kernel, names_arrays, scalars):
+
+def _run(op, kernel, names_arrays, scalars, guard=None):
     """Launch `kernel` over the arrays (device ones in place; host ones via a device copy
-    written back afterwards) followed by the float32/int32 scalars."""
+    written back afterwards) followed by the float32/int32 scalars. guard (fit's device
+    step): (stats, snap or None), device arrays; launches the guarded variant, which
+    skips the update when stats says the step's loss was not finite and first saves p
+    into snap when one is given (snap: p's shape, float32, C-contiguous)."""
     pairs = [(name, a, device_in(op, name, a)) for name, a in names_arrays]
     n = pairs[0][2].size
+    extra = ()
+    if guard is not None:
+        stats, snap = guard
+        if not is_device_array(pairs[0][1]):
+            raise TypeError(f"{op}: a guarded update needs device arrays")
+        save = snap is not None
+        if save and (tuple(snap.shape) != tuple(pairs[0][2].shape) or
+                     snap.dtype != np.float32 or not snap.is_c_contiguous()):
+            raise ValueError(f"{op}: the snapshot buffer must be p's shape, float32, "
+                             f"C-contiguous")
+        extra = (stats, flat(snap if save else pairs[0][2]), np.int32(save))
+        kernel = _GUARDED[kernel]
     if n:
         threads = _launch.ELEMENTWISE
         kernel[blocks_for(n, threads, _launch.MAX_BLOCKS), threads](
-            *(flat(d) for _, _, d in pairs), *scalars)
+            *(flat(d) for _, _, d in pairs), *scalars, *extra)
     for name, a, d in pairs:
         if name != "g" and not is_device_array(a):   # g is read, never written
             d.copy_to_host(a)
@@ -97,38 +198,40 @@ def _check_state(op, p, g, *state):
         raise TypeError(f"{op}: p must be float32, got {p.dtype}")
 
 
-def sgd_update(p, g, v_, lr, momentum=0.0, nesterov=False):
+def sgd_update(p, g, v_, lr, momentum=0.0, nesterov=False, guard=None):
     """Keras SGD, in place. With momentum m (the velocity v_, may be None when m == 0):
     v_ = m * v_ - lr * g;  p += m * v_ - lr * g (nesterov)  or  p += v_.
-    Without momentum: p -= lr * g. Returns None.
+    Without momentum: p -= lr * g. Returns None. guard: see _run (fit's device step).
     """
     op = "sgd_update"
     lr, momentum = _validate.sgd_args(op, p, g, v_, lr, momentum, check=_check_state)
     if momentum == 0:
-        _run(op, sgd_plain, (("p", p), ("g", g)), (np.float32(lr),))
+        _run(op, sgd_plain, (("p", p), ("g", g)), (np.float32(lr),), guard)
         return
     _run(op, sgd_momentum, (("p", p), ("g", g), ("v", v_)),
-         (np.float32(lr), np.float32(momentum), np.int32(bool(nesterov))))
+         (np.float32(lr), np.float32(momentum), np.int32(bool(nesterov))), guard)
 
 
-def rmsprop_update(p, g, ms, lr, rho=0.9, eps=1e-7):
+def rmsprop_update(p, g, ms, lr, rho=0.9, eps=1e-7, guard=None):
     """Keras RMSprop (no momentum, not centered), in place:
     ms = rho * ms + (1 - rho) * g^2;  p -= lr * g / sqrt(ms + eps). Returns None.
+    guard: see _run (fit's device step).
     """
     op = "rmsprop_update"
     lr, rho, eps = _validate.rmsprop_args(op, p, g, ms, lr, rho, eps, check=_check_state)
     _run(op, rmsprop, (("p", p), ("g", g), ("ms", ms)),
-         (np.float32(lr), np.float32(rho), np.float32(1.0 - rho), np.float32(eps)))
+         (np.float32(lr), np.float32(rho), np.float32(1.0 - rho), np.float32(eps)), guard)
 
 
-def adam_update(p, g, m, v_, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
+def adam_update(p, g, m, v_, t, lr, beta1=0.9, beta2=0.999, eps=1e-7, guard=None):
     """Keras Adam, in place, step t = 1 for the first update (epsilon-hat placement):
     a = lr * sqrt(1 - beta2^t) / (1 - beta1^t)
     m += (g - m) * (1 - beta1);  v_ += (g^2 - v_) * (1 - beta2)
-    p -= a * m / (sqrt(v_) + eps). Returns None.
+    p -= a * m / (sqrt(v_) + eps). Returns None. guard: see _run (fit's device step).
     """
     op = "adam_update"
     lr = _validate.adam_args(op, p, g, m, v_, t, lr, check=_check_state)
     alpha = lr * np.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
     _run(op, adam, (("p", p), ("g", g), ("m", m), ("v", v_)),
-         (np.float32(alpha), np.float32(1.0 - beta1), np.float32(1.0 - beta2), np.float32(eps)))
+         (np.float32(alpha), np.float32(1.0 - beta1), np.float32(1.0 - beta2), np.float32(eps)),
+         guard)
