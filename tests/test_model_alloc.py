@@ -10,8 +10,9 @@ under tracemalloc (Numba's own runtime allocator is not traced).
 
 On cuda the step measured is the one fit really runs there (Trainer._device_step: the
 loss and accuracy accumulated on the device, guarded updates, no host read), with the
-batch staged through the plan's pinned buffers. Without a GPU it runs under the CUDA
-simulator in a subprocess, on a smaller model and batch (the simulator runs every
+batch staged through the plan's pinned buffers. Without a GPU, and with FASTCONV_SLOW_SIM=1
+(it takes 10-20 minutes), it runs under the CUDA simulator in a subprocess, on a smaller
+model and batch (the simulator runs every
 thread in Python): there the device arrays are NumPy arrays, so "NumPy buffers net 0"
 also shows that no device buffer is allocated and kept; the per-step peak is not
 checked there (the simulator's own per-launch objects, thread frames and argument
@@ -174,9 +175,10 @@ def test_steady_state_training_step_allocates_no_buffers(device):
         try:
             model.to(device)
         except kernels.BackendUnavailable as exc:
-            if device == "cuda":
+            if device == "cuda" and os.environ.get("FASTCONV_SLOW_SIM") == "1":
                 return _cuda_under_the_simulator()
-            pytest.skip(f"backend {device!r} unavailable: {exc}")
+            hint = " (FASTCONV_SLOW_SIM=1 runs it under the simulator)" if device == "cuda" else ""
+            pytest.skip(f"backend {device!r} unavailable: {exc}{hint}")
     tracemalloc.start()
     try:
         peaks, nets, numpy_net = _measure(model, x, y, batch_size=64)
@@ -226,7 +228,10 @@ SIM_SCRIPT = textwrap.dedent("""
 
 
 def _cuda_under_the_simulator():
-    """The cuda case without a GPU: the same measurement in a simulator subprocess."""
+    """The cuda case without a GPU: the same measurement in a simulator subprocess. Opt-in
+    (FASTCONV_SLOW_SIM=1): tracemalloc over the simulator's Python thread per CUDA thread
+    takes 10-20 minutes on 2 cores, too long for every CI run; tests/test_cuda_step.py
+    counts the same step's device allocations and copies under the simulator in CI."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
     proc = subprocess.run([sys.executable, "-c", SIM_SCRIPT.format(root=root)], env=env,
