@@ -291,6 +291,34 @@ def _device_checks(C, R):
         if C.empty((4,), np.int32).dtype != np.int32:
             return "empty ignores dtype"
 
+    @check("the training step's own kernels launch with their declared signatures")
+    def _():
+        # The device-side step (seeded dropout, the loss/accuracy accumulator, the guarded
+        # updates): their values are checked against NumPy in tests/test_cuda_step.py; here
+        # each is launched once so the recorder types its arguments.
+        from fastconv.kernels.cuda import activations as A, losses as L, optimizers as O
+        x = _f32(rng.standard_normal((3, 5)))
+        y, mask = A.dropout_forward_seeded(cuda.to_device(x), 0.5, 7,
+                                           out=(cuda.device_array((3, 5), np.float32),
+                                                cuda.device_array((3, 5), np.float32)))
+        if not np.array_equal(mask.copy_to_host(), A.dropout_mask_ref((3, 5), 0.5, 7)):
+            return "seeded dropout mask differs from dropout_mask_ref"
+        stats = cuda.to_device(np.zeros(L.STATS, np.float32))
+        L.reset_stats(stats)
+        z = _f32(rng.standard_normal((4, 1)))
+        L.loss_and_stats("binary", cuda.to_device(_f32(rng.random((4, 1)) > 0.5)),
+                         cuda.to_device(z), cuda.device_array((4, 1), np.float32), stats)
+        z3 = _f32(rng.standard_normal((4, 3)))
+        L.loss_and_stats("sparse", cuda.to_device(rng.integers(0, 3, 4).astype(np.int32)),
+                         cuda.to_device(z3), cuda.device_array((4, 3), np.float32), stats)
+        p, g, s1, s2, snap = (cuda.to_device(_f32(np.abs(rng.standard_normal(9))))
+                              for _ in range(5))
+        guard = (stats, snap)
+        O.sgd_update(p, g, None, 0.1, guard=guard)
+        O.sgd_update(p, g, s1, 0.1, 0.9, True, guard=guard)
+        O.rmsprop_update(p, g, s1, 0.01, guard=guard)
+        O.adam_update(p, g, s1, s2, 3, 0.01, guard=guard)
+
     return checks
 
 
@@ -385,6 +413,7 @@ def test_every_declared_kernel_is_launched(sim):
     "a float64 device array gets the reference's dtype message",
     "a wrong-shaped out= device buffer gets the reference's message",
     "optimizer updates host arrays in place too",
+    "the training step's own kernels launch with their declared signatures",
     "device argmax outside [0, H*W) is skipped, not written",
     "memory helpers: to_device copies, zeros, to_host of tuples and lists",
 ])
