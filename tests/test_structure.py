@@ -93,4 +93,4 @@ def test_the_package_root_holds_only_shared_modules():
     root = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(root) <= 13, root
     assert sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()) == \
-        ["cli", "data", "kernels", "layers", "models", "testing"]
+        ["cli", "data", "kernels", "layers", "models", "optimizers", "testing"]

@@ -15,8 +15,8 @@ import math
 
 import numpy as np
 
-from ._args import is_number
-from ._memory import to_numpy, upload
+from .._args import is_number
+from .._memory import to_numpy, upload
 
 
 def _number(cls, arg, value, low=0.0, high=None, open_low=False):
