@@ -32,7 +32,7 @@ def _rows():
 
 
 ROWS = _rows()
-OPS = kernels.CONTRACT + kernels.FUSED
+OPS = kernels.CONTRACT + kernels.FUSED + kernels.MERGE
 
 
 def test_every_contract_op_has_one_row_and_no_row_is_stale():
@@ -42,6 +42,8 @@ def test_every_contract_op_has_one_row_and_no_row_is_stale():
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("backend", kernels.BACKENDS)
 def test_the_ops_file_defines_it_in_every_backend(op, backend):
+    if op in kernels.MERGE and backend == "cuda":
+        pytest.skip("the merge ops are not on cuda yet (kernels.MERGE)")
     path = KERNELS / backend / ROWS[op][0]
     assert path.is_file(), f"docs/map.md: {op} in {path.relative_to(ROOT)}, which does not exist"
     assert re.search(rf"^def {op}\(", path.read_text(), re.M), \

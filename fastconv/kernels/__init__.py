@@ -6,7 +6,8 @@
 
 CONTRACT lists the ops every backend exports, with the reference's meaning
 (see fastconv/kernels/reference and docs/contract.md); FUSED_KINDS the fused
-layer ops a backend may add, and fuses(backend, kind) whether it did.
+layer ops a backend may add, and fuses(backend, kind) whether it did; MERGE the
+merge ops (add, concat) that the reference and cpu backends export.
 """
 import importlib
 
@@ -32,6 +33,11 @@ FUSED_KINDS = {
     "conv2d_relu_maxpool": ("conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward"),
 }
 FUSED = tuple(name for names in FUSED_KINDS.values() for name in names)
+
+# The merge ops of the Functional API (Keras Add, Concatenate): optional while the
+# cuda backend lacks them, so kernels.get() does not ask for them; the op table
+# tests them on every backend that exports them. Join CONTRACT once all three do.
+MERGE = ("add_forward", "accumulate_grad", "concat_forward", "concat_backward")
 
 BACKENDS = ("reference", "cpu", "cuda")
 

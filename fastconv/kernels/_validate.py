@@ -378,3 +378,46 @@ def deliver(op, result, out):
 def _copy_into(op, name, result, buf):
     check_out(op, name, buf, result.shape, result.dtype)
     buf[...] = result
+
+
+def check_merge_inputs(op, xs, same="shape"):
+    """Validate the inputs of a merge op (add_forward, concat_forward): a list or
+    tuple of >= 2 float32 arrays of one dtype. same='shape': all of xs[0]'s shape
+    (add); same='leading': rank 2 (N, C) or 4 (NHWC), all axes but the last
+    (channel) one equal (concat). Returns xs as a tuple."""
+    if not isinstance(xs, (list, tuple)):
+        raise TypeError(f"{op}: xs must be a list or tuple of arrays, got {type(xs).__name__}")
+    if len(xs) < 2:
+        raise ValueError(f"{op}: xs must hold at least 2 arrays, got {len(xs)}")
+    ndim = (2, 4) if same == "leading" else None
+    for k, x in enumerate(xs):
+        check_float_array(op, f"xs[{k}]", x, ndim)
+        if x.dtype != xs[0].dtype:
+            raise TypeError(f"{op}: xs[{k}] must have xs[0]'s dtype {xs[0].dtype}, got {x.dtype}")
+        if same == "shape" and x.shape != xs[0].shape:
+            raise ValueError(
+                f"{op}: xs[{k}] must have the shape of xs[0] {xs[0].shape}, got {x.shape}")
+        if same == "leading" and x.shape[:-1] != xs[0].shape[:-1]:
+            raise ValueError(
+                f"{op}: xs[{k}] {x.shape} must match xs[0] {xs[0].shape} in every axis but "
+                f"the last (channels)")
+    return tuple(xs)
+
+
+def check_concat_split(op, dy, channels):
+    """Validate concat_backward's operands: dy (N, C) or NHWC float32, channels a
+    list or tuple of >= 2 ints >= 1 summing to dy's last axis. Returns channels
+    as a tuple of ints."""
+    check_float_array(op, "dy", dy, (2, 4))
+    if (not isinstance(channels, (list, tuple)) or not all(is_int(c) for c in channels)):
+        raise TypeError(f"{op}: channels must be a list or tuple of ints, got {channels!r}")
+    channels = tuple(int(c) for c in channels)
+    if len(channels) < 2:
+        raise ValueError(f"{op}: channels must hold at least 2 counts, got {len(channels)}")
+    if min(channels) < 1:
+        raise ValueError(f"{op}: channels must be >= 1 each, got {channels}")
+    if sum(channels) != dy.shape[-1]:
+        raise ValueError(
+            f"{op}: channels {channels} sum to {sum(channels)} but dy {dy.shape} has "
+            f"{dy.shape[-1]} channels")
+    return channels

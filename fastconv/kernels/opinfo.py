@@ -19,7 +19,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from . import CONTRACT, FUSED
+from . import CONTRACT, FUSED, MERGE
 
 F32 = np.float32
 F64 = np.float64
@@ -166,6 +166,24 @@ def samples(shapes="quick", seed=0):
                      f"{label} momentum nesterov={nesterov}")
     yield Sample("rmsprop_update", (p, g, s1), dict(lr=1e-3, rho=0.9, eps=1e-7), label)
     yield Sample("adam_update", (p, g, s1, s2), dict(t=3, lr=1e-3), label)
+    yield from _merge_samples(rng, shapes)
+
+
+def _merge_samples(rng, shapes):
+    """add / concat / accumulate_grad at (N, C) and NHWC, batch 1, odd channel counts
+    ('seed': two branches of the seed model's second conv output)."""
+    configs = ((((8, 47, 47), (32, 32)),) if shapes == "seed" else
+               (((1, 5, 3), (3, 5)), ((3, 7, 6), (1, 7, 2)), ((4,), (5, 3)), ((1,), (1, 1, 9))))
+    for lead, chans in configs:
+        xs = [_f32(rng.standard_normal(lead + (c,))) for c in chans]
+        label = f"{len(xs)} x {[x.shape for x in xs]}"
+        yield Sample("concat_forward", (xs,), {}, label)
+        dy = _f32(rng.standard_normal(lead + (sum(chans),)))
+        yield Sample("concat_backward", (dy, chans), {}, label)
+        same = [_f32(rng.standard_normal(lead + (chans[-1],))) for _ in chans]
+        label = f"{len(same)} x {same[0].shape}"
+        yield Sample("add_forward", (same,), {}, label)
+        yield Sample("accumulate_grad", (same[0], same[1]), {}, label)
 
 
 def _z(*shape, dtype=F32):
@@ -409,6 +427,51 @@ def error_inputs():
          ValueError, "adam_update: t must be an int >= 1 (the step number), got 0"),
         ("adam_update", (z(3), z(3), z(3), z(2)), dict(t=1, lr=0.1), "v of another shape",
          ValueError, "adam_update: v must have the shape of p (3,), got (2,)"),
+        # merge ops
+        ("add_forward", ([z(2, 3)],), {}, "one input",
+         ValueError, "add_forward: xs must hold at least 2 arrays, got 1"),
+        ("add_forward", (z(2, 3),), {}, "xs an array",
+         TypeError, "add_forward: xs must be a list or tuple of arrays, got ndarray"),
+        ("add_forward", ([z(2, 3), z(2, 4)],), {}, "shape mismatch",
+         ValueError, "add_forward: xs[1] must have the shape of xs[0] (2, 3), got (2, 4)"),
+        ("add_forward", ([z(2, 3), z(2, 3, dtype=np.float64)],), {}, "xs[1] float64",
+         TypeError, "add_forward: xs[1] must be float32, got float64"),
+        ("add_forward", ([z(2, 3), z(2, 3)],), dict(out=z(2, 4)), "out of the wrong shape",
+         ValueError, "add_forward: out must be float32 of shape (2, 3), got float32 of shape "
+                     "(2, 4)"),
+        ("concat_forward", ((z(1, 2, 2, 3),),), {}, "one input",
+         ValueError, "concat_forward: xs must hold at least 2 arrays, got 1"),
+        ("concat_forward", ([z(1, 2, 2, 3), z(1, 2, 3, 3)],), {}, "shape mismatch",
+         ValueError, "concat_forward: xs[1] (1, 2, 3, 3) must match xs[0] (1, 2, 2, 3) in "
+                     "every axis but the last (channels)"),
+        ("concat_forward", ([z(1, 2, 2, 3), z(1, 2, 3)],), {}, "xs[1] of rank 3",
+         ValueError, "concat_forward: xs[1] must have rank 2 or 4, got rank 3 (shape (1, 2, 3))"),
+        ("concat_forward", ([z(2, 3, dtype=np.float64), z(2, 3)],), {}, "xs[0] float64",
+         TypeError, "concat_forward: xs[0] must be float32, got float64"),
+        ("concat_forward", ([z(2, 3), z(2, 2)],), dict(out=z(2, 6)), "out of the wrong shape",
+         ValueError, "concat_forward: out must be float32 of shape (2, 5), got float32 of shape "
+                     "(2, 6)"),
+        ("concat_backward", (z(2, 5), (2, 2)), {}, "channels not summing to C",
+         ValueError, "concat_backward: channels (2, 2) sum to 4 but dy (2, 5) has 5 channels"),
+        ("concat_backward", (z(2, 5), (5,)), {}, "one part",
+         ValueError, "concat_backward: channels must hold at least 2 counts, got 1"),
+        ("concat_backward", (z(2, 5), (5, 0)), {}, "a zero count",
+         ValueError, "concat_backward: channels must be >= 1 each, got (5, 0)"),
+        ("concat_backward", (z(2, 5), 5), {}, "channels an int",
+         TypeError, "concat_backward: channels must be a list or tuple of ints, got 5"),
+        ("concat_backward", (z(2, 5, dtype=np.float64), (2, 3)), {}, "dy float64",
+         TypeError, "concat_backward: dy must be float32, got float64"),
+        ("concat_backward", (z(2, 5), (2, 3)), dict(out=(z(2, 2),)), "out of 1",
+         TypeError, "concat_backward: out must be a tuple of 2 (arrays or None), got tuple"),
+        ("concat_backward", (z(2, 5), (2, 3)), dict(out=(None, z(2, 2))), "out[1] wrong shape",
+         ValueError, "concat_backward: out[1] must be float32 of shape (2, 3), got float32 of "
+                     "shape (2, 2)"),
+        ("accumulate_grad", (z(2, 3), z(3, 2)), {}, "shape mismatch",
+         ValueError, "accumulate_grad: src must have the shape of dst (2, 3), got (3, 2)"),
+        ("accumulate_grad", (z(2, 3), z(2, 3, dtype=np.float64)), {}, "src float64",
+         TypeError, "accumulate_grad: src must be float32, got float64"),
+        ("accumulate_grad", (z(2, 3), [[0.0]]), {}, "src a list",
+         TypeError, "accumulate_grad: src must be a numpy.ndarray, got list"),
     ]
     for op, args, kwargs, label, error, message in cases:
         yield ErrorInput(Sample(op, args, kwargs, label), error, message)
@@ -581,13 +644,28 @@ def gradient_samples():
         _bce_grad((6, 1)),
         _bce_grad((5,)),
         _softmax_ce_grad(5, 4),
+        _concat_grad((2, 3, 2), (3, 1, 4)),
+        _concat_grad((3,), (2, 5)),
     ]
+
+
+def _concat_grad(lead, channels):
+    """concat_backward as the gradient of concat_forward (add's is the identity)."""
+    from . import reference as R
+
+    def build(rng):
+        xs = [rng.standard_normal(lead + (c,)) for c in channels]
+        r = rng.standard_normal(lead + (sum(channels),))
+        dxs = R.concat_backward(r, channels)
+        loss = lambda: float(np.sum(R.concat_forward(xs) * r))  # noqa: E731
+        return loss, tuple((f"concat dxs[{k}]", x, g) for k, (x, g) in enumerate(zip(xs, dxs)))
+    return GradientSample("concat_backward", f"concat {lead} channels {channels}", build)
 
 
 # -- the table, per op -------------------------------------------------------------------
 
 # Optimizer updates write into their arguments and take no out=.
-IN_PLACE = ("sgd_update", "rmsprop_update", "adam_update")
+IN_PLACE = ("sgd_update", "rmsprop_update", "adam_update", "accumulate_grad")
 
 
 class OpInfo(NamedTuple):
@@ -611,4 +689,5 @@ class OpInfo(NamedTuple):
         return [e for e in error_inputs() if e.sample.op == self.name]
 
 
-OPS = {name: OpInfo(name, name in FUSED, name not in IN_PLACE) for name in CONTRACT + FUSED}
+OPS = {name: OpInfo(name, name in FUSED, name not in IN_PLACE)
+       for name in CONTRACT + FUSED + MERGE}

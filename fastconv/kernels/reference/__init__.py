@@ -15,6 +15,7 @@ from . import conv2d as _conv2d
 from . import dense as _dense
 from . import fused as _fused
 from . import losses as _losses
+from . import merge as _merge
 from . import pool as _pool
 from .optimizers import adam_update, rmsprop_update, sgd_update  # noqa: F401  (in place)
 
@@ -28,7 +29,7 @@ def _with_out(fn):
     return op
 
 
-for _module in (_activations, _conv2d, _dense, _fused, _losses, _pool):
+for _module in (_activations, _conv2d, _dense, _fused, _losses, _merge, _pool):
     for _name in dir(_module):
         _fn = getattr(_module, _name)
         if (callable(_fn) and not _name.startswith("_")
@@ -36,3 +37,5 @@ for _module in (_activations, _conv2d, _dense, _fused, _losses, _pool):
             globals()[_name] = _with_out(_fn)
 
 del _module, _name, _fn
+
+from .merge import accumulate_grad  # noqa: E402,F401  (in place, no out=)
