@@ -210,12 +210,11 @@ def test_train_data_errors(demo, tmp_path, capsys):
     assert main(["train", str(tmp_path / "nowhere"), *FAST]) == 1
     err = capsys.readouterr().err
     assert err == f"fastconv train: error: data folder not found: {tmp_path / 'nowhere'}\n"
-    three = tmp_path / "three"
-    for k, name in enumerate(["a", "b", "c"]):
-        shutil.copytree(os.path.join(demo, "train", data.DEMO_CLASSES[k % 2]), three / name)
-    assert main(["train", str(three), *FAST, "--out", str(tmp_path / "m.fcm")]) == 1
-    err = capsys.readouterr().err           # label_mode="binary": the seed model's head
-    assert "needs exactly 2 class folders" in err and "found 3" in err
+    one = tmp_path / "one"          # three or more train a softmax head (test below)
+    shutil.copytree(os.path.join(demo, "train", data.DEMO_CLASSES[0]), one / "a")
+    assert main(["train", str(one), *FAST, "--out", str(tmp_path / "m.fcm")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"fastconv train: error: {one} needs at least 2 class folders, found 1: a\n"
     assert main(["train", demo, *FAST, "--image-size", "20"]) == 1
     assert "too small" in capsys.readouterr().err
     assert main(["train", demo, *FAST, "--out", str(tmp_path / "no" / "m.fcm")]) == 1
@@ -486,3 +485,56 @@ def test_a_wrong_data_folder_is_named_before_an_earlier_runs_files(tmp_path, cap
     assert main(["train", str(tmp_path / "nowhere"), *FAST]) == 1
     assert capsys.readouterr().err == \
         f"fastconv train: error: data folder not found: {tmp_path / 'nowhere'}\n"
+
+
+def _three_class_folder(root, per_class=6, size=20):
+    """train/ and validation/ of three classes (red, green, blue-ish noise PNGs)."""
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    names = ["ant", "bee", "cat"]
+    for split, n in (("train", per_class), ("validation", 3)):
+        for c, name in enumerate(names):
+            os.makedirs(os.path.join(root, split, name))
+            for i in range(n):
+                img = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
+                img[..., c] += 150
+                Image.fromarray(img).save(os.path.join(root, split, name, f"{i}.png"))
+    return names
+
+
+def test_three_class_folders_train_a_softmax_head_then_evaluate_and_predict(
+        tmp_path, capsys):
+    root = str(tmp_path / "data")
+    names = _three_class_folder(root)
+    out = tmp_path / "model.fcm"
+    assert main(["train", root, *FAST, "--epochs", "1", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "classes 0 = ant, 1 = bee, 2 = cat (softmax head)" in text
+    model = fastconv.load_model(str(out), device="reference")
+    assert model.class_names == names and model.output_shape == (None, 3)
+    assert type(model.layers[-1]).__name__ == "Activation"
+    assert model.layers[-1].get_config()["activation"] == "softmax"
+
+    assert main(["evaluate", str(out), root, "--device", "reference", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 9 and report["class_names"] == names
+    assert np.array(report["confusion_matrix"]).shape == (3, 3)
+    assert main(["evaluate", str(out), root, "--device", "reference"]) == 0
+    text = capsys.readouterr().out
+    assert all(n in text for n in names)
+
+    folder = os.path.join(root, "validation", "bee")
+    assert main(["predict", str(out), folder, "--device", "reference", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["class_names"] == names and not report["errors"]
+    paths = [p["path"] for p in report["predictions"]]
+    x = np.stack([data.load_image(p, (SIZE, SIZE)) for p in paths]) / np.float32(255)
+    expected = model.predict(x.astype(np.float32))
+    for pred, row in zip(report["predictions"], expected):
+        np.testing.assert_allclose([pred["probabilities"][n] for n in names], row,
+                                   rtol=0, atol=1e-6)
+        assert [t["class"] for t in pred["top"]] == [names[i] for i in np.argsort(-row)]
+    assert main(["predict", str(out), folder, "--device", "reference"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "top 3" in lines[0] and len(lines) == 4
+    assert all(all(n in line for n in names) for line in lines[1:])

@@ -93,12 +93,13 @@ def _read_state_file(paths):
     return state
 
 
-def check_architecture(model, settings, path):
+def check_architecture(model, settings, path, num_classes=2):
     """A checkpoint must hold the seed small convnet at the run's image size: checked
     before anything starts, so that a foreign one never begins "resuming"."""
     from ..models import small_convnet
     s = settings["image_size"]
-    want = small_convnet(input_shape=(s, s, 3), device="reference", compile=False)
+    want = small_convnet(input_shape=(s, s, 3), device="reference", compile=False,
+                         num_classes=num_classes)
 
     def layout(m):
         return ([(type(layer).__name__, tuple(layer.output_shape)) for layer in m.layers],

@@ -20,6 +20,7 @@ from ._common import (DEVICES, RESCALE, CLIError, open_model, parse_class_names,
 from .._text import printable
 
 BATCH = 32
+TOP = 3         # classes shown per image for a softmax head (more than two classes)
 
 
 def list_images(items, on_error=None):
@@ -113,14 +114,20 @@ def cmd_predict(args):
     if opened.note and not args.json:
         print(f"note: {printable(opened.note)}")
     results = []
+    top = min(TOP, len(names)) if len(names) > 2 else 0     # softmax heads: the top classes
     width = max([len(printable(f)) for f in files] + [len("image")])
     if not args.json:
-        print(f"{'image':<{width}}  {'class':<12} probability")
+        print(f"{'image':<{width}}  {'class':<12} probability"
+              + (f"  top {top}" if top else ""))
     for path, k, p, per_class in predict_files(opened, files, on_error):
+        best = sorted(per_class.items(), key=lambda kv: -kv[1])[:top]
         results.append({"path": path, "class": names[k], "class_index": k,
-                        "probability": p, "probabilities": per_class})
+                        "probability": p, "probabilities": per_class,
+                        **({"top": [{"class": n, "probability": v} for n, v in best]}
+                           if top else {})})
         if not args.json:
-            print(f"{printable(path):<{width}}  {printable(names[k]):<12} {p:.4f}",
+            shown = "  " + ", ".join(f"{printable(n)} {v:.4f}" for n, v in best) if top else ""
+            print(f"{printable(path):<{width}}  {printable(names[k]):<12} {p:.4f}{shown}",
                   flush=True)
     if args.json:
         report = {"model": opened.path, "model_type": "keras_h5" if opened.keras else "fastconv",

@@ -62,9 +62,19 @@ def split_folders(root):
 def open_datasets(root, s, workers=None, cache=False):
     """(train, validation) ImageDatasets; validation is never augmented or shuffled."""
     from .. import data
+    from ..data.dataset import class_folders
     train_dir, val_dir = split_folders(root)
     size = (s["image_size"], s["image_size"])
-    common = dict(image_size=size, batch_size=s["batch_size"], label_mode="binary",
+    try:    # two classes keep the seed's sigmoid head; more train a softmax head
+        classes = class_folders(train_dir)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    if len(classes) < 2:
+        raise CLIError(f"{train_dir} needs at least 2 class folders, found {len(classes)}"
+                       + (f": {printable(', '.join(classes))}" if classes else ""))
+    binary = len(classes) == 2
+    common = dict(image_size=size, batch_size=s["batch_size"],
+                  label_mode="binary" if binary else "int",
                   rescale=RESCALE, workers=workers, cache=cache)
     aug = data.Augmentation(**SEED_AUGMENTATION) if s["augment"] else None
     try:
@@ -204,7 +214,7 @@ def _train(args):
             model = load_model(paths["ckpt"], device=args.device)
         except ModelFileError as exc:
             raise CLIError(f"--resume: {exc}") from None
-        check_architecture(model, settings, paths["ckpt"])
+        check_architecture(model, settings, paths["ckpt"], len(state["class_names"]))
     root = demo_root() if demo else os.fspath(root_arg)
     train, val = open_datasets(root, settings, workers=args.workers,
                                cache=args.cache or demo)
@@ -215,11 +225,13 @@ def _train(args):
                            f"{printable(', '.join(train.class_names))}")
     else:
         s = settings["image_size"]
+        k = train.num_classes
         model = small_convnet(input_shape=(s, s, 3), device=args.device, seed=settings["seed"],
-                              compile=False)
+                              compile=False, num_classes=k)
         model.compile(optimizer=optimizers.get({"class_name": settings["optimizer"],
                                                 "config": {"learning_rate": settings["lr"]}}),
-                      loss="binary_crossentropy", metrics=["accuracy"])
+                      loss="binary_crossentropy" if k == 2
+                      else "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.class_names = list(train.class_names)
     run = TrainRun(settings, None if demo else root, paths, model, train, val, state,
                    show_bar=not args.no_progress)
@@ -235,7 +247,8 @@ def _train(args):
           f"({model.count_params():,} params, {settings['image_size']}x"
           f"{settings['image_size']}x3) on {what}")
     print(f"  {train.num_images} training images, {val.num_images} validation images; "
-          f"classes 0 = {names[0]}, 1 = {names[1]}")
+          "classes " + ", ".join(f"{i} = {n}" for i, n in enumerate(names))
+          + ("" if len(names) == 2 else " (softmax head)"))
     print(f"  device {args.device}, epochs {settings['epochs']}"
           + (f" (continuing after epoch {run.epochs_done})" if state else "")
           + f", batch {settings['batch_size']}, {settings['optimizer']} lr "

@@ -184,6 +184,12 @@ def _scan(path, class_names):
     return class_names, files, scan.skipped
 
 
+def class_folders(path):
+    """The class names image_dataset_from_directory(path) finds: its class folders,
+    sorted (the same scan and rules, so the two never disagree)."""
+    return list(_scan(path, None)[0])
+
+
 def _split(labels, fraction, seed):
     """(training, validation) index arrays: the last `fraction` of each class after a
     seeded permutation, so both subsets keep the class balance."""
