@@ -421,3 +421,12 @@ def check_concat_split(op, dy, channels):
             f"{op}: channels {channels} sum to {sum(channels)} but dy {dy.shape} has "
             f"{dy.shape[-1]} channels")
     return channels
+
+
+def check_accumulate(op, dst, src):
+    """accumulate_grad's arguments: two float arrays of one dtype and one shape."""
+    check_float_array(op, "dst", dst)
+    check_float_array(op, "src", src)
+    if src.dtype != dst.dtype:
+        raise TypeError(f"{op}: src must have dst's dtype {dst.dtype}, got {src.dtype}")
+    check_same_shape(op, "dst", dst, "src", src)

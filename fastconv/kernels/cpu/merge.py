@@ -101,11 +101,7 @@ def accumulate_grad(dst, src):
     """dst += src in place (float32 arrays of one shape); returns None. A dst that
     is not C-contiguous is summed in a staging copy and written back."""
     op = "accumulate_grad"
-    _validate.check_float_array(op, "dst", dst)
-    _validate.check_float_array(op, "src", src)
-    if src.dtype != dst.dtype:
-        raise TypeError(f"{op}: src must have dst's dtype {dst.dtype}, got {src.dtype}")
-    _validate.check_same_shape(op, "dst", dst, "src", src)
+    _validate.check_accumulate(op, dst, src)
     check_float32(op, "dst", dst)
     buf = contiguous(dst)
     _add_into(dst.size, flat(contiguous(src)), flat(buf))

@@ -37,9 +37,5 @@ def accumulate_grad(dst, src):
     """dst += src in place (a tensor with two consumers: the second gradient is added
     to the first). dst and src of one shape and dtype; returns None."""
     op = "accumulate_grad"
-    _validate.check_float_array(op, "dst", dst)
-    _validate.check_float_array(op, "src", src)
-    if src.dtype != dst.dtype:
-        raise TypeError(f"{op}: src must have dst's dtype {dst.dtype}, got {src.dtype}")
-    _validate.check_same_shape(op, "dst", dst, "src", src)
+    _validate.check_accumulate(op, dst, src)
     dst += src
