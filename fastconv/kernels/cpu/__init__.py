@@ -13,6 +13,9 @@ from .activations import (  # noqa: F401
     dropout_backward, dropout_forward, relu_backward, relu_forward, sigmoid_backward,
     sigmoid_forward, softmax_backward, softmax_forward)
 from .dense import dense_backward, dense_forward  # noqa: F401
+from .globalpool import (  # noqa: F401
+    global_avgpool2d_backward, global_avgpool2d_forward, global_maxpool2d_backward,
+    global_maxpool2d_forward)
 from .losses import binary_crossentropy, softmax_crossentropy  # noqa: F401
 from .optimizers import adam_update, rmsprop_update, sgd_update  # noqa: F401
 from .pool import maxpool2d_backward, maxpool2d_forward  # noqa: F401
@@ -28,5 +31,6 @@ NAME = "cpu"
 # Numba's SystemError (fastconv/_interrupt.py): every public op is wrapped once here.
 from .. import CONTRACT as _CONTRACT, FUSED as _FUSED  # noqa: E402
 from ..._interrupt import wrap_module_ops as _wrap_module_ops  # noqa: E402
+from ..opinfo import OPTIONAL_GLOBALPOOL as _OPTIONAL_GLOBALPOOL  # noqa: E402
 
-_wrap_module_ops(globals(), _CONTRACT + _FUSED)
+_wrap_module_ops(globals(), _CONTRACT + _FUSED + _OPTIONAL_GLOBALPOOL)
