@@ -30,6 +30,7 @@ SAMPLES = list(samples("quick"))
 ERRORS = list(error_inputs())
 BAD = list(bad_samples())
 OUT_SAMPLES = [s for s in SAMPLES if OPS[s.op].takes_out]
+TABLE = kernels.CONTRACT + kernels.FUSED + kernels.OPTIONAL
 
 
 def _ids(table):
@@ -37,27 +38,32 @@ def _ids(table):
 
 
 def _backend_with(backend, op):
-    """kernels.get(backend), skipping a fused op the backend leaves to the model layer."""
+    """kernels.get(backend), skipping a fused op the backend leaves to the model layer
+    and an optional op it does not export yet."""
     module = kernels.get(backend)
     if op in kernels.FUSED and not hasattr(module, op):
         pytest.skip(f"{backend} has no fused {op}; the model layer composes it")
-    if op in kernels.MERGE and not hasattr(module, op):
-        pytest.skip(f"{backend} has no merge op {op} yet")
+    return _skip_unless_exported(module, backend, op)
+
+
+def _skip_unless_exported(module, backend, op):
+    if op in kernels.OPTIONAL and not hasattr(module, op):
+        pytest.skip(f"{backend} does not export the optional op {op} yet")
     return module
 
 
 # -- the table ---------------------------------------------------------------------------
 
 def test_table_covers_the_whole_contract():
-    assert {s.op for s in SAMPLES} == set(kernels.CONTRACT + kernels.FUSED + kernels.MERGE)
+    assert {s.op for s in SAMPLES} == set(TABLE)
 
 
 def test_the_table_has_bad_input_for_every_op():
-    assert {s.op for s in BAD} == set(kernels.CONTRACT + kernels.FUSED + kernels.MERGE)
+    assert {s.op for s in BAD} == set(TABLE)
 
 
 def test_every_op_has_one_entry_with_samples_and_error_inputs():
-    assert list(OPS) == list(kernels.CONTRACT + kernels.FUSED + kernels.MERGE)
+    assert list(OPS) == list(TABLE)
     for name, info in OPS.items():
         assert info.name == name and info.fused == (name in kernels.FUSED)
         assert info.samples() and info.error_inputs(), name
@@ -107,9 +113,7 @@ def test_the_reference_raises_the_tables_error(case):
 def test_bad_input_raises_the_references_error(backend, sample):
     want = error_of(getattr(R, sample.op), sample.args, sample.kwargs)
     assert want is not None, f"the reference accepts {sample.op} {sample.label}: not bad input"
-    module = _backend(backend)
-    if sample.op in kernels.MERGE and not hasattr(module, sample.op):
-        pytest.skip(f"{backend} has no merge op {sample.op} yet")
+    module = _skip_unless_exported(_backend(backend), backend, sample.op)
     got = error_of(getattr(module, sample.op), sample.args, sample.kwargs)
     assert got == want, f"{backend}.{sample.op} ({sample.label})"
 
@@ -121,8 +125,8 @@ from fastconv.kernels.opinfo import bad_samples
 K = kernels.get("cuda")
 out = []
 for s in bad_samples():
-    if not hasattr(K, s.op):  # a merge op cuda lacks (kernels.MERGE)
-        out.append(None)
+    if not hasattr(K, s.op):
+        out.append("absent")
         continue
     try:
         getattr(K, s.op)(*s.args, **s.kwargs)
@@ -148,7 +152,7 @@ def test_cuda_under_the_simulator_raises_the_references_errors():
     want = [error_of(getattr(R, s.op), s.args, s.kwargs) for s in BAD]
     differ = [f"{s.op} ({s.label}): cuda {g}, reference {list(w)}"
               for s, g, w in zip(BAD, got, want)
-              if g != list(w) and not (g is None and s.op in kernels.MERGE)]
+              if g != list(w) and not (g == "absent" and s.op in kernels.OPTIONAL)]
     assert not differ, "\n".join(differ)
 
 

@@ -6,8 +6,8 @@
 
 CONTRACT lists the ops every backend exports, with the reference's meaning
 (see fastconv/kernels/reference and docs/contract.md); FUSED_KINDS the fused
-layer ops a backend may add, and fuses(backend, kind) whether it did; MERGE the
-merge ops (add, concat) that the reference and cpu backends export.
+layer ops a backend may add, and fuses(backend, kind) whether it did; OPTIONAL the
+ops not every backend exports yet (MERGE: add, concat; GLOBALPOOL: global pooling).
 """
 import importlib
 
@@ -38,6 +38,12 @@ FUSED = tuple(name for names in FUSED_KINDS.values() for name in names)
 # cuda backend lacks them, so kernels.get() does not ask for them; the op table
 # tests them on every backend that exports them. Join CONTRACT once all three do.
 MERGE = ("add_forward", "accumulate_grad", "concat_forward", "concat_backward")
+# Keras GlobalAveragePooling2D / GlobalMaxPooling2D: optional on the same terms.
+GLOBALPOOL = ("global_avgpool2d_forward", "global_avgpool2d_backward",
+              "global_maxpool2d_forward", "global_maxpool2d_backward")
+# The one list of optional ops: kernels.get() does not ask for them, the op table
+# and tests skip a backend that does not export one.
+OPTIONAL = MERGE + GLOBALPOOL
 
 BACKENDS = ("reference", "cpu", "cuda")
 

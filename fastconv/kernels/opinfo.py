@@ -19,7 +19,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from . import CONTRACT, FUSED, MERGE
+from . import CONTRACT, FUSED, OPTIONAL
 
 F32 = np.float32
 F64 = np.float64
@@ -167,6 +167,8 @@ def samples(shapes="quick", seed=0):
     yield Sample("rmsprop_update", (p, g, s1), dict(lr=1e-3, rho=0.9, eps=1e-7), label)
     yield Sample("adam_update", (p, g, s1, s2), dict(t=3, lr=1e-3), label)
     yield from _merge_samples(rng, shapes)
+    if shapes != "seed":  # the seed model has no global pooling
+        yield from _globalpool_samples(rng)
 
 
 def _merge_samples(rng, shapes):
@@ -184,6 +186,23 @@ def _merge_samples(rng, shapes):
         label = f"{len(same)} x {same[0].shape}"
         yield Sample("add_forward", (same,), {}, label)
         yield Sample("accumulate_grad", (same[0], same[1]), {}, label)
+
+
+def _globalpool_samples(rng):
+    from . import reference as R
+
+    for shape in ((1, 1, 1, 1), (1, 13, 11, 7), (5, 4, 9, 3), (2, 7, 7, 33), (3, 2, 1, 5)):
+        x = _f32(rng.standard_normal(shape))
+        x.reshape(-1)[::5] = 0.5  # ties across pixels, so the first-maximum rule is exercised
+        label = f"x{shape}"
+        n, h, w, c = shape
+        yield Sample("global_avgpool2d_forward", (x,), {}, label)
+        yield Sample("global_avgpool2d_backward", (_f32(rng.standard_normal((n, c))), shape),
+                     {}, label)
+        yield Sample("global_maxpool2d_forward", (x,), {}, label)
+        _, arg = R.global_maxpool2d_forward(x)
+        yield Sample("global_maxpool2d_backward", (_f32(rng.standard_normal((n, c))), arg, shape),
+                     {}, label)
 
 
 def _z(*shape, dtype=F32):
@@ -472,6 +491,58 @@ def error_inputs():
          TypeError, "accumulate_grad: src must be float32, got float64"),
         ("accumulate_grad", (z(2, 3), [[0.0]]), {}, "src a list",
          TypeError, "accumulate_grad: src must be a numpy.ndarray, got list"),
+        # global pooling
+        ("global_avgpool2d_forward", (z(2, 3, 4),), {}, "x of rank 3",
+         ValueError, "global_avgpool2d_forward: x must have rank 4, got rank 3 (shape (2, 3, 4))"),
+        ("global_avgpool2d_forward", (z(1, 0, 3, 2),), {}, "no pixels",
+         ValueError, "global_avgpool2d_forward: x must have H >= 1 and W >= 1, got shape "
+                     "(1, 0, 3, 2)"),
+        ("global_avgpool2d_forward", (z(1, 2, 2, 1, dtype=np.int32),), {}, "x int32",
+         TypeError, "global_avgpool2d_forward: x must be float32, got int32"),
+        ("global_avgpool2d_forward", (z(1, 2, 2, 3),), dict(out=z(1, 2)), "out of the wrong shape",
+         ValueError, "global_avgpool2d_forward: out must be float32 of shape (1, 3), got float32 "
+                     "of shape (1, 2)"),
+        ("global_avgpool2d_backward", (z(2, 3), (2, 4, 4, 5)), {}, "dy of another C",
+         ValueError, "global_avgpool2d_backward: dy must have shape (N, C) = (2, 5) for "
+                     "input_shape (2, 4, 4, 5), got (2, 3)"),
+        ("global_avgpool2d_backward", (z(2, 3), (2, 4, 3)), {}, "input_shape of rank 3",
+         ValueError, "global_avgpool2d_backward: input_shape must be (N, H, W, C), got "
+                     "(2, 4, 3)"),
+        ("global_avgpool2d_backward", (z(2, 3), (2, 0, 4, 3)), {}, "input_shape with H 0",
+         ValueError, "global_avgpool2d_backward: input_shape must have H >= 1 and W >= 1, got "
+                     "(2, 0, 4, 3)"),
+        ("global_avgpool2d_backward", (z(2, 3), None), {}, "input_shape None",
+         TypeError, "global_avgpool2d_backward: input_shape must be a tuple of 4 ints "
+                    "(N, H, W, C), got None"),
+        ("global_avgpool2d_backward", (z(2, 1, 3), (2, 1, 1, 3)), {}, "dy of rank 3",
+         ValueError, "global_avgpool2d_backward: dy must have rank 2, got rank 3 (shape "
+                     "(2, 1, 3))"),
+        ("global_maxpool2d_forward", (z(2, 3, 4, 1, dtype=np.float64),), {}, "x float64",
+         TypeError, "global_maxpool2d_forward: x must be float32, got float64"),
+        ("global_maxpool2d_forward", (z(1, 3, 0, 1),), {}, "no pixels",
+         ValueError, "global_maxpool2d_forward: x must have H >= 1 and W >= 1, got shape "
+                     "(1, 3, 0, 1)"),
+        ("global_maxpool2d_forward", (z(1, 2, 2, 3),), dict(out=(z(1, 3), z(1, 3))),
+         "out[1] float32",
+         ValueError, "global_maxpool2d_forward: out[1] must be int32 of shape (1, 3), got "
+                     "float32 of shape (1, 3)"),
+        ("global_maxpool2d_backward", (z(1, 3), z(1, 3, dtype=np.int64), (1, 2, 2, 3)), {},
+         "argmax int64",
+         TypeError, "global_maxpool2d_backward: argmax must be an int32 ndarray, got int64"),
+        ("global_maxpool2d_backward", (z(1, 3), z(1, 2, dtype=np.int32), (1, 2, 2, 3)), {},
+         "argmax of another shape",
+         ValueError, "global_maxpool2d_backward: argmax must have the shape of dy (1, 3), got "
+                     "(1, 2)"),
+        ("global_maxpool2d_backward", (z(1, 3), np.full((1, 3), 4, np.int32), (1, 2, 2, 3)), {},
+         "argmax past x",
+         ValueError, "global_maxpool2d_backward: argmax holds indices outside [0, 4)"),
+        ("global_maxpool2d_backward", (z(1, 3), np.full((1, 3), -1, np.int32), (1, 2, 2, 3)), {},
+         "argmax negative",
+         ValueError, "global_maxpool2d_backward: argmax holds indices outside [0, 4)"),
+        ("global_maxpool2d_backward", (z(2, 3), z(2, 3, dtype=np.int32), (1, 2, 2, 3)), {},
+         "dy of another N",
+         ValueError, "global_maxpool2d_backward: dy must have shape (N, C) = (1, 3) for "
+                     "input_shape (1, 2, 2, 3), got (2, 3)"),
     ]
     for op, args, kwargs, label, error, message in cases:
         yield ErrorInput(Sample(op, args, kwargs, label), error, message)
@@ -560,6 +631,26 @@ def _pool_grad(shape, pool, stride, padding):
                           f"maxpool2d x{shape} pool {pool} stride {stride} {padding}", build)
 
 
+def _globalpool_grad(kind, shape):
+    """Global average or max pooling: dx of L = sum(y * r) (max: distinct values, no ties)."""
+    from . import reference as R
+    forward = getattr(R, f"global_{kind}pool2d_forward")
+    backward = getattr(R, f"global_{kind}pool2d_backward")
+
+    def build(rng):
+        x = _distinct(rng, shape)
+        r = rng.standard_normal((shape[0], shape[3]))
+        if kind == "max":
+            dx = backward(r, forward(x)[1], x.shape)
+            loss = lambda: float(np.sum(forward(x)[0] * r))  # noqa: E731
+        else:
+            dx = backward(r, x.shape)
+            loss = lambda: float(np.sum(forward(x) * r))  # noqa: E731
+        return loss, ((f"global_{kind}pool2d dx", x, dx),)
+    return GradientSample(f"global_{kind}pool2d_backward", f"global_{kind}pool2d x{shape}",
+                          build)
+
+
 def _dense_grad(n, d_in, d_out):
     from . import reference as R
 
@@ -635,6 +726,10 @@ def gradient_samples():
         _pool_grad((2, 7, 6, 3), 2, None, "valid"),
         _pool_grad((1, 8, 7, 2), 3, 2, "valid"),
         _pool_grad((1, 5, 7, 2), 2, None, "same"),
+        _globalpool_grad("avg", (2, 5, 3, 3)),
+        _globalpool_grad("avg", (1, 1, 4, 5)),
+        _globalpool_grad("max", (2, 5, 3, 3)),
+        _globalpool_grad("max", (1, 3, 1, 4)),
         _dense_grad(3, 7, 5),
         _dense_grad(1, 4, 1),
         _unary_grad("relu", lambda rng: _away_from_zero(rng, (2, 3, 4, 5))),
@@ -690,4 +785,4 @@ class OpInfo(NamedTuple):
 
 
 OPS = {name: OpInfo(name, name in FUSED, name not in IN_PLACE)
-       for name in CONTRACT + FUSED + MERGE}
+       for name in CONTRACT + FUSED + OPTIONAL}

@@ -13,6 +13,9 @@ from .activations import (  # noqa: F401
     dropout_backward, dropout_forward, relu_backward, relu_forward, sigmoid_backward,
     sigmoid_forward, softmax_backward, softmax_forward)
 from .dense import dense_backward, dense_forward  # noqa: F401
+from .globalpool import (  # noqa: F401
+    global_avgpool2d_backward, global_avgpool2d_forward, global_maxpool2d_backward,
+    global_maxpool2d_forward)
 from .losses import binary_crossentropy, softmax_crossentropy  # noqa: F401
 from .merge import accumulate_grad, add_forward, concat_backward, concat_forward  # noqa: F401
 from .optimizers import adam_update, rmsprop_update, sgd_update  # noqa: F401
@@ -27,7 +30,7 @@ NAME = "cpu"
 
 # Ctrl-C inside a nogil kernel must reach the caller as KeyboardInterrupt, not as
 # Numba's SystemError (fastconv/_interrupt.py): every public op is wrapped once here.
-from .. import CONTRACT as _CONTRACT, FUSED as _FUSED, MERGE as _MERGE  # noqa: E402
+from .. import CONTRACT as _CONTRACT, FUSED as _FUSED, OPTIONAL as _OPTIONAL  # noqa: E402
 from ..._interrupt import wrap_module_ops as _wrap_module_ops  # noqa: E402
 
-_wrap_module_ops(globals(), _CONTRACT + _FUSED + _MERGE)
+_wrap_module_ops(globals(), _CONTRACT + _FUSED + _OPTIONAL)
