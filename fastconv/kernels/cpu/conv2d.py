@@ -214,18 +214,20 @@ def _conv_row(xn, wf, wpk, b, h0, step, relu, yr):
             ow += npx
 
 
-@njit(inline="always", **FMA_OPTS)
+@njit(**FMA_OPTS)
 def _conv_row_3x3(xn, wpk, b, h0, step, relu, yr):
     """_conv_row for the convs most models are made of, and all of the seed's: a 3x3
     kernel, F a multiple of FC and rows of at least PX pixels (Geometry.tiled says
     when). Same arguments (less wf), same arithmetic in the same order, so the same
     bits as _conv_row; overwrites yr (OW, F).
 
-    A call, not inlined: compiling it alone, outside the parallel kernels' parfor
-    passes, and without _conv_row's other paths is what keeps a fresh install's
-    first step short (the inlined general row cost ~12 s of Numba and LLVM time in
-    each parallel kernel that used it). One call per output row costs nothing
-    measurable next to the row's OW * F * 9 * C multiply-adds.
+    A call, not inlined: compiled alone, outside the parallel kernels' parfor
+    passes, and without _conv_row's other paths, it keeps a fresh install's first
+    step short (docs/cpu.md, Compile time). One call per output row costs nothing
+    measurable next to the row's OW * F * 9 * C multiply-adds. relu is a run-time
+    flag here (inlined, it was a constant): the store loop is written twice so the
+    flag is tested once per tile, not per element (tested per element, the seed
+    convs ran ~25% slower).
     """
     K = wpk.shape[2]
     F = b.shape[0]
@@ -250,13 +252,17 @@ def _conv_row_3x3(xn, wpk, b, h0, step, relu, yr):
                 _taps3(acc, xn[h0], wb[0], p0, step, K)
                 _taps3(acc, xn[h0 + 1], wb[1], p0, step, K)
                 _taps3(acc, xn[h0 + 2], wb[2], p0, step, K)
-            for p in range(PX):
-                yv = yr[ow + p, f0:f0 + FC]
-                for f in range(FC):
-                    v = acc[p, f]
-                    if relu and v < 0:
-                        v = F32(0)
-                    yv[f] = v
+            if relu:
+                for p in range(PX):
+                    yv = yr[ow + p, f0:f0 + FC]
+                    for f in range(FC):
+                        v = acc[p, f]
+                        yv[f] = F32(0) if v < 0 else v
+            else:
+                for p in range(PX):
+                    yv = yr[ow + p, f0:f0 + FC]
+                    for f in range(FC):
+                        yv[f] = acc[p, f]
             ow += PX
 
 

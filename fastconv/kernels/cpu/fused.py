@@ -19,8 +19,8 @@ conv output grid (N, OH, OW, F), pooled y (N, PH, PW, F).
   the conv-grid gradient is never built. Per-image partial sums of dw and db
   are added in image order: bitwise identical for any thread count.
 
-The forward kernels inline conv2d._conv_row or _conv_row_3x3 (and read their
-PX/FC globals) at compile time, but Numba's on-disk cache of this module is
+The forward kernels inline conv2d._conv_row or call conv2d._conv_row_3x3 (and
+read their PX/FC globals) at compile time, but Numba's on-disk cache of this module is
 invalidated only when THIS file changes: after editing either, clear the cache
 (the __pycache__ folders, or NUMBA_CACHE_DIR) or these kernels keep the old
 tile code (a fresh install or clone has no cache, so users are not affected).
@@ -259,25 +259,34 @@ def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, 
     return dwp
 
 
-@njit(parallel=True, **FMA_OPTS)
+@njit(**FMA_OPTS)
 def _reduce_images(dwp, dbp, dw, db):
     """dw (KH, KW, C, F)[i, k, f] = sum over n in order of dwp (N, F, KH, KW*C)[n, f, i, k];
-    db (F,) likewise from dbp (N, F). Overwrites dw and db."""
+    db (F,) likewise from dbp (N, F). Overwrites dw and db, and uses dwp[0] and dbp[0]
+    as the running sums (the partials are scratch, rewritten by every backward).
+
+    Serial on purpose: image by image the adds stream through contiguous memory
+    (vectorized, no reassociation: each sum still runs n = 0, 1, ... in order), as
+    fast as the parallel strided loop it replaces on the seed's shapes, and a
+    parallel kernel costs 2-3 s more to compile on a fresh cache (docs/cpu.md).
+    """
     N, F, KH, K = dwp.shape
-    dwf = dw.reshape(KH, K, F)
-    for t in prange(KH * K):
-        i = t // K
-        k = t - i * K
+    acc = dwp[0].reshape(F * KH * K)
+    for n in range(1, N):
+        part = dwp[n].reshape(F * KH * K)
+        for t in range(acc.size):
+            acc[t] += part[t]
+    bacc = dbp[0]
+    for n in range(1, N):
         for f in range(F):
-            s = dwp[0, f, i, k]
-            for n in range(1, N):
-                s += dwp[n, f, i, k]
-            dwf[i, k, f] = s
+            bacc[f] += dbp[n, f]
+    dwf = dw.reshape(KH, K, F)
     for f in range(F):
-        s = dbp[0, f]
-        for n in range(1, N):
-            s += dbp[n, f]
-        db[f] = s
+        for i in range(KH):
+            src = dwp[0, f, i]
+            for k in range(K):
+                dwf[i, k, f] = src[k]
+    db[:] = bacc
     return dw
 
 
