@@ -37,9 +37,9 @@ def z(*shape, dtype=F32):
 
 
 RNG = np.random.default_rng
-# the one table of bad inputs every backend runs (tests/test_opinfo.py)
-# (not the optional ops cuda lacks yet: kernels.OPTIONAL)
-CASES = [(c.op, c.args, c.kwargs) for c in bad_samples() if c.op not in kernels.OPTIONAL]
+# the one table of bad inputs every backend runs (tests/test_opinfo.py), the optional
+# ops (kernels.OPTIONAL) included: cuda exports them all
+CASES = [(c.op, c.args, c.kwargs) for c in bad_samples()]
 
 
 def _error(fn, args, kwargs):
@@ -53,8 +53,8 @@ def _error(fn, args, kwargs):
 def _on_device(value):
     if isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
         return DeviceStandIn(value)
-    if isinstance(value, tuple):
-        return tuple(_on_device(v) for v in value)
+    if isinstance(value, (tuple, list)):        # merge ops take lists of arrays
+        return type(value)(_on_device(v) for v in value)
     return value
 
 
@@ -88,3 +88,8 @@ def test_out_of_the_wrong_kind_is_refused():
         C.sigmoid_forward(DeviceStandIn(z(3)), out=[0.0, 0.0, 0.0])
     with pytest.raises(TypeError, match=r"dropout_forward: out must be a tuple of 2"):
         C.dropout_forward(DeviceStandIn(z(3)), 0.5, RNG(), out=DeviceStandIn(z(3)))
+
+
+def test_cuda_exports_every_optional_op():
+    """The optional ops (merge, global pooling) are on every backend now, cuda included."""
+    assert [op for op in kernels.OPTIONAL if not callable(getattr(C, op, None))] == []

@@ -26,5 +26,9 @@ from .dense import dense_backward, dense_forward  # noqa: F401
 from .fused import (  # noqa: F401
     conv2d_relu_backward, conv2d_relu_forward, conv2d_relu_maxpool_backward,
     conv2d_relu_maxpool_forward)
+from .merge import accumulate_grad, add_forward, concat_backward, concat_forward  # noqa: F401
+from .globalpool import (  # noqa: F401
+    global_avgpool2d_backward, global_avgpool2d_forward, global_maxpool2d_backward,
+    global_maxpool2d_forward)
 
 NAME = "cuda"
