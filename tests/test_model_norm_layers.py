@@ -165,15 +165,16 @@ def test_cpu_plan_matches_the_reference_forward_and_one_training_step(pool):
         m.compile(O.SGD(0.5), "binary_crossentropy")
     la, lb = ref.train_on_batch(x, y), cpu.train_on_batch(x, y)
     assert abs(la - lb) < 1e-5
-    moved = 0
     for layer_r, layer_c in zip(ref.layers, cpu.layers):
         for name, a, b in zip(layer_r.weight_names, layer_r.get_weights(),
                               layer_c.get_weights()):
-            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5, err_msg=f"{layer_r.name} {name}")
-        moved += sum(not np.array_equal(a, w) for a, w in
-                     zip(layer_r.get_weights(), small_net("reference", 4, pool).layers[
-                         ref.layers.index(layer_r)].get_weights()))
-    assert moved >= 10       # every trainable weight and moving statistic moved
+            np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5,
+                                       err_msg=f"{layer_r.name} {name}")
+    start = small_net("reference", 4, pool).get_weights()
+    moved = sum(not np.array_equal(a, w) for a, w in zip(ref.get_weights(), start))
+    # all 16 arrays but (perhaps) the two biases feeding a BatchNormalization, whose
+    # gradient is 0 up to rounding (the batch mean removes them)
+    assert len(start) == 16 and moved >= 14, moved
 
 
 @pytest.mark.parametrize("device", ["reference", "cpu"])
