@@ -12,11 +12,11 @@ rounding. The elementwise pass (normalize, or dx) is parallel over the same row
 blocks with the channel loop innermost and contiguous, so it vectorizes over C.
 """
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from .. import _validate
 from .._norm_checks import check_bn_x, check_channel_vectors, check_number
-from ._common import F32, Target, check_float32, contiguous, kernel
+from ._common import OPTS, Target, check_float32, contiguous, kernel
 
 NCHUNK = 64     # row blocks of the statistics (enough tasks for 16 threads, fixed)
 
@@ -73,9 +73,49 @@ def _rows(a):
     return a.reshape(a.size // a.shape[-1], a.shape[-1])
 
 
-def _channel_scratch(c):
+@njit(**OPTS)
+def _train_stats(s, ss, m, eps, gamma, mean, var, scale):
+    """(C,) vectors from the float64 sums: mean, biased var = ss / M - mean^2 (>= 0),
+    scale = gamma / sqrt(var + eps), all computed in float64 and stored as float32."""
+    for ch in range(s.shape[0]):
+        mu = s[ch] / m
+        v = max(ss[ch] / m - mu * mu, 0.0)
+        mean[ch] = mu
+        var[ch] = v
+        scale[ch] = np.float64(gamma[ch]) / np.sqrt(v + eps)
+
+
+@njit(**OPTS)
+def _infer_scale(gamma, moving_var, eps, scale):
+    """scale = gamma / sqrt(moving_var + eps) (float64 inside); returns the smallest
+    moving_var + eps (the caller refuses one <= 0)."""
+    low = np.inf
+    for ch in range(gamma.shape[0]):
+        v = np.float64(moving_var[ch]) + eps
+        low = min(low, v)
+        scale[ch] = np.float64(gamma[ch]) / np.sqrt(v) if v > 0 else 0.0
+    return low
+
+
+@njit(**OPTS)
+def _grad_stats(s_dy, s_dyx, m, eps, gamma, mean, var, dgamma, dbeta, inv, a, db_m, dg_m):
+    """dbeta = sum(dy), dgamma = (sum(dy * x) - mean * sum(dy)) * inv, and the (C,)
+    factors of dx (inv, a = gamma * inv, dbeta / M, dgamma / M), float64 inside."""
+    for ch in range(s_dy.shape[0]):
+        iv = 1.0 / np.sqrt(np.float64(var[ch]) + eps)
+        db = s_dy[ch]
+        dg = (s_dyx[ch] - np.float64(mean[ch]) * db) * iv
+        dbeta[ch] = db
+        dgamma[ch] = dg
+        inv[ch] = iv
+        a[ch] = np.float64(gamma[ch]) * iv
+        db_m[ch] = db / m
+        dg_m[ch] = dg / m
+
+
+def _scratch(c):
     """Per-call (C,) vectors: scratch belongs to the call (thread-safe), and C floats
-    cost nothing next to the (M, C) passes."""
+    cost nothing next to the (M, C) passes. (4, C) float32, (2, C) float64."""
     return np.empty((4, c), np.float32), np.empty((2, c), np.float64)
 
 
@@ -88,20 +128,15 @@ def batchnorm_train_forward(x, gamma, beta, epsilon=1e-3, out=None):
     check_channel_vectors(op, c, x.dtype, gamma=gamma, beta=beta)
     eps = check_number(op, "epsilon", epsilon, positive=True)
     o_y, o_mean, o_var = _validate.out_tuple(op, out, 3)
-    x = contiguous(x)
+    x, gamma, beta = contiguous(x), contiguous(gamma), contiguous(beta)
     ty = Target(op, "out[0]", o_y, x.shape)
     tm = Target(op, "out[1]", o_mean, (c,))
     tv = Target(op, "out[2]", o_var, (c,))
-    vec, sums = _channel_scratch(c)
+    vec, sums = _scratch(c)
     xr = _rows(x)
     _sums(x.size, xr, xr, sums[0], sums[1], False)
-    mean64 = sums[0] / m
-    var64 = np.maximum(sums[1] / m - mean64 * mean64, 0.0)
-    tm.buf[:] = mean64
-    tv.buf[:] = var64
-    scale = vec[0]
-    scale[:] = np.asarray(gamma, np.float64) / np.sqrt(var64 + eps)
-    _normalize(x.size, xr, tm.buf, scale, contiguous(beta), _rows(ty.buf))
+    _train_stats(sums[0], sums[1], m, eps, gamma, tm.buf, tv.buf, vec[0])
+    _normalize(x.size, xr, tm.buf, vec[0], beta, _rows(ty.buf))
     return ty.result(), tm.result(), tv.result()
 
 
@@ -115,15 +150,13 @@ def batchnorm_infer_forward(x, gamma, beta, moving_mean, moving_variance, epsilo
                           moving_variance=moving_variance)
     eps = check_number(op, "epsilon", epsilon, positive=True)
     x = contiguous(x)
-    mv = moving_variance.astype(np.float64) + eps
-    if (mv <= 0).any():
+    vec, _ = _scratch(c)
+    low = _infer_scale(contiguous(gamma), contiguous(moving_variance), eps, vec[0])
+    if not low > 0:
         raise ValueError(f"{op}: moving_variance + epsilon must be > 0, got a minimum of "
-                         f"{float(mv.min())!r}")
+                         f"{float(low)!r}")
     t = Target(op, "out", out, x.shape)
-    vec, _ = _channel_scratch(c)
-    scale = vec[0]
-    scale[:] = gamma.astype(np.float64) / np.sqrt(mv)
-    _normalize(x.size, _rows(x), contiguous(moving_mean), scale, contiguous(beta),
+    _normalize(x.size, _rows(x), contiguous(moving_mean), vec[0], contiguous(beta),
                _rows(t.buf))
     return t.result()
 
@@ -139,31 +172,31 @@ def batchnorm_backward(dy, x, gamma, mean, var, epsilon=1e-3, need_dx=True, out=
     check_channel_vectors(op, c, x.dtype, gamma=gamma, mean=mean, var=var)
     eps = check_number(op, "epsilon", epsilon, positive=True)
     o_dx, o_dg, o_db = _validate.out_tuple(op, out, 3)
-    x, dy = contiguous(x), contiguous(dy)
+    x, dy, mean = contiguous(x), contiguous(dy), contiguous(mean)
     tg = Target(op, "out[1]", o_dg, (c,))
     tb = Target(op, "out[2]", o_db, (c,))
-    vec, sums = _channel_scratch(c)
+    vec, sums = _scratch(c)
     xr, dyr = _rows(x), _rows(dy)
     _sums(x.size, dyr, xr, sums[0], sums[1], True)        # sum(dy), sum(dy * x)
-    inv64 = 1.0 / np.sqrt(var.astype(np.float64) + eps)
-    dbeta = sums[0]
-    dgamma = (sums[1] - mean.astype(np.float64) * sums[0]) * inv64
-    tb.buf[:] = dbeta
-    tg.buf[:] = dgamma
+    inv, a, db_m, dg_m = vec
+    _grad_stats(sums[0], sums[1], m, eps, contiguous(gamma), mean, contiguous(var), tg.buf,
+                tb.buf, inv, a, db_m, dg_m)
     if not need_dx:
         return None, tg.result(), tb.result()
     tx = Target(op, "out[0]", o_dx, x.shape)
-    inv, a, db_m, dg_m = vec
-    inv[:] = inv64
-    a[:] = gamma.astype(np.float64) * inv64
-    db_m[:] = dbeta / m
-    dg_m[:] = dgamma / m
-    _grad_x(x.size, dyr, xr, contiguous(mean), inv, a, db_m, dg_m, _rows(tx.buf))
+    _grad_x(x.size, dyr, xr, mean, inv, a, db_m, dg_m, _rows(tx.buf))
     return tx.result(), tg.result(), tb.result()
 
 
+@njit(**OPTS)
+def _moving(moving, batch, mom):
+    for ch in range(moving.shape[0]):
+        moving[ch] = np.float64(moving[ch]) * mom + np.float64(batch[ch]) * (1.0 - mom)
+
+
 def batchnorm_moving_update(moving_mean, moving_variance, mean, var, momentum=0.99):
-    """In place: moving = moving * momentum + batch * (1 - momentum), mean and variance."""
+    """In place: moving = moving * momentum + batch * (1 - momentum), mean and variance
+    (float64 inside, as the reference). All (C,) float32; returns None."""
     op = "batchnorm_moving_update"
     _validate.check_float_array(op, "moving_mean", moving_mean, 1)
     check_float32(op, "moving_mean", moving_mean)
@@ -171,5 +204,5 @@ def batchnorm_moving_update(moving_mean, moving_variance, mean, var, momentum=0.
     check_channel_vectors(op, c, moving_mean.dtype, moving_variance=moving_variance,
                           mean=mean, var=var)
     mom = check_number(op, "momentum", momentum, unit=True)
-    for moving, batch in ((moving_mean, mean), (moving_variance, var)):
-        moving[...] = moving.astype(np.float64) * mom + batch.astype(np.float64) * (1.0 - mom)
+    _moving(moving_mean, mean, mom)
+    _moving(moving_variance, var, mom)
