@@ -228,3 +228,66 @@ def test_a_backend_without_an_op_is_refused_at_plan_time_naming_the_layer():
                                                          r"batchnorm_infer_forward, "
                                                          r"batchnorm_train_forward"):
         model.train_on_batch(x, np.zeros(2, np.float32))
+
+
+CUDA_SIM_SCRIPT = """
+import json, sys
+import numpy as np
+from fastconv import Sequential, kernels
+from fastconv import layers as L
+from fastconv import optimizers as O
+try:
+    kernels.get("cuda")
+except kernels.BackendUnavailable as exc:
+    print("SKIP:", exc)
+    sys.exit(3)
+from fastconv.kernels.cuda import _launch
+_launch.ELEMENTWISE = _launch.POOL = _launch.REDUCE = 32   # fewer simulated threads
+rng = np.random.default_rng(0)
+x = rng.random((4, 6, 6, 1), np.float32) * 255
+y = np.array([0, 1, 1, 0], np.float32)
+out = {}
+for device in ("reference", "cuda"):
+    m = Sequential([L.Input((6, 6, 1)), L.Rescaling(1 / 255, offset=-0.5), L.Conv2D(3, 3),
+                    L.Activation("relu"), L.Rescaling(2.0, offset=0.1), L.Flatten(),
+                    L.Dense(1, activation="sigmoid")], device=device, seed=0)
+    m.compile(O.SGD(0.5), "binary_crossentropy")
+    losses = [m.train_on_batch(x, y) for _ in range(2)]
+    out[device] = {"losses": losses, "w": [w.tolist() for w in m.get_weights()],
+                   "pred": m.predict(x).tolist()}
+bn = Sequential([L.Input((6, 6, 1)), L.BatchNormalization(), L.Flatten(),
+                 L.Dense(1, activation="sigmoid")], device="cuda", seed=0)
+try:
+    bn.predict(x)
+    out["refusal"] = None
+except kernels.BackendUnavailable as exc:
+    out["refusal"] = str(exc)
+print("RESULT:" + json.dumps(out))
+"""
+
+
+def test_rescaling_on_cuda_under_the_simulator_and_batchnorm_refused_there():
+    """Rescaling (forward, and backward where a trained layer is before it) through the
+    cuda plan under the simulator against the reference (rtol 1e-4 on losses, 1e-3 on
+    weights as tests/test_model_cuda_sim.py); a BatchNormalization model on the real cuda
+    package is refused at plan time naming the layer."""
+    import os
+    import subprocess
+    import sys
+    pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    proc = subprocess.run([sys.executable, "-c", CUDA_SIM_SCRIPT], env=env,
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode == 3:
+        pytest.skip(f"cuda backend under the simulator: {proc.stdout.strip()}")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    r = json.loads(proc.stdout.split("RESULT:", 1)[1])
+    ref, dev = r["reference"], r["cuda"]
+    np.testing.assert_allclose(dev["losses"], ref["losses"], rtol=1e-4, atol=1e-6)
+    for a, b in zip(dev["w"], ref["w"]):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(dev["pred"], ref["pred"], rtol=1e-4, atol=1e-5)
+    assert r["refusal"] == (
+        "layer 'batch_normalization_1' (BatchNormalization) cannot run on backend 'cuda': "
+        "it lacks the op batchnorm_infer_forward (not written for cuda yet); use "
+        "device='cpu' or 'reference' for this model")
