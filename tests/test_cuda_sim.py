@@ -47,6 +47,9 @@ def extra_samples(seed=7):
     yield Sample("relu_backward", (dy, R.relu_forward(x)), {}, "n=1001")
     yield Sample("sigmoid_forward", (x * 9,), {}, "n=1001")
     yield Sample("sigmoid_backward", (dy, R.sigmoid_forward(x)), {}, "n=1001")
+    yield Sample("rescale_forward", (x.reshape(7, 11, 13), 1.0 / 255), dict(offset=-0.5),
+                 "(7, 11, 13)")
+    yield Sample("rescale_backward", (dy, -3.0), {}, "n=1001")
     for n, k in ((3, 77), (8, 3)):
         z = _f32(rng.standard_normal((n, k)) * 3)
         yield Sample("softmax_forward", (z,), {}, f"{n}x{k}")
@@ -132,6 +135,13 @@ def _conv_macs(sample):
     kh, kw, cin, cout = w.shape
     oh, ow = -(-x.shape[1] // sh), -(-x.shape[2] // sw)   # 'same' sizes bound 'valid' ones
     return x.shape[0] * oh * ow * kh * kw * cin * cout
+
+
+def ops_of(C):
+    """The ops of the table the cuda package `C` exports: the contract, the fused ops,
+    and the optional ops (kernels.OPTIONAL: rescale_*, ...) it has so far."""
+    from fastconv import kernels
+    return {op for op in kernels.CONTRACT + kernels.FUSED + kernels.OPTIONAL if hasattr(C, op)}
 
 
 def cases(ops):
@@ -408,8 +418,7 @@ def run_in_simulator():
     specs = _install_recorders(report.kernel_modules(), log)
     C = kernels.get("cuda")  # the simulator stands in for the device
     results = {}
-    ops = kernels.CONTRACT + kernels.FUSED + kernels.OPTIONAL
-    for key, s in cases({op for op in ops if hasattr(C, op)}):
+    for key, s in cases(ops_of(C)):
         t0 = time.perf_counter()
         try:
             r = compare_to_reference(C, s.op, *s.args, rtol=RTOL, atol=ATOL, **s.kwargs)
@@ -439,9 +448,7 @@ def _cuda_ops():
         import fastconv.kernels.cuda as C
     except ImportError as exc:
         return None, str(exc)
-    from fastconv import kernels
-    return {op for op in kernels.CONTRACT + kernels.FUSED + kernels.OPTIONAL
-            if hasattr(C, op)}, None
+    return ops_of(C), None
 
 
 OPS, IMPORT_PROBLEM = _cuda_ops()

@@ -21,6 +21,7 @@ from .activations import (  # noqa: F401
 from .losses import binary_crossentropy, softmax_crossentropy  # noqa: F401
 from .optimizers import adam_update, rmsprop_update, sgd_update  # noqa: F401
 from .pool import maxpool2d_backward, maxpool2d_forward  # noqa: F401
+from .rescale import rescale_backward, rescale_forward  # noqa: F401
 from .conv2d import conv2d_backward, conv2d_forward  # noqa: F401
 from .dense import dense_backward, dense_forward  # noqa: F401
 from .fused import (  # noqa: F401
