@@ -6,13 +6,12 @@ kernels.get("cuda"), which needs the whole contract. Most cases shrink the tile 
 (conv2d.set_tiles: the simulator reads them live) so that tiny inputs still span several
 blocks in every grid dimension with ragged edge tiles; one case keeps the real tiles.
 """
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from . import simulator
 
 SCRIPT = textwrap.dedent("""
     import json, types
@@ -111,11 +110,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def _run(script, timeout=600):
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                          text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return json.loads(proc.stdout.split("RESULT:", 1)[1])
+    return simulator.run(script, timeout=timeout)
 
 
 def test_conv_fused_dense_match_the_reference_under_the_simulator():

@@ -37,9 +37,9 @@ def z(*shape, dtype=F32):
 
 
 RNG = np.random.default_rng
-# the one table of bad inputs every backend runs (tests/test_opinfo.py)
-# (not the optional ops cuda lacks yet: kernels.OPTIONAL)
-CASES = [(c.op, c.args, c.kwargs) for c in bad_samples() if c.op not in kernels.OPTIONAL]
+# the one table of bad inputs every backend runs (tests/test_opinfo.py), the optional
+# ops (kernels.OPTIONAL) cuda exports included
+CASES = [(c.op, c.args, c.kwargs) for c in bad_samples()]
 
 
 def _error(fn, args, kwargs):
@@ -53,14 +53,17 @@ def _error(fn, args, kwargs):
 def _on_device(value):
     if isinstance(value, np.ndarray) and value.dtype.kind in "fiub":
         return DeviceStandIn(value)
-    if isinstance(value, tuple):
-        return tuple(_on_device(v) for v in value)
+    if isinstance(value, (tuple, list)):        # merge ops take lists of arrays
+        return type(value)(_on_device(v) for v in value)
     return value
 
 
 @pytest.mark.parametrize("op, args, kwargs", CASES,
                          ids=[f"{k}-{c[0]}" for k, c in enumerate(CASES)])
 def test_cuda_raises_like_the_reference_with_device_arrays(op, args, kwargs):
+    if not hasattr(C, op):
+        assert op in kernels.OPTIONAL, f"cuda lacks the contract op {op}"
+        pytest.skip(f"cuda does not export the optional op {op} yet")
     want = _error(getattr(R, op), args, kwargs)
     assert want[0] is not None, f"the reference accepts case {op}{args}: not a bad input"
     if op in ("softmax_crossentropy", "maxpool2d_backward") and "out of range" in want[1] \
@@ -88,3 +91,11 @@ def test_out_of_the_wrong_kind_is_refused():
         C.sigmoid_forward(DeviceStandIn(z(3)), out=[0.0, 0.0, 0.0])
     with pytest.raises(TypeError, match=r"dropout_forward: out must be a tuple of 2"):
         C.dropout_forward(DeviceStandIn(z(3)), 0.5, RNG(), out=DeviceStandIn(z(3)))
+
+
+def test_cuda_exports_the_optional_ops_it_should():
+    """The merge, global pooling and rescaling ops are on every backend, cuda included;
+    batch normalization is not on cuda yet (a BatchNormalization model is refused there
+    when planned). When it lands, BATCHNORM leaves this list's exceptions."""
+    missing = [op for op in kernels.OPTIONAL if not callable(getattr(C, op, None))]
+    assert missing == list(kernels.BATCHNORM)

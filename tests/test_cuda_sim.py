@@ -20,14 +20,13 @@ the job of tests/test_cuda_ptx.py and review; see docs/cuda.md.
 """
 import json
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 
-PATCHED_LAUNCH = dict(ELEMENTWISE=32, ROW=32, POOL=32, REDUCE=32, MAX_BLOCKS=3)
+PATCHED_LAUNCH = dict(ELEMENTWISE=32, ROW=32, POOL=32, REDUCE=32, GPOOL=32, GPOOL_C=8,
+                      MAX_BLOCKS=3)
 RTOL, ATOL = 1e-4, 1e-5
 
 
@@ -48,6 +47,9 @@ def extra_samples(seed=7):
     yield Sample("relu_backward", (dy, R.relu_forward(x)), {}, "n=1001")
     yield Sample("sigmoid_forward", (x * 9,), {}, "n=1001")
     yield Sample("sigmoid_backward", (dy, R.sigmoid_forward(x)), {}, "n=1001")
+    yield Sample("rescale_forward", (x.reshape(7, 11, 13), 1.0 / 255), dict(offset=-0.5),
+                 "(7, 11, 13)")
+    yield Sample("rescale_backward", (dy, -3.0), {}, "n=1001")
     for n, k in ((3, 77), (8, 3)):
         z = _f32(rng.standard_normal((n, k)) * 3)
         yield Sample("softmax_forward", (z,), {}, f"{n}x{k}")
@@ -82,6 +84,33 @@ def extra_samples(seed=7):
     xc, wc = _f32(rng.standard_normal((1, 17, 16, 2))), _f32(rng.standard_normal((1, 1, 2, 3)))
     yield Sample("conv2d_backward", (xc, wc, _f32(rng.standard_normal((1, 17, 16, 3)))),
                  dict(stride=1, padding="valid", need_dx=False), "x(1, 17, 16, 2) 1x1 dw split")
+    # merge ops past one grid's reach (3 blocks of 32 at the patched launch sizes), so
+    # every grid-stride loop goes round; three inputs, odd channel counts, batch 1
+    xs = [_f32(rng.standard_normal((2, 3, 5, c))) for c in (33, 1, 7)]
+    label = "3 x (2, 3, 5, {33, 1, 7})"
+    yield Sample("concat_forward", (xs,), {}, label)
+    yield Sample("concat_backward", (_f32(rng.standard_normal((2, 3, 5, 41))), (33, 1, 7)), {},
+                 label)
+    same = [_f32(rng.standard_normal((1, 7, 11, 13))) for _ in range(3)]
+    yield Sample("add_forward", (same,), {}, "3 x (1, 7, 11, 13)")
+    yield Sample("accumulate_grad", (same[0], same[1]), {}, "(1, 7, 11, 13)")
+    # global pooling at the patched block shapes (tc = min(8, pow2 >= C), tp = 32 / tc):
+    # C = 33 spans 5 channel tiles (the last ragged), C = 1 has 32 pixel lanes, C = 3 and
+    # C = 8 fill a tile exactly or not; more pixels than lanes; 5 images on a grid of 3
+    # rows (the image loop goes round); ties and a constant channel (first maximum wins)
+    for shape in ((1, 9, 16, 33), (5, 3, 7, 1), (2, 1, 1, 3), (4, 6, 5, 8)):
+        x = _f32(rng.standard_normal(shape))
+        x.reshape(-1)[::3] = 0.25
+        x[..., -1] = 1.5
+        n, h, w, c = shape
+        label = f"x{shape}"
+        yield Sample("global_avgpool2d_forward", (x,), {}, label)
+        yield Sample("global_avgpool2d_backward", (_f32(rng.standard_normal((n, c))), shape),
+                     {}, label)
+        yield Sample("global_maxpool2d_forward", (x,), {}, label)
+        yield Sample("global_maxpool2d_backward", (_f32(rng.standard_normal((n, c))),
+                                                   R.global_maxpool2d_forward(x)[1], shape),
+                     {}, label)
     p, g, s1, s2 = (_f32(rng.standard_normal(1001)) for _ in range(4))
     s1, s2 = np.abs(s1), np.abs(s2)
     yield Sample("adam_update", (p, g, s1, s2), dict(t=1, lr=1e-2), "n=1001 t=1")
@@ -106,6 +135,13 @@ def _conv_macs(sample):
     kh, kw, cin, cout = w.shape
     oh, ow = -(-x.shape[1] // sh), -(-x.shape[2] // sw)   # 'same' sizes bound 'valid' ones
     return x.shape[0] * oh * ow * kh * kw * cin * cout
+
+
+def ops_of(C):
+    """The ops of the table the cuda package `C` exports: the contract, the fused ops,
+    and the optional ops (kernels.OPTIONAL: rescale_*, ...) it has so far."""
+    from fastconv import kernels
+    return {op for op in kernels.CONTRACT + kernels.FUSED + kernels.OPTIONAL if hasattr(C, op)}
 
 
 def cases(ops):
@@ -271,6 +307,51 @@ def _device_checks(C, R):
         if not np.array_equal(dx, want):
             return f"dx {dx}"
 
+    @check("global max pooling: NaN and -inf follow the reference's running-max rule")
+    def _():
+        # channel 0: NaN at pixel 0 -> (NaN, 0); 1: a later NaN never wins; 2: all -inf
+        # -> (-inf, 0); 3: all NaN but pixel 0 -> pixel 0; 4: the max in the last lane
+        x = _f32(rng.standard_normal((2, 5, 7, 5)))
+        x[:, 0, 0, 0] = np.nan
+        x[:, 2, 3, 1] = np.nan
+        x[..., 2] = -np.inf
+        x[..., 3] = np.nan
+        x[:, 0, 0, 3] = -2.0
+        x[:, 4, 6, 4] = 9.0
+        y, arg = C.global_maxpool2d_forward(C.to_device(x))
+        wy, warg = R.global_maxpool2d_forward(x)
+        y, arg = y.copy_to_host(), arg.copy_to_host()
+        if not (np.array_equal(y, wy, equal_nan=True) and np.array_equal(arg, warg)):
+            return f"y {y} arg {arg}, want {wy} {warg}"
+
+    @check("merge ops on device arrays: accumulate_grad in place, out= returned")
+    def _():
+        a, b = _f32(rng.standard_normal((3, 4, 4, 5))), _f32(rng.standard_normal((3, 4, 4, 5)))
+        da = C.to_device(a)
+        if C.accumulate_grad(da, C.to_device(b)) is not None:
+            return "accumulate_grad returned something"
+        if not np.array_equal(da.copy_to_host(), a + b):
+            return "accumulate_grad did not add in place"
+        buf = C.empty((3, 4, 4, 10))
+        got = C.concat_forward([C.to_device(a), C.to_device(b)], out=buf)
+        if got is not buf or not np.array_equal(buf.copy_to_host(),
+                                                np.concatenate([a, b], -1)):
+            return "concat_forward out= not filled and returned"
+        parts = (C.empty((3, 4, 4, 5)), None)
+        g = C.concat_backward(buf, (5, 5), out=parts)
+        if g[0] is not parts[0] or not np.array_equal(g[1].copy_to_host(), b):
+            return "concat_backward out= not filled and returned"
+
+    @check("device argmax of global max pooling outside [0, H*W) leaves zeros")
+    def _():
+        dy = C.to_device(_f32([[1.0, 2.0, 3.0]]))
+        arg = cuda.to_device(np.array([[3, 4, -1]], np.int32))
+        dx = C.global_maxpool2d_backward(dy, arg, (1, 2, 2, 3)).copy_to_host()
+        want = np.zeros((1, 2, 2, 3), np.float32)
+        want[0, 1, 1, 0] = 1.0
+        if not np.array_equal(dx, want):
+            return f"dx {dx.ravel()}"
+
     @check("memory helpers: to_device copies, zeros, to_host of tuples and lists")
     def _():
         a = _f32(rng.standard_normal((3, 2)))
@@ -337,7 +418,7 @@ def run_in_simulator():
     specs = _install_recorders(report.kernel_modules(), log)
     C = kernels.get("cuda")  # the simulator stands in for the device
     results = {}
-    for key, s in cases({op for op in kernels.CONTRACT + kernels.FUSED if hasattr(C, op)}):
+    for key, s in cases(ops_of(C)):
         t0 = time.perf_counter()
         try:
             r = compare_to_reference(C, s.op, *s.args, rtol=RTOL, atol=ATOL, **s.kwargs)
@@ -367,8 +448,7 @@ def _cuda_ops():
         import fastconv.kernels.cuda as C
     except ImportError as exc:
         return None, str(exc)
-    from fastconv import kernels
-    return {op for op in kernels.CONTRACT + kernels.FUSED if hasattr(C, op)}, None
+    return ops_of(C), None
 
 
 OPS, IMPORT_PROBLEM = _cuda_ops()
@@ -381,12 +461,8 @@ def sim():
         if os.environ.get("CI") == "true":
             pytest.fail(f"fastconv.kernels.cuda does not import: {IMPORT_PROBLEM}")
         pytest.skip(f"fastconv.kernels.cuda does not import: {IMPORT_PROBLEM}")
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__)], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and "RESULT:" in proc.stdout, \
-        proc.stdout[-2000:] + proc.stderr[-4000:]
-    return json.loads(proc.stdout.split("RESULT:", 1)[1])
+    from .simulator import run          # not at the top: this file also runs as the child
+    return run(os.path.abspath(__file__), timeout=600)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -416,6 +492,9 @@ def test_every_declared_kernel_is_launched(sim):
     "the training step's own kernels launch with their declared signatures",
     "device argmax outside [0, H*W) is skipped, not written",
     "memory helpers: to_device copies, zeros, to_host of tuples and lists",
+    "global max pooling: NaN and -inf follow the reference's running-max rule",
+    "merge ops on device arrays: accumulate_grad in place, out= returned",
+    "device argmax of global max pooling outside [0, H*W) leaves zeros",
 ])
 def test_device_behaviour(sim, check):
     assert check in sim["checks"], f"the subprocess did not run {check!r}"
@@ -491,12 +570,8 @@ print("RESULT:" + json.dumps(results))
 def dense_sim():
     if OPS is None:
         pytest.skip(f"fastconv.kernels.cuda does not import: {IMPORT_PROBLEM}")
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, "-c", DENSE_SCRIPT, os.path.dirname(__file__)],
-                          env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0 and "RESULT:" in proc.stdout, \
-        proc.stdout[-2000:] + proc.stderr[-4000:]
-    return json.loads(proc.stdout.split("RESULT:", 1)[1])
+    from .simulator import TESTS, run
+    return run(DENSE_SCRIPT, TESTS, timeout=900)
 
 
 def test_dense_kernels_match_the_reference_at_every_tile_configuration(dense_sim):

@@ -28,13 +28,9 @@ Runs in its own process: NUMBA_ENABLE_CUDASIM=1 must be set before numba.cuda is
 imported. Launch sizes are patched down (32 threads, at most 3 blocks) so tiny inputs
 span several blocks with ragged edges.
 """
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
-import pytest
+from . import simulator
 
 KERNEL_SCRIPT = textwrap.dedent("""
     import json, math, sys
@@ -142,14 +138,7 @@ KERNEL_SCRIPT = textwrap.dedent("""
 
 
 def _run(script):
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    tests = os.path.dirname(os.path.abspath(__file__))
-    proc = subprocess.run([sys.executable, "-c", script.format(tests=tests)], env=env,
-                          capture_output=True, text=True, timeout=900)
-    if proc.returncode == 3:
-        pytest.skip(f"cuda backend under the simulator: {proc.stdout.strip()}")
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    return json.loads(proc.stdout.split("RESULT:", 1)[1])
+    return simulator.run(script.format(tests=simulator.TESTS), timeout=900)
 
 
 def test_step_kernels_match_numpy():

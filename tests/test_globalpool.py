@@ -1,22 +1,32 @@
 """Global pooling ops by hand: the Keras meaning (mean / max over H and W, NHWC ->
 (N, C)), the first-maximum tie rule, and the cpu engine bitwise equal at 1 and 2
 threads. The op table (tests/test_opinfo.py) checks every backend against the
-reference on random inputs, error messages and out= buffers."""
+reference on random inputs, error messages and out= buffers. The by-hand cases run on
+every backend that loads here (cuda on a GPU: bench/gpu_check.sh runs them there; the
+simulator runs its kernels in tests/test_cuda_sim.py)."""
 import numpy as np
 import pytest
 
 from fastconv import kernels
 
-BACKENDS = ["reference", "cpu"]
+from .backends import available_backends
+
+BACKENDS, _ = available_backends()
+
+
+def _host(K, value):
+    """Results as host arrays (cuda returns device arrays)."""
+    return K.to_host(value) if hasattr(K, "to_host") else value
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_global_avgpool2d_forward_and_backward_by_hand(backend):
     K = kernels.get(backend)
     x = np.arange(2 * 2 * 3 * 2, dtype=np.float32).reshape(2, 2, 3, 2)
-    y = K.global_avgpool2d_forward(x)
+    y = _host(K, K.global_avgpool2d_forward(x))
     np.testing.assert_array_equal(y, x.mean(axis=(1, 2)))
-    dx = K.global_avgpool2d_backward(np.array([[6.0, 12.0], [0.0, -6.0]], np.float32), x.shape)
+    dx = _host(K, K.global_avgpool2d_backward(np.array([[6.0, 12.0], [0.0, -6.0]], np.float32),
+                                              x.shape))
     assert dx.shape == x.shape
     np.testing.assert_array_equal(dx[0, :, :, 0], np.ones((2, 3)))
     np.testing.assert_array_equal(dx[1, :, :, 1], -np.ones((2, 3)))
@@ -28,11 +38,11 @@ def test_global_maxpool2d_first_maximum_wins(backend):
     x = np.zeros((1, 2, 2, 2), np.float32)
     x[0, 0, 1, 0] = x[0, 1, 0, 0] = 3.0       # channel 0: a tie at pixels 1 and 2
     x[0, :, :, 1] = -1.0                        # channel 1: all equal
-    y, arg = K.global_maxpool2d_forward(x)
+    y, arg = _host(K, K.global_maxpool2d_forward(x))
     np.testing.assert_array_equal(y, [[3.0, -1.0]])
     np.testing.assert_array_equal(arg, [[1, 0]])
     assert arg.dtype == np.int32
-    dx = K.global_maxpool2d_backward(np.array([[5.0, 7.0]], np.float32), arg, x.shape)
+    dx = _host(K, K.global_maxpool2d_backward(np.array([[5.0, 7.0]], np.float32), arg, x.shape))
     want = np.zeros_like(x)
     want[0, 0, 1, 0], want[0, 0, 0, 1] = 5.0, 7.0
     np.testing.assert_array_equal(dx, want)

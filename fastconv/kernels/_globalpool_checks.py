@@ -38,10 +38,12 @@ def check_grad(op, dy, input_shape):
     return input_shape
 
 
-def check_argmax(op, dy, argmax):
-    """argmax an int32 ndarray of dy's shape (its range is each backend's to check,
-    with _validate.check_argmax_range's message)."""
-    if not isinstance(argmax, np.ndarray) or argmax.dtype != np.int32:
+def check_argmax(op, dy, argmax, is_array=None):
+    """argmax an int32 ndarray (or whatever `is_array` accepts: cuda's device arrays) of
+    dy's shape (its range is each backend's to check, with
+    _validate.check_argmax_range's message)."""
+    if not (isinstance(argmax, np.ndarray) or (is_array is not None and is_array(argmax))) \
+            or argmax.dtype != np.int32:
         raise TypeError(f"{op}: argmax must be an int32 ndarray, got "
                         f"{getattr(argmax, 'dtype', type(argmax).__name__)}")
     _validate.check_same_shape(op, "dy", dy, "argmax", argmax)

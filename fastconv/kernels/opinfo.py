@@ -167,8 +167,9 @@ def samples(shapes="quick", seed=0):
     yield Sample("rmsprop_update", (p, g, s1), dict(lr=1e-3, rho=0.9, eps=1e-7), label)
     yield Sample("adam_update", (p, g, s1, s2), dict(t=3, lr=1e-3), label)
     yield from _merge_samples(rng, shapes)
-    if shapes != "seed":  # the seed model has no global pooling
+    if shapes != "seed":  # the seed model has no global pooling, rescaling or batchnorm
         yield from _globalpool_samples(rng)
+        yield from _norm_samples(rng)
 
 
 def _merge_samples(rng, shapes):
@@ -203,6 +204,33 @@ def _globalpool_samples(rng):
         _, arg = R.global_maxpool2d_forward(x)
         yield Sample("global_maxpool2d_backward", (_f32(rng.standard_normal((n, c))), arg, shape),
                      {}, label)
+
+
+def _norm_samples(rng):
+    """Rescaling at any rank; BatchNormalization over NHWC and (N, C), batch 1, odd
+    channel counts, a mean far from 0 (the one-pass variance's cancellation)."""
+    from . import reference as R
+
+    for shape in ((1, 1), (2, 9), (1, 5, 3, 7), (3, 4, 5, 33), (4, 7, 6, 3)):
+        x = _f32(rng.standard_normal(shape) * 2.0 + 3.0)
+        c = shape[-1]
+        label = f"x{shape}"
+        yield Sample("rescale_forward", (x, 1.0 / 255), dict(offset=-0.5), label)
+        yield Sample("rescale_backward", (x, -2.5), {}, label)
+        gamma = _f32(rng.standard_normal(c))
+        beta = _f32(rng.standard_normal(c))
+        yield Sample("batchnorm_train_forward", (x, gamma, beta), dict(epsilon=1e-3), label)
+        _, mean, var = R.batchnorm_train_forward(x, gamma, beta, 1e-3)
+        dy = _f32(rng.standard_normal(shape))
+        for need_dx in (True, False):
+            yield Sample("batchnorm_backward", (dy, x, gamma, mean, var),
+                         dict(epsilon=1e-3, need_dx=need_dx), f"{label} need_dx={need_dx}")
+        moving_mean = _f32(rng.standard_normal(c))
+        moving_var = _f32(rng.random(c) + 0.1)
+        yield Sample("batchnorm_infer_forward", (x, gamma, beta, moving_mean, moving_var),
+                     dict(epsilon=1e-3), label)
+        yield Sample("batchnorm_moving_update", (moving_mean, moving_var, mean, var),
+                     dict(momentum=0.99), label)
 
 
 def _z(*shape, dtype=F32):
@@ -543,6 +571,62 @@ def error_inputs():
          "dy of another N",
          ValueError, "global_maxpool2d_backward: dy must have shape (N, C) = (1, 3) for "
                      "input_shape (1, 2, 2, 3), got (2, 3)"),
+        # rescaling
+        ("rescale_forward", (z(2, 3, dtype=np.float64), 0.5), {}, "x float64",
+         TypeError, "rescale_forward: x must be float32, got float64"),
+        ("rescale_forward", (z(2, 3), "1/255"), {}, "scale a string",
+         TypeError, "rescale_forward: scale must be a number, got '1/255'"),
+        ("rescale_forward", (z(2, 3), 0.5), dict(offset=float("nan")), "offset nan",
+         ValueError, "rescale_forward: offset must be finite, got nan"),
+        ("rescale_forward", (z(2, 3), 0.5), dict(out=z(3, 2)), "out of the wrong shape",
+         ValueError, "rescale_forward: out must be float32 of shape (2, 3), got float32 of "
+                     "shape (3, 2)"),
+        ("rescale_backward", ([1.0, 2.0], 0.5), {}, "dy a list",
+         TypeError, "rescale_backward: dy must be a numpy.ndarray, got list"),
+        ("rescale_backward", (z(2, 3), None), {}, "scale None",
+         TypeError, "rescale_backward: scale must be a number, got None"),
+        # batch normalization
+        ("batchnorm_train_forward", (z(4), z(4), z(4)), {}, "x of rank 1",
+         ValueError, "batchnorm_train_forward: x must have rank >= 2 (batch, ..., channels), "
+                     "got rank 1 (shape (4,))"),
+        ("batchnorm_train_forward", (z(0, 3), z(3), z(3)), {}, "an empty batch",
+         ValueError, "batchnorm_train_forward: x must not be empty, got shape (0, 3)"),
+        ("batchnorm_train_forward", (z(2, 3, 3, 4), z(3), z(4)), {}, "gamma of another C",
+         ValueError, "batchnorm_train_forward: gamma must be float32 of shape (4,) (x's "
+                     "channels), got float32 of shape (3,)"),
+        ("batchnorm_train_forward", (z(2, 4), z(4), z(4)), dict(epsilon=0.0), "epsilon 0",
+         ValueError, "batchnorm_train_forward: epsilon must be > 0, got 0.0"),
+        ("batchnorm_train_forward", (z(2, 4, dtype=np.int32), z(4), z(4)), {}, "x int32",
+         TypeError, "batchnorm_train_forward: x must be float32, got int32"),
+        ("batchnorm_train_forward", (z(2, 4), z(4), z(4)), dict(out=(z(2, 4), z(3), None)),
+         "out mean of the wrong shape",
+         ValueError, "batchnorm_train_forward: out[1] must be float32 of shape (4,), got "
+                     "float32 of shape (3,)"),
+        ("batchnorm_infer_forward", (z(2, 4), z(4), z(4), z(4), z(4, 1)), {},
+         "moving_variance of rank 2",
+         ValueError, "batchnorm_infer_forward: moving_variance must have rank 1, got rank 2 "
+                     "(shape (4, 1))"),
+        ("batchnorm_infer_forward", (z(2, 4), z(4), z(4), z(4), np.full(4, -1.0, F32)), {},
+         "moving_variance below -epsilon",
+         ValueError, "batchnorm_infer_forward: moving_variance + epsilon must be > 0, got a "
+                     "minimum of -0.999"),
+        ("batchnorm_backward", (z(2, 5), z(2, 4), z(4), z(4), z(4)), {}, "dy of another shape",
+         ValueError, "batchnorm_backward: dy must have the shape of x (2, 4), got (2, 5)"),
+        ("batchnorm_backward", (z(2, 4), z(2, 4), z(4), z(5), z(4)), {}, "mean of another C",
+         ValueError, "batchnorm_backward: mean must be float32 of shape (4,) (x's channels), "
+                     "got float32 of shape (5,)"),
+        ("batchnorm_backward", (z(2, 4), z(2, 4), z(4), z(4), z(4)), dict(epsilon=-1e-3),
+         "epsilon negative",
+         ValueError, "batchnorm_backward: epsilon must be > 0, got -0.001"),
+        ("batchnorm_moving_update", (z(4), z(4), z(4), z(4)), dict(momentum=1.5),
+         "momentum above 1",
+         ValueError, "batchnorm_moving_update: momentum must be in [0, 1], got 1.5"),
+        ("batchnorm_moving_update", (z(4), z(4), z(4), z(4, dtype=np.float64)), {},
+         "var float64",
+         TypeError, "batchnorm_moving_update: var must be float32, got float64"),
+        ("batchnorm_moving_update", (z(4), z(3), z(4), z(4)), {}, "moving_variance of 3",
+         ValueError, "batchnorm_moving_update: moving_variance must be float32 of shape (4,) "
+                     "(x's channels), got float32 of shape (3,)"),
     ]
     for op, args, kwargs, label, error, message in cases:
         yield ErrorInput(Sample(op, args, kwargs, label), error, message)
@@ -651,6 +735,38 @@ def _globalpool_grad(kind, shape):
                           build)
 
 
+def _rescale_grad(shape, scale, offset):
+    from . import reference as R
+
+    def build(rng):
+        x = rng.standard_normal(shape)
+        r = rng.standard_normal(shape)
+        dx = R.rescale_backward(r, scale)
+        loss = lambda: float(np.sum(R.rescale_forward(x, scale, offset) * r))  # noqa: E731
+        return loss, (("rescale dx", x, dx),)
+    return GradientSample("rescale_backward", f"rescale x{shape} scale {scale}", build)
+
+
+def _batchnorm_grad(shape):
+    """Training-mode batchnorm: dx, dgamma, dbeta of L = sum(y * r), the batch
+    statistics recomputed from x at every perturbation (as the forward does)."""
+    from . import reference as R
+
+    def build(rng):
+        c = shape[-1]
+        x = rng.standard_normal(shape) * 1.5 + 0.5
+        gamma = rng.standard_normal(c)
+        beta = rng.standard_normal(c)
+        r = rng.standard_normal(shape)
+        _, mean, var = R.batchnorm_train_forward(x, gamma, beta, 1e-3)
+        dx, dgamma, dbeta = R.batchnorm_backward(r, x, gamma, mean, var, 1e-3)
+        def loss():
+            return float(np.sum(R.batchnorm_train_forward(x, gamma, beta, 1e-3)[0] * r))
+        return loss, (("batchnorm dx", x, dx), ("batchnorm dgamma", gamma, dgamma),
+                      ("batchnorm dbeta", beta, dbeta))
+    return GradientSample("batchnorm_backward", f"batchnorm x{shape}", build)
+
+
 def _dense_grad(n, d_in, d_out):
     from . import reference as R
 
@@ -741,6 +857,9 @@ def gradient_samples():
         _softmax_ce_grad(5, 4),
         _concat_grad((2, 3, 2), (3, 1, 4)),
         _concat_grad((3,), (2, 5)),
+        _rescale_grad((2, 3, 4), 1.0 / 255, -0.5),
+        _batchnorm_grad((3, 2, 3, 5)),
+        _batchnorm_grad((4, 3)),
     ]
 
 
@@ -759,8 +878,10 @@ def _concat_grad(lead, channels):
 
 # -- the table, per op -------------------------------------------------------------------
 
-# Optimizer updates write into their arguments and take no out=.
-IN_PLACE = ("sgd_update", "rmsprop_update", "adam_update", "accumulate_grad")
+# Optimizer updates (and batchnorm_moving_update, accumulate_grad) write into their
+# arguments and take no out=.
+IN_PLACE = ("sgd_update", "rmsprop_update", "adam_update", "accumulate_grad",
+            "batchnorm_moving_update")
 
 
 class OpInfo(NamedTuple):

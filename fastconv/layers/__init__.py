@@ -1,4 +1,5 @@
-"""Keras-style layers: Conv2D, MaxPooling2D, Activation, Flatten, Dense, Dropout, Input.
+"""Keras-style layers: Conv2D, MaxPooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
+Activation, Flatten, Dense, Dropout, Rescaling, BatchNormalization, Input.
 
 A layer describes one step of a Sequential model: it validates its arguments in
 `__init__` (messages show the received value), creates its weights in
@@ -17,10 +18,13 @@ Weights use Keras's layouts: conv kernel (KH, KW, C_in, C_out), dense kernel
 from .base import ACTIVATIONS, Layer, LayerError
 from .convolutional import Conv2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer
-from .pooling import MaxPooling2D
+from .normalization import BatchNormalization
+from .pooling import GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
+from .preprocessing import Rescaling
 
 LAYERS = {cls.__name__: cls for cls in
-          (InputLayer, Conv2D, MaxPooling2D, Activation, Flatten, Dense, Dropout)}
+          (InputLayer, Conv2D, MaxPooling2D, Activation, Flatten, Dense, Dropout,
+           GlobalAveragePooling2D, GlobalMaxPooling2D, Rescaling, BatchNormalization)}
 
 
 def serialize(layer):
@@ -42,5 +46,6 @@ def deserialize(spec):
 
 
 __all__ = ["Layer", "LayerError", "Input", "InputLayer", "Conv2D", "MaxPooling2D",
-           "Activation", "Flatten", "Dense", "Dropout", "serialize", "deserialize",
+           "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Activation", "Flatten", "Dense",
+           "Dropout", "Rescaling", "BatchNormalization", "serialize", "deserialize",
            "ACTIVATIONS"]

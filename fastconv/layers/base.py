@@ -164,6 +164,15 @@ class Layer:
     def count_params(self):
         return int(sum(int(np.prod(s)) for s in self.weight_shapes()))
 
+    def trainable_weight_count(self):
+        """How many of the weights, from the first, the optimizer trains; the rest (a
+        BatchNormalization's moving statistics) are updated by the layer itself."""
+        return len(self.weight_names)
+
+    def count_trainable_params(self):
+        return int(sum(int(np.prod(s))
+                       for s in self.weight_shapes()[:self.trainable_weight_count()]))
+
     def get_weights(self):
         """Host NumPy copies of the weights, in Keras order (kernel, bias)."""
         if self._K is None:

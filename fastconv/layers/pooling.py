@@ -40,3 +40,36 @@ class MaxPooling2D(Layer):
             if isinstance(config.get(k), list):
                 config[k] = tuple(config[k])
         return super().from_config(config)
+
+
+class _GlobalPooling2D(Layer):
+    """(None, H, W, C) -> (None, C): Keras's keepdims=False, channels_last only."""
+
+    def __init__(self, name=None, input_shape=None, data_format="channels_last",
+                 keepdims=False):
+        cls = self.__class__.__name__
+        _choice(cls, "data_format", data_format, ("channels_last",))
+        if keepdims is not False:
+            raise ValueError(f"{cls}: only keepdims=False is supported (output (batch, "
+                             f"channels)), received keepdims={keepdims!r}")
+        super().__init__(name=name, input_shape=input_shape)
+
+    def _input_rank(self):
+        return 3
+
+    def compute_output_shape(self, input_shape):
+        self._expect_rank(input_shape, 4, "(batch, height, width, channels)")
+        return (None, input_shape[3])
+
+
+class GlobalAveragePooling2D(_GlobalPooling2D):
+    """GlobalAveragePooling2D(): y[n, c] = mean of x[n, :, :, c]."""
+
+    prefix = "global_average_pooling2d"
+
+
+class GlobalMaxPooling2D(_GlobalPooling2D):
+    """GlobalMaxPooling2D(): y[n, c] = max of x[n, :, :, c] (the gradient goes to the
+    first maximum in row-major order)."""
+
+    prefix = "global_max_pooling2d"

@@ -40,7 +40,8 @@ def device_kit(K):
 
 
 class Op:
-    """One logical operation: kind in conv, dense, pool, act, flatten, dropout."""
+    """One logical operation: kind in conv, dense, pool, act, flatten, dropout,
+    global_avgpool, global_maxpool, rescale, batchnorm."""
 
     __slots__ = ("kind", "layer", "act", "out_shape")
 
@@ -72,12 +73,46 @@ def logical_ops(layers):
         elif isinstance(layer, L.Dropout):
             if layer.rate > 0:
                 ops.append(Op("dropout", layer))
+        elif isinstance(layer, L.GlobalAveragePooling2D):
+            ops.append(Op("global_avgpool", layer))
+        elif isinstance(layer, L.GlobalMaxPooling2D):
+            ops.append(Op("global_maxpool", layer))
+        elif isinstance(layer, L.Rescaling):
+            ops.append(Op("rescale", layer))
+        elif isinstance(layer, L.BatchNormalization):
+            ops.append(Op("batchnorm", layer))
         else:
             raise TypeError(f"layer '{layer.name}' of type {type(layer).__name__} cannot be planned")
     head = None
     if ops and ops[-1].kind == "act" and ops[-1].act in ("sigmoid", "softmax"):
         head = ops.pop()
     return ops, head
+
+
+# The optional ops (kernels.OPTIONAL) a step kind calls: (forward, training-only).
+OPTIONAL_OPS = {
+    "global_avgpool": (("global_avgpool2d_forward",), ("global_avgpool2d_backward",)),
+    "global_maxpool": (("global_maxpool2d_forward",), ("global_maxpool2d_backward",)),
+    "rescale": (("rescale_forward",), ("rescale_backward",)),
+    "batchnorm": (("batchnorm_infer_forward",),
+                  ("batchnorm_train_forward", "batchnorm_backward", "batchnorm_moving_update")),
+}
+
+
+def require_ops(ops, K, training):
+    """Refuse, before any buffer is made, a model whose layers need an op backend K does
+    not export yet (an optional op: kernels.OPTIONAL), naming the layer and the backend."""
+    for op in ops:
+        infer, train = OPTIONAL_OPS.get(op.kind, ((), ()))
+        missing = [name for name in infer + (train if training else ())
+                   if not callable(getattr(K, name, None))]
+        if missing:
+            name = getattr(K, "NAME", str(K))
+            raise kernels.BackendUnavailable(
+                f"layer '{op.layer.name}' ({type(op.layer).__name__}) cannot run on backend "
+                f"'{name}': it lacks the op{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(missing)} (not written for {name} yet); use device='cpu' or "
+                f"'reference' for this model")
 
 
 def describe(ops, K):
@@ -292,6 +327,92 @@ class DropoutStep(Step):
         self.K.dropout_backward(self.dy, self.mask, out=self.dx)
 
 
+class GlobalPoolStep(Step):
+    """Global average or max pooling: x (N, H, W, C) -> y (N, C)."""
+
+    def __init__(self, K, n, x, ops):
+        super().__init__(K, n, x, ops)
+        self.is_max = ops[0].kind == "global_maxpool"
+        self.x_shape = tuple(x.shape)
+        self.y = K.empty(self.out_shape())                    # (N, C)
+        self.argmax = K.empty(self.out_shape(), np.int32) if self.is_max else None
+
+    def forward(self):
+        if self.is_max:
+            self.K.global_maxpool2d_forward(self.x, out=(self.y, self.argmax))
+        else:
+            self.K.global_avgpool2d_forward(self.x, out=self.y)
+
+    def backward(self):
+        if self.is_max:
+            self.K.global_maxpool2d_backward(self.dy, self.argmax, self.x_shape, out=self.dx)
+        else:
+            self.K.global_avgpool2d_backward(self.dy, self.x_shape, out=self.dx)
+
+
+class RescaleStep(Step):
+    """y = x * scale + offset (Rescaling); dx = dy * scale."""
+
+    def __init__(self, K, n, x, ops):
+        super().__init__(K, n, x, ops)
+        layer = ops[0].layer
+        self.scale, self.offset = layer.scale, layer.offset
+        self.y = K.empty(tuple(x.shape))
+
+    def forward(self):
+        self.K.rescale_forward(self.x, self.scale, self.offset, out=self.y)
+
+    def backward(self):
+        self.K.rescale_backward(self.dy, self.scale, out=self.dx)
+
+
+class BatchNormStep(Step):
+    """BatchNormalization over the channel axis. Training: the batch statistics (saved
+    in mean/var (C,) for backward), and the moving statistics updated by
+    update_moving(), which the plan calls after backward (so a step whose loss is not
+    finite, which never runs backward, leaves them as they were). Inference: the moving
+    statistics. A layer without scale/center gets a constant gamma of ones / beta of
+    zeros here, and its unused gradient goes to a scratch buffer."""
+
+    def __init__(self, K, n, x, ops, grads, training):
+        super().__init__(K, n, x, ops)
+        layer = ops[0].layer
+        self.layer = layer if layer.trainable_weight_count() else None
+        self.bn, self.training = layer, training
+        weights = list(layer._weights)
+        c = tuple(x.shape)[-1]
+        grads = list(grads) if training else []
+
+        def const(value):
+            return K.to_device(np.full(c, value, np.float32))
+        self.gamma = weights.pop(0) if layer.scale else const(1.0)          # (C,)
+        self.beta = weights.pop(0) if layer.center else const(0.0)          # (C,)
+        self.moving_mean, self.moving_var = weights                         # (C,), (C,)
+        self.y = K.empty(tuple(x.shape))
+        if training:
+            self.mean, self.var = K.empty((c,)), K.empty((c,))              # batch statistics
+            self.dgamma = grads.pop(0) if layer.scale else K.empty((c,))
+            self.dbeta = grads.pop(0) if layer.center else K.empty((c,))
+
+    def forward(self):
+        bn = self.bn
+        if self.training:
+            self.K.batchnorm_train_forward(self.x, self.gamma, self.beta, bn.epsilon,
+                                           out=(self.y, self.mean, self.var))
+        else:
+            self.K.batchnorm_infer_forward(self.x, self.gamma, self.beta, self.moving_mean,
+                                           self.moving_var, bn.epsilon, out=self.y)
+
+    def backward(self):
+        self.K.batchnorm_backward(self.dy, self.x, self.gamma, self.mean, self.var,
+                                  self.bn.epsilon, need_dx=self.dx is not None,
+                                  out=(self.dx, self.dgamma, self.dbeta))
+
+    def update_moving(self):
+        self.K.batchnorm_moving_update(self.moving_mean, self.moving_var, self.mean, self.var,
+                                       self.bn.momentum)
+
+
 def _label_spec(loss, n, out_shape):
     """(shape, dtype) of a batch's labels in the loss kernel's format: float32 (N, 1)
     like the logits for binary, int32 (N,) class indices else."""
@@ -328,6 +449,7 @@ class Plan:
             self.x = K.empty(in_shape)
             self.x_host = self.x if isinstance(self.x, np.ndarray) else np.empty(in_shape,
                                                                                  np.float32)
+        require_ops(ops, K, training)
         self.steps = []
         cur = self.x
         for kind, group in _group(ops, K):
@@ -345,6 +467,13 @@ class Plan:
                 step = FlattenStep(K, n, cur, group)
             elif kind == "dropout":
                 step = DropoutStep(K, n, cur, group, model._dropout_rng_of(group[0].layer))
+            elif kind in ("global_avgpool", "global_maxpool"):
+                step = GlobalPoolStep(K, n, cur, group)
+            elif kind == "rescale":
+                step = RescaleStep(K, n, cur, group)
+            elif kind == "batchnorm":
+                step = BatchNormStep(K, n, cur, group, model._grads_of(group[0].layer, K)
+                                     if training else (), training)
             else:
                 step = ActStep(K, n, cur, group)
             self.steps.append(step)
@@ -365,6 +494,10 @@ class Plan:
         if self.loss is not None:
             self._plan_loss(K, n)
         self.backward_steps = []
+        # steps whose layer updates its own state after backward (BatchNormalization's
+        # moving statistics): every one, whether or not a gradient reaches it
+        self.stat_steps = [s for s in self.steps if isinstance(s, BatchNormStep)] \
+            if training else []
         if training:
             self._plan_backward()
 
@@ -393,6 +526,9 @@ class Plan:
     def _plan_backward(self):
         first_param = next((i for i, s in enumerate(self.steps) if s.layer is not None), None)
         if first_param is None:
+            # nothing trains (possible: a BatchNormalization with scale and center off
+            # is the only weighted layer); the moving statistics still need the
+            # batch's, which forward computes
             return
         dy = self.dlogits
         for i in range(len(self.steps) - 1, first_param - 1, -1):
@@ -480,8 +616,12 @@ class Plan:
         return int(np.count_nonzero(self.eq))
 
     def backward(self):
+        """The gradients of every trainable weight, then the moving statistics of the
+        training-mode BatchNormalization steps (run only for a step that is applied)."""
         for step in self.backward_steps:
             step.backward()
+        for step in self.stat_steps:
+            step.update_moving()
 
     def predict_out(self):
         """The model's output (probabilities when it ends in sigmoid/softmax), on the host."""

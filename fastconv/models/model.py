@@ -68,8 +68,9 @@ class Model:
 
     Model files (models.saving, models.keras_weights) use only public attributes and
     methods: layers, name, seed, compiled, loss, metrics, optimizer, get_config,
-    compile, set_weights, require_built, weight_specs, rng_states / set_rng_states and
-    optimizer_state / restore_optimizer_state (the "model files" section below).
+    compile, set_weights, require_built, weight_specs, trainable_weight_specs,
+    rng_states / set_rng_states and optimizer_state / restore_optimizer_state (the "model
+    files" section below).
 
     Threads: one model may be used from several Python threads. Its plans (batch
     buffers) and weights are shared, so a model serialises its public entry points
@@ -165,8 +166,11 @@ class Model:
         self._plans.clear()
 
     def _grads_of(self, layer, K):
+        """The gradient buffers of the layer's trainable weights (its first
+        trainable_weight_count(): a BatchNormalization's moving statistics have none)."""
         if layer.name not in self._grads:
-            self._grads[layer.name] = tuple(K.empty(tuple(w.shape)) for w in layer._weights)
+            self._grads[layer.name] = tuple(K.empty(tuple(w.shape)) for w in
+                                            layer._weights[:layer.trainable_weight_count()])
         return self._grads[layer.name]
 
     def _dropout_rng_of(self, layer):
@@ -177,7 +181,9 @@ class Model:
         return self._layer_rngs[layer.name]
 
     def _params(self):
-        return [w for layer in self.layers for w in layer._weights]
+        """The trainable weights, in get_weights() order (what the optimizer updates)."""
+        return [w for layer in self.layers
+                for w in layer._weights[:layer.trainable_weight_count()]]
 
     def _grad_list(self, K):
         return [g for layer in self.layers if layer._weights for g in self._grads_of(layer, K)]
@@ -211,6 +217,10 @@ class Model:
     def count_params(self):
         self.require_built("count parameters")
         return sum(layer.count_params() for layer in self.layers)
+
+    def count_trainable_params(self):
+        self.require_built("count parameters")
+        return sum(layer.count_trainable_params() for layer in self.layers)
 
     @locked
     def get_weights(self):
@@ -248,6 +258,13 @@ class Model:
         copying nothing (a model file's weight list is checked against it)."""
         return [(layer.name, wname, shape) for layer in self.layers
                 for wname, shape in zip(layer.weight_names, layer.weight_shapes())]
+
+    def trainable_weight_specs(self):
+        """weight_specs() of the trainable weights only (the optimizer keeps state for
+        these: a file's optimizer state is counted against them)."""
+        return [(layer.name, wname, shape) for layer in self.layers
+                for wname, shape in list(zip(layer.weight_names, layer.weight_shapes()))[
+                    :layer.trainable_weight_count()]]
 
     def rng_states(self):
         """JSON-able states of the init, shuffle and dropout generators (saved in files)."""

@@ -165,7 +165,7 @@ def _load_model(path, meta, entries, device, compile):
         state = meta.get("optimizer_state")
         if state:
             listed = state.get("arrays", []) if isinstance(state, dict) else None
-            want = len(model.weight_specs()) * len(model.optimizer.state_names)
+            want = len(model.trainable_weight_specs()) * len(model.optimizer.state_names)
             if not isinstance(listed, list) or len(listed) != want:
                 fail(path, f"holds {len(listed) if isinstance(listed, list) else 'no'} "
                            f"optimizer state arrays, the optimizer needs {want}")

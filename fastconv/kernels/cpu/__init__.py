@@ -12,6 +12,9 @@ from .._host import empty, to_device, to_host, zeros  # noqa: F401
 from .activations import (  # noqa: F401
     dropout_backward, dropout_forward, relu_backward, relu_forward, sigmoid_backward,
     sigmoid_forward, softmax_backward, softmax_forward)
+from .batchnorm import (  # noqa: F401
+    batchnorm_backward, batchnorm_infer_forward, batchnorm_moving_update,
+    batchnorm_train_forward)
 from .dense import dense_backward, dense_forward  # noqa: F401
 from .globalpool import (  # noqa: F401
     global_avgpool2d_backward, global_avgpool2d_forward, global_maxpool2d_backward,
@@ -20,6 +23,7 @@ from .losses import binary_crossentropy, softmax_crossentropy  # noqa: F401
 from .merge import accumulate_grad, add_forward, concat_backward, concat_forward  # noqa: F401
 from .optimizers import adam_update, rmsprop_update, sgd_update  # noqa: F401
 from .pool import maxpool2d_backward, maxpool2d_forward  # noqa: F401
+from .rescale import rescale_backward, rescale_forward  # noqa: F401
 
 from .conv2d import conv2d_backward, conv2d_forward  # noqa: F401
 from .fused import (  # noqa: F401

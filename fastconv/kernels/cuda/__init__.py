@@ -21,10 +21,15 @@ from .activations import (  # noqa: F401
 from .losses import binary_crossentropy, softmax_crossentropy  # noqa: F401
 from .optimizers import adam_update, rmsprop_update, sgd_update  # noqa: F401
 from .pool import maxpool2d_backward, maxpool2d_forward  # noqa: F401
+from .rescale import rescale_backward, rescale_forward  # noqa: F401
 from .conv2d import conv2d_backward, conv2d_forward  # noqa: F401
 from .dense import dense_backward, dense_forward  # noqa: F401
 from .fused import (  # noqa: F401
     conv2d_relu_backward, conv2d_relu_forward, conv2d_relu_maxpool_backward,
     conv2d_relu_maxpool_forward)
+from .merge import accumulate_grad, add_forward, concat_backward, concat_forward  # noqa: F401
+from .globalpool import (  # noqa: F401
+    global_avgpool2d_backward, global_avgpool2d_forward, global_maxpool2d_backward,
+    global_maxpool2d_forward)
 
 NAME = "cuda"

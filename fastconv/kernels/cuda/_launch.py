@@ -12,4 +12,7 @@ ROW_MAX = 128       # the shared memory the row kernels compile with: ROW must n
 POOL = 256          # one thread per pooled output (forward) or input pixel (backward)
 REDUCE = 256        # the one-block loss reductions
 REDUCE_MAX = 256    # the shared memory the loss kernels compile with: REDUCE must not exceed it
+GPOOL = 256         # global pooling forward: threads per block, a (channels, pixel lanes) tile
+GPOOL_C = 32        # at most this many channels per block (a warp's worth: coalesced rows)
+GPOOL_MAX = 256     # the shared memory the global pooling kernels compile with: GPOOL <= it
 MAX_BLOCKS = 65535  # grid-stride kernels never need more (and 1-D grids allow 2**31 - 1)

@@ -11,6 +11,7 @@ import functools as _functools
 from .. import _validate
 from .._host import dropout_mask, empty, to_device, to_host, zeros  # noqa: F401
 from . import activations as _activations
+from . import batchnorm as _batchnorm
 from . import conv2d as _conv2d
 from . import dense as _dense
 from . import fused as _fused
@@ -18,6 +19,7 @@ from . import globalpool as _globalpool
 from . import losses as _losses
 from . import merge as _merge
 from . import pool as _pool
+from . import rescale as _rescale
 from .optimizers import adam_update, rmsprop_update, sgd_update  # noqa: F401  (in place)
 
 NAME = "reference"
@@ -30,7 +32,8 @@ def _with_out(fn):
     return op
 
 
-for _module in (_activations, _conv2d, _dense, _fused, _globalpool, _losses, _merge, _pool):
+for _module in (_activations, _batchnorm, _conv2d, _dense, _fused, _globalpool, _losses, _merge,
+                _pool, _rescale):
     for _name in dir(_module):
         _fn = getattr(_module, _name)
         if (callable(_fn) and not _name.startswith("_")
@@ -39,4 +42,5 @@ for _module in (_activations, _conv2d, _dense, _fused, _globalpool, _losses, _me
 
 del _module, _name, _fn
 
+from .batchnorm import batchnorm_moving_update  # noqa: E402,F401  (in place, no out=)
 from .merge import accumulate_grad  # noqa: E402,F401  (in place, no out=)
