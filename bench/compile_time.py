@@ -1,7 +1,7 @@
 """Compile time of the cpu engine: cold (empty Numba cache) and warm (cache=True
 hits) import-plus-first-call, each in a fresh process.
 
-    python bench/compile_time.py [--repeat 2]
+    python bench/compile_time.py [--repeat 2] [--only model]
 
 Two measurements per state:
   engine  import fastconv.kernels.cpu, then call every op in the op table
@@ -11,7 +11,8 @@ Two measurements per state:
   model   import fastconv, build small_convnet(device="cpu") and run one
           train_on_batch and one predict_on_batch at batch 4: what a user waits
           for before the first step.
-Cold runs use a new temporary NUMBA_CACHE_DIR; warm runs reuse the one the cold
+The model measurement also lists its costliest compiles (CPU seconds per kernel,
+from Numba's compile events). Cold runs use a new temporary NUMBA_CACHE_DIR; warm runs reuse the one the cold
 run filled. Wall seconds are what a user waits; the child's CPU seconds
 (compilation is single-threaded) are the steadier figure on a busy machine.
 """
@@ -44,8 +45,25 @@ for threshold in (1 << 62, 0):                     # serial builds, then paralle
 print(t_import, time.perf_counter() - t0, ops)
 """,
     "model": r"""
-import time
+import json, sys, time
 t0 = time.perf_counter()
+from numba.core import event
+
+class Compiles(event.Listener):
+    # CPU seconds of each outermost compile (a kernel's callees count in its time)
+    def __init__(self):
+        self.stack, self.seconds = [], []
+    def on_start(self, ev):
+        self.stack.append(time.process_time())
+    def on_end(self, ev):
+        c0 = self.stack.pop()
+        if not self.stack:
+            f = ev.data["dispatcher"].py_func
+            self.seconds.append((time.process_time() - c0,
+                                 f.__module__.rsplit(".", 1)[-1] + "." + f.__name__))
+
+compiles = Compiles()
+event.register("numba:compile", compiles)
 import numpy as np
 import fastconv
 t_import = time.perf_counter() - t0
@@ -56,6 +74,7 @@ y = (rng.random(4) > 0.5).astype(np.float32)
 model.train_on_batch(x, y)
 model.predict_on_batch(x)
 print(t_import, time.perf_counter() - t0, 2)
+print(json.dumps(sorted(compiles.seconds, reverse=True)))
 """,
 }
 
@@ -71,25 +90,31 @@ def measure(what, cache_dir):
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"{what} failed:\n{proc.stderr[-2000:]}")
-    t_import, t_total, calls = proc.stdout.split()
+    lines = proc.stdout.splitlines()
+    t_import, t_total, calls = lines[0].split()
     return dict(what=what, import_s=float(t_import), import_and_calls_s=float(t_total),
-                calls=int(calls), process_s=wall, process_cpu_s=cpu)
+                calls=int(calls), process_s=wall, process_cpu_s=cpu,
+                compiles=json.loads(lines[1]) if len(lines) > 1 else [])
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeat", type=int, default=1, help="cold/warm pairs per measurement")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--only", choices=sorted(CHILD), default=None,
+                    help="one measurement (model: the first trained batch)")
+    ap.add_argument("--top", type=int, default=12,
+                    help="the model's costliest compiles to list (0: none)")
     args = ap.parse_args(argv)
     rows = []
-    measurements = ["engine", "model"]
+    measurements = [args.only] if args.only else ["engine", "model"]
     sys.path.insert(0, ROOT)
     from fastconv import kernels
     try:
         kernels.get("cpu")
     except kernels.BackendUnavailable as exc:
         print(f"model: skipped ({exc})")
-        measurements.remove("model")
+        measurements = [m for m in measurements if m != "model"]
     for what in measurements:
         for _ in range(args.repeat):
             with tempfile.TemporaryDirectory(prefix="fastconv-numba-cache-") as cache:
@@ -100,6 +125,13 @@ def main(argv=None):
     for r in rows:
         print(f"{r['what']:<13}{r['state']:<7}{r['import_s']:10.2f}"
               f"{r['import_and_calls_s']:24.2f}{r['calls']:7d}{r['process_cpu_s']:15.2f}")
+    for r in rows:
+        if r["compiles"] and r["state"] == "cold":
+            total = sum(c for c, _ in r["compiles"])
+            print(f"\n{r['what']} cold: {len(r['compiles'])} kernels compiled, "
+                  f"{total:.1f} CPU s (each kernel's callees included in its time):")
+            for c, name in r["compiles"][:args.top]:
+                print(f"  {c:6.2f}  {name}")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

@@ -34,6 +34,8 @@ CASES = [
     ((5, 12, 11, 3), (5, 3), 7, (1, 2), "valid"),
     ((1, 5, 6, 3), (5, 3), 1, 3, "same"),      # stride larger than some output counts
     ((1, 13, 11, 3), (3, 3), 33, 1, "valid"),  # C_out not a multiple of 4 or 8
+    ((2, 12, 17, 4), (3, 3), 64, 2, "same"),   # the 3x3 row kernel, strided, 2 blocks
+    ((1, 7, 6, 2), (3, 3), 32, 1, "valid"),    # 3x3, F % 32 == 0, rows under 6 pixels
 ]
 IDS = [f"x{s}-k{k}-f{f}-s{st}-{p}" for s, k, f, st, p in CASES]
 
@@ -166,3 +168,11 @@ def test_float64_is_refused_even_where_the_reference_allows_it():
         R.conv2d_forward(x, z(3, 3, 3, 2, dtype=np.float64), z(2, dtype=np.float64))
         with pytest.raises(TypeError, match="conv2d_forward: x must be float32, got float64"):
             CPU.conv2d_forward(x, z(3, 3, 3, 2, dtype=np.float64), z(2, dtype=np.float64))
+
+
+def test_cases_run_both_forward_row_kernels():
+    """The 3x3 row kernel (Geometry.tiled) and the general one are both checked above."""
+    from fastconv.kernels.cpu.conv2d import Geometry
+    tiled = {Geometry("t", np.empty(s, F32), np.empty(k + (s[3], f), F32), st, p).tiled
+             for s, k, f, st, p in CASES}
+    assert tiled == {True, False}

@@ -214,6 +214,71 @@ def _conv_row(xn, wf, wpk, b, h0, step, relu, yr):
             ow += npx
 
 
+@njit(**FMA_OPTS)
+def _conv_row_3x3(xn, wpk, b, h0, step, relu, yr):
+    """_conv_row for the convs most models are made of, and all of the seed's: a 3x3
+    kernel, F a multiple of FC and rows of at least PX pixels (Geometry.tiled says
+    when). Same arguments (less wf), same arithmetic in the same order, so the same
+    bits as _conv_row; overwrites yr (OW, F).
+
+    A call, not inlined: compiled alone, outside the parallel kernels' parfor
+    passes, and without _conv_row's other paths, it keeps a fresh install's first
+    step short (docs/cpu.md, Compile time). One call per output row costs nothing
+    measurable next to the row's OW * F * 9 * C multiply-adds. relu is a run-time
+    flag here (inlined, it was a constant): the store loop is written twice so the
+    flag is tested once per tile, not per element (tested per element, the seed
+    convs ran ~25% slower).
+    """
+    K = wpk.shape[2]
+    F = b.shape[0]
+    OW = yr.shape[0]
+    acc = numba.carray(_stack_f32(PX_FC), (PX, FC))
+    for f0 in range(0, F, FC):
+        bb = b[f0:f0 + FC]
+        wb = wpk[f0 // FC]
+        ow = 0
+        while ow < OW:
+            if ow + PX > OW:
+                ow = OW - PX          # the ragged end: see _conv_row
+            for p in range(PX):
+                for f in range(FC):
+                    acc[p, f] = bb[f]
+            p0 = ow * step
+            if PX == 6:
+                _taps6(acc, xn[h0], wb[0], p0, step, K)
+                _taps6(acc, xn[h0 + 1], wb[1], p0, step, K)
+                _taps6(acc, xn[h0 + 2], wb[2], p0, step, K)
+            else:
+                _taps3(acc, xn[h0], wb[0], p0, step, K)
+                _taps3(acc, xn[h0 + 1], wb[1], p0, step, K)
+                _taps3(acc, xn[h0 + 2], wb[2], p0, step, K)
+            if relu:
+                for p in range(PX):
+                    yv = yr[ow + p, f0:f0 + FC]
+                    for f in range(FC):
+                        v = acc[p, f]
+                        yv[f] = F32(0) if v < 0 else v
+            else:
+                for p in range(PX):
+                    yv = yr[ow + p, f0:f0 + FC]
+                    for f in range(FC):
+                        yv[f] = acc[p, f]
+            ow += PX
+
+
+@njit(parallel=True, **FMA_OPTS)
+def _forward_3x3(xp, wpk, b, sh, sw, relu, y):
+    """_forward for Geometry.tiled convs, by rows of _conv_row_3x3 (no w: wpk only)."""
+    N, Hp, Wp, C = xp.shape
+    OH = y.shape[1]
+    xf = xp.reshape(N, Hp, Wp * C)
+    for r in prange(N * OH):
+        n = r // OH
+        oh = r - n * OH
+        _conv_row_3x3(xf[n], wpk, b, oh * sh, sw * C, relu, y[n, oh])
+    return y
+
+
 @njit(parallel=True, **FMA_OPTS)
 def _forward(xp, w, wpk, b, sh, sw, relu, y):
     """y (N, OH, OW, F) = conv(xp, w) + b, then max(., 0) if relu. Overwrites y.
@@ -430,6 +495,12 @@ class Geometry:
                        and self.wp == self.w)
 
     @property
+    def tiled(self):
+        """Whether the forward runs _conv_row_3x3 (3x3 kernel, F % FC == 0, OW >= PX)
+        rather than the general _conv_row: only the variant a model uses compiles."""
+        return self.kh == 3 and self.kw == 3 and self.f % FC == 0 and self.ow >= PX
+
+    @property
     def y_shape(self):
         return (self.n, self.oh, self.ow, self.f)
 
@@ -464,6 +535,8 @@ class Geometry:
 
 def forward(g, x, w, b, relu, y):
     """Run the forward kernel of geometry g into y (C-contiguous)."""
+    if g.tiled:
+        return _forward_3x3(g.padded(x), g.packed_w(w), contiguous(b), g.sh, g.sw, relu, y)
     return _forward(g.padded(x), contiguous(w), g.packed_w(w), contiguous(b), g.sh, g.sw,
                     relu, y)
 

@@ -19,11 +19,11 @@ conv output grid (N, OH, OW, F), pooled y (N, PH, PW, F).
   the conv-grid gradient is never built. Per-image partial sums of dw and db
   are added in image order: bitwise identical for any thread count.
 
-The forward kernels inline conv2d._conv_row (and read its PX/FC globals) at
-compile time, but Numba's on-disk cache of this module is invalidated only when
-THIS file changes: after editing _conv_row, clear the cache (the __pycache__
-folders, or NUMBA_CACHE_DIR) or these kernels keep the old tile code (a
-fresh install or clone has no cache, so users are not affected).
+The forward kernels inline conv2d._conv_row or call conv2d._conv_row_3x3 (and
+read their PX/FC globals) at compile time, but Numba's on-disk cache of this module is
+invalidated only when THIS file changes: after editing either, clear the cache
+(the __pycache__ folders, or NUMBA_CACHE_DIR) or these kernels keep the old
+tile code (a fresh install or clone has no cache, so users are not affected).
 """
 import numba
 import numpy as np
@@ -32,7 +32,38 @@ from numba import njit, prange
 from .. import _validate
 from . import conv2d
 from ._common import F32, FMA_OPTS, Target, check_float32, contiguous
-from .conv2d import _conv_row, _stack_f32
+from .conv2d import _conv_row, _conv_row_3x3, _stack_f32
+
+
+@njit(**FMA_OPTS)
+def _pool_rows(z, lo, hi, ow_n, pw_k, psw, ppl, yr, ar):
+    """yr, ar (PW, F) = max over the pool windows of one pooled row of the conv rows
+    z[0:hi-lo] (conv rows lo..hi-1, pre-activation), y clamped at 0; window pw covers
+    columns pw*psw - ppl + [0, pw_k) clipped to [0, ow_n). Overwrites yr and ar.
+    A call (not inlined in the two parallel kernels that use it): it compiles once."""
+    PW, F = yr.shape
+    for pw in range(PW):
+        left = pw * psw - ppl
+        clo = max(left, 0)
+        chi = min(left + pw_k, ow_n)
+        best = yr[pw]
+        where = ar[pw]
+        zv = z[0, clo]
+        idx = lo * ow_n + clo
+        for f in range(F):
+            best[f] = zv[f]
+            where[f] = idx
+        for oh in range(lo, hi):
+            for ow in range(clo, chi):
+                zv = z[oh - lo, ow]
+                idx = oh * ow_n + ow
+                for f in range(F):  # strictly greater: the first maximum wins
+                    if zv[f] > best[f]:
+                        best[f] = zv[f]
+                        where[f] = idx
+        for f in range(F):
+            if best[f] < 0:
+                best[f] = 0
 
 
 @njit(parallel=True, **FMA_OPTS)
@@ -47,7 +78,7 @@ def _forward_pooled(xp, w, wpk, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt
     """
     N, Hp, Wp, C = xp.shape
     KH, KW, _, F = w.shape
-    PH, PW = y.shape[1], y.shape[2]
+    PH = y.shape[1]
     xf = xp.reshape(N, Hp, Wp * C)
     wf = w.reshape(KH, KW * C, F)
     step = sw * C
@@ -60,30 +91,29 @@ def _forward_pooled(xp, w, wpk, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt
         hi = min(top + ph_k, oh_n)
         for oh in range(lo, hi):
             _conv_row(xf[n], wf, wpk, b, oh * sh, step, False, z[oh - lo])
-        yr = y[n, ph]
-        ar = arg[n, ph]
-        for pw in range(PW):
-            left = pw * psw - ppl
-            clo = max(left, 0)
-            chi = min(left + pw_k, ow_n)
-            best = yr[pw]
-            where = ar[pw]
-            zv = z[0, clo]
-            idx = lo * ow_n + clo
-            for f in range(F):
-                best[f] = zv[f]
-                where[f] = idx
-            for oh in range(lo, hi):
-                for ow in range(clo, chi):
-                    zv = z[oh - lo, ow]
-                    idx = oh * ow_n + ow
-                    for f in range(F):  # strictly greater: the first maximum wins
-                        if zv[f] > best[f]:
-                            best[f] = zv[f]
-                            where[f] = idx
-            for f in range(F):
-                if best[f] < 0:
-                    best[f] = 0
+        _pool_rows(z, lo, hi, ow_n, pw_k, psw, ppl, y[n, ph], arg[n, ph])
+    return y
+
+
+@njit(parallel=True, **FMA_OPTS)
+def _forward_pooled_3x3(xp, wpk, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl,
+                        zbuf, y, arg):
+    """_forward_pooled for Geometry.tiled convs, by rows of conv2d._conv_row_3x3 (only
+    the variant a model uses compiles: see conv2d._conv_row_3x3)."""
+    N, Hp, Wp, C = xp.shape
+    PH = y.shape[1]
+    xf = xp.reshape(N, Hp, Wp * C)
+    step = sw * C
+    for r in prange(N * PH):
+        n = r // PH
+        ph = r - n * PH
+        z = zbuf[numba.get_thread_id()]
+        top = ph * psh - ppt
+        lo = max(top, 0)
+        hi = min(top + ph_k, oh_n)
+        for oh in range(lo, hi):
+            _conv_row_3x3(xf[n], wpk, b, oh * sh, step, False, z[oh - lo])
+        _pool_rows(z, lo, hi, ow_n, pw_k, psw, ppl, y[n, ph], arg[n, ph])
     return y
 
 
@@ -229,25 +259,35 @@ def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, 
     return dwp
 
 
-@njit(parallel=True, **FMA_OPTS)
+@njit(**FMA_OPTS)
 def _reduce_images(dwp, dbp, dw, db):
     """dw (KH, KW, C, F)[i, k, f] = sum over n in order of dwp (N, F, KH, KW*C)[n, f, i, k];
-    db (F,) likewise from dbp (N, F). Overwrites dw and db."""
+    db (F,) likewise from dbp (N, F). Overwrites dw and db, and uses dwp[0] and dbp[0]
+    as the running sums (the partials are scratch, rewritten by every backward).
+
+    Serial on purpose: image by image the adds stream through contiguous memory
+    (vectorized, no reassociation: each sum still runs n = 0, 1, ... in order):
+    3-4x faster than the parallel strided loop it replaced on the seed's shapes,
+    and a parallel kernel costs 2-3 s more to compile on a fresh cache (docs/cpu.md).
+    """
     N, F, KH, K = dwp.shape
-    dwf = dw.reshape(KH, K, F)
-    for t in prange(KH * K):
-        i = t // K
-        k = t - i * K
+    m = F * KH * K
+    acc = dwp.reshape(N, m)
+    for n in range(1, N):
+        for t in range(m):
+            acc[0, t] += acc[n, t]
+    for n in range(1, N):
         for f in range(F):
-            s = dwp[0, f, i, k]
-            for n in range(1, N):
-                s += dwp[n, f, i, k]
-            dwf[i, k, f] = s
+            dbp[0, f] += dbp[n, f]
+    # Loops, not slice assignments: `db[:] = dbp[0]` after the loops above took
+    # LLVM ~4.5 s more to compile (measured; its overlap-checked copy).
     for f in range(F):
-        s = dbp[0, f]
-        for n in range(1, N):
-            s += dbp[n, f]
-        db[f] = s
+        db[f] = dbp[0, f]
+    dwf = dw.reshape(KH, K, F)
+    for f in range(F):
+        for i in range(KH):
+            for k in range(K):
+                dwf[i, k, f] = dwp[0, f, i, k]
     return dw
 
 
@@ -322,9 +362,13 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool
     ty = Target(op, "out[0]", o[0], (g.n, ph, pw, g.f))
     ta = Target(op, "out[1]", o[1], (g.n, ph, pw, g.f), np.int32)
     zbuf = conv2d.workspace("pool_rows", (numba.config.NUMBA_NUM_THREADS, pk_h, g.ow, g.f))
-    _forward_pooled(g.padded(x), contiguous(w), g.packed_w(contiguous(w)),
-                    contiguous(b), g.sh, g.sw, g.oh, g.ow,
-                    pk_h, pk_w, ps_h, ps_w, ppt, ppl, zbuf, ty.buf, ta.buf)
+    pool_args = (g.oh, g.ow, pk_h, pk_w, ps_h, ps_w, ppt, ppl, zbuf, ty.buf, ta.buf)
+    if g.tiled:
+        _forward_pooled_3x3(g.padded(x), g.packed_w(contiguous(w)), contiguous(b), g.sh,
+                            g.sw, *pool_args)
+    else:
+        _forward_pooled(g.padded(x), contiguous(w), g.packed_w(contiguous(w)),
+                        contiguous(b), g.sh, g.sw, *pool_args)
     return ty.result(), ta.result()
 
 
