@@ -4,7 +4,10 @@
     RMSprop(learning_rate=0.001, rho=0.9, epsilon=1e-7)
     Adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7)
 
-`lr=` is accepted as Keras 2's alias of `learning_rate` (the seed recipe says
+`learning_rate` is a float or a schedule of fastconv.optimizers.schedules
+(ExponentialDecay, PiecewiseConstantDecay, InverseTimeDecay, CosineDecay): the
+rate of each step is evaluated on the host at the step count and passed to the
+update kernel as a scalar. `lr=` is accepted as Keras 2's alias of `learning_rate` (the seed recipe says
 RMSprop(lr=1e-4)). The update itself is the backend's kernel
 (`sgd_update`, `rmsprop_update`, `adam_update`, in place); the optimizer owns
 the state arrays, allocated once on the model's backend, and the step count.
@@ -17,6 +20,8 @@ import numpy as np
 
 from .._args import is_number
 from .._memory import to_numpy, upload
+from . import schedules
+from .schedules import LearningRateSchedule
 
 
 def _number(cls, arg, value, low=0.0, high=None, open_low=False):
@@ -39,13 +44,44 @@ class Optimizer:
     state_names = ()
 
     def __init__(self, learning_rate, lr=None):
-        cls = self.__class__.__name__
         if lr is not None:
             learning_rate = lr
-        self.learning_rate = _number(cls, "learning_rate", learning_rate)
+        self._learning_rate = None
+        self.learning_rate = learning_rate
         self.iterations = 0
         self._state = None      # list (per parameter) of state arrays on the backend
         self._K = None
+
+    @property
+    def learning_rate(self):
+        """The rate of the next step: the constant, or the schedule at `iterations`
+        (a float either way, as Keras 3's optimizer.learning_rate)."""
+        if isinstance(self._learning_rate, LearningRateSchedule):
+            return float(self._learning_rate(self.iterations))
+        return self._learning_rate
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        """A number or a LearningRateSchedule; a number over a schedule raises, as Keras 3
+        (callbacks such as ReduceLROnPlateau so refuse a scheduled optimizer)."""
+        cls = self.__class__.__name__
+        if isinstance(value, dict) and "class_name" in value:
+            value = schedules.deserialize(value)
+        if isinstance(value, LearningRateSchedule):
+            self._learning_rate = value
+            return
+        if isinstance(self._learning_rate, LearningRateSchedule):
+            raise TypeError(f"{cls}: this optimizer was created with a LearningRateSchedule "
+                            f"({self._learning_rate!r}) as its `learning_rate`, so its "
+                            f"learning rate is not settable (received {value!r}); create the "
+                            f"optimizer with a float `learning_rate` to set it")
+        self._learning_rate = _number(cls, "learning_rate", value)
+
+    @property
+    def schedule(self):
+        """The LearningRateSchedule the optimizer was given, or None for a constant rate."""
+        lr = self._learning_rate
+        return lr if isinstance(lr, LearningRateSchedule) else None
 
     @property
     def lr(self):
@@ -53,7 +89,7 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value):
-        self.learning_rate = _number(self.__class__.__name__, "learning_rate", value)
+        self.learning_rate = value
 
     # -- state
     @property
@@ -99,17 +135,25 @@ class Optimizer:
 
     # -- update
     def apply(self, K, params, grads):
-        """One step: update every parameter in place from its gradient."""
+        """One step: update every parameter in place from its gradient. The rate is
+        evaluated once, on the host, at the step count before the update (a schedule's
+        step 0 rates the first update, as Keras) and passed to the kernels as a scalar."""
+        lr = self.learning_rate
         self.iterations += 1
         for p, g, state in zip(params, grads, self._state):
-            self._update(K, p, g, state)
+            self._update(K, p, g, state, lr)
 
-    def _update(self, K, p, g, state):
+    def _update(self, K, p, g, state, lr):
         raise NotImplementedError
 
     # -- config
+    def _lr_config(self):
+        """learning_rate as get_config stores it: the float, or the schedule serialized."""
+        s = self.schedule
+        return schedules.serialize(s) if s is not None else self._learning_rate
+
     def get_config(self):
-        return {"learning_rate": self.learning_rate}
+        return {"learning_rate": self._lr_config()}
 
     @classmethod
     def from_config(cls, config):
@@ -133,12 +177,11 @@ class SGD(Optimizer):
         self.nesterov = bool(nesterov)
         self.state_names = ("velocity",) if self.momentum > 0 else ()
 
-    def _update(self, K, p, g, state):
-        K.sgd_update(p, g, state[0] if state else None, self.learning_rate, self.momentum,
-                     self.nesterov)
+    def _update(self, K, p, g, state, lr):
+        K.sgd_update(p, g, state[0] if state else None, lr, self.momentum, self.nesterov)
 
     def get_config(self):
-        return {"learning_rate": self.learning_rate, "momentum": self.momentum,
+        return {"learning_rate": self._lr_config(), "momentum": self.momentum,
                 "nesterov": self.nesterov}
 
 
@@ -153,11 +196,11 @@ class RMSprop(Optimizer):
         self.rho = _number("RMSprop", "rho", rho, high=1.0)
         self.epsilon = _number("RMSprop", "epsilon", epsilon)
 
-    def _update(self, K, p, g, state):
-        K.rmsprop_update(p, g, state[0], self.learning_rate, self.rho, self.epsilon)
+    def _update(self, K, p, g, state, lr):
+        K.rmsprop_update(p, g, state[0], lr, self.rho, self.epsilon)
 
     def get_config(self):
-        return {"learning_rate": self.learning_rate, "rho": self.rho, "epsilon": self.epsilon}
+        return {"learning_rate": self._lr_config(), "rho": self.rho, "epsilon": self.epsilon}
 
 
 class Adam(Optimizer):
@@ -172,12 +215,12 @@ class Adam(Optimizer):
         self.beta_2 = _number("Adam", "beta_2", beta_2, high=1.0)
         self.epsilon = _number("Adam", "epsilon", epsilon)
 
-    def _update(self, K, p, g, state):
-        K.adam_update(p, g, state[0], state[1], self.iterations, self.learning_rate,
-                      self.beta_1, self.beta_2, self.epsilon)
+    def _update(self, K, p, g, state, lr):
+        K.adam_update(p, g, state[0], state[1], self.iterations, lr, self.beta_1, self.beta_2,
+                      self.epsilon)
 
     def get_config(self):
-        return {"learning_rate": self.learning_rate, "beta_1": self.beta_1,
+        return {"learning_rate": self._lr_config(), "beta_1": self.beta_1,
                 "beta_2": self.beta_2, "epsilon": self.epsilon}
 
 
@@ -203,4 +246,4 @@ def serialize(optimizer):
     return {"class_name": optimizer.__class__.__name__, "config": optimizer.get_config()}
 
 
-__all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "get", "serialize"]
+__all__ = ["schedules", "LearningRateSchedule", "Optimizer", "SGD", "RMSprop", "Adam", "get", "serialize"]
