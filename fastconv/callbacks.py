@@ -1,4 +1,5 @@
-"""Keras-style callbacks: History, ModelCheckpoint, EarlyStopping, TerminateOnNaN.
+"""Keras-style callbacks: History, ModelCheckpoint, EarlyStopping, TerminateOnNaN,
+LearningRateScheduler, ReduceLROnPlateau.
 
 A callback sees the training loop through on_train_begin/end,
 on_epoch_begin/end(epoch, logs) and on_train_batch_begin/end(batch, logs);
@@ -11,10 +12,13 @@ back the weights of the last step whose loss was finite.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 
-from ._args import is_int
+import numpy as np
+
+from ._args import is_int, is_number
 
 
 class Callback:
@@ -207,6 +211,154 @@ class EarlyStopping(Callback):
             self.model.set_weights(self.best_weights)
 
 
+def _settable_rate(cls, model):
+    """The model's optimizer, refused (TypeError, as Keras 3's learning_rate setter) when
+    its learning_rate is a schedule, which a callback cannot set."""
+    opt = getattr(model, "optimizer", None)
+    if opt is None:
+        raise RuntimeError(f"{cls}: the model has no optimizer; compile it first")
+    if getattr(opt, "schedule", None) is not None:
+        raise TypeError(f"{cls}: the optimizer's learning_rate is a schedule "
+                        f"({opt.schedule!r}), which {cls} cannot change; give the optimizer "
+                        f"a float learning_rate to use {cls}, or drop the callback")
+    return opt
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate at the start of every epoch (Keras 3):
+    lr = schedule(epoch, current_lr) (or schedule(epoch) for a one-argument function),
+    epoch 0-based; the result must be a float. Each epoch's logs get "learning_rate"
+    (the rate the epoch trained with)."""
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        if not callable(schedule):
+            raise ValueError(f"LearningRateScheduler: `schedule` must be a function "
+                             f"(epoch, lr) -> lr, received schedule={schedule!r}")
+        self.schedule = schedule
+        self.verbose = verbose
+        try:
+            params = inspect.signature(schedule).parameters.values()
+            positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY,
+                                                          p.POSITIONAL_OR_KEYWORD)]
+            self._two_args = len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL
+                                                         for p in params)
+        except (TypeError, ValueError):     # a builtin without a signature: Keras's order
+            self._two_args = True
+
+    def on_train_begin(self, logs=None):
+        _settable_rate("LearningRateScheduler", self.model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        opt = _settable_rate("LearningRateScheduler", self.model)
+        lr = (self.schedule(epoch, float(opt.learning_rate)) if self._two_args
+              else self.schedule(epoch))
+        if not isinstance(lr, (float, np.float32, np.float64)) or not math.isfinite(lr) \
+                or lr < 0:
+            raise ValueError(f"LearningRateScheduler: the output of the `schedule` function "
+                             f"must be a finite float >= 0, received {lr!r} for epoch {epoch}")
+        opt.learning_rate = float(lr)
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to "
+                  f"{float(lr)}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate)
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by `factor` when `monitor` has not improved for
+    `patience` epochs (Keras 3 semantics):
+
+    improved: value < best - min_delta (mode "min"; "auto" is "min" unless "acc" is in
+    the monitor's name) or value > best + min_delta ("max"), best starting at +-inf.
+    At each epoch end: in cooldown, the counter drops by one and wait = 0; then an
+    improvement sets best and wait = 0; otherwise, out of cooldown, wait += 1 and at
+    wait >= patience, if lr > min_lr (compared in float32), lr = max(lr * factor,
+    min_lr), cooldown starts (cooldown epochs) and wait = 0. The epoch's logs get
+    "learning_rate", the rate the epoch trained with (before any reduction).
+    An optimizer whose learning_rate is a schedule is refused (TypeError) at the start
+    of training, where Keras raises at the first reduction.
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto",
+                 min_delta=1e-4, cooldown=0, min_lr=0.0):
+        super().__init__()
+        c = "ReduceLROnPlateau"
+        if not isinstance(monitor, str):
+            raise ValueError(f"{c}: `monitor` must be a string, received monitor={monitor!r}")
+        if not is_number(factor) or not 0 <= factor < 1.0:
+            raise ValueError(f"{c}: does not support a factor >= 1.0 (or < 0); `factor` must "
+                             f"be in [0, 1), received factor={factor!r}")
+        for arg, v in (("patience", patience), ("cooldown", cooldown)):
+            if not is_int(v) or v < 0:
+                raise ValueError(f"{c}: `{arg}` must be an int >= 0, received {arg}={v!r}")
+        for arg, v in (("min_delta", min_delta), ("min_lr", min_lr)):
+            if not is_number(v) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{c}: `{arg}` must be a finite number >= 0, received "
+                                 f"{arg}={v!r}")
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"{c}: `mode` must be 'auto', 'min' or 'max', received "
+                             f"mode={mode!r}")
+        self.monitor = monitor
+        self.factor = float(factor)
+        self.patience = int(patience)
+        self.verbose = verbose
+        # Keras's own rule: only "acc" in the name makes "auto" maximise
+        self.mode = mode if mode != "auto" else ("max" if "acc" in monitor else "min")
+        self.min_delta = float(min_delta)
+        self.cooldown = int(cooldown)
+        self.min_lr = float(min_lr)
+        self._reset()
+
+    def _reset(self):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.cooldown_counter = 0
+        self.wait = 0
+
+    def _improved(self, value):
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def in_cooldown(self):
+        return self.cooldown_counter > 0
+
+    def on_train_begin(self, logs=None):
+        _settable_rate("ReduceLROnPlateau", self.model)
+        self._reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        opt = self.model.optimizer
+        logs["learning_rate"] = float(opt.learning_rate)
+        value = logs.get(self.monitor)
+        if value is None:
+            warnings.warn(f"ReduceLROnPlateau: learning rate reduction is conditioned on "
+                          f"metric {self.monitor!r}, which is not available (available: "
+                          f"{', '.join(logs)})", RuntimeWarning, stacklevel=2)
+            return
+        if self.in_cooldown():
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(value):
+            self.best = value
+            self.wait = 0
+        elif not self.in_cooldown():
+            self.wait += 1
+            if self.wait >= self.patience:
+                old = float(opt.learning_rate)
+                if old > np.float32(self.min_lr):
+                    new = max(old * self.factor, self.min_lr)
+                    opt.learning_rate = new
+                    if self.verbose > 0:
+                        print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning "
+                              f"rate to {new}.")
+                    self.cooldown_counter = self.cooldown
+                    self.wait = 0
+
+
 class NonFiniteLossWarning(RuntimeWarning):
     """Training stopped because the loss became NaN or infinite."""
 
@@ -256,4 +408,4 @@ class CallbackList:
 
 
 __all__ = ["Callback", "History", "ModelCheckpoint", "EarlyStopping", "TerminateOnNaN",
-           "NonFiniteLossWarning"]
+           "NonFiniteLossWarning", "LearningRateScheduler", "ReduceLROnPlateau"]

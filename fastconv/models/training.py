@@ -52,6 +52,14 @@ class _GuardedUpdates:
         self._ops.adam_update(p, g, m, v_, t, lr, beta1, beta2, eps, guard=self._guard(p))
 
 
+def _shown(key, value):
+    """A log value as the epoch line prints it: 4 decimals, and the learning rate (which
+    callbacks add) as Keras's progress bar prints small numbers, 4 significant digits."""
+    if key == "learning_rate" and abs(value) <= 1e-3:
+        return f"{value:.4e}"
+    return f"{value:.4f}"
+
+
 def _overrides(callbacks, name):
     """True when some callback defines its own `name` hook (not the no-op base one)."""
     base = getattr(cbks.Callback, name)
@@ -287,7 +295,7 @@ class Trainer:
             if verbose:
                 took = time.perf_counter() - t0
                 print(f"{seen}/{seen} - {took:.0f}s - " +
-                      " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
+                      " - ".join(f"{k}: {_shown(k, v)}" for k, v in logs.items()), flush=True)
             if self.stop_training:
                 break
         cb.on_train_end()
