@@ -149,8 +149,18 @@ class ModelCheckpoint(Callback):
 
 class EarlyStopping(Callback):
     """Stop when `monitor` has not improved by more than min_delta for `patience`
-    epochs. With restore_best_weights=True the weights of the best epoch are put
-    back at the end of training (Keras 3 behaviour)."""
+    epochs (Keras 3 semantics).
+
+    improved: value < best - min_delta ("min"; "auto" is "max" when "acc" is in the
+    monitor's name) or value > best + min_delta ("max"), best starting unset. Epochs
+    before `start_from_epoch` (0-based) are not looked at. Each epoch looked at counts
+    wait += 1; an improvement sets best and resets wait to 0 only if it also improves
+    on `baseline` (by min_delta, when a baseline is given), and no stop is made on an
+    improving epoch; otherwise training stops once wait >= patience (never at epoch 0).
+    restore_best_weights=True: the best epoch's weights (the first epoch looked at's,
+    if none improved) are put back at the end of training, whether or not it stopped
+    early, as Keras 3.
+    """
 
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, verbose=0, mode="auto",
                  baseline=None, restore_best_weights=False, start_from_epoch=0):
@@ -161,13 +171,25 @@ class EarlyStopping(Callback):
         if not is_int(patience) or patience < 0:
             raise ValueError(f"EarlyStopping: `patience` must be an int >= 0, received "
                              f"patience={patience!r}")
+        if not is_number(min_delta) or not math.isfinite(min_delta):
+            raise ValueError(f"EarlyStopping: `min_delta` must be a finite number, received "
+                             f"min_delta={min_delta!r}")
+        if baseline is not None and (not is_number(baseline) or not math.isfinite(baseline)):
+            raise ValueError(f"EarlyStopping: `baseline` must be None or a finite number, "
+                             f"received baseline={baseline!r}")
+        if not is_int(start_from_epoch) or start_from_epoch < 0:
+            raise ValueError(f"EarlyStopping: `start_from_epoch` must be an int >= 0, "
+                             f"received start_from_epoch={start_from_epoch!r}")
+        if not isinstance(restore_best_weights, bool):
+            raise ValueError(f"EarlyStopping: `restore_best_weights` must be True or False, "
+                             f"received restore_best_weights={restore_best_weights!r}")
         self.monitor = monitor
         self.min_delta = abs(float(min_delta))
         self.patience = int(patience)
         self.verbose = verbose
         self.mode = _mode("EarlyStopping", monitor, mode)
-        self.baseline = baseline
-        self.restore_best_weights = bool(restore_best_weights)
+        self.baseline = None if baseline is None else float(baseline)
+        self.restore_best_weights = restore_best_weights
         self.start_from_epoch = int(start_from_epoch)
 
     def on_train_begin(self, logs=None):
@@ -194,7 +216,8 @@ class EarlyStopping(Callback):
             self.best_epoch = epoch
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
-            if self.baseline is None or _improved(self.mode, value, self.baseline):
+            if self.baseline is None or _improved(self.mode, value, self.baseline,
+                                                  self.min_delta):
                 self.wait = 0
             return
         if self.wait >= self.patience and epoch > 0:
