@@ -1,4 +1,5 @@
-"""Keras-style callbacks: History, ModelCheckpoint, EarlyStopping, TerminateOnNaN.
+"""Keras-style callbacks: History, ModelCheckpoint, EarlyStopping, TerminateOnNaN,
+LearningRateScheduler, ReduceLROnPlateau.
 
 A callback sees the training loop through on_train_begin/end,
 on_epoch_begin/end(epoch, logs) and on_train_batch_begin/end(batch, logs);
@@ -11,10 +12,13 @@ back the weights of the last step whose loss was finite.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 
-from ._args import is_int
+import numpy as np
+
+from ._args import is_int, is_number
 
 
 class Callback:
@@ -145,8 +149,18 @@ class ModelCheckpoint(Callback):
 
 class EarlyStopping(Callback):
     """Stop when `monitor` has not improved by more than min_delta for `patience`
-    epochs. With restore_best_weights=True the weights of the best epoch are put
-    back at the end of training (Keras 3 behaviour)."""
+    epochs (Keras 3 semantics).
+
+    improved: value < best - min_delta ("min"; "auto" is "max" when "acc" is in the
+    monitor's name) or value > best + min_delta ("max"), best starting unset. Epochs
+    before `start_from_epoch` (0-based) are not looked at. Each epoch looked at counts
+    wait += 1; an improvement sets best and resets wait to 0 only if it also improves
+    on `baseline` (by min_delta, when a baseline is given), and no stop is made on an
+    improving epoch; otherwise training stops once wait >= patience (never at epoch 0).
+    restore_best_weights=True: the best epoch's weights (the first epoch looked at's,
+    if none improved) are put back at the end of training, whether or not it stopped
+    early, as Keras 3.
+    """
 
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, verbose=0, mode="auto",
                  baseline=None, restore_best_weights=False, start_from_epoch=0):
@@ -157,13 +171,25 @@ class EarlyStopping(Callback):
         if not is_int(patience) or patience < 0:
             raise ValueError(f"EarlyStopping: `patience` must be an int >= 0, received "
                              f"patience={patience!r}")
+        if not is_number(min_delta) or not math.isfinite(min_delta):
+            raise ValueError(f"EarlyStopping: `min_delta` must be a finite number, received "
+                             f"min_delta={min_delta!r}")
+        if baseline is not None and (not is_number(baseline) or not math.isfinite(baseline)):
+            raise ValueError(f"EarlyStopping: `baseline` must be None or a finite number, "
+                             f"received baseline={baseline!r}")
+        if not is_int(start_from_epoch) or start_from_epoch < 0:
+            raise ValueError(f"EarlyStopping: `start_from_epoch` must be an int >= 0, "
+                             f"received start_from_epoch={start_from_epoch!r}")
+        if not isinstance(restore_best_weights, bool):
+            raise ValueError(f"EarlyStopping: `restore_best_weights` must be True or False, "
+                             f"received restore_best_weights={restore_best_weights!r}")
         self.monitor = monitor
         self.min_delta = abs(float(min_delta))
         self.patience = int(patience)
         self.verbose = verbose
         self.mode = _mode("EarlyStopping", monitor, mode)
-        self.baseline = baseline
-        self.restore_best_weights = bool(restore_best_weights)
+        self.baseline = None if baseline is None else float(baseline)
+        self.restore_best_weights = restore_best_weights
         self.start_from_epoch = int(start_from_epoch)
 
     def on_train_begin(self, logs=None):
@@ -190,7 +216,8 @@ class EarlyStopping(Callback):
             self.best_epoch = epoch
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
-            if self.baseline is None or _improved(self.mode, value, self.baseline):
+            if self.baseline is None or _improved(self.mode, value, self.baseline,
+                                                  self.min_delta):
                 self.wait = 0
             return
         if self.wait >= self.patience and epoch > 0:
@@ -205,6 +232,154 @@ class EarlyStopping(Callback):
                 print(f"Restoring model weights from the end of the best epoch: "
                       f"{self.best_epoch + 1}.")
             self.model.set_weights(self.best_weights)
+
+
+def _settable_rate(cls, model):
+    """The model's optimizer, refused (TypeError, as Keras 3's learning_rate setter) when
+    its learning_rate is a schedule, which a callback cannot set."""
+    opt = getattr(model, "optimizer", None)
+    if opt is None:
+        raise RuntimeError(f"{cls}: the model has no optimizer; compile it first")
+    if getattr(opt, "schedule", None) is not None:
+        raise TypeError(f"{cls}: the optimizer's learning_rate is a schedule "
+                        f"({opt.schedule!r}), which {cls} cannot change; give the optimizer "
+                        f"a float learning_rate to use {cls}, or drop the callback")
+    return opt
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate at the start of every epoch (Keras 3):
+    lr = schedule(epoch, current_lr) (or schedule(epoch) for a one-argument function),
+    epoch 0-based; the result must be a float. Each epoch's logs get "learning_rate"
+    (the rate the epoch trained with)."""
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        if not callable(schedule):
+            raise ValueError(f"LearningRateScheduler: `schedule` must be a function "
+                             f"(epoch, lr) -> lr, received schedule={schedule!r}")
+        self.schedule = schedule
+        self.verbose = verbose
+        try:
+            params = inspect.signature(schedule).parameters.values()
+            positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY,
+                                                          p.POSITIONAL_OR_KEYWORD)]
+            self._two_args = len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL
+                                                         for p in params)
+        except (TypeError, ValueError):     # a builtin without a signature: Keras's order
+            self._two_args = True
+
+    def on_train_begin(self, logs=None):
+        _settable_rate("LearningRateScheduler", self.model)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        opt = _settable_rate("LearningRateScheduler", self.model)
+        lr = (self.schedule(epoch, float(opt.learning_rate)) if self._two_args
+              else self.schedule(epoch))
+        if not isinstance(lr, (float, np.float32, np.float64)) or not math.isfinite(lr) \
+                or lr < 0:
+            raise ValueError(f"LearningRateScheduler: the output of the `schedule` function "
+                             f"must be a finite float >= 0, received {lr!r} for epoch {epoch}")
+        opt.learning_rate = float(lr)
+        if self.verbose > 0:
+            print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to "
+                  f"{float(lr)}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate)
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by `factor` when `monitor` has not improved for
+    `patience` epochs (Keras 3 semantics):
+
+    improved: value < best - min_delta (mode "min"; "auto" is "min" unless "acc" is in
+    the monitor's name) or value > best + min_delta ("max"), best starting at +-inf.
+    At each epoch end: in cooldown, the counter drops by one and wait = 0; then an
+    improvement sets best and wait = 0; otherwise, out of cooldown, wait += 1 and at
+    wait >= patience, if lr > min_lr (compared in float32), lr = max(lr * factor,
+    min_lr), cooldown starts (cooldown epochs) and wait = 0. The epoch's logs get
+    "learning_rate", the rate the epoch trained with (before any reduction).
+    An optimizer whose learning_rate is a schedule is refused (TypeError) at the start
+    of training, where Keras raises at the first reduction.
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto",
+                 min_delta=1e-4, cooldown=0, min_lr=0.0):
+        super().__init__()
+        c = "ReduceLROnPlateau"
+        if not isinstance(monitor, str):
+            raise ValueError(f"{c}: `monitor` must be a string, received monitor={monitor!r}")
+        if not is_number(factor) or not 0 <= factor < 1.0:
+            raise ValueError(f"{c}: does not support a factor >= 1.0 (or < 0); `factor` must "
+                             f"be in [0, 1), received factor={factor!r}")
+        for arg, v in (("patience", patience), ("cooldown", cooldown)):
+            if not is_int(v) or v < 0:
+                raise ValueError(f"{c}: `{arg}` must be an int >= 0, received {arg}={v!r}")
+        for arg, v in (("min_delta", min_delta), ("min_lr", min_lr)):
+            if not is_number(v) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{c}: `{arg}` must be a finite number >= 0, received "
+                                 f"{arg}={v!r}")
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"{c}: `mode` must be 'auto', 'min' or 'max', received "
+                             f"mode={mode!r}")
+        self.monitor = monitor
+        self.factor = float(factor)
+        self.patience = int(patience)
+        self.verbose = verbose
+        # Keras's own rule: only "acc" in the name makes "auto" maximise
+        self.mode = mode if mode != "auto" else ("max" if "acc" in monitor else "min")
+        self.min_delta = float(min_delta)
+        self.cooldown = int(cooldown)
+        self.min_lr = float(min_lr)
+        self._reset()
+
+    def _reset(self):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.cooldown_counter = 0
+        self.wait = 0
+
+    def _improved(self, value):
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def in_cooldown(self):
+        return self.cooldown_counter > 0
+
+    def on_train_begin(self, logs=None):
+        _settable_rate("ReduceLROnPlateau", self.model)
+        self._reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        opt = self.model.optimizer
+        logs["learning_rate"] = float(opt.learning_rate)
+        value = logs.get(self.monitor)
+        if value is None:
+            warnings.warn(f"ReduceLROnPlateau: learning rate reduction is conditioned on "
+                          f"metric {self.monitor!r}, which is not available (available: "
+                          f"{', '.join(logs)})", RuntimeWarning, stacklevel=2)
+            return
+        if self.in_cooldown():
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(value):
+            self.best = value
+            self.wait = 0
+        elif not self.in_cooldown():
+            self.wait += 1
+            if self.wait >= self.patience:
+                old = float(opt.learning_rate)
+                if old > np.float32(self.min_lr):
+                    new = max(old * self.factor, self.min_lr)
+                    opt.learning_rate = new
+                    if self.verbose > 0:
+                        print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning "
+                              f"rate to {new}.")
+                    self.cooldown_counter = self.cooldown
+                    self.wait = 0
 
 
 class NonFiniteLossWarning(RuntimeWarning):
@@ -256,4 +431,4 @@ class CallbackList:
 
 
 __all__ = ["Callback", "History", "ModelCheckpoint", "EarlyStopping", "TerminateOnNaN",
-           "NonFiniteLossWarning"]
+           "NonFiniteLossWarning", "LearningRateScheduler", "ReduceLROnPlateau"]

@@ -538,3 +538,75 @@ def test_three_class_folders_train_a_softmax_head_then_evaluate_and_predict(
     lines = capsys.readouterr().out.splitlines()
     assert "top 3" in lines[0] and len(lines) == 4
     assert all(all(n in line for n in names) for line in lines[1:])
+
+
+@pytest.mark.parametrize("flags", [
+    ["--lr-schedule", "cosine", "--warmup-epochs", "1", "--weight-decay", "0.01"],
+    ["--lr-schedule", "exponential"],
+    ["--reduce-lr-on-plateau", "--weight-decay", "0.004"],
+], ids=["cosine-warmup-wd", "exponential", "plateau-wd"])
+def test_lr_flags_are_recorded_and_resume_gives_the_uninterrupted_result(
+        demo, tmp_path, capsys, monkeypatch, flags):
+    """--lr-schedule/--warmup-epochs/--reduce-lr-on-plateau/--weight-decay: in
+    history.json's settings, the rate per epoch in its history, and a Ctrl-C in epoch 2
+    then --resume (no flags repeated) is bitwise the uninterrupted run."""
+    args = ["train", demo, *FAST, "--epochs", "3", "--seed", "2"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    assert main(args + flags + ["--out", str(a / "m.fcm")]) == 0
+    out = capsys.readouterr().out
+    hist = json.loads((a / "history.json").read_text())
+    s, h = hist["settings"], hist["history"]
+    assert s["lr_schedule"] == (flags[1] if flags[0] == "--lr-schedule" else "constant")
+    assert s["warmup_epochs"] == (1 if "--warmup-epochs" in flags else 0)
+    assert s["reduce_lr_on_plateau"] == ("--reduce-lr-on-plateau" in flags)
+    wd = float(flags[flags.index("--weight-decay") + 1]) if "--weight-decay" in flags else 0
+    assert s["weight_decay"] == wd
+    lr = h["learning_rate"]
+    assert len(lr) == 3 and "learning_rate" in out
+    model = fastconv.load_model(str(a / "m.fcm.ckpt"), device="reference")
+    opt = model.optimizer
+    assert model.optimizer_state()[0] == 9 and (opt.weight_decay or 0) == wd
+    if s["lr_schedule"] == "cosine":       # warmup 1 epoch (3 steps), cosine over 2 epochs
+        assert opt.schedule.get_config()["warmup_steps"] == 3
+        assert lr[0] == pytest.approx(1e-3) and lr[2] == pytest.approx(0.0, abs=1e-12)
+    elif s["lr_schedule"] == "exponential":  # lr/10 after 9 steps; epoch ends at 3, 6, 9
+        assert lr == pytest.approx([1e-3 * 0.1 ** (k / 3) for k in (1, 2, 3)])
+    else:
+        assert opt.schedule is None and lr == [1e-3] * 3
+    _interrupt_at(monkeypatch, 3 + 2)
+    assert main(args + flags + ["--out", str(b / "m.fcm")]) == 130
+    capsys.readouterr()
+    monkeypatch.undo()
+    assert main(args + ["--out", str(b / "m.fcm"), "--resume"]) == 0
+    capsys.readouterr()
+    assert _weights_equal(a / "m.fcm.ckpt", b / "m.fcm.ckpt")
+    hb = json.loads((b / "history.json").read_text())
+    assert hb["settings"] == s
+    sa, sb = (json.loads((d / "m.fcm.ckpt.json").read_text()) for d in (a, b))
+    assert sa.get("reduce_lr") == sb.get("reduce_lr")      # the plateau's counters too
+    assert ("reduce_lr" in sa) == s["reduce_lr_on_plateau"]
+    for key in ("loss", "val_loss", "learning_rate"):
+        assert hb["history"][key] == h[key], key
+
+
+def test_lr_flag_errors(demo, tmp_path, capsys):
+    out = str(tmp_path / "m.fcm")
+    base = ["train", demo, *FAST, "--epochs", "2", "--out", out]
+    assert main(base + ["--lr-schedule", "exponential", "--warmup-epochs", "1"]) == 1
+    assert "--warmup-epochs works with --lr-schedule constant or cosine" in \
+        capsys.readouterr().err
+    assert main(base + ["--lr-schedule", "cosine", "--reduce-lr-on-plateau"]) == 1
+    assert "--reduce-lr-on-plateau needs a constant learning rate" in capsys.readouterr().err
+    assert main(base + ["--warmup-epochs", "2"]) == 1
+    assert "--warmup-epochs must be >= 0 and less than --epochs 2, received 2" in \
+        capsys.readouterr().err
+    assert main(base + ["--weight-decay", "-1"]) == 1
+    assert "--weight-decay must be a number >= 0, received -1.0" in capsys.readouterr().err
+    # a schedule is laid out over --epochs: a resumed run cannot change them
+    assert main(base + ["--lr-schedule", "cosine"]) == 0
+    capsys.readouterr()
+    assert main(["train", demo, *FAST, "--epochs", "3", "--out", out, "--resume"]) == 1
+    assert "--epochs 2, not 3 (its learning-rate schedule was laid out" in \
+        capsys.readouterr().err

@@ -198,6 +198,9 @@ class EpochEnd(Callback):
         r = self.run
         took = time.perf_counter() - self.t0
         rate = r.train.seen / self.t_train if self.t_train else float("nan")
+        # the rate as Keras 3 logs it: optimizer.learning_rate at the epoch's end (before
+        # a ReduceLROnPlateau reduction, which adds it itself)
+        logs.setdefault("learning_rate", float(r.model.optimizer.learning_rate))
         for k, v in logs.items():      # JSON has no NaN: a non-finite value is null
             r.history.setdefault(k, []).append(float(v) if math.isfinite(v) else None)
         r.history.setdefault("epoch", []).append(epoch + 1)
@@ -216,7 +219,8 @@ class EpochEnd(Callback):
         saved = f"  saved best to {r.paths['out']}" if self.best.saved else ""
         skipped = len(r.train.ds.skipped) + len(r.val.skipped)
         print(f"epoch {epoch + 1}/{r.settings['epochs']}  "
-              + "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
+              + "  ".join(f"{k} {v:.4g}" if k == "learning_rate" else f"{k} {v:.4f}"
+                          for k, v in logs.items())
               + f"  {rate:.0f} img/s  {took:.1f}s  data wait {wait:.2f}s  skipped {skipped}"
               + saved, flush=True)
 
@@ -224,8 +228,10 @@ class EpochEnd(Callback):
 class TrainRun:
     """One `fastconv train`: settings, data, model and the files it writes."""
 
-    def __init__(self, settings, root, paths, model, train, val, state=None, show_bar=True):
+    def __init__(self, settings, root, paths, model, train, val, state=None, show_bar=True,
+                 plateau=None):
         self.settings, self.root, self.paths = settings, root, paths
+        self.plateau = plateau      # the run's ReduceLROnPlateau (its counters are saved)
         self.model, self.train, self.val = model, _Counted(train), val
         self.show_bar = show_bar
         self.history = dict(state["history"]) if state else {}
@@ -245,6 +251,8 @@ class TrainRun:
                  "class_names": list(self.model.class_names),
                  "best_val_loss": self.best_val_loss if self.best_epoch else None,
                  "best_epoch": self.best_epoch, "history": self.history}
+        if self.plateau is not None:
+            state["reduce_lr"] = self.plateau.get_state()
         save_model(self.model, self.paths["ckpt"], train_state=state)
         write_json_atomic(self.paths["state"],
                           dict(state, checkpoint_sha256=_sha256(self.paths["ckpt"])))

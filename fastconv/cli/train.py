@@ -28,6 +28,7 @@ import os
 import sys
 
 from ._common import DEVICES, RESCALE, CLIError, check_outputs, plain_failures, require_device
+from ._train_lr import LR_SETTINGS, RunPlateau, check_lr_settings, optimizer_config, scheduled
 from ._train_run import (RESUMABLE, SETTINGS, EpochEnd, TrainRun, check_architecture,
                          paths_for, read_state)
 from .._text import printable
@@ -140,15 +141,21 @@ def resolve_settings(args, demo, stored=None):
     """The run's settings: explicit flags, else (on --resume) the stored ones, else the
     demo or seed-recipe defaults. On --resume an explicit flag that changes a stored
     setting (other than --epochs) is an error: the run could not be continued exactly."""
-    defaults = DEMO if demo else SEED_RECIPE
+    defaults = dict(LR_SETTINGS, **(DEMO if demo else SEED_RECIPE))
+    if stored is not None:      # a checkpoint from before the learning-rate settings
+        stored = dict(LR_SETTINGS, **stored)
     s = {}
-    for key in SETTINGS:
+    for key in SETTINGS + tuple(LR_SETTINGS):
         given = getattr(args, key)
         if stored is not None:
-            if given is not None and given != stored[key] and key not in RESUMABLE:
+            if given is not None and given != stored[key] and (
+                    key not in RESUMABLE or (key == "epochs" and scheduled(stored))):
+                why = (" (its learning-rate schedule was laid out over that many epochs)"
+                       if key == "epochs" else "")
                 raise CLIError(f"--resume: the checkpoint was trained with --"
-                               f"{key.replace('_', '-')} {stored[key]}, not {given}; drop the "
-                               f"flag to continue it, or train afresh without --resume")
+                               f"{key.replace('_', '-')} {stored[key]}, not {given}{why}; "
+                               f"drop the flag to continue it, or train afresh without "
+                               f"--resume")
             s[key] = given if given is not None else stored[key]
         else:
             s[key] = given if given is not None else defaults[key]
@@ -166,6 +173,7 @@ def resolve_settings(args, demo, stored=None):
                        f"{s['validation_split']}")
     if s["seed"] < 0:
         raise CLIError(f"--seed must be >= 0, received {s['seed']}")
+    check_lr_settings(s)
     return s
 
 
@@ -228,13 +236,15 @@ def _train(args):
         k = train.num_classes
         model = small_convnet(input_shape=(s, s, 3), device=args.device, seed=settings["seed"],
                               compile=False, num_classes=k)
-        model.compile(optimizer=optimizers.get({"class_name": settings["optimizer"],
-                                                "config": {"learning_rate": settings["lr"]}}),
+        steps = len(train)               # batches per epoch, the schedule's unit
+        model.compile(optimizer=optimizers.get(optimizer_config(settings, steps)),
                       loss="binary_crossentropy" if k == 2
                       else "sparse_categorical_crossentropy", metrics=["accuracy"])
     model.class_names = list(train.class_names)
+    plateau = RunPlateau(state.get("reduce_lr") if state else None) \
+        if settings["reduce_lr_on_plateau"] else None
     run = TrainRun(settings, None if demo else root, paths, model, train, val, state,
-                   show_bar=not args.no_progress)
+                   show_bar=not args.no_progress, plateau=plateau)
     # The data pipeline shuffles and augments epoch k from (seed, k): start where the
     # checkpoint stopped so a resumed run sees the same batches as an uninterrupted one.
     train.epoch = run.epochs_done
@@ -254,11 +264,19 @@ def _train(args):
           + f", batch {settings['batch_size']}, {settings['optimizer']} lr "
             f"{settings['lr']:g}, augmentation {'on' if settings['augment'] else 'off'}, "
             f"seed {settings['seed']}", flush=True)
+    extras = ([f"lr schedule {settings['lr_schedule']}"] if settings["lr_schedule"] !=
+              "constant" else []) + \
+        ([f"warmup {settings['warmup_epochs']} epochs"] if settings["warmup_epochs"] else []) \
+        + (["reduce lr on plateau"] if plateau else []) + \
+        ([f"weight decay {settings['weight_decay']:g}"] if settings["weight_decay"] else [])
+    if extras:
+        print("  " + ", ".join(extras), flush=True)
 
     epoch_end = EpochEnd(run)
     try:
         model.fit(run.train, epochs=settings["epochs"], initial_epoch=run.epochs_done,
-                  validation_data=val, verbose=0, callbacks=[epoch_end])
+                  validation_data=val, verbose=0,
+                  callbacks=([plateau] if plateau else []) + [epoch_end])
     except KeyboardInterrupt:
         epoch_end.close_bar()
         print(f"\ninterrupted: {paths['ckpt']} holds the model after epoch {run.epochs_done}"
@@ -302,6 +320,18 @@ def add_parser(sub, common):
     p.add_argument("--lr", type=float, help="learning rate (seed recipe 1e-4)")
     p.add_argument("--optimizer", choices=["rmsprop", "adam", "sgd"],
                    help="optimizer, Keras defaults apart from the learning rate (rmsprop)")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine", "exponential"],
+                   help="learning rate over the run: constant (default), cosine (to 0 at "
+                        "the end), exponential (to lr/10 at the end)")
+    p.add_argument("--warmup-epochs", type=int, metavar="N",
+                   help="ramp the learning rate linearly from 0 over the first N epochs "
+                        "(constant or cosine; default 0)")
+    p.add_argument("--reduce-lr-on-plateau", action=argparse.BooleanOptionalAction,
+                   default=None, help="divide the learning rate by 10 after 10 epochs "
+                                      "without a val_loss improvement (Keras defaults)")
+    p.add_argument("--weight-decay", type=float, metavar="W",
+                   help="decoupled weight decay of the optimizer, p -= lr*W*p per step "
+                        "(Keras 3 weight_decay; default 0)")
     p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where to train (default cpu)")
     p.add_argument("--image-size", type=int, metavar="PX",

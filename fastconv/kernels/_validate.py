@@ -317,6 +317,44 @@ def adam_args(op, p, g, m, v_, t, lr, check=check_update):
     return lr
 
 
+def check_accumulator(op, name, acc, dtype):
+    """acc: a float array of shape (1,) and the data's dtype (one number kept on the
+    backend's device, so a sum can be used by a later op without a host read)."""
+    check_float_array(op, name, acc)
+    if tuple(acc.shape) != (1,):
+        raise ValueError(f"{op}: {name} must have shape (1,), got {tuple(acc.shape)}")
+    if acc.dtype != dtype:
+        raise TypeError(f"{op}: {name} must have {dtype}, the data's dtype, got {acc.dtype}")
+
+
+def sum_squares_args(op, x, acc, accumulate):
+    """Checks of sum_squares (host arrays, or cuda's checkable stand-ins)."""
+    check_float_array(op, "x", x)
+    check_accumulator(op, "acc", acc, x.dtype)
+    if not isinstance(accumulate, (bool, np.bool_)):
+        raise TypeError(f"{op}: accumulate must be True or False, got {accumulate!r}")
+    return bool(accumulate)
+
+
+def clip_by_norm_args(op, g, sumsq, clipnorm):
+    """clipnorm of clip_by_norm, checked (> 0: 0 would zero every gradient)."""
+    check_float_array(op, "g", g)
+    check_accumulator(op, "sumsq", sumsq, g.dtype)
+    clipnorm = check_positive_float(op, "clipnorm", clipnorm)
+    if clipnorm == 0:
+        raise ValueError(f"{op}: clipnorm must be > 0, got {clipnorm!r}")
+    return clipnorm
+
+
+def clip_by_value_args(op, g, clipvalue):
+    """clipvalue of clip_by_value, checked (> 0)."""
+    check_float_array(op, "g", g)
+    clipvalue = check_positive_float(op, "clipvalue", clipvalue)
+    if clipvalue == 0:
+        raise ValueError(f"{op}: clipvalue must be > 0, got {clipvalue!r}")
+    return clipvalue
+
+
 # The out= convention, shared by every backend: out is None (return new arrays),
 # an array (single result), or a tuple shaped like the result with an array for
 # each array output and None elsewhere (e.g. dx when need_dx=False, or a loss's

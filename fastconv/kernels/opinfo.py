@@ -166,10 +166,28 @@ def samples(shapes="quick", seed=0):
                      f"{label} momentum nesterov={nesterov}")
     yield Sample("rmsprop_update", (p, g, s1), dict(lr=1e-3, rho=0.9, eps=1e-7), label)
     yield Sample("adam_update", (p, g, s1, s2), dict(t=3, lr=1e-3), label)
+    yield from _clip_samples(rng, p_shape)
     yield from _merge_samples(rng, shapes)
     if shapes != "seed":  # the seed model has no global pooling, rescaling or batchnorm
         yield from _globalpool_samples(rng)
         yield from _norm_samples(rng)
+
+
+def _clip_samples(rng, p_shape):
+    """Gradient clipping: sums of squares fresh and accumulated (a global norm), a norm
+    above and one below clipnorm (scaled / unchanged), a zero gradient, clip by value."""
+    g = _f32(rng.standard_normal(p_shape))
+    label = f"g{p_shape}"
+    yield Sample("sum_squares", (g, _f32([0.0])), dict(accumulate=False), label)
+    yield Sample("sum_squares", (g, _f32([2.5])), dict(accumulate=True), f"{label} accumulate")
+    yield Sample("sum_squares", (_f32(rng.standard_normal(1001)), _f32([0.0])), {}, "n=1001")
+    sq = float(np.sum(g.astype(F64) ** 2))
+    for clipnorm in (0.5 * np.sqrt(sq), 2.0 * np.sqrt(sq)):
+        yield Sample("clip_by_norm", (g, _f32([sq])), dict(clipnorm=clipnorm),
+                     f"{label} clipnorm {clipnorm / np.sqrt(sq):.1f} x norm")
+    yield Sample("clip_by_norm", (_f32(np.zeros(7)), _f32([0.0])), dict(clipnorm=1.0),
+                 "zero gradient")
+    yield Sample("clip_by_value", (g, 0.5), {}, label)
 
 
 def _merge_samples(rng, shapes):
@@ -470,6 +488,20 @@ def error_inputs():
          ValueError, "rmsprop_update: ms must have the shape of p (3,), got (2,)"),
         ("rmsprop_update", (z(3), z(3), z(3)), dict(lr="fast"), "lr a string",
          TypeError, "rmsprop_update: lr must be a number, got 'fast'"),
+        ("sum_squares", (z(3), z(2)), {}, "acc of shape (2,)",
+         ValueError, "sum_squares: acc must have shape (1,), got (2,)"),
+        ("sum_squares", (z(3), z(1)), dict(accumulate=1), "accumulate an int",
+         TypeError, "sum_squares: accumulate must be True or False, got 1"),
+        ("sum_squares", ([1.0, 2.0], z(1)), {}, "x a list",
+         TypeError, "sum_squares: x must be a numpy.ndarray, got list"),
+        ("clip_by_norm", (z(3), z(1)), dict(clipnorm=0.0), "clipnorm 0",
+         ValueError, "clip_by_norm: clipnorm must be > 0, got 0.0"),
+        ("clip_by_norm", (z(3), z(1, dtype=np.float64)), dict(clipnorm=1.0),
+         "sumsq float64", TypeError, "clip_by_norm: sumsq must be float32, got float64"),
+        ("clip_by_value", (z(3), -1.0), {}, "clipvalue < 0",
+         ValueError, "clip_by_value: clipvalue must be a finite number >= 0, got -1.0"),
+        ("clip_by_value", (z(3), "big"), {}, "clipvalue a string",
+         TypeError, "clip_by_value: clipvalue must be a number, got 'big'"),
         ("adam_update", (z(3), z(3), z(3), z(3)), dict(t=0, lr=0.1), "t 0",
          ValueError, "adam_update: t must be an int >= 1 (the step number), got 0"),
         ("adam_update", (z(3), z(3), z(3), z(2)), dict(t=1, lr=0.1), "v of another shape",
@@ -878,10 +910,10 @@ def _concat_grad(lead, channels):
 
 # -- the table, per op -------------------------------------------------------------------
 
-# Optimizer updates (and batchnorm_moving_update, accumulate_grad) write into their
-# arguments and take no out=.
+# Optimizer updates (and clipping, batchnorm_moving_update, accumulate_grad) write into
+# their arguments and take no out=.
 IN_PLACE = ("sgd_update", "rmsprop_update", "adam_update", "accumulate_grad",
-            "batchnorm_moving_update")
+            "batchnorm_moving_update", "sum_squares", "clip_by_norm", "clip_by_value")
 
 
 class OpInfo(NamedTuple):

@@ -38,18 +38,47 @@ class _GuardedUpdates:
     def __init__(self, opt_mod, stats, params, snaps):
         self._ops, self._stats = opt_mod, stats
         self._snap = {id(p): s for p, s in zip(params, snaps)} if snaps is not None else {}
+        self._saved = set()     # ids of parameters whose snapshot this step already took
 
     def _guard(self, p):
+        """The guard of p's next update. The optimizer's weight decay (sgd_update with p as
+        its own gradient) runs just before p's update: it takes the snapshot (the weights
+        before the step) and p's update that follows must not take it again."""
+        if id(p) in self._saved:
+            self._saved.discard(id(p))
+            return (self._stats, None)
         return (self._stats, self._snap.get(id(p)))
 
     def sgd_update(self, p, g, v_, lr, momentum=0.0, nesterov=False):
-        self._ops.sgd_update(p, g, v_, lr, momentum, nesterov, guard=self._guard(p))
+        guard = self._guard(p)
+        if g is p:
+            self._saved.add(id(p))
+        self._ops.sgd_update(p, g, v_, lr, momentum, nesterov, guard=guard)
+
+    # gradient clipping works on the gradients only: nothing to guard (a step whose loss
+    # was not finite skips its updates anyway)
+    def sum_squares(self, x, acc, accumulate=False):
+        self._ops.sum_squares(x, acc, accumulate)
+
+    def clip_by_norm(self, g, sumsq, clipnorm):
+        self._ops.clip_by_norm(g, sumsq, clipnorm)
+
+    def clip_by_value(self, g, clipvalue):
+        self._ops.clip_by_value(g, clipvalue)
 
     def rmsprop_update(self, p, g, ms, lr, rho=0.9, eps=1e-7):
         self._ops.rmsprop_update(p, g, ms, lr, rho, eps, guard=self._guard(p))
 
     def adam_update(self, p, g, m, v_, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
         self._ops.adam_update(p, g, m, v_, t, lr, beta1, beta2, eps, guard=self._guard(p))
+
+
+def _shown(key, value):
+    """A log value as the epoch line prints it: 4 decimals, and the learning rate (which
+    callbacks add) as Keras's progress bar prints small numbers, 4 significant digits."""
+    if key == "learning_rate" and abs(value) <= 1e-3:
+        return f"{value:.4e}"
+    return f"{value:.4f}"
 
 
 def _overrides(callbacks, name):
@@ -287,7 +316,7 @@ class Trainer:
             if verbose:
                 took = time.perf_counter() - t0
                 print(f"{seen}/{seen} - {took:.0f}s - " +
-                      " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()), flush=True)
+                      " - ".join(f"{k}: {_shown(k, v)}" for k, v in logs.items()), flush=True)
             if self.stop_training:
                 break
         cb.on_train_end()

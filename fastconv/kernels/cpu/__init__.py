@@ -21,7 +21,8 @@ from .globalpool import (  # noqa: F401
     global_maxpool2d_forward)
 from .losses import binary_crossentropy, softmax_crossentropy  # noqa: F401
 from .merge import accumulate_grad, add_forward, concat_backward, concat_forward  # noqa: F401
-from .optimizers import adam_update, rmsprop_update, sgd_update  # noqa: F401
+from .optimizers import (  # noqa: F401
+    adam_update, clip_by_norm, clip_by_value, rmsprop_update, sgd_update, sum_squares)
 from .pool import maxpool2d_backward, maxpool2d_forward  # noqa: F401
 from .rescale import rescale_backward, rescale_forward  # noqa: F401
 

@@ -55,6 +55,22 @@ def _adam(p, g, m, vv, alpha, beta1, beta2, eps):
         p[i] = p[i] - alpha * m64 / (np.sqrt(v64) + eps)
 
 
+@kernel
+def _scale(g, factor):
+    for i in prange(g.size):
+        g[i] = np.float64(g[i]) * factor
+
+
+@kernel
+def _clip(g, v):
+    for i in prange(g.size):
+        gi = g[i]
+        if gi > v:
+            g[i] = v
+        elif gi < -v:
+            g[i] = -v
+
+
 def _run_in_place(fn, arrays, *scalars):
     """fn(size, *flat views, *scalars) on C-contiguous arrays; any other layout is
     updated through a contiguous copy that is written back."""
@@ -101,3 +117,35 @@ def adam_update(p, g, m, v_, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
     beta1, beta2, eps = float(beta1), float(beta2), float(eps)
     alpha = lr * np.sqrt(1.0 - beta2 ** int(t)) / (1.0 - beta1 ** int(t))
     _run_in_place(_adam, (p, g, m, v_), float(alpha), beta1, beta2, eps)
+
+
+def sum_squares(x, acc, accumulate=False):
+    """acc[0] = sum(x^2) (accumulate=False) or acc[0] += sum(x^2), in float64, stored in
+    acc's dtype; acc: shape (1,). NumPy's pairwise float64 sum (the reference's), so the
+    result is the reference's bit for bit; one pass over x, no kernel needed."""
+    op = "sum_squares"
+    accumulate = _validate.sum_squares_args(op, x, acc, accumulate)
+    check_float32(op, "x", x)
+    x64 = x.astype(np.float64)
+    total = float(np.sum(x64 * x64))
+    acc[0] = (float(acc[0]) + total) if accumulate else total
+
+
+def clip_by_norm(g, sumsq, clipnorm):
+    """Keras's clip by norm, in place: n = sqrt(sumsq[0]);
+    g *= clipnorm / max(n, clipnorm) (unchanged when n <= clipnorm; NaN n gives NaN g).
+    The factor is computed once on the host in float64 (sumsq is a host array here)."""
+    op = "clip_by_norm"
+    clipnorm = _validate.clip_by_norm_args(op, g, sumsq, clipnorm)
+    check_float32(op, "g", g)
+    n = float(np.sqrt(np.float64(sumsq[0])))
+    denom = n if not n <= clipnorm else clipnorm
+    _run_in_place(_scale, (g,), clipnorm / denom)
+
+
+def clip_by_value(g, clipvalue):
+    """g = clip(g, -clipvalue, clipvalue), in place (NaN stays NaN)."""
+    op = "clip_by_value"
+    clipvalue = _validate.clip_by_value_args(op, g, clipvalue)
+    check_float32(op, "g", g)
+    _run_in_place(_clip, (g,), np.float32(clipvalue))

@@ -19,7 +19,8 @@ from .activations import (  # noqa: F401
     dropout_backward, dropout_forward, relu_backward, relu_forward, sigmoid_backward,
     sigmoid_forward, softmax_backward, softmax_forward)
 from .losses import binary_crossentropy, softmax_crossentropy  # noqa: F401
-from .optimizers import adam_update, rmsprop_update, sgd_update  # noqa: F401
+from .optimizers import (  # noqa: F401
+    adam_update, clip_by_norm, clip_by_value, rmsprop_update, sgd_update, sum_squares)
 from .pool import maxpool2d_backward, maxpool2d_forward  # noqa: F401
 from .rescale import rescale_backward, rescale_forward  # noqa: F401
 from .conv2d import conv2d_backward, conv2d_forward  # noqa: F401

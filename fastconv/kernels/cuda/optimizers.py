@@ -19,9 +19,12 @@ from numba import cuda, float32, int32
 
 from .. import _validate
 from . import _launch
-from ._mem import blocks_for, checkable, device_in, flat, is_device_array
+from ._mem import blocks_for, check_float32, checkable, device_in, flat, is_device_array
+from ._launch import REDUCE_MAX
+from ._reduce import block_sum
 from ._spec import KernelSpec
 from .losses import BAD as _BAD         # the step accumulator's non-finite flag
+from .losses import _reduce_threads
 
 _F1 = float32[::1]
 
@@ -140,6 +143,52 @@ def adam_guarded(p, g, m, vel, alpha, one_minus_beta1, one_minus_beta2, eps, sta
         p[i] = pi - alpha * mi / (math.sqrt(vi) + eps)
 
 
+# Gradient clipping (Keras's clipnorm / global_clipnorm / clipvalue). The sum of
+# squares stays on the device in a (1,) array that the scale kernel reads, so clipping
+# needs no host read: one block sums (a fixed order of additions, so the result is the
+# same on every run, which bitwise-equal resumed runs rely on), then a grid-stride pass
+# scales.
+
+@cuda.jit
+def sum_squares_block(x, acc, accumulate):
+    """acc[0] = sum(x^2) (+ acc[0] when accumulate != 0). One block; x (n,), acc (1,)."""
+    sh = cuda.shared.array(REDUCE_MAX, float32)
+    t = cuda.threadIdx.x
+    part = np.float32(0.0)
+    for i in range(t, x.size, cuda.blockDim.x):
+        xi = x[i]
+        part += xi * xi
+    total = block_sum(sh, part)
+    if t == 0:
+        if accumulate != 0:
+            acc[0] = acc[0] + total
+        else:
+            acc[0] = total
+
+
+@cuda.jit
+def clip_norm_scale(g, sumsq, clipnorm):
+    """g *= clipnorm / max(sqrt(sumsq[0]), clipnorm), NaN kept (a NaN norm: NaN g)."""
+    n = math.sqrt(sumsq[0])
+    denom = clipnorm
+    if not n <= clipnorm:
+        denom = n
+    factor = clipnorm / denom
+    for i in range(cuda.grid(1), g.size, cuda.gridsize(1)):
+        g[i] = g[i] * factor
+
+
+@cuda.jit
+def clip_value(g, v):
+    """g = clip(g, -v, v), NaN kept."""
+    for i in range(cuda.grid(1), g.size, cuda.gridsize(1)):
+        gi = g[i]
+        if gi > v:
+            g[i] = v
+        elif gi < -v:
+            g[i] = -v
+
+
 _GUARD = (_F1, _F1, int32)
 
 KERNELS = [
@@ -148,6 +197,9 @@ KERNELS = [
                _launch.ELEMENTWISE),
     KernelSpec("rmsprop", rmsprop, (_F1, _F1, _F1) + (float32,) * 4, _launch.ELEMENTWISE),
     KernelSpec("adam", adam, (_F1,) * 4 + (float32,) * 4, _launch.ELEMENTWISE),
+    KernelSpec("sum_squares_block", sum_squares_block, (_F1, _F1, int32), _launch.REDUCE),
+    KernelSpec("clip_norm_scale", clip_norm_scale, (_F1, _F1, float32), _launch.ELEMENTWISE),
+    KernelSpec("clip_value", clip_value, (_F1, float32), _launch.ELEMENTWISE),
     KernelSpec("sgd_plain_guarded", sgd_plain_guarded, (_F1, _F1, float32) + _GUARD,
                _launch.ELEMENTWISE),
     KernelSpec("sgd_momentum_guarded", sgd_momentum_guarded,
@@ -244,3 +296,38 @@ def adam_update(p, g, m, v_, t, lr, beta1=0.9, beta2=0.999, eps=1e-7, guard=None
     _run(op, adam, (("p", p), ("g", g), ("m", m), ("v", v_)),
          (np.float32(alpha), np.float32(1.0 - beta1), np.float32(1.0 - beta2), np.float32(eps)),
          guard)
+
+
+def sum_squares(x, acc, accumulate=False):
+    """acc[0] = sum(x^2) (accumulate=False) or acc[0] += sum(x^2), in place on the
+    device (float32 sums, one block: the same order of additions every run). acc: (1,)
+    float32; a device acc is never read back."""
+    op = "sum_squares"
+    accumulate = _validate.sum_squares_args(op, checkable(x), checkable(acc), accumulate)
+    check_float32(op, "x", x)
+    check_float32(op, "acc", acc)
+    xd = device_in(op, "x", x)
+    accd = device_in(op, "acc", acc)
+    sum_squares_block[1, _reduce_threads()](flat(xd), accd, np.int32(accumulate))
+    if not is_device_array(acc):
+        accd.copy_to_host(acc)
+
+
+def clip_by_norm(g, sumsq, clipnorm):
+    """Keras's clip by norm, in place: g *= clipnorm / max(sqrt(sumsq[0]), clipnorm),
+    the factor computed on the device from sumsq (sum_squares's (1,) array: g's own sum
+    for clipnorm, every gradient's for global_clipnorm); NaN norm: NaN g."""
+    op = "clip_by_norm"
+    clipnorm = _validate.clip_by_norm_args(op, checkable(g), checkable(sumsq), clipnorm)
+    check_float32(op, "g", g)
+    check_float32(op, "sumsq", sumsq)
+    sd = device_in(op, "sumsq", sumsq)
+    _run(op, clip_norm_scale, (("p", g),), (sd, np.float32(clipnorm)))
+
+
+def clip_by_value(g, clipvalue):
+    """g = clip(g, -clipvalue, clipvalue), in place (NaN stays NaN)."""
+    op = "clip_by_value"
+    clipvalue = _validate.clip_by_value_args(op, checkable(g), clipvalue)
+    check_float32(op, "g", g)
+    _run(op, clip_value, (("p", g),), (np.float32(clipvalue),))

@@ -20,7 +20,8 @@ from . import losses as _losses
 from . import merge as _merge
 from . import pool as _pool
 from . import rescale as _rescale
-from .optimizers import adam_update, rmsprop_update, sgd_update  # noqa: F401  (in place)
+from .optimizers import (  # noqa: F401  (in place)
+    adam_update, clip_by_norm, clip_by_value, rmsprop_update, sgd_update, sum_squares)
 
 NAME = "reference"
 

@@ -1,7 +1,10 @@
 """Optimizer updates with Keras 3 formulas, in place, the reference.
 
 Each updates the parameter p and its state arrays in place and returns None.
-p, g and every state array share one shape and dtype.
+p, g and every state array share one shape and dtype. The gradient-clipping ops
+(sum_squares, clip_by_norm, clip_by_value) work on g in place the same way; the
+sum of squares is kept in a (1,) array on the backend so that the clip can use it
+without a host read (cuda).
 """
 import numpy as np
 
@@ -51,3 +54,30 @@ def adam_update(p, g, m, v_, t, lr, beta1=0.9, beta2=0.999, eps=1e-7):
     m[...] = m64
     v_[...] = v64
     p[...] = p - alpha * m64 / (np.sqrt(v64) + eps)
+
+
+def sum_squares(x, acc, accumulate=False):
+    """acc[0] = sum(x^2) (accumulate=False) or acc[0] += sum(x^2) (accumulate=True), in
+    float64, stored in acc's dtype. acc: shape (1,). A global norm is the sum over
+    several arrays: the first call with accumulate=False, the rest True."""
+    accumulate = _validate.sum_squares_args("sum_squares", x, acc, accumulate)
+    x64 = x.astype(np.float64)
+    total = float(np.sum(x64 * x64))
+    acc[0] = (float(acc[0]) + total) if accumulate else total
+
+
+def clip_by_norm(g, sumsq, clipnorm):
+    """Keras's clip by norm, in place: n = sqrt(sumsq[0]);
+    g *= clipnorm / max(n, clipnorm) (unchanged when n <= clipnorm, including n = 0;
+    a NaN n makes g NaN, as in Keras). sumsq: (1,), the sum of squares of g for
+    clipnorm, or of every gradient for global_clipnorm (sum_squares)."""
+    clipnorm = _validate.clip_by_norm_args("clip_by_norm", g, sumsq, clipnorm)
+    n = np.sqrt(np.float64(sumsq[0]))
+    denom = n if not n <= clipnorm else clipnorm     # NaN stays NaN
+    g[...] = g.astype(np.float64) * (clipnorm / denom)
+
+
+def clip_by_value(g, clipvalue):
+    """g = clip(g, -clipvalue, clipvalue), in place (NaN stays NaN)."""
+    clipvalue = _validate.clip_by_value_args("clip_by_value", g, clipvalue)
+    np.clip(g, -clipvalue, clipvalue, out=g)
