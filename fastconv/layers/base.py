@@ -131,9 +131,17 @@ class Layer:
         self.weight_names = ()
         self._weights = []          # arrays on the owning model's backend (NumPy standalone)
         self._K = None              # that backend module; None means host NumPy
+        self._inbound = None        # Functional API: the KerasTensors it was called on
+        self._output_tensor = None  # and the one it returned (layers.graph)
 
     def _input_rank(self):
         return None
+
+    def __call__(self, inputs):
+        """Functional API: this layer applied to KerasTensor(s) (a list for Add and
+        Concatenate); returns the output KerasTensor. See layers.graph."""
+        from .graph import call_layer
+        return call_layer(self, inputs)
 
     # -- shapes and weights
     def compute_output_shape(self, input_shape):

@@ -29,8 +29,13 @@ class InputLayer(Layer):
 
 
 def Input(shape, name=None):
-    """Keras's `Input(shape)`: put first in a Sequential to declare the input shape."""
-    return InputLayer(shape, name=name)
+    """Keras's `Input(shape)`: a KerasTensor (None, *shape) made by an InputLayer; start
+    a Functional model with it (layers.graph), or put it first in a Sequential to declare
+    the input shape."""
+    from .graph import KerasTensor
+    layer = InputLayer(shape, name=name)
+    layer._output_tensor = KerasTensor((None,) + layer.shape, layer)
+    return layer._output_tensor
 
 
 class Activation(Layer):

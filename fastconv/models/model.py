@@ -188,6 +188,11 @@ class Model:
     def _grad_list(self, K):
         return [g for layer in self.layers if layer._weights for g in self._grads_of(layer, K)]
 
+    def _logical_ops(self):
+        """(ops, head) of the layers as the plan runs them (_plan.logical_ops); a model
+        whose layers are not a chain passes how they connect."""
+        return logical_ops(self.layers)
+
     def _plan(self, mode, n):
         key = (mode, n)
         plan = self._plans.get(key)
@@ -207,7 +212,7 @@ class Model:
     def plan_summary(self, training=True):
         """The kernel steps a plan runs on this device, e.g. ['conv2d_relu_maxpool', ...]."""
         self.require_built("plan")
-        ops, head = logical_ops(self.layers)
+        ops, head = self._logical_ops()
         steps = describe(ops, self._backend())
         if head is not None:
             steps.append(f"{head.act} (folded into the loss)" if training else head.act)
@@ -299,7 +304,7 @@ class Model:
     def _check_head(self):
         """The compiled loss needs the plan's head (a final sigmoid/softmax, folded into
         the loss) and a (batch, units) output; compile and fit check it."""
-        ops, head = logical_ops(self.layers)
+        ops, head = self._logical_ops()
         spec = self._loss
         out = self.output_shape
         if head is None or head.act != spec.head:

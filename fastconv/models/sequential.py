@@ -52,6 +52,8 @@ class Sequential(Trainer, Model):
 
     def add(self, layer):
         """Append a layer; it is built now when the input shape is known."""
+        if isinstance(layer, L.KerasTensor) and isinstance(layer.layer, L.InputLayer):
+            layer = layer.layer                       # fastconv.Input(shape) first
         if not isinstance(layer, L.Layer):
             raise TypeError(f"{self.name}: add() takes a fastconv layer, received "
                             f"{type(layer).__name__} {layer!r:.80}")
@@ -61,6 +63,10 @@ class Sequential(Trainer, Model):
             self._name_layer(layer)
             self.input_shape = (None,) + layer.shape
             return
+        if layer._inbound is not None:
+            raise ValueError(f"{self.name}: layer '{layer.name or layer.prefix}' was called on "
+                             f"a KerasTensor (it belongs to a Functional graph); a Sequential "
+                             f"needs a fresh layer")
         if any(existing is layer for existing in self.layers):
             raise ValueError(f"{self.name}: layer '{layer.name}' was already added")
         if layer.input_shape_arg is not None:
