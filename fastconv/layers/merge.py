@@ -21,6 +21,8 @@ class _Merge(Layer):
 
     def build(self, input_shape, rng=None):
         """input_shape: the list of the inputs' shapes (None for the batch)."""
+        if not isinstance(input_shape, list):
+            self.compute_output_shape(input_shape)            # raises: a Sequential's
         shapes = [tuple(s) for s in input_shape]
         self.output_shape = self.compute_output_shape_multi(shapes)
         self.input_shape = shapes

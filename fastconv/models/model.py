@@ -126,6 +126,19 @@ class Model:
                 f"{self.name}: cannot {what} before the model is built; give the first "
                 f"layer an input_shape, start with Input(shape), or call build(input_shape)")
 
+    def _name_layer(self, layer):
+        """Give an unnamed layer the next free Keras auto-name (conv2d_1, ...); refuse a
+        name another layer of this model has."""
+        taken = {l.name for l in self.layers}
+        if layer.name is None:
+            k = 1 + sum(1 for l in self.layers if l.prefix == layer.prefix)
+            while f"{layer.prefix}_{k}" in taken:
+                k += 1
+            layer.name = f"{layer.prefix}_{k}"
+        elif layer.name in taken:
+            raise ValueError(f"{self.name}: all layers must have unique names; "
+                             f"'{layer.name}' is already used")
+
     # ------------------------------------------------------------------ device
     def _backend(self):
         if self._K is None:
@@ -299,6 +312,23 @@ class Model:
         """Optimizer state read from a file (after compile): the optimizer takes it when
         it is built, at the next fit or train_on_batch; a new compile drops it."""
         self._pending_optimizer_state = (arrays, iterations)
+
+    @locked
+    def save(self, filepath, include_optimizer=True):
+        """Write the architecture, weights and (optionally) optimizer state to one
+        .npz file, atomically. Load with fastconv.load_model."""
+        from . import saving          # saving imports this module
+        saving.save_model(self, filepath, include_optimizer=include_optimizer)
+
+    @locked
+    def save_weights(self, filepath):
+        from . import saving
+        saving.save_weights(self, filepath)
+
+    @locked
+    def load_weights(self, filepath):
+        from . import saving
+        saving.load_weights(self, filepath)
 
     # ------------------------------------------------------------------ plan
     def _check_head(self):

@@ -13,8 +13,7 @@ evaluate/predict are models.training.Trainer.
 from __future__ import annotations
 
 from .. import layers as L
-from . import saving
-from .model import Model, loadable, locked
+from .model import Model, loadable
 from .training import Trainer
 
 
@@ -94,17 +93,6 @@ class Sequential(Trainer, Model):
             self._move_layer(layer, self._K)
         self._invalidate()
 
-    def _name_layer(self, layer):
-        taken = {l.name for l in self.layers}
-        if layer.name is None:
-            k = 1 + sum(1 for l in self.layers if l.prefix == layer.prefix)
-            while f"{layer.prefix}_{k}" in taken:
-                k += 1
-            layer.name = f"{layer.prefix}_{k}"
-        elif layer.name in taken:
-            raise ValueError(f"{self.name}: all layers must have unique names; "
-                             f"'{layer.name}' is already used")
-
     def pop(self):
         if not self.layers:
             raise TypeError(f"{self.name}: there are no layers to pop")
@@ -177,20 +165,6 @@ class Sequential(Trainer, Model):
                     zip(layer.weight_names, layer.weight_shapes_for(shape))]
             shape = layer.compute_output_shape(shape)
         return out
-
-    @locked
-    def save(self, filepath, include_optimizer=True):
-        """Write the architecture, weights and (optionally) optimizer state to one
-        .npz file, atomically. Load with fastconv.load_model."""
-        saving.save_model(self, filepath, include_optimizer=include_optimizer)
-
-    @locked
-    def save_weights(self, filepath):
-        saving.save_weights(self, filepath)
-
-    @locked
-    def load_weights(self, filepath):
-        saving.load_weights(self, filepath)
 
     def __repr__(self):
         return (f"<Sequential name={self.name!r} device={self.device!r} "
