@@ -10,7 +10,7 @@ import pytest
 import fastconv
 from fastconv import layers as L
 from fastconv.models import Functional
-from fastconv.optimizers import SGD
+from fastconv.optimizers import SGD, Adam
 
 from .model_helpers import discs_and_squares, residual_net, tiny_convnet
 from .test_model_training import _backend_or_skip, _loss_and_grads
@@ -111,10 +111,12 @@ def test_residual_net_learns(device):
     rng = np.random.default_rng(7)
     x, y = discs_and_squares(96, rng, size=12, noise=0.1)
     model = residual_net(device=device, seed=2, input_shape=(12, 12, 1), filters=4)
-    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
-    h = model.fit(x, y, batch_size=16, epochs=6, verbose=0)
-    assert h.history["loss"][-1] < 0.75 * h.history["loss"][0], h.history["loss"]
-    assert h.history["accuracy"][-1] > 0.7, h.history["accuracy"]
+    model.compile(optimizer=Adam(learning_rate=0.01), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    h = model.fit(x, y, batch_size=16, epochs=8, verbose=0)
+    # measured on reference: 0.68 -> 0.05, accuracy 1.0
+    assert h.history["loss"][-1] < 0.3 * h.history["loss"][0], h.history["loss"]
+    assert h.history["accuracy"][-1] > 0.9, h.history["accuracy"]
 
 
 def _chain(device, seed, dropout):
@@ -294,3 +296,27 @@ def test_model_graph_errors():
 def test_merge_layers_in_a_sequential_are_refused():
     with pytest.raises(L.LayerError, match="call it on a list"):
         fastconv.Sequential([L.Input((4, 4, 2)), L.Add()])
+
+
+@pytest.mark.parametrize("make,shares", [
+    (lambda: residual_net(seed=1, input_shape=(12, 12, 1)), True),
+    (lambda: _merge_net(seed=1), True),
+    # every step's output has its own shape (fused conv-relu-pool): nothing to share
+    (lambda: tiny_convnet(seed=1, input_shape=(12, 12, 1), dropout=0.0), False)],
+    ids=["residual", "merges", "sequential"])
+def test_inference_shares_buffers_and_computes_what_training_does(make, shares):
+    """The inference plan reuses buffers whose lifetimes are over (Plan._share_buffers);
+    its logits are bitwise the training plan's forward (which keeps every buffer)."""
+    model = make()
+    model.compile(optimizer="sgd", loss="binary_crossentropy")
+    shape = model.input_shape[1:]
+    x = np.random.default_rng(0).standard_normal((4,) + shape).astype(np.float32)
+    y = np.zeros(4, np.float32)
+    infer, train = model._plan("infer", 4), model._plan("train", 4)
+    ids = [id(s.y) for s in infer.steps if not s.alias]
+    assert (infer.shared_buffers > 0) == shares == (len(set(ids)) < len(ids))
+    for plan in (infer, train):
+        plan.load_slice(x, model._prep_labels(y, 4), 0, 4)
+        plan.forward()
+    assert np.array_equal(np.asarray(infer.logits), np.asarray(train.logits))
+    assert infer.logits is not train.logits

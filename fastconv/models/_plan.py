@@ -598,6 +598,8 @@ class Plan:
             self.inputs.append(ins)
             ref[g] = len(self.steps) - 1
         self.out_step = ref[len(groups) - 1] if groups else -1
+        if not training:
+            self._share_buffers()
         self.logits = self.x if self.out_step < 0 else self.steps[self.out_step].y  # (N, units)
         # what the cuda plan re-points per batch (_bind_input): (step, input slot, source
         # step or -1), the readers of x and of Flatten views of it, in step order
@@ -629,6 +631,35 @@ class Plan:
             if training else []
         if training:
             self._plan_backward()
+
+    def _share_buffers(self):
+        """Inference: outputs whose lifetimes do not overlap share one buffer. Walking the
+        steps in order, a step takes its output from the buffers (of its shape and dtype)
+        whose last reader has run, never one of its own inputs; a Flatten view keeps its
+        source alive while it is read. Training keeps every activation (backward reads
+        them). The buffers the steps allocated and no longer hold are dropped here."""
+        steps, root, last = self.steps, {-1: -1}, {}
+        for i, step in enumerate(steps):
+            root[i] = root[self.inputs[i][0]] if step.alias else i
+            for j in self.inputs[i]:
+                last[root[j]] = i
+        last[root[self.out_step]] = len(steps)                 # the output outlives all
+        free, shared = {}, 0
+        for i, step in enumerate(steps):
+            for k, j in enumerate(self.inputs[i]):
+                step.set_input(k, self.x if j < 0 else steps[j].y)
+            if step.alias:
+                step.y = step.x.reshape(step.out_shape())
+            else:
+                pool = free.get((tuple(step.y.shape), str(step.y.dtype)))
+                if pool:
+                    step.y = pool.pop()
+                    shared += 1
+            for j in set(root[j] for j in self.inputs[i]):
+                if j >= 0 and last[j] == i:
+                    buf = steps[j].y
+                    free.setdefault((tuple(buf.shape), str(buf.dtype)), []).append(buf)
+        self.shared_buffers = shared
 
     def _plan_loss(self, K, n):
         shape = tuple(self.logits.shape)
