@@ -11,6 +11,7 @@ import numpy as np
 from .. import _random
 from .._args import is_int
 from ..kernels._validate import window_geometry
+from .graph import call_layer
 
 ACTIVATIONS = ("relu", "sigmoid", "softmax", "linear")
 KERNEL_INITIALIZERS = ("glorot_uniform", "he_uniform", "zeros")
@@ -116,6 +117,7 @@ class Layer:
 
     prefix = "layer"
     has_weights = False
+    is_input = False            # InputLayer: not callable (layers.graph)
 
     def __init__(self, name=None, input_shape=None):
         cls = self.__class__.__name__
@@ -140,7 +142,6 @@ class Layer:
     def __call__(self, inputs):
         """Functional API: this layer applied to KerasTensor(s) (a list for Add and
         Concatenate); returns the output KerasTensor. See layers.graph."""
-        from .graph import call_layer
         return call_layer(self, inputs)
 
     # -- shapes and weights

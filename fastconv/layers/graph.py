@@ -47,10 +47,9 @@ class KerasTensor:
 
 def call_layer(layer, inputs):
     """layer(inputs) on KerasTensors: the output KerasTensor (see the module docstring)."""
-    from .core import InputLayer
     cls = layer.__class__.__name__
     who = f"{cls} layer '{layer.name or layer.prefix}'"
-    if isinstance(layer, InputLayer):
+    if getattr(layer, "is_input", False):
         raise TypeError(f"{who} cannot be called; use fastconv.Input(shape) for a model input")
     if getattr(layer, "_inbound", None) is not None:
         raise ValueError(

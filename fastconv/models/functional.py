@@ -20,6 +20,7 @@ from __future__ import annotations
 from .. import layers as L
 from ._plan import logical_ops
 from .model import Model, loadable
+from .saving import FileMethods
 from .training import Trainer
 
 
@@ -78,7 +79,7 @@ def _topological(inp, out):
 
 
 @loadable
-class Functional(Trainer, Model):
+class Functional(Trainer, FileMethods, Model):
     """A graph of layers from one Input to one output (Keras's Functional model; exported
     as fastconv.Model). self.layers lists the InputLayer first, then every layer after
     the layers it reads: get_weights/set_weights and model files use that order."""

@@ -313,23 +313,6 @@ class Model:
         it is built, at the next fit or train_on_batch; a new compile drops it."""
         self._pending_optimizer_state = (arrays, iterations)
 
-    @locked
-    def save(self, filepath, include_optimizer=True):
-        """Write the architecture, weights and (optionally) optimizer state to one
-        .npz file, atomically. Load with fastconv.load_model."""
-        from . import saving          # saving imports this module
-        saving.save_model(self, filepath, include_optimizer=include_optimizer)
-
-    @locked
-    def save_weights(self, filepath):
-        from . import saving
-        saving.save_weights(self, filepath)
-
-    @locked
-    def load_weights(self, filepath):
-        from . import saving
-        saving.load_weights(self, filepath)
-
     # ------------------------------------------------------------------ plan
     def _check_head(self):
         """The compiled loss needs the plan's head (a final sigmoid/softmax, folded into

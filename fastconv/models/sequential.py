@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from .. import layers as L
 from .model import Model, loadable
+from .saving import FileMethods
 from .training import Trainer
 
 
 @loadable
-class Sequential(Trainer, Model):
+class Sequential(Trainer, FileMethods, Model):
     """A linear stack of layers (Keras's Sequential).
 
     Sequential(layers=None, name=None, device="cpu", seed=None). `seed` (or a
