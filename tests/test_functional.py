@@ -19,7 +19,8 @@ from .test_model_training import _backend_or_skip, _loss_and_grads
 def _merge_net(seed=3):
     """Every way a gradient meets another: a tensor read by a conv and an Add (summed
     into the conv's input gradient), Add([t, t]) and a tensor read by two Adds (no owned
-    buffer: summed with add_forward), a Concatenate, a strided 1x1 shortcut. No ReLU: the
+    buffer: summed with add_forward), a Concatenate (concat_forward, concat_backward), a
+    strided 1x1 shortcut. No ReLU: the
     loss is smooth, so finite differences check the graph's wiring tightly (ReLU's
     gradients are test_model_training's)."""
     inp = fastconv.Input((6, 6, 2))
@@ -71,6 +72,8 @@ def test_graph_gradients_match_finite_differences():
 
 
 def test_gradient_sums_use_accumulate_and_add():
+    """A tensor read by a conv and an Add sums into the conv's input gradient with
+    accumulate_grad; one read only through views (Adds) sums with add_forward."""
     from fastconv.models._plan import GradSumStep
     model = _merge_net()
     model.compile(optimizer="sgd", loss="binary_crossentropy")

@@ -134,7 +134,6 @@ class Layer:
         self._weights = []          # arrays on the owning model's backend (NumPy standalone)
         self._K = None              # that backend module; None means host NumPy
         self._inbound = None        # Functional API: the KerasTensors it was called on
-        self._output_tensor = None  # and the one it returned (layers.graph)
 
     def _input_rank(self):
         return None

@@ -35,8 +35,7 @@ def Input(shape, name=None):
     a Functional model with it (layers.graph), or put it first in a Sequential to declare
     the input shape."""
     layer = InputLayer(shape, name=name)
-    layer._output_tensor = KerasTensor((None,) + layer.shape, layer)
-    return layer._output_tensor
+    return KerasTensor((None,) + layer.shape, layer)
 
 
 class Activation(Layer):

@@ -79,9 +79,7 @@ def call_layer(layer, inputs):
         tensors = (inputs,)
         shape = layer.compute_output_shape(inputs.shape)
     layer._inbound = tensors
-    out = KerasTensor(shape, layer, tensors)
-    layer._output_tensor = out
-    return out
+    return KerasTensor(shape, layer, tensors)
 
 
 def _shapes(tensors):
