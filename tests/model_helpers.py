@@ -43,13 +43,17 @@ def tiny_convnet(device="reference", seed=0, input_shape=(16, 16, 1), dropout=0.
 
 
 def residual_net(device="reference", seed=0, input_shape=(12, 12, 3), filters=4, dropout=0.0,
-                 units=1):
+                 units=1, batchnorm=False):
     """A Functional model with both residual forms: Conv2D -> Conv2D -> Add with the block's
     input (identity shortcut), then the keras.io Xception block: Conv2D -> MaxPooling2D(3,
     strides=2, padding="same") added to a 1x1 stride-2 Conv2D shortcut of the same input;
-    Flatten, (Dropout,) Dense(units, sigmoid or softmax)."""
+    Flatten, (Dropout,) Dense(units, sigmoid or softmax). batchnorm: the first conv is
+    Conv2D -> BatchNormalization -> ReLU, as the keras.io Xception example's entry."""
     inp = fastconv.Input(input_shape)
-    x = L.Conv2D(filters, 3, padding="same", activation="relu")(inp)
+    if batchnorm:
+        x = L.Activation("relu")(L.BatchNormalization()(L.Conv2D(filters, 3, padding="same")(inp)))
+    else:
+        x = L.Conv2D(filters, 3, padding="same", activation="relu")(inp)
     y = L.Conv2D(filters, 3, padding="same", activation="relu")(x)
     y = L.Conv2D(filters, 3, padding="same")(y)
     x = L.Activation("relu")(L.Add()([y, x]))

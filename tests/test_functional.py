@@ -84,10 +84,10 @@ def test_gradient_sums_use_accumulate_and_add():
     assert sorted(s.sum is None for s in sums) == [False, True]
 
 
-def _curve(device, x, y):
+def _curve(device, x, y, batchnorm=False):
     """Loss curve and weights of residual_net under SGD with momentum (see
     test_model_training._curve: float32 differences stay proportional to gradients)."""
-    model = residual_net(device=device, seed=11, input_shape=(12, 12, 3))
+    model = residual_net(device=device, seed=11, input_shape=(12, 12, 3), batchnorm=batchnorm)
     model.compile(optimizer=SGD(learning_rate=0.05, momentum=0.9), loss="binary_crossentropy",
                   metrics=["accuracy"])
     losses = [model.train_on_batch(x[k:k + 8], y[k:k + 8])[0] for k in range(0, 32, 8)]
@@ -95,14 +95,15 @@ def _curve(device, x, y):
     return losses + h.history["loss"], model.get_weights()
 
 
-def test_residual_net_on_cpu_follows_the_reference():
+@pytest.mark.parametrize("batchnorm", [False, True], ids=["plain", "batchnorm"])
+def test_residual_net_on_cpu_follows_the_reference(batchnorm):
     """The tolerances of test_model_training.test_backend_loss_curve_matches_reference."""
     _backend_or_skip("cpu")
     rng = np.random.default_rng(4)
     x = rng.random((32, 12, 12, 3), np.float32)
     y = (rng.random(32) > 0.5).astype(np.float32)
-    ref_curve, ref_w = _curve("reference", x, y)
-    cpu_curve, cpu_w = _curve("cpu", x, y)
+    ref_curve, ref_w = _curve("reference", x, y, batchnorm)
+    cpu_curve, cpu_w = _curve("cpu", x, y, batchnorm)
     np.testing.assert_allclose(cpu_curve, ref_curve, rtol=2e-4, atol=1e-5)
     for a, b in zip(cpu_w, ref_w):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
