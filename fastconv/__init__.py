@@ -27,10 +27,12 @@ def cuda_available():
 from . import callbacks, layers, losses, optimizers  # noqa: E402
 from ._random import set_seed  # noqa: E402
 from . import models  # noqa: E402
+from .layers import Input  # noqa: E402
 from .models import Sequential, small_convnet  # noqa: E402
+from .models import Functional as Model  # noqa: E402  (Keras: keras.Model(inputs, outputs))
 from .models.file_format import ModelFileError  # noqa: E402
 from .models.saving import load_model  # noqa: E402
 
 __all__ = ["__version__", "check", "cuda_available", "kernels", "layers", "models",
-           "optimizers", "losses", "callbacks", "Sequential", "small_convnet", "set_seed",
-           "load_model", "ModelFileError"]
+           "optimizers", "losses", "callbacks", "Sequential", "Model", "Input",
+           "small_convnet", "set_seed", "load_model", "ModelFileError"]

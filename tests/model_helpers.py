@@ -1,6 +1,7 @@
 """Synthetic data and tiny models for the model-layer tests (reference engine, small shapes)."""
 import numpy as np
 
+import fastconv
 from fastconv import Sequential
 from fastconv import layers as L
 
@@ -39,3 +40,28 @@ def tiny_convnet(device="reference", seed=0, input_shape=(16, 16, 1), dropout=0.
         L.Dense(classes),
         L.Activation(head),
     ], device=device, seed=seed)
+
+
+def residual_net(device="reference", seed=0, input_shape=(12, 12, 3), filters=4, dropout=0.0,
+                 units=1, batchnorm=False):
+    """A Functional model with both residual forms: Conv2D -> Conv2D -> Add with the block's
+    input (identity shortcut), then the keras.io Xception block: Conv2D -> MaxPooling2D(3,
+    strides=2, padding="same") added to a 1x1 stride-2 Conv2D shortcut of the same input;
+    Flatten, (Dropout,) Dense(units, sigmoid or softmax). batchnorm: the first conv is
+    Conv2D -> BatchNormalization -> ReLU, as the keras.io Xception example's entry."""
+    inp = fastconv.Input(input_shape)
+    if batchnorm:
+        x = L.Activation("relu")(L.BatchNormalization()(L.Conv2D(filters, 3, padding="same")(inp)))
+    else:
+        x = L.Conv2D(filters, 3, padding="same", activation="relu")(inp)
+    y = L.Conv2D(filters, 3, padding="same", activation="relu")(x)
+    y = L.Conv2D(filters, 3, padding="same")(y)
+    x = L.Activation("relu")(L.Add()([y, x]))
+    y = L.Conv2D(2 * filters, 3, padding="same", activation="relu")(x)
+    y = L.MaxPooling2D(3, strides=2, padding="same")(y)
+    shortcut = L.Conv2D(2 * filters, 1, strides=2, padding="same")(x)
+    x = L.Flatten()(L.Add()([y, shortcut]))
+    if dropout:
+        x = L.Dropout(dropout)(x)
+    out = L.Dense(units, activation="sigmoid" if units == 1 else "softmax")(x)
+    return fastconv.Model(inp, out, device=device, seed=seed)

@@ -32,7 +32,7 @@ import pytest
 from fastconv import kernels
 from fastconv.kernels import _host
 
-from .model_helpers import discs_and_squares, tiny_convnet
+from .model_helpers import discs_and_squares, residual_net, tiny_convnet
 
 # A step may create a few short-lived Python objects (the loss float, kwargs dicts,
 # shape tuples from argument checks): about 0.7 KiB on the reference's model layer and
@@ -90,6 +90,9 @@ def null_backend():
         "conv2d_relu_maxpool_backward": backward, "dense_backward": backward,
         "maxpool2d_backward": lambda out, *a, **k: _fill(out),
         "binary_crossentropy": loss, "softmax_crossentropy": loss,
+        "add_forward": lambda out, *a, **k: _fill(out),
+        "concat_forward": lambda out, *a, **k: _fill(out),
+        "concat_backward": lambda out, *a, **k: _fill_all(out),
     }
     for act in ("relu", "sigmoid", "softmax", "dropout"):
         ops[f"{act}_forward"] = lambda out, *a, **k: _fill(out)
@@ -98,8 +101,8 @@ def null_backend():
                                 empty=_host.empty, zeros=_host.zeros,
                                 to_device=_host.to_device, to_host=_host.to_host,
                                 **{name: op(name, fn) for name, fn in ops.items()})
-    for name in ("sgd_update", "rmsprop_update", "adam_update", "sum_squares", "clip_by_norm",
-                 "clip_by_value"):
+    for name in ("sgd_update", "rmsprop_update", "adam_update", "accumulate_grad",
+                 "sum_squares", "clip_by_norm", "clip_by_value"):
         def update(*args, _name=name, **kwargs):
             calls[_name] = calls.get(_name, 0) + 1
         setattr(mod, name, update)
@@ -262,3 +265,36 @@ def test_buffers_are_reused_across_steps_and_epochs():
     for k, p in plans.items():
         assert model._plans[k] is p
         assert (id(p.x), [id(s.y) for s in p.steps]) == ids[k]
+
+
+@pytest.mark.parametrize("device", ["null", "cpu"])
+def test_functional_residual_training_step_allocates_no_buffers(device):
+    """The same measure on a Functional graph (models._plan): merges, the gradient of a
+    tensor read by two layers summed with accumulate_grad, fused and unfused convs."""
+    rng = np.random.default_rng(0)
+    x, y = discs_and_squares(256, rng, size=16)
+    model = residual_net(seed=0, input_shape=(16, 16, 1), dropout=0.25)
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    if device == "null":
+        model._bind(null_backend(), "reference")
+    else:
+        try:
+            model.to(device)
+        except kernels.BackendUnavailable as exc:
+            pytest.skip(f"backend {device!r} unavailable: {exc}")
+    tracemalloc.start()
+    try:
+        peaks, nets, numpy_net = _measure(model, x, y, batch_size=64)
+    finally:
+        tracemalloc.stop()
+    assert len(peaks) == 6
+    print(f"\n{device}: per-step peak traced bytes {peaks}, net {nets}, "
+          f"NumPy buffers net {numpy_net}")
+    assert max(peaks) < MAX_TRANSIENT_BYTES, f"per-step peak traced bytes {peaks}"
+    assert numpy_net == 0, f"NumPy buffers kept over the steady-state steps: {numpy_net} B"
+    assert max(nets) < MAX_NET_OBJECT_BYTES, f"per-step net traced bytes {nets}"
+    assert len(model._plans) == 1
+    if device == "null":
+        calls = model._K.calls
+        assert calls["add_forward"] == 2 * 4 * 4                  # two Adds x epochs x steps
+        assert model._K.calls.get("accumulate_grad") == 2 * 4 * 4  # two tensors read twice

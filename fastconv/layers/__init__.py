@@ -1,5 +1,6 @@
 """Keras-style layers: Conv2D, MaxPooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
-Activation, Flatten, Dense, Dropout, Rescaling, BatchNormalization, Input.
+Activation, Flatten, Dense, Dropout, Rescaling, BatchNormalization, Input, and the
+merge layers Add and Concatenate of the Functional API (layers.graph: KerasTensor).
 
 A layer describes one step of a Sequential model: it validates its arguments in
 `__init__` (messages show the received value), creates its weights in
@@ -18,13 +19,16 @@ Weights use Keras's layouts: conv kernel (KH, KW, C_in, C_out), dense kernel
 from .base import ACTIVATIONS, Layer, LayerError
 from .convolutional import Conv2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer
+from .graph import KerasTensor
+from .merge import Add, Concatenate
 from .normalization import BatchNormalization
 from .pooling import GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
 from .preprocessing import Rescaling
 
 LAYERS = {cls.__name__: cls for cls in
           (InputLayer, Conv2D, MaxPooling2D, Activation, Flatten, Dense, Dropout,
-           GlobalAveragePooling2D, GlobalMaxPooling2D, Rescaling, BatchNormalization)}
+           GlobalAveragePooling2D, GlobalMaxPooling2D, Rescaling, BatchNormalization,
+           Add, Concatenate)}
 
 
 def serialize(layer):
@@ -47,5 +51,6 @@ def deserialize(spec):
 
 __all__ = ["Layer", "LayerError", "Input", "InputLayer", "Conv2D", "MaxPooling2D",
            "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Activation", "Flatten", "Dense",
-           "Dropout", "Rescaling", "BatchNormalization", "serialize", "deserialize",
+           "Dropout", "Rescaling", "BatchNormalization", "Add", "Concatenate", "KerasTensor",
+           "serialize", "deserialize",
            "ACTIVATIONS"]

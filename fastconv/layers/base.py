@@ -11,6 +11,7 @@ import numpy as np
 from .. import _random
 from .._args import is_int
 from ..kernels._validate import window_geometry
+from .graph import call_layer
 
 ACTIVATIONS = ("relu", "sigmoid", "softmax", "linear")
 KERNEL_INITIALIZERS = ("glorot_uniform", "he_uniform", "zeros")
@@ -116,6 +117,7 @@ class Layer:
 
     prefix = "layer"
     has_weights = False
+    is_input = False            # InputLayer: not callable (layers.graph)
 
     def __init__(self, name=None, input_shape=None):
         cls = self.__class__.__name__
@@ -131,9 +133,15 @@ class Layer:
         self.weight_names = ()
         self._weights = []          # arrays on the owning model's backend (NumPy standalone)
         self._K = None              # that backend module; None means host NumPy
+        self._inbound = None        # Functional API: the KerasTensors it was called on
 
     def _input_rank(self):
         return None
+
+    def __call__(self, inputs):
+        """Functional API: this layer applied to KerasTensor(s) (a list for Add and
+        Concatenate); returns the output KerasTensor. See layers.graph."""
+        return call_layer(self, inputs)
 
     # -- shapes and weights
     def compute_output_shape(self, input_shape):

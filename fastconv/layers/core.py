@@ -7,6 +7,7 @@ from .. import _random
 from .._args import is_number
 from .base import (ACTIVATIONS, BIAS_INITIALIZERS, KERNEL_INITIALIZERS, Layer, LayerError,
                    _activation, _choice, _init_kernel, _positive_int, _shape)
+from .graph import KerasTensor
 
 
 class InputLayer(Layer):
@@ -14,6 +15,7 @@ class InputLayer(Layer):
     Sequential), holds no weights and computes nothing."""
 
     prefix = "input"
+    is_input = True
 
     def __init__(self, shape, name=None):
         super().__init__(name=name)
@@ -29,8 +31,11 @@ class InputLayer(Layer):
 
 
 def Input(shape, name=None):
-    """Keras's `Input(shape)`: put first in a Sequential to declare the input shape."""
-    return InputLayer(shape, name=name)
+    """Keras's `Input(shape)`: a KerasTensor (None, *shape) made by an InputLayer; start
+    a Functional model with it (layers.graph), or put it first in a Sequential to declare
+    the input shape."""
+    layer = InputLayer(shape, name=name)
+    return KerasTensor((None,) + layer.shape, layer)
 
 
 class Activation(Layer):

@@ -1,6 +1,8 @@
-"""Models: Sequential, the model zoo, and model files (save/load)."""
+"""Models: Sequential, Functional (fastconv.Model), the model zoo, and model files
+(save/load)."""
+from .functional import Functional  # noqa: F401
 from .saving import load_model, save_model  # noqa: F401
 from .sequential import Sequential  # noqa: F401
 from .zoo import small_convnet  # noqa: F401
 
-__all__ = ["Sequential", "small_convnet", "load_model", "save_model"]
+__all__ = ["Sequential", "Functional", "small_convnet", "load_model", "save_model"]

@@ -41,48 +41,58 @@ def device_kit(K):
 
 class Op:
     """One logical operation: kind in conv, dense, pool, act, flatten, dropout,
-    global_avgpool, global_maxpool, rescale, batchnorm."""
+    global_avgpool, global_maxpool, rescale, batchnorm, add, concat. inputs: the indices
+    of the ops whose outputs it reads (-1: the model's input)."""
 
-    __slots__ = ("kind", "layer", "act", "out_shape")
+    __slots__ = ("kind", "layer", "act", "out_shape", "inputs")
 
-    def __init__(self, kind, layer, act=None, out_shape=None):
+    def __init__(self, kind, layer, act=None, out_shape=None, inputs=()):
         self.kind, self.layer, self.act = kind, layer, act
         self.out_shape = tuple(out_shape if out_shape is not None else layer.output_shape)
+        self.inputs = tuple(inputs)
 
     def __repr__(self):
         return f"Op({self.kind}{'=' + self.act if self.act else ''}, {self.layer.name})"
 
 
-def logical_ops(layers):
-    """(ops, head): the model as ops, and its final sigmoid/softmax op (or None)."""
+_SIMPLE = ((L.MaxPooling2D, "pool"), (L.Flatten, "flatten"),
+           (L.GlobalAveragePooling2D, "global_avgpool"),
+           (L.GlobalMaxPooling2D, "global_maxpool"), (L.Rescaling, "rescale"),
+           (L.BatchNormalization, "batchnorm"), (L.Add, "add"), (L.Concatenate, "concat"))
+
+
+def logical_ops(layers, inbound=None):
+    """(ops, head): the model as ops in the layers' (topological) order, and its final
+    sigmoid/softmax op (or None). inbound(layer) -> the layers it reads (a Functional
+    graph; the InputLayer for the model input); None: a chain, each layer reads the one
+    before (Sequential)."""
     ops = []
+    out_of = {}                  # id(layer) -> the op index holding its output (-1: input)
+    prev = -1
     for layer in layers:
         if isinstance(layer, L.InputLayer):
+            out_of[id(layer)] = -1
             continue
+        src = (prev,) if inbound is None else tuple(out_of[id(l)] for l in inbound(layer))
+
+        def add(kind, act=None, inputs=None):
+            ops.append(Op(kind, layer, act, inputs=src if inputs is None else inputs))
+            return len(ops) - 1
         if isinstance(layer, (L.Conv2D, L.Dense)):
-            ops.append(Op("conv" if isinstance(layer, L.Conv2D) else "dense", layer))
+            k = add("conv" if isinstance(layer, L.Conv2D) else "dense")
             if layer.activation != "linear":
-                ops.append(Op("act", layer, layer.activation))
-        elif isinstance(layer, L.MaxPooling2D):
-            ops.append(Op("pool", layer))
+                k = add("act", layer.activation, inputs=(k,))
         elif isinstance(layer, L.Activation):
-            if layer.activation != "linear":
-                ops.append(Op("act", layer, layer.activation))
-        elif isinstance(layer, L.Flatten):
-            ops.append(Op("flatten", layer))
+            k = add("act", layer.activation) if layer.activation != "linear" else src[0]
         elif isinstance(layer, L.Dropout):
-            if layer.rate > 0:
-                ops.append(Op("dropout", layer))
-        elif isinstance(layer, L.GlobalAveragePooling2D):
-            ops.append(Op("global_avgpool", layer))
-        elif isinstance(layer, L.GlobalMaxPooling2D):
-            ops.append(Op("global_maxpool", layer))
-        elif isinstance(layer, L.Rescaling):
-            ops.append(Op("rescale", layer))
-        elif isinstance(layer, L.BatchNormalization):
-            ops.append(Op("batchnorm", layer))
+            k = add("dropout") if layer.rate > 0 else src[0]
         else:
-            raise TypeError(f"layer '{layer.name}' of type {type(layer).__name__} cannot be planned")
+            kind = next((kind for cls, kind in _SIMPLE if isinstance(layer, cls)), None)
+            if kind is None:
+                raise TypeError(f"layer '{layer.name}' of type {type(layer).__name__} cannot "
+                                f"be planned")
+            k = add(kind)
+        out_of[id(layer)] = prev = k
     head = None
     if ops and ops[-1].kind == "act" and ops[-1].act in ("sigmoid", "softmax"):
         head = ops.pop()
@@ -96,6 +106,8 @@ OPTIONAL_OPS = {
     "rescale": (("rescale_forward",), ("rescale_backward",)),
     "batchnorm": (("batchnorm_infer_forward",),
                   ("batchnorm_train_forward", "batchnorm_backward", "batchnorm_moving_update")),
+    "add": (("add_forward",), ()),
+    "concat": (("concat_forward",), ("concat_backward",)),
 }
 
 
@@ -117,27 +129,35 @@ def require_ops(ops, K, training):
 
 def describe(ops, K):
     """Human-readable step names after fusion (for tests and debugging)."""
-    return [s for s, _ in _group(ops, K)]
+    return [kind for kind, _, _ in _group(ops, K)]
 
 
 def _group(ops, K):
-    """[(step kind, [ops])] after fusion on backend K."""
-    out, i = [], 0
+    """[(step kind, [ops], input step indices (-1: the model input))] after fusion on
+    backend K. conv -> relu (-> maxpool) fuse when they follow each other and each op's
+    only consumer is the next (a tensor a second layer reads stays a step's output)."""
+    consumers = [0] * len(ops)
+    for op in ops:
+        for i in op.inputs:
+            if i >= 0:
+                consumers[i] += 1
+
+    def feeds(i, j):            # op j exists and reads only op i, op i's only consumer
+        return j < len(ops) and ops[j].inputs == (i,) and consumers[i] == 1
+    out, step_of, i = [], {-1: -1}, 0
     while i < len(ops):
         op = ops[i]
-        nxt = ops[i + 1] if i + 1 < len(ops) else None
-        nxt2 = ops[i + 2] if i + 2 < len(ops) else None
-        if op.kind == "conv" and nxt is not None and nxt.kind == "act" and nxt.act == "relu":
-            if nxt2 is not None and nxt2.kind == "pool" and kernels.fuses(K, "conv2d_relu_maxpool"):
-                out.append(("conv2d_relu_maxpool", [op, nxt, nxt2]))
-                i += 3
-                continue
-            if kernels.fuses(K, "conv2d_relu"):
-                out.append(("conv2d_relu", [op, nxt]))
-                i += 2
-                continue
-        out.append((op.act if op.kind == "act" else op.kind, [op]))
-        i += 1
+        group, kind = [op], (op.act if op.kind == "act" else op.kind)
+        if (op.kind == "conv" and feeds(i, i + 1) and ops[i + 1].kind == "act"
+                and ops[i + 1].act == "relu"):
+            if (feeds(i + 1, i + 2) and ops[i + 2].kind == "pool"
+                    and kernels.fuses(K, "conv2d_relu_maxpool")):
+                group, kind = ops[i:i + 3], "conv2d_relu_maxpool"
+            elif kernels.fuses(K, "conv2d_relu"):
+                group, kind = ops[i:i + 2], "conv2d_relu"
+        out.append((kind, group, tuple(step_of[j] for j in op.inputs)))
+        i += len(group)
+        step_of[i - 1] = len(out) - 1
     return out
 
 
@@ -150,6 +170,7 @@ class Step:
 
     layer = None            # the layer whose weights this step trains, if any
     alias = False           # y is x (or a view of it); dx is dy (or a view)
+    grad_alias = False      # backward computes nothing: the input gradients are dy (views)
 
     def __init__(self, K, n, x, ops):
         self.K, self.n, self.x, self.ops = K, n, x, ops
@@ -163,6 +184,17 @@ class Step:
         self.dy = dy
         self.dx = self.K.empty(tuple(self.x.shape)) if need_dx else None
         return self.dx
+
+    def bind_grads(self, dy, need):
+        """Bind the output gradient dy; need[k]: whether input k needs a gradient. Returns
+        [(gradient buffer of input k or None, owned)] where owned means a buffer this step
+        alone writes (a second gradient of that tensor may be accumulated into it)."""
+        dx = self.bind_backward(dy, need[0])
+        return [(dx, not self.grad_alias)]
+
+    def set_input(self, k, buf):
+        """Read input k from buf (the cuda plan re-points the input readers per batch)."""
+        self.x = buf
 
     def forward(self):
         raise NotImplementedError
@@ -261,7 +293,7 @@ class ActStep(Step):
 
 
 class FlattenStep(Step):
-    alias = True
+    alias = grad_alias = True
 
     def __init__(self, K, n, x, ops):
         super().__init__(K, n, x, ops)
@@ -413,6 +445,82 @@ class BatchNormStep(Step):
                                        self.bn.momentum)
 
 
+class AddStep(Step):
+    """Add: y = x_0 + x_1 + ... (add_forward); every input's gradient is dy itself."""
+
+    grad_alias = True
+
+    def __init__(self, K, n, xs, ops):
+        super().__init__(K, n, None, ops)
+        self.xs = list(xs)
+        self.y = K.empty(self.out_shape())
+
+    def set_input(self, k, buf):
+        self.xs[k] = buf
+
+    def bind_grads(self, dy, need):
+        self.dy = dy
+        return [(dy if nd else None, False) for nd in need]
+
+    def forward(self):
+        self.K.add_forward(self.xs, out=self.y)
+
+    def backward(self):
+        pass
+
+
+class ConcatStep(Step):
+    """Concatenate over the channel axis (concat_forward); backward splits dy into one
+    buffer per input (concat_backward writes them all, needed or not)."""
+
+    def __init__(self, K, n, xs, ops):
+        super().__init__(K, n, None, ops)
+        self.xs = list(xs)
+        self.channels = tuple(int(x.shape[-1]) for x in xs)
+        self.y = K.empty(self.out_shape())                  # (..., sum C_k)
+
+    def set_input(self, k, buf):
+        self.xs[k] = buf
+
+    def bind_grads(self, dy, need):
+        self.dy = dy
+        self.dxs = tuple(self.K.empty(tuple(x.shape)) for x in self.xs)
+        return [(dx if nd else None, True) for dx, nd in zip(self.dxs, need)]
+
+    def forward(self):
+        self.K.concat_forward(self.xs, out=self.y)
+
+    def backward(self):
+        self.K.concat_backward(self.dy, self.channels, out=self.dxs)
+
+
+class GradSumStep(Step):
+    """The gradient of a tensor read by several steps: the others' gradients accumulated
+    into one a step owns (accumulate_grad), or, when every one is a view of another
+    buffer (Add's), summed into a buffer of its own (add_forward). Runs in backward,
+    after every reader's backward and before the producer's."""
+
+    def __init__(self, K, grads):
+        self.K, self.ops = K, []
+        owned = [g for g, own in grads if own]
+        if owned:
+            self.dst = owned[0]
+            self.srcs = [g for g in (g for g, _ in grads) if g is not self.dst]
+            self.sum = None
+        else:
+            self.dst = K.empty(tuple(grads[0][0].shape))
+            self.srcs = [g for g, _ in grads]
+            self.sum = self.srcs
+        self.x = self.y = self.dy = self.dx = None
+
+    def backward(self):
+        if self.sum is not None:
+            self.K.add_forward(self.sum, out=self.dst)
+            return
+        for src in self.srcs:
+            self.K.accumulate_grad(self.dst, src)
+
+
 def _label_spec(loss, n, out_shape):
     """(shape, dtype) of a batch's labels in the loss kernel's format: float32 (N, 1)
     like the logits for binary, int32 (N,) class indices else."""
@@ -431,7 +539,7 @@ class Plan:
 
     def __init__(self, model, K, n, training):
         self.K, self.n, self.training = K, n, training
-        ops, head = logical_ops(model.layers)
+        ops, head = model._logical_ops()
         self.head = head
         in_shape = (n,) + tuple(model.input_shape[1:])
         self.kit = device_kit(K)
@@ -451,10 +559,16 @@ class Plan:
                                                                                  np.float32)
         require_ops(ops, K, training)
         self.steps = []
-        cur = self.x
-        for kind, group in _group(ops, K):
+        self.inputs = []            # per step: the steps whose outputs it reads (-1: x)
+        ref = {-1: -1}              # group index -> the step holding its output (-1: x)
+        groups = _group(ops, K)
+        for g, (kind, group, inputs) in enumerate(groups):
+            ins = tuple(ref[j] for j in inputs)
             if kind == "dropout" and not training:
-                continue                                       # identity at inference
+                ref[g] = ins[0]                                # identity at inference
+                continue
+            xs = [self.x if i < 0 else self.steps[i].y for i in ins]
+            cur = xs[0]
             if kind in ("conv", "conv2d_relu", "conv2d_relu_maxpool"):
                 step = ConvStep(K, n, cur, group, kind, model._grads_of(group[0].layer, K)
                                 if training else (None, None))
@@ -474,11 +588,28 @@ class Plan:
             elif kind == "batchnorm":
                 step = BatchNormStep(K, n, cur, group, model._grads_of(group[0].layer, K)
                                      if training else (), training)
+            elif kind == "add":
+                step = AddStep(K, n, xs, group)
+            elif kind == "concat":
+                step = ConcatStep(K, n, xs, group)
             else:
                 step = ActStep(K, n, cur, group)
             self.steps.append(step)
-            cur = step.y
-        self.logits = cur                                      # (N, units) usually
+            self.inputs.append(ins)
+            ref[g] = len(self.steps) - 1
+        self.out_step = ref[len(groups) - 1] if groups else -1
+        if not training:
+            self._share_buffers()
+        self.logits = self.x if self.out_step < 0 else self.steps[self.out_step].y  # (N, units)
+        # what the cuda plan re-points per batch (_bind_input): (step, input slot, source
+        # step or -1), the readers of x and of Flatten views of it, in step order
+        self._rebind, viewing = [], {-1}
+        for i, step in enumerate(self.steps):
+            for k, j in enumerate(self.inputs[i]):
+                if j in viewing:
+                    self._rebind.append((step, k, j))
+            if step.alias and self.inputs[i][0] in viewing:
+                viewing.add(i)
         self.kinds = [type(s).__name__ if not isinstance(s, ConvStep) else s.kind
                       for s in self.steps]
         self.probs = None
@@ -500,6 +631,35 @@ class Plan:
             if training else []
         if training:
             self._plan_backward()
+
+    def _share_buffers(self):
+        """Inference: outputs whose lifetimes do not overlap share one buffer. Walking the
+        steps in order, a step takes its output from the buffers (of its shape and dtype)
+        whose last reader has run, never one of its own inputs; a Flatten view keeps its
+        source alive while it is read. Training keeps every activation (backward reads
+        them). The buffers the steps allocated and no longer hold are dropped here."""
+        steps, root, last = self.steps, {-1: -1}, {}
+        for i, step in enumerate(steps):
+            root[i] = root[self.inputs[i][0]] if step.alias else i
+            for j in self.inputs[i]:
+                last[root[j]] = i
+        last[root[self.out_step]] = len(steps)                 # the output outlives all
+        free, shared = {}, 0
+        for i, step in enumerate(steps):
+            for k, j in enumerate(self.inputs[i]):
+                step.set_input(k, self.x if j < 0 else steps[j].y)
+            if step.alias:
+                step.y = step.x.reshape(step.out_shape())
+            else:
+                pool = free.get((tuple(step.y.shape), str(step.y.dtype)))
+                if pool:
+                    step.y = pool.pop()
+                    shared += 1
+            for j in set(root[j] for j in self.inputs[i]):
+                if j >= 0 and last[j] == i:
+                    buf = steps[j].y
+                    free.setdefault((tuple(buf.shape), str(buf.dtype)), []).append(buf)
+        self.shared_buffers = shared
 
     def _plan_loss(self, K, n):
         shape = tuple(self.logits.shape)
@@ -524,16 +684,45 @@ class Plan:
         self.loss_kind = "binary" if self.loss.labels == "binary" else "sparse"
 
     def _plan_backward(self):
-        first_param = next((i for i, s in enumerate(self.steps) if s.layer is not None), None)
-        if first_param is None:
+        """Bind every step's gradient buffers, last step first: a step needs backward when
+        it or a step upstream of it trains a weight; a tensor read by several steps gets
+        their gradients summed (GradSumStep) before its producer's backward."""
+        steps = self.steps
+        needs = []
+        for i, step in enumerate(steps):
+            needs.append(step.layer is not None or any(j >= 0 and needs[j]
+                                                        for j in self.inputs[i]))
+        if not any(needs):
             # nothing trains (possible: a BatchNormalization with scale and center off
             # is the only weighted layer); the moving statistics still need the
             # batch's, which forward computes
             return
-        dy = self.dlogits
-        for i in range(len(self.steps) - 1, first_param - 1, -1):
-            dy = self.steps[i].bind_backward(dy, need_dx=i > first_param)
-        self.backward_steps = [s for s in reversed(self.steps[first_param:]) if not s.alias]
+        grads = [[] for _ in steps]                 # per step output: [(buffer, owned)]
+        order = []
+        for i in range(len(steps) - 1, -1, -1):
+            if not needs[i]:
+                continue
+            if i == self.out_step:
+                dy = self.dlogits
+            elif len(grads[i]) == 1:
+                dy = grads[i][0][0]
+            elif grads[i]:
+                if not callable(getattr(self.K, "accumulate_grad", None)):
+                    raise kernels.BackendUnavailable(
+                        f"backend '{getattr(self.K, 'NAME', self.K)}' lacks accumulate_grad, "
+                        f"which a tensor read by two layers needs in training")
+                total = GradSumStep(self.K, grads[i])
+                order.append(total)
+                dy = total.dst
+            else:
+                raise AssertionError(f"step {i} ({steps[i].ops}) does not reach the output")
+            need = tuple(j >= 0 and needs[j] for j in self.inputs[i])
+            for j, nd, got in zip(self.inputs[i], need, steps[i].bind_grads(dy, need)):
+                if nd:
+                    grads[j].append(got)
+            if not steps[i].grad_alias:
+                order.append(steps[i])
+        self.backward_steps = order
 
     # -- loading a batch
     def _stage(self, fill_x, fill_y, y):
@@ -551,15 +740,14 @@ class Plan:
             self.labels = dev[1]
 
     def _bind_input(self, x):
-        """Re-point the steps that read the input (the first, and through Flatten's view
-        the next) at the device buffer x."""
-        self.x = cur = x
-        for step in self.steps:
-            step.x = cur
-            if not step.alias:
-                return
-            step.y = cur = cur.reshape(step.out_shape())
-        self.logits = cur
+        """Re-point the steps that read the input (directly or through a Flatten view of
+        it) at the device buffer x."""
+        self.x = x
+        for step, k, j in self._rebind:
+            step.set_input(k, x if j < 0 else self.steps[j].y)
+            if step.alias:
+                step.y = step.x.reshape(step.out_shape())
+        self.logits = x if self.out_step < 0 else self.steps[self.out_step].y
 
     def load_slice(self, x, y, start, stop):
         if self.stager is not None:

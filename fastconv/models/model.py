@@ -126,6 +126,19 @@ class Model:
                 f"{self.name}: cannot {what} before the model is built; give the first "
                 f"layer an input_shape, start with Input(shape), or call build(input_shape)")
 
+    def _name_layer(self, layer):
+        """Give an unnamed layer the next free Keras auto-name (conv2d_1, ...); refuse a
+        name another layer of this model has."""
+        taken = {l.name for l in self.layers}
+        if layer.name is None:
+            k = 1 + sum(1 for l in self.layers if l.prefix == layer.prefix)
+            while f"{layer.prefix}_{k}" in taken:
+                k += 1
+            layer.name = f"{layer.prefix}_{k}"
+        elif layer.name in taken:
+            raise ValueError(f"{self.name}: all layers must have unique names; "
+                             f"'{layer.name}' is already used")
+
     # ------------------------------------------------------------------ device
     def _backend(self):
         if self._K is None:
@@ -188,6 +201,11 @@ class Model:
     def _grad_list(self, K):
         return [g for layer in self.layers if layer._weights for g in self._grads_of(layer, K)]
 
+    def _logical_ops(self):
+        """(ops, head) of the layers as the plan runs them (_plan.logical_ops); a model
+        whose layers are not a chain passes how they connect."""
+        return logical_ops(self.layers)
+
     def _plan(self, mode, n):
         key = (mode, n)
         plan = self._plans.get(key)
@@ -207,7 +225,7 @@ class Model:
     def plan_summary(self, training=True):
         """The kernel steps a plan runs on this device, e.g. ['conv2d_relu_maxpool', ...]."""
         self.require_built("plan")
-        ops, head = logical_ops(self.layers)
+        ops, head = self._logical_ops()
         steps = describe(ops, self._backend())
         if head is not None:
             steps.append(f"{head.act} (folded into the loss)" if training else head.act)
@@ -299,7 +317,7 @@ class Model:
     def _check_head(self):
         """The compiled loss needs the plan's head (a final sigmoid/softmax, folded into
         the loss) and a (batch, units) output; compile and fit check it."""
-        ops, head = logical_ops(self.layers)
+        ops, head = self._logical_ops()
         spec = self._loss
         out = self.output_shape
         if head is None or head.act != spec.head:

@@ -23,7 +23,26 @@ from . import keras_weights
 from .file_format import (FORMAT, FORMAT_VERSION, MAX_INFLATION, META, SIZE_SLACK,
                           array_digest, check_shapes, checked_array, fail, meta_array,
                           read_file, weight_arrays)
-from .model import model_class
+from .model import locked, model_class
+
+
+class FileMethods:
+    """model.save / save_weights / load_weights, for the Model subclasses (mixed in
+    before Model: class Sequential(Trainer, FileMethods, Model))."""
+
+    @locked
+    def save(self, filepath, include_optimizer=True):
+        """Write the architecture, weights and (optionally) optimizer state to one
+        .npz file, atomically. Load with fastconv.load_model."""
+        save_model(self, filepath, include_optimizer=include_optimizer)
+
+    @locked
+    def save_weights(self, filepath):
+        save_weights(self, filepath)
+
+    @locked
+    def load_weights(self, filepath):
+        load_weights(self, filepath)
 
 # --------------------------------------------------------------------------- writing
 

@@ -13,13 +13,13 @@ evaluate/predict are models.training.Trainer.
 from __future__ import annotations
 
 from .. import layers as L
-from . import saving
-from .model import Model, loadable, locked
+from .model import Model, loadable
+from .saving import FileMethods
 from .training import Trainer
 
 
 @loadable
-class Sequential(Trainer, Model):
+class Sequential(Trainer, FileMethods, Model):
     """A linear stack of layers (Keras's Sequential).
 
     Sequential(layers=None, name=None, device="cpu", seed=None). `seed` (or a
@@ -52,6 +52,8 @@ class Sequential(Trainer, Model):
 
     def add(self, layer):
         """Append a layer; it is built now when the input shape is known."""
+        if isinstance(layer, L.KerasTensor) and isinstance(layer.layer, L.InputLayer):
+            layer = layer.layer                       # fastconv.Input(shape) first
         if not isinstance(layer, L.Layer):
             raise TypeError(f"{self.name}: add() takes a fastconv layer, received "
                             f"{type(layer).__name__} {layer!r:.80}")
@@ -61,6 +63,10 @@ class Sequential(Trainer, Model):
             self._name_layer(layer)
             self.input_shape = (None,) + layer.shape
             return
+        if layer._inbound is not None:
+            raise ValueError(f"{self.name}: layer '{layer.name or layer.prefix}' was called on "
+                             f"a KerasTensor (it belongs to a Functional graph); a Sequential "
+                             f"needs a fresh layer")
         if any(existing is layer for existing in self.layers):
             raise ValueError(f"{self.name}: layer '{layer.name}' was already added")
         if layer.input_shape_arg is not None:
@@ -87,17 +93,6 @@ class Sequential(Trainer, Model):
         if self._K is not None and layer._weights:
             self._move_layer(layer, self._K)
         self._invalidate()
-
-    def _name_layer(self, layer):
-        taken = {l.name for l in self.layers}
-        if layer.name is None:
-            k = 1 + sum(1 for l in self.layers if l.prefix == layer.prefix)
-            while f"{layer.prefix}_{k}" in taken:
-                k += 1
-            layer.name = f"{layer.prefix}_{k}"
-        elif layer.name in taken:
-            raise ValueError(f"{self.name}: all layers must have unique names; "
-                             f"'{layer.name}' is already used")
 
     def pop(self):
         if not self.layers:
@@ -171,20 +166,6 @@ class Sequential(Trainer, Model):
                     zip(layer.weight_names, layer.weight_shapes_for(shape))]
             shape = layer.compute_output_shape(shape)
         return out
-
-    @locked
-    def save(self, filepath, include_optimizer=True):
-        """Write the architecture, weights and (optionally) optimizer state to one
-        .npz file, atomically. Load with fastconv.load_model."""
-        saving.save_model(self, filepath, include_optimizer=include_optimizer)
-
-    @locked
-    def save_weights(self, filepath):
-        saving.save_weights(self, filepath)
-
-    @locked
-    def load_weights(self, filepath):
-        saving.load_weights(self, filepath)
 
     def __repr__(self):
         return (f"<Sequential name={self.name!r} device={self.device!r} "
