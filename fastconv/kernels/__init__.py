@@ -7,7 +7,8 @@
 CONTRACT lists the ops every backend exports, with the reference's meaning
 (see fastconv/kernels/reference and docs/contract.md); FUSED_KINDS the fused
 layer ops a backend may add, and fuses(backend, kind) whether it did; OPTIONAL the
-ops not every backend exports yet (MERGE: add, concat; GLOBALPOOL: global pooling).
+ops not every backend exports yet (MERGE: add, concat; GLOBALPOOL: global pooling;
+DEPTHWISE: depthwise convolution).
 """
 import importlib
 
@@ -41,9 +42,12 @@ MERGE = ("add_forward", "accumulate_grad", "concat_forward", "concat_backward")
 # Keras GlobalAveragePooling2D / GlobalMaxPooling2D: optional on the same terms.
 GLOBALPOOL = ("global_avgpool2d_forward", "global_avgpool2d_backward",
               "global_maxpool2d_forward", "global_maxpool2d_backward")
+# Keras DepthwiseConv2D (SeparableConv2D = this, then a 1x1 conv2d): optional on the
+# same terms.
+DEPTHWISE = ("depthwise_conv2d_forward", "depthwise_conv2d_backward")
 # The one list of optional ops: kernels.get() does not ask for them, the op table
 # and tests skip a backend that does not export one.
-OPTIONAL = MERGE + GLOBALPOOL
+OPTIONAL = MERGE + GLOBALPOOL + DEPTHWISE
 
 BACKENDS = ("reference", "cpu", "cuda")
 

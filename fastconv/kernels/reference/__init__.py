@@ -13,6 +13,7 @@ from .._host import dropout_mask, empty, to_device, to_host, zeros  # noqa: F401
 from . import activations as _activations
 from . import conv2d as _conv2d
 from . import dense as _dense
+from . import depthwise as _depthwise
 from . import fused as _fused
 from . import globalpool as _globalpool
 from . import losses as _losses
@@ -30,7 +31,7 @@ def _with_out(fn):
     return op
 
 
-for _module in (_activations, _conv2d, _dense, _fused, _globalpool, _losses, _merge, _pool):
+for _module in (_activations, _conv2d, _dense, _depthwise, _fused, _globalpool, _losses, _merge, _pool):
     for _name in dir(_module):
         _fn = getattr(_module, _name)
         if (callable(_fn) and not _name.startswith("_")
