@@ -67,3 +67,32 @@ def test_depthwise_channel_order_by_hand(backend):
     np.testing.assert_array_equal(dx.reshape(-1), [110.0, 11000.0])
     np.testing.assert_array_equal(dw.reshape(2, 2), [[2.0, 2.0], [3.0, 3.0]])
     np.testing.assert_array_equal(db, np.ones(4))
+
+
+@pytest.mark.parametrize("m, stride, padding", [(1, 1, "same"), (2, 2, "valid")])
+def test_cpu_depthwise_is_bitwise_equal_at_1_and_2_threads(m, stride, padding):
+    """Forward, dx, dw and db the same bits whatever the thread count (dw, db: fixed
+    chunks summed in order), with more rows than chunks, and within the tolerance of
+    the reference."""
+    import numba
+    K = kernels.get("cpu")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 23, 19, 11)).astype(np.float32)   # 3 * 23 rows > 32 chunks
+    w = rng.standard_normal((3, 3, 11, m)).astype(np.float32)
+    b = rng.standard_normal(11 * m).astype(np.float32)
+    y = R.depthwise_conv2d_forward(x, w, b, stride, padding)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    runs = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            runs.append((K.depthwise_conv2d_forward(x, w, b, stride, padding),)
+                        + K.depthwise_conv2d_backward(x, w, dy, stride, padding))
+    finally:
+        numba.set_num_threads(before)
+    for a, c in zip(*runs):
+        assert np.array_equal(a, c)
+    want = (y,) + R.depthwise_conv2d_backward(x, w, dy, stride, padding)
+    for got, ref in zip(runs[0], want):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)

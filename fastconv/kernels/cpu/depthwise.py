@@ -1,0 +1,216 @@
+"""Depthwise 2-D convolution (Keras DepthwiseConv2D), NHWC, Numba CPU-parallel.
+
+Same names, arguments, results, errors and out= convention as
+fastconv/kernels/reference/depthwise.py:
+
+    y[n, oh, ow, c*M + m] = b[c*M + m]
+                            + sum_{i, j} xpad[n, oh*sh + i, ow*sw + j, c] * w[i, j, c, m]
+
+x (N, H, W, C), w (KH, KW, C, M), b (C*M,), y (N, OH, OW, C*M); float32, C-contiguous.
+
+How the loops run:
+- w (KH, KW, C, M) is already (KH, KW, C*M) in memory: tap (i, j)'s weights are one
+  contiguous vector in y's channel order, so the innermost loop runs over the C*M
+  output channels of one pixel, contiguous in x, w and y. With M = 1 it is a plain
+  a[k] += x[k] * w[k] that LLVM turns into packed FMAs; with M > 1 each x[c] is
+  broadcast over its M outputs.
+- Forward: one task per output row (n, oh); each output pixel's C*M accumulators
+  (a row of y, in L1) start at b and take the taps in (i, j) order.
+- dw, db: the rows are split into a fixed number of chunks (cpu/conv2d.DW_CHUNKS,
+  independent of the thread count); each chunk sums into its own partial, and the
+  partials are added in chunk order (cpu/conv2d._reduce_partials): bitwise the same
+  for any number of threads and from run to run.
+- dx: a gather per padded input row (the adjoint of the forward), one task each, so
+  no two threads write the same element and nothing needs reducing.
+- 'same' padding: x is copied once into a zero-bordered workspace (conv2d's
+  Geometry.padded), so the inner loops carry no bounds tests.
+- fastmath={'contract'} only (one FMA instead of a*b + c): nothing is reassociated.
+Workspaces are conv2d's per-thread cache (no shared scratch between threads).
+"""
+import numpy as np
+from numba import njit, prange
+
+from .. import _validate
+from ._common import F32, FMA_OPTS, Target, contiguous
+from .conv2d import DW_CHUNKS, Geometry, _reduce_partials, workspace
+
+
+@njit(parallel=True, **FMA_OPTS)
+def _forward(xp, w, b, sh, sw, y):
+    """y (N, OH, OW, C*M) = depthwise(xp, w) + b. Overwrites y.
+
+    xp (N, Hp, Wp, C) is x already padded; w (KH, KW, C, M); b (C*M,).
+    """
+    N, Hp, Wp, C = xp.shape
+    KH, KW, _, M = w.shape
+    OH, OW, CM = y.shape[1], y.shape[2], y.shape[3]
+    wf = w.reshape(KH, KW, CM)
+    for r in prange(N * OH):
+        n = r // OH
+        oh = r - n * OH
+        yr = y[n, oh]
+        for ow in range(OW):
+            acc = yr[ow]
+            for k in range(CM):
+                acc[k] = b[k]
+            for i in range(KH):
+                xr = xp[n, oh * sh + i]
+                for j in range(KW):
+                    xs = xr[ow * sw + j]
+                    ws = wf[i, j]
+                    if M == 1:
+                        for k in range(CM):
+                            acc[k] += xs[k] * ws[k]
+                    else:
+                        for c in range(C):
+                            xv = xs[c]
+                            base = c * M
+                            for m in range(M):
+                                acc[base + m] += xv * ws[base + m]
+    return y
+
+
+@njit(parallel=True, **FMA_OPTS)
+def _grad_w_partial(xp, dy, sh, sw, dwp, dbp):
+    """Per-chunk partial sums of dw and db. Overwrites dwp and dbp.
+
+    xp (N, Hp, Wp, C) padded input, dy (N, OH, OW, C*M); dwp (CH, KH, KW, C*M),
+    dbp (CH, C*M): chunk ch sums the output rows r = n*OH + oh in
+    [ch*R // CH, (ch+1)*R // CH), R = N*OH, in row, pixel, tap order.
+    """
+    N, Hp, Wp, C = xp.shape
+    OH, OW, CM = dy.shape[1], dy.shape[2], dy.shape[3]
+    CH, KH, KW, _ = dwp.shape
+    M = CM // C
+    R = N * OH
+    for ch in prange(CH):
+        dwc = dwp[ch]
+        dbc = dbp[ch]
+        for i in range(KH):
+            for j in range(KW):
+                for k in range(CM):
+                    dwc[i, j, k] = F32(0)
+        for k in range(CM):
+            dbc[k] = F32(0)
+        for r in range(ch * R // CH, (ch + 1) * R // CH):
+            n = r // OH
+            oh = r - n * OH
+            dyr = dy[n, oh]
+            for ow in range(OW):
+                d = dyr[ow]
+                for k in range(CM):
+                    dbc[k] += d[k]
+                for i in range(KH):
+                    xr = xp[n, oh * sh + i]
+                    for j in range(KW):
+                        xs = xr[ow * sw + j]
+                        dv = dwc[i, j]
+                        if M == 1:
+                            for k in range(CM):
+                                dv[k] += xs[k] * d[k]
+                        else:
+                            for c in range(C):
+                                xv = xs[c]
+                                base = c * M
+                                for m in range(M):
+                                    dv[base + m] += xv * d[base + m]
+    return dwp
+
+
+@njit(parallel=True, **FMA_OPTS)
+def _grad_x(dy, w, sh, sw, dxp):
+    """dxp (N, Hp, Wp, C) = the gradient of the padded input. Overwrites dxp.
+
+    Padded input row hp gathers from every output row oh with hp = oh*sh + i: output
+    pixel ow adds sum_m w[i, j, c, m] * dy[n, oh, ow, c*M + m] to input pixel
+    ow*sw + j. One task per input row: no races.
+    """
+    N, OH, OW, CM = dy.shape
+    _, Hp, Wp, C = dxp.shape
+    KH, KW, _, M = w.shape
+    wf = w.reshape(KH, KW, CM)
+    for r in prange(N * Hp):
+        n = r // Hp
+        hp = r - n * Hp
+        dxr = dxp[n, hp]
+        for p in range(Wp):
+            for c in range(C):
+                dxr[p, c] = F32(0)
+        for i in range(KH):
+            t = hp - i
+            if t < 0:
+                break
+            oh = t // sh
+            if oh * sh != t or oh >= OH:
+                continue
+            dyr = dy[n, oh]
+            for ow in range(OW):
+                g = dyr[ow]
+                for j in range(KW):
+                    d = dxr[ow * sw + j]
+                    ws = wf[i, j]
+                    if M == 1:
+                        for c in range(C):
+                            d[c] += g[c] * ws[c]
+                    else:
+                        for c in range(C):
+                            base = c * M
+                            s = d[c]
+                            for m in range(M):
+                                s += g[base + m] * ws[base + m]
+                            d[c] = s
+    return dxp
+
+
+def _geometry(op, x, w, stride, padding):
+    return Geometry(op, x, w, stride, padding, layout=_validate.DEPTHWISE_LAYOUT)
+
+
+def depthwise_conv2d_forward(x, w, b, stride=1, padding="valid", out=None):
+    """y[n, oh, ow, c*M + m] = b[c*M + m] + sum_{i, j} xpad[n, oh*sh + i, ow*sw + j, c]
+    * w[i, j, c, m] (Keras DepthwiseConv2D, depth_multiplier M).
+
+    x (N, H, W, C), w (KH, KW, C, M), b (C*M,) float32; stride int or pair;
+    padding 'valid' or 'same' (Keras geometry). Writes y (N, OH, OW, C*M) into out
+    when given (overwritten, no allocation), else returns a new array.
+    """
+    op = "depthwise_conv2d_forward"
+    g = _geometry(op, x, w, stride, padding)
+    cm = g.c * g.f
+    _validate.check_bias(op, b, cm, x.dtype)
+    t = Target(op, "out", out, (g.n, g.oh, g.ow, cm))
+    _forward(g.padded(x), contiguous(w), contiguous(b), g.sh, g.sw, t.buf)
+    return t.result()
+
+
+def depthwise_conv2d_backward(x, w, dy, stride=1, padding="valid", need_dx=True, out=None):
+    """Gradients of depthwise_conv2d_forward given dy = dL/dy (N, OH, OW, C*M).
+
+    Returns (dx or None, dw, db): dx (N, H, W, C), dw (KH, KW, C, M), db (C*M,),
+    all overwritten (never accumulated into). need_dx=False skips dx. out is None
+    or a tuple (dx or None, dw or None, db or None) of buffers to write. dw and db
+    are bitwise identical for any thread count.
+    """
+    op = "depthwise_conv2d_backward"
+    g = _geometry(op, x, w, stride, padding)
+    cm = g.c * g.f
+    _validate.check_dy(op, dy, (g.n, g.oh, g.ow, cm), x.dtype)
+    o = _validate.out_tuple(op, out, 3)
+    tdx = Target(op, "out[0]", o[0], x.shape) if need_dx else None
+    tdw = Target(op, "out[1]", o[1], w.shape)
+    tdb = Target(op, "out[2]", o[2], (cm,))
+    dz = contiguous(dy)
+    chunks = min(DW_CHUNKS, g.n * g.oh)
+    dwp = workspace("dw_depthwise_partial", (chunks, g.kh, g.kw, cm))
+    dbp = workspace("db_depthwise_partial", (chunks, cm))
+    _grad_w_partial(g.padded(x), dz, g.sh, g.sw, dwp, dbp)
+    _reduce_partials(dwp, dbp, tdw.buf, tdb.buf)
+    if need_dx:
+        wc = contiguous(w)
+        if g.direct:
+            _grad_x(dz, wc, g.sh, g.sw, tdx.buf)
+        else:
+            dxp = workspace("dxpad", g.padded_shape)
+            _grad_x(dz, wc, g.sh, g.sw, dxp)
+            tdx.buf[...] = dxp[:, g.pt:g.pt + g.h, g.pl:g.pl + g.w, :]
+    return (tdx.result() if need_dx else None), tdw.result(), tdb.result()
