@@ -68,8 +68,6 @@ def test_cuda_raises_like_the_reference_with_device_arrays(op, args, kwargs):
         pytest.skip("value checks of device labels/argmax happen on the device")
     if want[1].endswith("got ndarray"):
         pytest.skip("the message names the type of the array given, here the stand-in's")
-    if op in kernels.DEPTHWISE and not hasattr(C, op):
-        pytest.skip(f"cuda has no {op} yet (an optional op)")
     args = tuple(_on_device(a) for a in args)
     kwargs = {k: _on_device(v) for k, v in kwargs.items()}
     got = _error(getattr(C, op), args, kwargs)
@@ -93,7 +91,6 @@ def test_out_of_the_wrong_kind_is_refused():
 
 
 def test_cuda_exports_every_optional_op():
-    """The optional ops (merge, global pooling) are on every backend now, cuda included;
-    the depthwise ops are not yet."""
-    assert [op for op in kernels.OPTIONAL if op not in kernels.DEPTHWISE
-            and not callable(getattr(C, op, None))] == []
+    """The optional ops (merge, global pooling, depthwise conv) are on every backend now,
+    cuda included."""
+    assert [op for op in kernels.OPTIONAL if not callable(getattr(C, op, None))] == []
