@@ -100,11 +100,15 @@ def _grad_w_partial(xp, dy, sh, sw, dwp, dbp):
                 d = dyr[ow]
                 for k in range(CM):
                     dbc[k] += d[k]
-                for i in range(KH):
-                    xr = xp[n, oh * sh + i]
-                    for j in range(KW):
+            # tap outermost within the row: one dw row (C*M floats) takes the row's OW
+            # pixels in a stream; each element still sums its pixels in (row, ow) order
+            for i in range(KH):
+                xr = xp[n, oh * sh + i]
+                for j in range(KW):
+                    dv = dwc[i, j]
+                    for ow in range(OW):
                         xs = xr[ow * sw + j]
-                        dv = dwc[i, j]
+                        d = dyr[ow]
                         if M == 1:
                             for k in range(CM):
                                 dv[k] += xs[k] * d[k]
@@ -123,7 +127,7 @@ def _grad_x(dy, w, sh, sw, dxp):
 
     Padded input row hp gathers from every output row oh with hp = oh*sh + i: output
     pixel ow adds sum_m w[i, j, c, m] * dy[n, oh, ow, c*M + m] to input pixel
-    ow*sw + j. One task per input row: no races.
+    ow*sw + j, in (i, j, ow) order. One task per input row: no races.
     """
     N, OH, OW, CM = dy.shape
     _, Hp, Wp, C = dxp.shape
@@ -144,11 +148,11 @@ def _grad_x(dy, w, sh, sw, dxp):
             if oh * sh != t or oh >= OH:
                 continue
             dyr = dy[n, oh]
-            for ow in range(OW):
-                g = dyr[ow]
-                for j in range(KW):
+            for j in range(KW):              # tap (i, j)'s weights stay put over the row
+                ws = wf[i, j]
+                for ow in range(OW):
+                    g = dyr[ow]
                     d = dxr[ow * sw + j]
-                    ws = wf[i, j]
                     if M == 1:
                         for c in range(C):
                             d[c] += g[c] * ws[c]
