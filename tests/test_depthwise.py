@@ -4,6 +4,8 @@ w_full[i, j, c, c*M + m] = w[i, j, c, m] (Keras's channel order: output c*M + m 
 multiplier m of input channel c). The op table (tests/test_opinfo.py) checks every
 backend against the reference on random inputs, error messages and out= buffers;
 tests/test_reference_gradients.py the reference against finite differences."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -96,3 +98,25 @@ def test_cpu_depthwise_is_bitwise_equal_at_1_and_2_threads(m, stride, padding):
     want = (y,) + R.depthwise_conv2d_backward(x, w, dy, stride, padding)
     for got, ref in zip(runs[0], want):
         np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+KERAS = Path(__file__).resolve().parent / "keras_vectors" / "depthwise.npz"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("case", range(4))
+def test_depthwise_matches_keras(backend, case):
+    """Keras 3 itself (DepthwiseConv2D with set_weights([w, b]), and JAX's vjp of
+    keras.ops.depthwise_conv for the gradients; tests/keras_vectors/make_depthwise.py):
+    M = 1, 2, 3, strides 1, 2, (2, 1), 'same' and 'valid'. rtol 1e-4, atol 1e-5."""
+    K = kernels.get(backend)
+    if not hasattr(K, "depthwise_conv2d_forward"):
+        pytest.skip(f"{backend} has no depthwise ops yet")
+    d = np.load(KERAS)
+    x, w, b, dy = (d[f"{name}{case}"] for name in ("x", "w", "b", "dy"))
+    stride, padding = tuple(int(s) for s in d[f"stride{case}"]), str(d[f"padding{case}"])
+    y = _host(K, K.depthwise_conv2d_forward(x, w, b, stride, padding))
+    np.testing.assert_allclose(y, d[f"y{case}"], rtol=1e-4, atol=1e-5)
+    grads = _host(K, K.depthwise_conv2d_backward(x, w, dy, stride, padding))
+    for got, name in zip(grads, ("dx", "dw", "db")):
+        np.testing.assert_allclose(got, d[f"{name}{case}"], rtol=1e-4, atol=1e-5, err_msg=name)
