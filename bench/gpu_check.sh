@@ -590,7 +590,8 @@ timeout 30 "$PY" "$WORK/bench_seed_gpu.py" summary 2>&1 | tee -a "$SUMMARY"
 #    backend-parametrized tests, whose backend list is whatever kernels.get() loads here:
 #    test_opinfo.py (the quick op table against the reference, error inputs and out= buffers:
 #    odd shapes, ragged blocks, stride 2, 'same', the merge and global pooling ops),
-#    test_globalpool.py (global pooling by hand), test_model_training.py[cuda] (loss curve vs
+#    test_globalpool.py (global pooling by hand), test_depthwise.py (the depthwise channel
+#    order by hand), test_model_training.py[cuda] (loss curve vs
 #    reference), test_model_alloc.py[cuda]
 #    (no per-step allocations; its 4 KiB peak threshold was tuned on cpu and numba's launch path
 #    allocates Python objects per launch, so a failure there needs reading, not panic).
@@ -599,7 +600,7 @@ timeout 30 "$PY" "$WORK/bench_seed_gpu.py" summary 2>&1 | tee -a "$SUMMARY"
 #    whose match against parent-node names would depend on what the checkout directory is called.
 #    test_check.py is left out: its `--device all` case would also compile and check the cpu engine.
 # ---------------------------------------------------------------------------------------------
-PT_FILES=(tests/test_opinfo.py tests/test_globalpool.py tests/test_model_training.py
+PT_FILES=(tests/test_opinfo.py tests/test_globalpool.py tests/test_depthwise.py tests/test_model_training.py
           tests/test_model_alloc.py tests/test_cuda_errors.py)
 mapfile -t CUDA_TESTS < <(timeout 60 "$PY" -m pytest --collect-only -q -p no:cacheprovider \
     "${PT_FILES[@]}" 2>>"$PYTESTLOG" | grep -E '(\[[^]]*cuda\]$|^tests/test_cuda_errors\.py::)')
@@ -619,7 +620,8 @@ fi
 # 4. compute-sanitizer: shared-memory races (racecheck) and out-of-bounds accesses (memcheck) on
 #    small ragged shapes with the real tiles: fused conv fwd+bwd (2 channel blocks, ragged pixel
 #    blocks, 2 k-tiles of dw), a strided 'same' conv, dense, pool, losses, an optimizer update,
-#    the merge ops and global pooling (odd channels: ragged channel tiles and pixel lanes).
+#    the merge ops, global pooling (odd channels: ragged channel tiles and pixel lanes) and the
+#    depthwise conv (M = 2, stride 2 'same': taps past the bottom/right edge).
 # ---------------------------------------------------------------------------------------------
 cat >"$WORK/sanitize_case.py" <<'EOF'
 import numpy as np
@@ -654,6 +656,9 @@ K.global_maxpool2d_backward(K.to_device(f32(rng.standard_normal((3, 37)))), ga, 
 xm = K.concat_forward([xg, K.to_device(f32(rng.standard_normal((3, 9, 7, 5))))])
 K.concat_backward(xm, (37, 5))
 K.accumulate_grad(xg, K.add_forward([xg, xg, xg]))
+wdw = K.to_device(f32(rng.standard_normal((3, 3, 37, 2))))
+ydw = K.depthwise_conv2d_forward(xg, wdw, K.to_device(f32(rng.standard_normal(74))), stride=2, padding="same")
+K.depthwise_conv2d_backward(xg, wdw, K.to_device(f32(rng.standard_normal(tuple(ydw.shape)))), stride=2, padding="same")
 K.synchronize()
 print("SANITIZE_CASE_OK loss", loss)
 EOF

@@ -94,8 +94,8 @@ def test_out_of_the_wrong_kind_is_refused():
 
 
 def test_cuda_exports_the_optional_ops_it_should():
-    """The merge, global pooling and rescaling ops are on every backend, cuda included;
-    batch normalization is not on cuda yet (a BatchNormalization model is refused there
-    when planned). When it lands, BATCHNORM leaves this list's exceptions."""
+    """The merge, global pooling, rescaling and depthwise ops are on every backend, cuda
+    included; batch normalization is not on cuda yet (a BatchNormalization model is
+    refused there when planned). When it lands, BATCHNORM leaves this list's exceptions."""
     missing = [op for op in kernels.OPTIONAL if not callable(getattr(C, op, None))]
     assert missing == list(kernels.BATCHNORM)

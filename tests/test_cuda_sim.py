@@ -116,6 +116,20 @@ def extra_samples(seed=7):
     yield Sample("adam_update", (p, g, s1, s2), dict(t=1, lr=1e-2), "n=1001 t=1")
     yield Sample("rmsprop_update", (p, g, s1), dict(lr=1e-2, rho=0.8), "n=1001")
     yield Sample("sgd_update", (p, g, s1), dict(lr=0.1, momentum=0.5, nesterov=True), "n=1001")
+    # depthwise conv: more output pixels (3 * 6 * 5 = 90) than the dw chunks (64), so chunks
+    # hold one or two pixels (ragged); C*M = 12 with M = 2, stride 2 'same' (padding at the
+    # bottom/right only); and M = 3 on 'valid' with a (2, 3) kernel and stride (1, 2)
+    for shape, k, m, stride, padding in (((3, 11, 9, 6), (3, 3), 2, 2, "same"),
+                                         ((1, 6, 9, 5), (2, 3), 3, (1, 2), "valid")):
+        xd = _f32(rng.standard_normal(shape))
+        wd = _f32(rng.standard_normal(k + (shape[3], m)))
+        bd = _f32(rng.standard_normal(shape[3] * m))
+        label = f"x{shape} w{wd.shape} s{stride} {padding}"
+        yield Sample("depthwise_conv2d_forward", (xd, wd, bd),
+                     dict(stride=stride, padding=padding), label)
+        yd = R.depthwise_conv2d_forward(xd, wd, bd, stride, padding)
+        yield Sample("depthwise_conv2d_backward", (xd, wd, _f32(rng.standard_normal(yd.shape))),
+                     dict(stride=stride, padding=padding, need_dx=True), label)
 
 
 # Convolution-shaped samples of the table cost the simulator about 1 s per 10k

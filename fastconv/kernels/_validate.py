@@ -116,8 +116,15 @@ def window_geometry(op, in_hw, k_hw, stride, padding, what="kernel"):
     return out[0], out[1], pads[0], pads[1]
 
 
-def conv2d_geometry(op, x, w, stride, padding):
-    """Validate conv2d operands. Returns (stride pair, OH, OW, pad_top, pad_left)."""
+CONV2D_LAYOUT = "(KH, KW, C_in, C_out)"
+DEPTHWISE_LAYOUT = "(KH, KW, C, depth_multiplier)"   # Keras DepthwiseConv2D's kernel
+
+
+def conv2d_geometry(op, x, w, stride, padding, layout=CONV2D_LAYOUT):
+    """Validate conv2d operands. Returns (stride pair, OH, OW, pad_top, pad_left).
+
+    `layout` names w's axes in the C_in mismatch message: DEPTHWISE_LAYOUT for the
+    depthwise ops, whose w (KH, KW, C, M) checks the same (w.shape[2] is x's C)."""
     check_float_array(op, "x", x, 4)
     check_float_array(op, "w", w, 4)
     if w.dtype != x.dtype:
@@ -125,7 +132,7 @@ def conv2d_geometry(op, x, w, stride, padding):
     if w.shape[2] != x.shape[3]:
         raise ValueError(
             f"{op}: w expects C_in={w.shape[2]} input channels but x has {x.shape[3]} "
-            f"(x shape {x.shape}, w shape {w.shape} as (KH, KW, C_in, C_out))")
+            f"(x shape {x.shape}, w shape {w.shape} as {layout})")
     if min(x.shape) == 0 or min(w.shape) == 0:
         raise ValueError(f"{op}: empty operand (x shape {x.shape}, w shape {w.shape})")
     stride = as_pair(op, "stride", stride)

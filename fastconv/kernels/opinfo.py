@@ -171,6 +171,7 @@ def samples(shapes="quick", seed=0):
     if shapes != "seed":  # the seed model has no global pooling, rescaling or batchnorm
         yield from _globalpool_samples(rng)
         yield from _norm_samples(rng)
+    yield from _depthwise_samples(rng, shapes)
 
 
 def _clip_samples(rng, p_shape):
@@ -249,6 +250,37 @@ def _norm_samples(rng):
                      dict(epsilon=1e-3), label)
         yield Sample("batchnorm_moving_update", (moving_mean, moving_var, mean, var),
                      dict(momentum=0.99), label)
+
+
+def _depthwise_configs(shapes):
+    """(x shape, kernel, depth_multiplier M, stride, padding) of the depthwise samples."""
+    if shapes == "seed":  # SeparableConv2D-like layers at the seed's feature-map sizes
+        return [((8, 47, 47, 32), (3, 3), 1, 1, "same"),
+                ((8, 23, 23, 64), (3, 3), 2, 2, "same")]
+    return [((1, 7, 9, 5), (3, 3), 1, 1, "same"),       # batch 1, odd sizes
+            ((2, 9, 8, 3), (3, 3), 2, 2, "same"),       # stride 2, M = 2
+            ((1, 8, 11, 7), (3, 2), 2, (2, 1), "valid"),
+            ((2, 6, 7, 13), (5, 5), 1, 1, "same"),      # kernel as large as the input
+            ((1, 5, 5, 2), (1, 1), 3, 2, "valid"),
+            ((2, 7, 6, 37), (3, 3), 1, 2, "valid")]     # C*M past a vector or a warp
+
+
+def _depthwise_samples(rng, shapes):
+    from . import reference as R
+
+    for shape, k, m, stride, padding in _depthwise_configs(shapes):
+        x = _f32(rng.standard_normal(shape))
+        w = _f32(rng.standard_normal(k + (shape[3], m)) * 0.3)
+        b = _f32(rng.standard_normal(shape[3] * m))
+        label = f"x{shape} w{w.shape} s{stride} {padding}"
+        yield Sample("depthwise_conv2d_forward", (x, w, b), dict(stride=stride, padding=padding),
+                     label)
+        y = R.depthwise_conv2d_forward(x, w, b, stride, padding)
+        dy = _f32(rng.standard_normal(y.shape))
+        for need_dx in (True, False):
+            yield Sample("depthwise_conv2d_backward", (x, w, dy),
+                         dict(stride=stride, padding=padding, need_dx=need_dx),
+                         f"{label} need_dx={need_dx}")
 
 
 def _z(*shape, dtype=F32):
@@ -659,6 +691,56 @@ def error_inputs():
         ("batchnorm_moving_update", (z(4), z(3), z(4), z(4)), {}, "moving_variance of 3",
          ValueError, "batchnorm_moving_update: moving_variance must be float32 of shape (4,) "
                      "(x's channels), got float32 of shape (3,)"),
+        # depthwise conv2d: x (1, 6, 6, 2), w (3, 3, 2, 2) -> y (1, 4, 4, 4)
+        ("depthwise_conv2d_forward", (z(6, 6, 2), z(3, 3, 2, 2), z(4)), {}, "x of rank 3",
+         ValueError, "depthwise_conv2d_forward: x must have rank 4, got rank 3 (shape (6, 6, 2))"),
+        ("depthwise_conv2d_forward", (x, z(3, 3, 3, 2), z(6)), {}, "C mismatch",
+         ValueError, "depthwise_conv2d_forward: w expects C_in=3 input channels but x has 2 (x "
+                     "shape (1, 6, 6, 2), w shape (3, 3, 3, 2) as (KH, KW, C, depth_multiplier))"),
+        ("depthwise_conv2d_forward", (x, z(7, 3, 2, 1), z(2)), {}, "kernel taller than x",
+         ValueError, "depthwise_conv2d_forward: kernel height 7 is larger than the input height "
+                     "6 with padding='valid'"),
+        ("depthwise_conv2d_forward", (z(1, 6, 6, 2, dtype=np.float64), z(3, 3, 2, 2), z(4)), {},
+         "x float64",
+         TypeError, "depthwise_conv2d_forward: x must be float32, got float64"),
+        ("depthwise_conv2d_forward", (x, z(3, 3, 2, 2, dtype=np.float64), z(4)), {},
+         "w float64",
+         TypeError, "depthwise_conv2d_forward: w must be float32, got float64"),
+        ("depthwise_conv2d_forward", (x, z(3, 3, 2, 2), z(2)), {}, "b of C, not C*M",
+         ValueError, "depthwise_conv2d_forward: b must have shape (4,), got (2,)"),
+        ("depthwise_conv2d_forward", (x, z(3, 3, 2, 2), z(4)), dict(padding="full"),
+         "unknown padding",
+         ValueError, "depthwise_conv2d_forward: padding must be 'valid' or 'same', got 'full'"),
+        ("depthwise_conv2d_forward", (x, z(3, 3, 2, 2), z(4)), dict(stride=(1, 0)), "stride 0",
+         ValueError, "depthwise_conv2d_forward: stride must be >= 1, got (1, 0)"),
+        ("depthwise_conv2d_forward", (x, z(3, 3, 2, 0), z(0)), {}, "M = 0",
+         ValueError, "depthwise_conv2d_forward: empty operand (x shape (1, 6, 6, 2), w shape "
+                     "(3, 3, 2, 0))"),
+        ("depthwise_conv2d_forward", (x, [[0.0]], z(4)), {}, "w a list",
+         TypeError, "depthwise_conv2d_forward: w must be a numpy.ndarray, got list"),
+        ("depthwise_conv2d_forward", (x, z(3, 3, 2, 2), z(4)), dict(out=z(1, 4, 4, 2)),
+         "out of C channels, not C*M",
+         ValueError, "depthwise_conv2d_forward: out must be float32 of shape (1, 4, 4, 4), got "
+                     "float32 of shape (1, 4, 4, 2)"),
+        ("depthwise_conv2d_backward", (x, z(3, 3, 2, 2), z(1, 4, 4, 2)), {},
+         "dy of C channels, not C*M",
+         ValueError, "depthwise_conv2d_backward: dy must have shape (1, 4, 4, 4), got "
+                     "(1, 4, 4, 2)"),
+        ("depthwise_conv2d_backward", (x, z(3, 3, 2, 2), z(1, 4, 4, 4, dtype=np.float64)), {},
+         "dy float64",
+         TypeError, "depthwise_conv2d_backward: dy must be float32, got float64"),
+        ("depthwise_conv2d_backward", (x, z(3, 3, 3, 1), z(1, 4, 4, 3)), {}, "C mismatch",
+         ValueError, "depthwise_conv2d_backward: w expects C_in=3 input channels but x has 2 "
+                     "(x shape (1, 6, 6, 2), w shape (3, 3, 3, 1) as (KH, KW, C, "
+                     "depth_multiplier))"),
+        ("depthwise_conv2d_backward", (x, z(3, 3, 2, 2), z(1, 4, 4, 4)),
+         dict(out=z(3, 3, 2, 2)), "out not a tuple",
+         TypeError, "depthwise_conv2d_backward: out must be a tuple of 3 (arrays or None), got "
+                    "ndarray"),
+        ("depthwise_conv2d_backward", (x, z(3, 3, 2, 2), z(1, 4, 4, 4)),
+         dict(out=(None, z(3, 3, 2, 1), None)), "out[1] of the wrong shape",
+         ValueError, "depthwise_conv2d_backward: out[1] must be float32 of shape (3, 3, 2, 2), "
+                     "got float32 of shape (3, 3, 2, 1)"),
     ]
     for op, args, kwargs, label, error, message in cases:
         yield ErrorInput(Sample(op, args, kwargs, label), error, message)
@@ -892,7 +974,29 @@ def gradient_samples():
         _rescale_grad((2, 3, 4), 1.0 / 255, -0.5),
         _batchnorm_grad((3, 2, 3, 5)),
         _batchnorm_grad((4, 3)),
+        _depthwise_grad((2, 5, 6, 3), (3, 3), 2, 1, "valid"),
+        _depthwise_grad((1, 7, 6, 2), (3, 2), 1, 2, "same"),
+        _depthwise_grad((1, 6, 5, 3), (2, 3), 3, (2, 1), "same"),
     ]
+
+
+def _depthwise_grad(shape, k, m, stride, padding):
+    from . import reference as R
+
+    def build(rng):
+        x = rng.standard_normal(shape)
+        w = rng.standard_normal(k + (shape[3], m)) * 0.5
+        b = rng.standard_normal(shape[3] * m)
+        y = R.depthwise_conv2d_forward(x, w, b, stride, padding)
+        r = rng.standard_normal(y.shape)
+        dx, dw, db = R.depthwise_conv2d_backward(x, w, r, stride, padding)
+        def loss():
+            return float(np.sum(R.depthwise_conv2d_forward(x, w, b, stride, padding) * r))
+        return loss, (("depthwise_conv2d dx", x, dx), ("depthwise_conv2d dw", w, dw),
+                      ("depthwise_conv2d db", b, db))
+    return GradientSample("depthwise_conv2d_backward",
+                          f"depthwise_conv2d x{shape} k{k} M{m} s{stride} {padding}", build,
+                          tampered=1)
 
 
 def _concat_grad(lead, channels):

@@ -476,6 +476,8 @@ class Geometry:
 
     Hp x Wp covers every window of the output grid and the whole input placed
     at (pt, pl); `direct` means that frame is x itself (no padding needed).
+    `layout` names w's axes in the errors (the depthwise ops pass theirs: there
+    f is the depth multiplier M).
     """
 
     # Slots: one of these lives through every call, and a per-instance dict
@@ -483,9 +485,9 @@ class Geometry:
     __slots__ = ("sh", "sw", "oh", "ow", "pt", "pl", "n", "h", "w", "c", "kh", "kw", "f",
                  "hp", "wp", "direct")
 
-    def __init__(self, op, x, w, stride, padding):
+    def __init__(self, op, x, w, stride, padding, layout=_validate.CONV2D_LAYOUT):
         (self.sh, self.sw), self.oh, self.ow, self.pt, self.pl = _validate.conv2d_geometry(
-            op, x, w, stride, padding)
+            op, x, w, stride, padding, layout)
         check_float32(op, "x", x)
         self.n, self.h, self.w, self.c = x.shape
         self.kh, self.kw, _, self.f = w.shape

@@ -24,6 +24,7 @@ from .optimizers import (  # noqa: F401
 from .pool import maxpool2d_backward, maxpool2d_forward  # noqa: F401
 from .rescale import rescale_backward, rescale_forward  # noqa: F401
 from .conv2d import conv2d_backward, conv2d_forward  # noqa: F401
+from .depthwise import depthwise_conv2d_backward, depthwise_conv2d_forward  # noqa: F401
 from .dense import dense_backward, dense_forward  # noqa: F401
 from .fused import (  # noqa: F401
     conv2d_relu_backward, conv2d_relu_forward, conv2d_relu_maxpool_backward,

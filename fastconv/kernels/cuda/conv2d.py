@@ -835,12 +835,14 @@ def launch_backward(x, w, dz, stride, pt, pl, need_dx, bufs):
     return dx, _mem.finish(dw, dw_host), _mem.finish(db, db_host)
 
 
-def check_conv(op, x, w, stride, padding):
+def check_conv(op, x, w, stride, padding, layout=_validate.CONV2D_LAYOUT):
     """The reference's checks of x and w (host or device arrays), plus float32 and
-    C-contiguous device arrays. Returns (stride pair, OH, OW, pad_top, pad_left)."""
+    C-contiguous device arrays. Returns (stride pair, OH, OW, pad_top, pad_left).
+    `layout`: as _validate.conv2d_geometry's (the depthwise ops pass theirs)."""
     _mem.check_float32(op, "x", x, 4)
     _mem.check_float32(op, "w", w, 4)
-    geometry = _validate.conv2d_geometry(op, _mem.checkable(x), _mem.checkable(w), stride, padding)
+    geometry = _validate.conv2d_geometry(op, _mem.checkable(x), _mem.checkable(w), stride, padding,
+                                         layout)
     _, oh, ow, _, _ = geometry
     _mem.check_int32_indexable(op, x.shape, (x.shape[0], oh, ow, w.shape[3]))  # dz, y
     return geometry

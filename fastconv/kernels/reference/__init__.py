@@ -14,6 +14,7 @@ from . import activations as _activations
 from . import batchnorm as _batchnorm
 from . import conv2d as _conv2d
 from . import dense as _dense
+from . import depthwise as _depthwise
 from . import fused as _fused
 from . import globalpool as _globalpool
 from . import losses as _losses
@@ -33,8 +34,8 @@ def _with_out(fn):
     return op
 
 
-for _module in (_activations, _batchnorm, _conv2d, _dense, _fused, _globalpool, _losses, _merge,
-                _pool, _rescale):
+for _module in (_activations, _batchnorm, _conv2d, _dense, _depthwise, _fused, _globalpool,
+                _losses, _merge, _pool, _rescale):
     for _name in dir(_module):
         _fn = getattr(_module, _name)
         if (callable(_fn) and not _name.startswith("_")
