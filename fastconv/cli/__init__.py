@@ -40,7 +40,8 @@ def _expected_errors():
     from ..kernels import BackendUnavailable
     from ..models.keras_weights import KerasWeightsError
     from ..models.file_format import ModelFileError
-    return (CLIError, ModelFileError, KerasWeightsError, BackendUnavailable,
+    from ..models.onnx_export import ExportError
+    return (CLIError, ModelFileError, KerasWeightsError, ExportError, BackendUnavailable,
             FileNotFoundError, ImportError)
 
 

@@ -1,4 +1,4 @@
-"""`fastconv summary`, `fastconv convert` and `fastconv demo-data`."""
+"""`fastconv summary`, `fastconv convert`, `fastconv export` and `fastconv demo-data`."""
 from __future__ import annotations
 
 import os
@@ -54,6 +54,26 @@ def cmd_convert(args):
     return 0
 
 
+def cmd_export(args):
+    """A model file -> an ONNX file of the model in inference mode."""
+    src, dst = os.fspath(args.model), os.fspath(args.out)
+    if os.path.exists(dst) and os.path.exists(src) and os.path.samefile(src, dst):
+        raise CLIError(f"OUT {dst} is the model file {src} itself: choose another OUT")
+    check_outputs([dst], "OUT", overwrite=args.overwrite,
+                  hint="pass --overwrite to replace it")
+    opened = open_model(src, "reference", parse_class_names(args.class_names))
+    if opened.note:
+        print(f"note: {opened.note}")
+    model = opened.model
+    model.export_onnx(dst, opset=args.opset, batch=args.batch, nchw=args.nchw)
+    layout = "NCHW" if args.nchw else "NHWC"
+    batch = "any batch size" if args.batch is None else f"batch {args.batch}"
+    print(f"wrote {dst}: ONNX opset {args.opset}, input 'input' {layout} "
+          f"{'x'.join(map(str, model.input_shape[1:]))} ({batch}), output 'output'; classes "
+          + ", ".join(f"{k} = {n}" for k, n in enumerate(opened.class_names)))
+    return 0
+
+
 def cmd_demo_data(args):
     """Write the built-in demo data set as image files under OUT."""
     from .. import data
@@ -101,6 +121,21 @@ def add_parsers(sub, common):
                         f"in sorted order)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("export", parents=[common],
+                       help="write a model as an ONNX file (inference mode) for ONNX Runtime, "
+                            "OpenVINO or TensorRT")
+    p.add_argument("model", metavar="MODEL",
+                   help="a fastconv model file or a Keras .h5 weights file of the seed model")
+    p.add_argument("out", metavar="OUT", help="the ONNX file to write, e.g. model.onnx")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 13 to 21 (default 17)")
+    p.add_argument("--batch", type=int, default=None, metavar="N",
+                   help="a fixed batch size (default: dynamic)")
+    p.add_argument("--nchw", action="store_true",
+                   help="take NCHW input (default NHWC, as fastconv and Keras)")
+    p.add_argument("--class-names", metavar="A,B", help="class names, comma-separated")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo-data", parents=[common],
                        help="write the built-in demo data set as image files")

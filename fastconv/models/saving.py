@@ -44,6 +44,14 @@ class FileMethods:
     def load_weights(self, filepath):
         load_weights(self, filepath)
 
+    @locked
+    def export_onnx(self, filepath, opset=17, batch=None, nchw=False):
+        """Write the model in inference mode as an ONNX graph (models.onnx_export):
+        NHWC input as fastconv takes it (NCHW with nchw=True), a dynamic batch
+        dimension unless `batch` is given. Atomic, like save."""
+        from .onnx_export import export_onnx
+        return export_onnx(self, filepath, opset=opset, batch=batch, nchw=nchw)
+
 # --------------------------------------------------------------------------- writing
 
 def _write_arrays(fileobj, arrays):
