@@ -116,7 +116,7 @@ def test_convert_never_destroys_its_input_nor_replaces_a_file_unasked(tmp_path, 
         for extra in ([], ["--overwrite"]):         # never, even when asked
             assert main(["convert", str(src), str(out), *extra]) == 1
             err = _one_line(capsys.readouterr().err, "convert")
-            assert "is the Keras file" in err and "itself" in err
+            assert "is the input file" in err and "itself" in err
     assert src.read_bytes() == before
     existing = tmp_path / "m.fcm"
     existing.write_bytes(b"an earlier model")

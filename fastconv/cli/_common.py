@@ -68,8 +68,8 @@ class OpenedModel:
 
 
 def open_model(path, device, class_names=None):
-    """A fastconv model file (.fcm/.npz) or a Keras HDF5 weights file of the seed
-    architecture, on `device`. class_names (a list) overrides the stored or
+    """A fastconv model file (.fcm/.npz), a Keras 3 .keras file or a Keras HDF5 weights
+    file of the seed architecture, on `device`. class_names (a list) overrides the stored or
     default names. Raises CLIError, ModelFileError or KerasWeightsError."""
     from ..models import keras_weights, saving
     from ..models import small_convnet
@@ -78,6 +78,9 @@ def open_model(path, device, class_names=None):
         raise CLIError(f"model file not found: {path}")
     if os.path.isdir(path):
         raise CLIError(f"{path} is a folder, not a model file")
+    if path.lower().endswith((".h5", ".hdf5")) and not keras_weights.is_hdf5(path):
+        raise CLIError(f"{path} is not an HDF5 file (no HDF5 signature), so not a Keras .h5 "
+                       f"weights file")
     if keras_weights.is_hdf5(path):
         model = small_convnet(device=device, weights=path)
         names = check_class_names(class_names or list(KERAS_DEFAULT_CLASSES), model,

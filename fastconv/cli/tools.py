@@ -29,16 +29,14 @@ def cmd_summary(args):
 
 
 def cmd_convert(args):
-    """A Keras .h5 weights file of the seed architecture -> a fastconv model file."""
-    from ..models import keras_weights
-    src, dst = os.fspath(args.keras_h5), os.fspath(args.out)
+    """A model file (fastconv .fcm, Keras 3 .keras, or a Keras .h5 weights file of the seed
+    architecture) -> a fastconv model file, or a .keras file when OUT ends in .keras."""
+    src, dst = os.fspath(args.model), os.fspath(args.out)
     if not os.path.isfile(src):
-        raise CLIError(f"Keras weights file not found: {src}")
-    if not keras_weights.is_hdf5(src):
-        raise CLIError(f"{src} is not an HDF5 file, so not a Keras .h5 weights file")
+        raise CLIError(f"model file not found: {src}")
     if os.path.exists(dst) and os.path.samefile(src, dst):
-        raise CLIError(f"OUT {dst} is the Keras file {src} itself; writing it would destroy "
-                       f"the Keras weights: choose another OUT")
+        raise CLIError(f"OUT {dst} is the input file {src} itself; writing it would destroy "
+                       f"it: choose another OUT")
     check_outputs([dst], "OUT", overwrite=args.overwrite,
                   hint="pass --overwrite to replace it")
     names = parse_class_names(args.class_names)
@@ -46,11 +44,15 @@ def cmd_convert(args):
         opened = open_model(src, "reference", names)
         opened.model.class_names = opened.class_names
         opened.model.save(dst)
-    print(f"note: {opened.note}")
-    print(f"wrote {dst}: {opened.model.count_params():,} parameters, classes "
-          + ", ".join(f"{k} = {n}" for k, n in enumerate(opened.class_names))
-          + f"; compiled with {opened.model.loss}, RMSprop (learning rate "
-            f"{opened.model.optimizer.learning_rate:g}) for fine-tuning")
+    if opened.note:
+        print(f"note: {opened.note}")
+    model = opened.model
+    kind = "Keras 3 .keras file" if dst.endswith(".keras") else "fastconv model file"
+    compiled = (f"; compiled with {model.loss}, {type(model.optimizer).__name__} (learning "
+                f"rate {model.optimizer.learning_rate:g})" if model.compiled else
+                "; not compiled")
+    print(f"wrote {dst} ({kind}): {model.count_params():,} parameters, classes "
+          + ", ".join(f"{k} = {n}" for k, n in enumerate(opened.class_names)) + compiled)
     return 0
 
 
@@ -111,10 +113,13 @@ def add_parsers(sub, common):
     p.set_defaults(func=cmd_summary)
 
     p = sub.add_parser("convert", parents=[common],
-                       help="convert a Keras .h5 weights file of the seed architecture into "
-                            "a fastconv model file")
-    p.add_argument("keras_h5", metavar="KERAS_H5", help="e.g. first_try.h5")
-    p.add_argument("out", metavar="OUT", help="the fastconv model file to write, e.g. model.fcm")
+                       help="convert between model files: fastconv .fcm, Keras 3 .keras, and "
+                            "(to read) a Keras .h5 weights file of the seed architecture")
+    p.add_argument("model", metavar="MODEL",
+                   help="e.g. first_try.h5, model.keras or model.fcm")
+    p.add_argument("out", metavar="OUT",
+                   help="the file to write: a Keras 3 file when it ends in .keras (e.g. "
+                        "model.keras), else a fastconv model file (e.g. model.fcm)")
     p.add_argument("--class-names", metavar="A,B",
                    help=f"class names stored in the file, in label order (default "
                         f"{','.join(KERAS_DEFAULT_CLASSES)}: class 1 = the second class folder "

@@ -33,7 +33,12 @@ class FileMethods:
     @locked
     def save(self, filepath, include_optimizer=True):
         """Write the architecture, weights and (optionally) optimizer state to one
-        .npz file, atomically. Load with fastconv.load_model."""
+        .npz file, atomically. Load with fastconv.load_model. A path ending in .keras
+        writes a Keras 3 .keras file instead (models.keras_file; no optimizer state)."""
+        if os.fspath(filepath).endswith(".keras"):
+            from .keras_file import save_keras
+            save_keras(self, filepath)
+            return
         save_model(self, filepath, include_optimizer=include_optimizer)
 
     @locked
@@ -154,7 +159,11 @@ def load_model(filepath, device="cpu", compile=True):
 
     Everything the file declares (entry sizes, the config's weight shapes) is
     checked before the model is built or a weight is read; NaN or inf weights or
-    optimizer state are refused, naming the weight."""
+    optimizer state are refused, naming the weight. A Keras 3 .keras file (a zip of
+    config.json and model.weights.h5) loads through models.keras_file."""
+    from .keras_file import is_keras_file, load_keras
+    if os.path.isfile(filepath) and is_keras_file(filepath):
+        return load_keras(filepath, device=device, compile=compile)
     path, meta, entries = read_file(filepath)
     try:
         return _load_model(path, meta, entries, device, compile)

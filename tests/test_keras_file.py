@@ -1,0 +1,258 @@
+"""Keras 3 .keras files (fastconv.models.keras_file, keras_config): files written by
+Keras 3 itself (tests/keras_files, made by make_files.py there) load without Keras and
+predict what Keras predicted (1e-5 on sigmoid/softmax outputs); the optimizer state
+loads too (one more step moves the weights as Keras's step did, 1e-6); fastconv ->
+.keras -> fastconv is bitwise; bad files are refused with the layer, class and argument
+named. When Keras is installed, fastconv's files also load in Keras itself."""
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import layers as L
+from fastconv.models.keras_file import KerasFileError, snake_case, weight_keys
+from fastconv.models.keras_weights import KerasWeightsError
+
+pytest.importorskip("h5py")
+HERE = os.path.join(os.path.dirname(__file__), "keras_files")
+
+
+@pytest.fixture(scope="module")
+def expected():
+    with np.load(os.path.join(HERE, "expected.npz")) as f:
+        return dict(f)
+
+
+def test_snake_case_and_keys_as_keras():
+    assert [snake_case(c) for c in ("Conv2D", "MaxPooling2D", "BatchNormalization",
+                                    "GlobalAveragePooling2D", "InputLayer", "Dense")] == [
+        "conv2d", "max_pooling2d", "batch_normalization", "global_average_pooling2d",
+        "input_layer", "dense"]
+    assert weight_keys(["Conv2D", "Dense", "Conv2D", "Conv2D"]) == [
+        "conv2d", "dense", "conv2d_1", "conv2d_2"]
+
+
+def test_keras_sequential_file_predicts_and_trains_as_keras(expected):
+    model = fastconv.load_model(os.path.join(HERE, "seq.keras"))
+    assert type(model).__name__ == "Sequential" and model.compiled
+    assert model.loss == "binary_crossentropy" and model.metrics == ["accuracy"]
+    assert type(model.optimizer).__name__ == "RMSprop"
+    assert model.optimizer.learning_rate == pytest.approx(1e-3)
+    x, y = expected["x"], expected["y"]
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected["seq_pred"], rtol=0,
+                               atol=1e-5)
+    model.train_on_batch(x, y)      # continues from the file's RMSprop state
+    after = [expected[f"seq_after_{k}"] for k in range(len(model.get_weights()))]
+    for got, want in zip(model.get_weights(), after):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_keras_functional_file_predicts_as_keras(expected):
+    model = fastconv.load_model(os.path.join(HERE, "fun.keras"), device="cpu")
+    assert type(model).__name__ == "Functional"
+    assert model.loss == "sparse_categorical_crossentropy"
+    assert type(model.optimizer).__name__ == "Adam"
+    np.testing.assert_allclose(model.predict(expected["x2"], verbose=0), expected["fun_pred"],
+                               rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["seq", "fun"])
+def test_round_trip_is_bitwise(tmp_path, expected, which):
+    model = fastconv.load_model(os.path.join(HERE, f"{which}.keras"))
+    if which == "seq":
+        model.train_on_batch(expected["x"], expected["y"])
+    path = tmp_path / "m.keras"
+    model.save(path)
+    back = fastconv.load_model(path)
+    assert back.get_config() == model.get_config()
+    assert all(np.array_equal(a, b) for a, b in zip(back.get_weights(), model.get_weights()))
+    assert back.loss == model.loss and back.optimizer.get_config() == model.optimizer.get_config()
+    if which == "seq":      # the optimizer state too: the next step is bitwise the same
+        model.train_on_batch(expected["x"], expected["y"])
+        back.train_on_batch(expected["x"], expected["y"])
+        assert all(np.array_equal(a, b) for a, b in zip(back.get_weights(), model.get_weights()))
+
+
+def test_fastconv_models_save_as_keras(tmp_path):
+    """Models made in fastconv (the seed network, a graph) round-trip through .keras."""
+    for model in (fastconv.models.small_convnet(input_shape=(40, 40, 3), seed=1),
+                  fastconv.Model(*_graph(), seed=2)):
+        path = tmp_path / f"{model.name}.keras"
+        model.save(path)
+        assert zipfile.ZipFile(path).namelist() == ["metadata.json", "config.json",
+                                                    "model.weights.h5"]
+        back = fastconv.load_model(path)
+        x = np.random.default_rng(0).uniform(0, 1, (2,) + model.input_shape[1:]).astype(
+            np.float32)
+        assert np.array_equal(back.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def _graph():
+    inp = fastconv.Input((8, 8, 2))
+    a = L.Conv2D(3, 3, padding="same", activation="relu")(inp)
+    b = L.BatchNormalization()(L.Conv2D(3, 1)(a))
+    c = L.Concatenate()([L.Add()([a, b]), a])
+    return inp, L.Dense(2, activation="softmax")(L.GlobalAveragePooling2D()(c))
+
+
+def test_keras_loads_fastconv_files(tmp_path):
+    """Keras 3 itself (an optional oracle, skipped where it is not installed)."""
+    keras = pytest.importorskip("keras")
+    model = fastconv.Model(*_graph(), seed=3)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    path = tmp_path / "g.keras"
+    model.save(path)
+    x = np.random.default_rng(1).uniform(0, 1, (3, 8, 8, 2)).astype(np.float32)
+    theirs = keras.saving.load_model(path)
+    np.testing.assert_allclose(np.asarray(theirs.predict(x, verbose=0)),
+                               model.predict(x, verbose=0), rtol=0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- bad files
+
+def _rewrite(src, dst, config=None, drop=(), add=(), weights=None):
+    """A copy of the .keras file `src` with its config edited, members dropped or added."""
+    with zipfile.ZipFile(src) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    if config is not None:
+        members["config.json"] = json.dumps(config(json.loads(members["config.json"]))).encode()
+    if weights is not None:
+        members["model.weights.h5"] = weights(members["model.weights.h5"])
+    for n in drop:
+        members.pop(n)
+    members.update(dict(add))
+    with zipfile.ZipFile(dst, "w") as zf:
+        for n, data in members.items():
+            zf.writestr(n, data)
+    return dst
+
+
+def _edit_layer(index, **changes):
+    def edit(config):
+        config["config"]["layers"][index]["config"].update(changes)
+        return config
+    return edit
+
+
+def _retype(index, class_name):
+    def edit(config):
+        config["config"]["layers"][index]["class_name"] = class_name
+        return config
+    return edit
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_edit_layer(1, dilation_rate=[2, 2]),
+     r"layer 'conv2d' \(Conv2D\): argument dilation_rate=\[2, 2\] is not supported"),
+    (_edit_layer(1, use_bias=False), r"layer 'conv2d' \(Conv2D\): argument use_bias=False"),
+    (_edit_layer(5, kernel_regularizer={"class_name": "L2"}), r"'dense' \(Dense\): argument "
+                                                              r"kernel_regularizer"),
+    (_edit_layer(1, activation="tanh"), r"unknown activation 'tanh'"),
+    (_edit_layer(1, trainable=False), r"trainable=False"),
+    (_edit_layer(3, frobnicate=1), r"argument frobnicate=1 is not supported by fastconv"),
+    (_retype(2, "AveragePooling3D"), r"layer 'max_pooling2d' \(AveragePooling3D\): not a "
+                                     r"layer fastconv supports"),
+    (_retype(2, "Lambda"), r"Lambda layers hold code"),
+])
+def test_unsupported_configs_name_layer_and_argument(tmp_path, edit, message):
+    bad = _rewrite(os.path.join(HERE, "seq.keras"), tmp_path / "bad.keras", config=edit)
+    with pytest.raises((KerasFileError, ValueError), match=message):
+        fastconv.load_model(bad)
+
+
+def test_custom_object_refused(tmp_path):
+    def custom(config):
+        config["config"]["layers"][1]["registered_name"] = "my_package>MyConv"
+        return config
+    bad = _rewrite(os.path.join(HERE, "seq.keras"), tmp_path / "bad.keras", config=custom)
+    with pytest.raises(KerasFileError, match="registered as 'my_package>MyConv'"):
+        fastconv.load_model(bad)
+
+
+def test_bad_members_refused(tmp_path):
+    src = os.path.join(HERE, "seq.keras")
+    cases = [
+        (dict(drop=["model.weights.h5"]), "lacks model.weights.h5"),
+        (dict(add=[("evil.py", b"import os")]), "unknown member 'evil.py'"),
+        (dict(config=lambda c: "not a dict"), "config.json must hold a model dict"),
+        (dict(weights=lambda b: b[:200]), "not a readable HDF5 file"),
+    ]
+    for k, (kw, message) in enumerate(cases):
+        bad = _rewrite(src, tmp_path / f"bad{k}.keras", **kw)
+        with pytest.raises(KerasFileError, match=message):
+            fastconv.load_model(bad)
+    raw = tmp_path / "raw.keras"
+    with zipfile.ZipFile(src) as zf, zipfile.ZipFile(raw, "w") as out:
+        for n in zf.namelist():
+            out.writestr(n, b"x" if n == "config.json" else zf.read(n))
+    with pytest.raises(KerasFileError, match="config.json is not valid JSON"):
+        fastconv.load_model(raw)
+
+
+def _h5_edit(data, fn):
+    import h5py
+    buf = io.BytesIO(data)
+    with h5py.File(buf, "r+") as f:
+        fn(f)
+    return buf.getvalue()
+
+
+def test_bad_weights_refused(tmp_path):
+    src = os.path.join(HERE, "seq.keras")
+
+    def reshape(f):
+        del f["layers/dense/vars/0"]
+        f["layers/dense/vars"].create_dataset("0", data=np.zeros((7, 6), np.float32))
+
+    def nan(f):
+        f["layers/dense/vars/1"][0] = np.nan
+
+    def extra(f):
+        f["layers"].create_group("conv2d_9").create_group("vars")
+
+    def missing(f):
+        del f["layers/dense_1/vars/1"]
+
+    cases = [(reshape, r"layer 'dense' kernel has shape \(7, 6\), the config makes it "
+                       r"\(30, 6\)"),
+             (nan, r"non-finite"),
+             (extra, r"layers the config does not have: conv2d_9"),
+             (missing, r"layer 'dense_1' \(weights group layers/dense_1\) holds variables "
+                       r"\['0'\], the config makes it 2")]
+    for k, (fn, message) in enumerate(cases):
+        bad = _rewrite(src, tmp_path / f"w{k}.keras", weights=lambda b, fn=fn: _h5_edit(b, fn))
+        with pytest.raises(KerasWeightsError, match=message):
+            fastconv.load_model(bad)
+
+
+def test_declared_size_checked_before_inflating(tmp_path):
+    """A member that declares more than the config's weights can need is refused from
+    the zip's directory, before a byte is inflated."""
+    src = os.path.join(HERE, "seq.keras")
+    big = tmp_path / "big.keras"
+    with zipfile.ZipFile(src) as zf, zipfile.ZipFile(big, "w", zipfile.ZIP_DEFLATED) as out:
+        for n in zf.namelist():
+            data = zf.read(n)
+            out.writestr(n, data + b"\0" * (50 << 20) if n == "model.weights.h5" else data)
+    with pytest.raises(KerasFileError, match="more than the .* it can legitimately need"):
+        fastconv.load_model(big)
+
+
+def test_cli_converts_both_ways_and_predicts(tmp_path, capsys):
+    from fastconv.cli import main
+    src = os.path.join(HERE, "seq.keras")
+    fcm, back = tmp_path / "m.fcm", tmp_path / "back.keras"
+    assert main(["convert", src, str(fcm), "--class-names", "cats,dogs"]) == 0
+    assert "fastconv model file" in capsys.readouterr().out
+    assert main(["convert", str(fcm), str(back)]) == 0
+    assert "Keras 3 .keras file" in capsys.readouterr().out
+    model = fastconv.load_model(back)
+    assert model.class_names == ["cats", "dogs"]
+    assert main(["convert", str(fcm), str(back)]) == 1       # no silent overwrite
+    assert "already exists" in capsys.readouterr().err
+    assert main(["summary", str(back)]) == 0
+    assert "classes: 0 = cats, 1 = dogs" in capsys.readouterr().out
