@@ -256,3 +256,53 @@ def test_cli_converts_both_ways_and_predicts(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["summary", str(back)]) == 0
     assert "classes: 0 = cats, 1 = dogs" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- Keras 2 .h5
+
+def test_keras2_full_model_files_predict_as_keras2():
+    """Keras 2 `model.save("m.h5")` files (tests/keras_files/make_keras2_files.py, tf_keras
+    2.21): architecture from model_config, weights by layer name, compile settings."""
+    with np.load(os.path.join(HERE, "keras2_expected.npz")) as f:
+        want = dict(f)
+    seq = fastconv.load_model(os.path.join(HERE, "seq2.h5"))
+    assert type(seq).__name__ == "Sequential" and seq.compiled
+    assert seq.loss == "binary_crossentropy" and seq.metrics == ["accuracy"]
+    np.testing.assert_allclose(seq.predict(want["x"], verbose=0), want["seq_pred"], rtol=0,
+                               atol=1e-5)
+    fun = fastconv.load_model(os.path.join(HERE, "fun2.h5"), compile=False)
+    assert type(fun).__name__ == "Functional" and not fun.compiled
+    np.testing.assert_allclose(fun.predict(want["x2"], verbose=0), want["fun_pred"], rtol=0,
+                               atol=1e-5)
+
+
+def test_keras2_full_model_converts_to_keras3(tmp_path, capsys):
+    from fastconv.cli import main
+    out = tmp_path / "seq.keras"
+    assert main(["convert", os.path.join(HERE, "seq2.h5"), str(out)]) == 0
+    assert "assumed" not in capsys.readouterr().out      # the file's own architecture
+    a = fastconv.load_model(os.path.join(HERE, "seq2.h5"))
+    b = fastconv.load_model(out)
+    assert a.get_config()["layers"] == b.get_config()["layers"]
+    assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
+
+
+def test_keras2_bad_files_refused(tmp_path):
+    import h5py
+    import shutil
+    bad = tmp_path / "bad.h5"
+    shutil.copy(os.path.join(HERE, "seq2.h5"), bad)
+    with h5py.File(bad, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        config["config"]["layers"][1]["config"]["groups"] = 2
+        f.attrs["model_config"] = json.dumps(config)
+    with pytest.raises(KerasFileError, match=r"layer 'conv2d' \(Conv2D\): argument groups=2"):
+        fastconv.load_model(bad)
+    shutil.copy(os.path.join(HERE, "seq2.h5"), bad)
+    with h5py.File(bad, "r+") as f:
+        del f["model_weights/dense/dense/kernel:0"]
+        f["model_weights/dense/dense"].create_dataset("kernel:0", data=np.zeros((3, 6)))
+    with pytest.raises(KerasFileError, match=r"layer 'dense' holds weights of shapes "
+                                             r"\[\(3, 6\), \(6,\)\], the config makes them "
+                                             r"\[\(30, 6\), \(6,\)\]"):
+        fastconv.load_model(bad)

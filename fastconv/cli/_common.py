@@ -81,7 +81,8 @@ def open_model(path, device, class_names=None):
     if path.lower().endswith((".h5", ".hdf5")) and not keras_weights.is_hdf5(path):
         raise CLIError(f"{path} is not an HDF5 file (no HDF5 signature), so not a Keras .h5 "
                        f"weights file")
-    if keras_weights.is_hdf5(path):
+    from ..models.keras_file import is_keras2_model_file
+    if keras_weights.is_hdf5(path) and not is_keras2_model_file(path):
         model = small_convnet(device=device, weights=path)
         names = check_class_names(class_names or list(KERAS_DEFAULT_CLASSES), model,
                                   "--class-names" if class_names else "the default")

@@ -1,4 +1,6 @@
-"""Keras 3 model configs (config.json of a .keras file) <-> fastconv model configs.
+"""Keras model configs (config.json of a Keras 3 .keras file, the model_config of a
+Keras 2 full-model .h5, which differs only in small ways: `batch_input_shape`, inbound
+nodes as name lists, a BatchNormalization axis as [3]) <-> fastconv model configs.
 
 from_keras(config) -> (fastconv class name, fastconv config, notes): the model's
 architecture as fastconv's own config (what Sequential/Functional.from_config take),
@@ -63,7 +65,8 @@ _SAME_AS = {
 }
 # Keras arguments that do not change what a layer computes: ignored.
 _INERT = {"trainable", "dtype", "build_config", "renorm_clipping", "renorm_momentum",
-          "lora_alpha"}
+          "lora_alpha",
+          "batch_input_shape"}    # Keras 2 on a Sequential's first layer: read by from_keras
 _INITIALIZERS = {"GlorotUniform": "glorot_uniform", "HeUniform": "he_uniform",
                  "Zeros": "zeros", "Ones": "ones"}
 _KERAS_NAMES = {v: k for k, v in _INITIALIZERS.items()}
@@ -127,6 +130,9 @@ def layer_from_keras(spec, notes):
             _fail(where, f"batch_shape must be [None, dims...] of ints, received {shape!r}")
         out["shape"] = list(shape[1:])
     wanted, same = _ARGS[cls], _SAME_AS.get(cls, {})
+    if cls == "BatchNormalization" and isinstance(cfg.get("axis"), list) and \
+            len(cfg["axis"]) == 1:
+        cfg = dict(cfg, axis=cfg["axis"][0])       # Keras 2 writes the axis as [3]
     for arg, value in cfg.items():
         if arg in ("name",) or arg in _INERT or (cls == "InputLayer" and arg in (
                 "batch_shape", "batch_input_shape", "shape")):
@@ -169,6 +175,19 @@ def _inbound(where, nodes):
         _fail(where, f"is called {len(nodes) if isinstance(nodes, list) else '?'} times; "
                      f"fastconv models use each layer once (shared layers are not supported)")
     node = nodes[0]
+    if isinstance(node, list):      # Keras 2: [[name, node index, tensor index, kwargs], ...]
+        names = []
+        for t in node:
+            if not (isinstance(t, list) and len(t) >= 3 and isinstance(t[0], str)):
+                _fail(where, f"has a malformed inbound node {node!r:.120}")
+            if list(t[1:3]) != [0, 0]:
+                _fail(where, f"reads output {list(t[1:3])} of layer {t[0]!r}: fastconv models "
+                             f"use each layer once (shared layers are not supported)")
+            if len(t) > 3 and t[3]:
+                _fail(where, f"is called with arguments {sorted(t[3])} that fastconv does "
+                             f"not take")
+            names.append(t[0])
+        return names
     args = node.get("args") if isinstance(node, dict) else None
     if not isinstance(args, list) or len(args) != 1:
         _fail(where, f"has an inbound node fastconv cannot read: {node!r:.120}")
@@ -205,6 +224,8 @@ def from_keras(config):
         if specs[0]["class_name"] == "InputLayer":
             out["layers"] = specs[1:]
             out["input_shape"] = specs[0]["config"]["shape"]
+        elif isinstance(layers[0].get("config", {}).get("batch_input_shape"), list):
+            out["input_shape"] = list(layers[0]["config"]["batch_input_shape"][1:])
         elif body.get("build_input_shape"):
             out["input_shape"] = list(body["build_input_shape"][1:])
         return "Sequential", out, notes

@@ -182,7 +182,7 @@ def _optimizer(cc_opt, notes):
             return optimizers_mod.get(cc_opt)
         notes.append(f"optimizer {cc_opt!r:.80} not understood")
         return None
-    name = cc_opt.get("class_name")
+    name = str(cc_opt.get("class_name")).split(">")[-1]     # Keras 2: 'Custom>RMSprop'
     cls = {c.__name__: c for c in (optimizers_mod.SGD, optimizers_mod.RMSprop,
                                    optimizers_mod.Adam, optimizers_mod.AdamW)}.get(name)
     if cls is None:
@@ -192,12 +192,15 @@ def _optimizer(cc_opt, notes):
     defaults = {"name": None, "use_ema": False, "ema_momentum": None,
                 "ema_overwrite_frequency": None, "loss_scale_factor": None,
                 "gradient_accumulation_steps": None, "momentum": 0.0, "centered": False,
-                "amsgrad": False}
+                "amsgrad": False, "decay": 0.0, "jit_compile": None,
+                "is_legacy_optimizer": False}
     kwargs = {}
-    for arg, value in (cc_opt.get("config") or {}).items():
+    config = cc_opt.get("config") or {}
+    for arg, value in config.items():
         if arg in params:
             kwargs[arg] = value
-        elif arg in ("name", "ema_momentum"):
+        elif arg in ("name", "jit_compile") or (arg.startswith("ema_") and
+                                                 not config.get("use_ema")):
             continue
         elif arg in defaults and value == defaults[arg]:
             continue
@@ -235,8 +238,13 @@ def _compile(model, cc, notes):
     if not isinstance(loss, str):
         skipped.append(f"loss {cc.get('loss')!r:.80}")
     metrics = []
-    for m in cc.get("metrics") or []:
-        m = m.get("class_name", "") if isinstance(m, dict) else m
+    listed = cc.get("metrics") or []
+    if listed and all(isinstance(m, list) for m in listed):       # Keras 2: one list per output
+        listed = [m for ms in listed for m in ms]
+    for m in listed:
+        if isinstance(m, dict):     # Keras 2: MeanMetricWrapper named 'accuracy'
+            m = m.get("config", {}).get("name") if m.get("class_name") == "MeanMetricWrapper" \
+                else m.get("class_name", "")
         if snake_case(str(m)) in _METRICS:
             metrics.append("accuracy")
         else:
@@ -312,6 +320,81 @@ def load_keras(filepath, device="cpu", compile=True):
         _compile(model, config.get("compile_config"), notes)
         if model.compiled and opt_state:
             _restore_optimizer(model, opt_state, notes)
+    for note in notes:
+        warnings.warn(f"{path}: {note}", stacklevel=2)
+    return model
+
+
+# --------------------------------------------------------------------------- Keras 2
+
+def is_keras2_model_file(path):
+    """True for an HDF5 file with a `model_config` attribute (Keras 2 `model.save`)."""
+    from .keras_weights import is_hdf5
+    if not (os.path.isfile(path) and is_hdf5(path)):
+        return False
+    try:
+        with _h5py().File(path, "r") as f:
+            return "model_config" in f.attrs
+    except OSError:
+        return False
+
+
+def _attr_json(path, f, name):
+    value = f.attrs.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str) or len(value) > JSON_LIMIT:
+        _fail(path, f"its {name} attribute is not a JSON text")
+    return _json(path, value.encode("utf-8"), f"the {name} attribute")
+
+
+def load_keras2_h5(filepath, device="cpu", compile=True):
+    """The model of a Keras 2 full-model .h5 file (`model.save("m.h5")`): the architecture
+    from its model_config, the weights from model_weights (matched to the layers by
+    name, every dtype and shape checked before reading), compiled from its
+    training_config where that maps. Optimizer state is not read."""
+    from .keras_weights import _checked, _read_keras2
+    path = os.fspath(filepath)
+    with _h5py().File(path, "r") as f:
+        config = _attr_json(path, f, "model_config")
+        training = _attr_json(path, f, "training_config")
+        try:
+            cls_name, fc_config, notes = keras_config.from_keras(config)
+            cls = model_class(cls_name)
+            planned = cls.planned_weights(fc_config)
+        except (ValueError, TypeError, KeyError, L.LayerError) as exc:
+            _fail(path, f"its architecture cannot be read: {exc}")
+        if "model_weights" not in f:
+            _fail(path, "has a model_config but no model_weights group")
+        listed = dict(_checked(path, _read_keras2(f["model_weights"], path)))
+        by_layer = {}
+        for lname, wname, shape in planned:
+            by_layer.setdefault(lname, []).append((wname, tuple(shape)))
+        extra = sorted(set(listed) - set(by_layer))
+        if extra:
+            _fail(path, f"holds weights for layers the config does not have (or that have "
+                        f"none): {', '.join(extra)[:200]}")
+        weights = []
+        for lname, want in by_layer.items():
+            have = listed.get(lname, [])
+            shapes = [tuple(ds.shape) for ds in have]
+            if shapes != [s for _, s in want]:
+                _fail(path, f"layer {lname!r} holds weights of shapes {shapes}, the config "
+                            f"makes them {[s for _, s in want]}")
+            weights += [_read_dataset(path, lname, k, ds) for k, ds in enumerate(have)]
+    try:
+        model = cls.from_config(fc_config, device=device)
+    except (ValueError, TypeError, KeyError, L.LayerError) as exc:
+        _fail(path, f"its architecture cannot be rebuilt: {exc}")
+    model.set_weights(weights)
+    model.class_names = None
+    if compile and training:
+        cc = {"optimizer": training.get("optimizer_config"), "loss": training.get("loss"),
+              "metrics": training.get("metrics"), "loss_weights": training.get("loss_weights"),
+              "weighted_metrics": training.get("weighted_metrics")}
+        _compile(model, cc, notes)
     for note in notes:
         warnings.warn(f"{path}: {note}", stacklevel=2)
     return model

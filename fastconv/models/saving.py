@@ -160,10 +160,13 @@ def load_model(filepath, device="cpu", compile=True):
     Everything the file declares (entry sizes, the config's weight shapes) is
     checked before the model is built or a weight is read; NaN or inf weights or
     optimizer state are refused, naming the weight. A Keras 3 .keras file (a zip of
-    config.json and model.weights.h5) loads through models.keras_file."""
-    from .keras_file import is_keras_file, load_keras
+    config.json and model.weights.h5) and a Keras 2 full-model .h5 (model_config and
+    model_weights) load through models.keras_file."""
+    from .keras_file import is_keras2_model_file, is_keras_file, load_keras, load_keras2_h5
     if os.path.isfile(filepath) and is_keras_file(filepath):
         return load_keras(filepath, device=device, compile=compile)
+    if is_keras2_model_file(filepath):
+        return load_keras2_h5(filepath, device=device, compile=compile)
     path, meta, entries = read_file(filepath)
     try:
         return _load_model(path, meta, entries, device, compile)
