@@ -1,6 +1,6 @@
-"""Keras-style layers: Conv2D, MaxPooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
-Activation, Flatten, Dense, Dropout, Rescaling, BatchNormalization, Input, and the
-merge layers Add and Concatenate of the Functional API (layers.graph: KerasTensor).
+"""Keras-style layers: Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
+GlobalMaxPooling2D, Activation, Flatten, Dense, Dropout, Rescaling, BatchNormalization,
+Input, and the merge layers Add and Concatenate of the Functional API (layers.graph: KerasTensor).
 
 A layer describes one step of a Sequential model: it validates its arguments in
 `__init__` (messages show the received value), creates its weights in
@@ -22,12 +22,13 @@ from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer
 from .graph import KerasTensor
 from .merge import Add, Concatenate
 from .normalization import BatchNormalization
-from .pooling import GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
+from .pooling import (AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
+                      MaxPooling2D)
 from .preprocessing import Rescaling
 
 LAYERS = {cls.__name__: cls for cls in
-          (InputLayer, Conv2D, MaxPooling2D, Activation, Flatten, Dense, Dropout,
-           GlobalAveragePooling2D, GlobalMaxPooling2D, Rescaling, BatchNormalization,
+          (InputLayer, Conv2D, MaxPooling2D, AveragePooling2D, Activation, Flatten, Dense,
+           Dropout, GlobalAveragePooling2D, GlobalMaxPooling2D, Rescaling, BatchNormalization,
            Add, Concatenate)}
 
 
@@ -50,7 +51,7 @@ def deserialize(spec):
 
 
 __all__ = ["Layer", "LayerError", "Input", "InputLayer", "Conv2D", "MaxPooling2D",
-           "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Activation", "Flatten", "Dense",
+           "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Activation", "Flatten", "Dense",
            "Dropout", "Rescaling", "BatchNormalization", "Add", "Concatenate", "KerasTensor",
            "serialize", "deserialize",
            "ACTIVATIONS"]

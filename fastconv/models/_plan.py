@@ -40,7 +40,7 @@ def device_kit(K):
 
 
 class Op:
-    """One logical operation: kind in conv, dense, pool, act, flatten, dropout,
+    """One logical operation: kind in conv, dense, pool, avgpool, act, flatten, dropout,
     global_avgpool, global_maxpool, rescale, batchnorm, add, concat. inputs: the indices
     of the ops whose outputs it reads (-1: the model's input)."""
 
@@ -55,7 +55,8 @@ class Op:
         return f"Op({self.kind}{'=' + self.act if self.act else ''}, {self.layer.name})"
 
 
-_SIMPLE = ((L.MaxPooling2D, "pool"), (L.Flatten, "flatten"),
+_SIMPLE = ((L.MaxPooling2D, "pool"), (L.AveragePooling2D, "avgpool"),
+           (L.Flatten, "flatten"),
            (L.GlobalAveragePooling2D, "global_avgpool"),
            (L.GlobalMaxPooling2D, "global_maxpool"), (L.Rescaling, "rescale"),
            (L.BatchNormalization, "batchnorm"), (L.Add, "add"), (L.Concatenate, "concat"))
@@ -101,6 +102,7 @@ def logical_ops(layers, inbound=None):
 
 # The optional ops (kernels.OPTIONAL) a step kind calls: (forward, training-only).
 OPTIONAL_OPS = {
+    "avgpool": (("avgpool2d_forward",), ("avgpool2d_backward",)),
     "global_avgpool": (("global_avgpool2d_forward",), ("global_avgpool2d_backward",)),
     "global_maxpool": (("global_maxpool2d_forward",), ("global_maxpool2d_backward",)),
     "rescale": (("rescale_forward",), ("rescale_backward",)),
@@ -275,6 +277,24 @@ class PoolStep(Step):
 
     def backward(self):
         self.K.maxpool2d_backward(self.dy, self.argmax, self.x_shape, out=self.dx)
+
+
+class AvgPoolStep(Step):
+    """AveragePooling2D: x (N, H, W, C) -> y (N, PH, PW, C); no workspace (the backward
+    needs only the geometry)."""
+
+    def __init__(self, K, n, x, ops):
+        super().__init__(K, n, x, ops)
+        pool = ops[0].layer
+        self.kw = {"pool": pool.pool_size, "stride": pool.strides, "padding": pool.padding}
+        self.y = K.empty(self.out_shape())                    # (N, PH, PW, C)
+        self.x_shape = tuple(x.shape)
+
+    def forward(self):
+        self.K.avgpool2d_forward(self.x, out=self.y, **self.kw)
+
+    def backward(self):
+        self.K.avgpool2d_backward(self.dy, self.x_shape, out=self.dx, **self.kw)
 
 
 class ActStep(Step):
@@ -577,6 +597,8 @@ class Plan:
                                  if training else (None, None))
             elif kind == "pool":
                 step = PoolStep(K, n, cur, group)
+            elif kind == "avgpool":
+                step = AvgPoolStep(K, n, cur, group)
             elif kind == "flatten":
                 step = FlattenStep(K, n, cur, group)
             elif kind == "dropout":
