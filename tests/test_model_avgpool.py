@@ -153,3 +153,99 @@ def test_a_backend_without_the_ops_is_refused_at_plan_time_naming_the_layer():
                        r"\(AveragePooling2D\) cannot run on backend 'fake': it lacks the op "
                        r"avgpool2d_forward"):
         model.predict(np.zeros((1, 12, 12, 1), np.float32))
+
+
+# -- Keras 3 as the oracle (tests/keras_vectors/make_avgpool_model.py) -----------------
+
+KERAS_MODEL = __import__("pathlib").Path(__file__).resolve().parent / "keras_vectors" / \
+    "avgpool_model.npz"
+
+
+def keras_model(device, augment):
+    """make_avgpool_model.build(augment), layer for layer."""
+    return Sequential([L.Input((9, 9, 2))]
+                      + ([L.RandomFlip(), L.RandomRotation(0.2)] if augment else [])
+                      + [L.Conv2D(3, 3, padding="same", activation="relu"),
+                         L.AveragePooling2D(3, strides=2, padding="same"),
+                         L.Conv2D(2, 2), L.AveragePooling2D((2, 3), strides=(1, 2)),
+                         L.Flatten(), L.Dense(1, activation="sigmoid")],
+                      device=device, seed=0)
+
+
+def _keras_run():
+    with np.load(KERAS_MODEL) as f:
+        run = {k: f[k] for k in f.files}
+    count = sum(1 for k in run if k[0] == "w" and k[1:].isdigit())
+    return run, [run[f"w{k}"] for k in range(count)], [run[f"a{k}"] for k in range(count)]
+
+
+@pytest.mark.parametrize("device", ["reference", "cpu"])
+def test_same_weights_give_keras_predictions_augmentation_layers_included(device):
+    """Inference: Keras's predict, where RandomFlip and RandomRotation pass x through.
+    rtol 1e-5, atol 1e-6."""
+    run, weights, _ = _keras_run()
+    model = keras_model(device, augment=True)
+    model.set_weights(weights)
+    np.testing.assert_allclose(model.predict(run["x"]), run["pred"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("device", ["reference", "cpu"])
+def test_one_training_step_moves_the_weights_as_keras(device):
+    """One SGD(0.1) step: the loss to 1e-5 and every weight's change to 1e-4 of that
+    array's largest change plus 1e-6 (the gradient through both poolings, 'same'
+    windows overhanging the edge included)."""
+    run, before, after = _keras_run()
+    model = keras_model(device, augment=False)
+    model.set_weights(before)
+    model.compile(O.SGD(learning_rate=0.1), "binary_crossentropy")
+    loss = model.train_on_batch(run["x"], run["y"])
+    assert abs(loss - float(run["loss"])) < 1e-5
+    for b, mine, keras in zip(before, model.get_weights(), after):
+        want = keras.astype(np.float64) - b
+        assert np.abs(want).max() > 1e-4
+        np.testing.assert_allclose(mine.astype(np.float64) - b, want, rtol=0,
+                                   atol=1e-4 * np.abs(want).max() + 1e-6)
+
+
+CUDA_SIM_SCRIPT = """
+import json, sys
+import numpy as np
+from fastconv import Sequential, kernels
+from fastconv import layers as L
+from fastconv import optimizers as O
+try:
+    kernels.get("cuda")
+except Exception as exc:
+    print("RESULT:" + json.dumps(dict(skip=str(exc))))
+    raise SystemExit(0)
+rng = np.random.default_rng(0)
+x = rng.random((3, 7, 8, 2)).astype(np.float32)
+y = np.array([0, 1, 1], np.float32)
+got = {}
+for dev in ("cpu", "cuda"):
+    m = Sequential([L.Input((7, 8, 2)), L.AveragePooling2D(3, strides=2, padding="same"),
+                    L.Conv2D(2, 2), L.AveragePooling2D((2, 1), strides=1), L.Flatten(),
+                    L.Dense(1, activation="sigmoid")], device=dev, seed=1)
+    pred = m.predict(x)
+    m.compile(O.SGD(0.5), "binary_crossentropy")
+    loss = m.train_on_batch(x, y)
+    got[dev] = (pred, loss, m.get_weights())
+print("RESULT:" + json.dumps(dict(
+    predict=float(np.abs(got["cpu"][0] - got["cuda"][0]).max()),
+    loss=abs(got["cpu"][1] - got["cuda"][1]),
+    weights=max(float(np.abs(a - b).max()) for a, b in zip(got["cpu"][2], got["cuda"][2])))))
+"""
+
+
+def test_the_cuda_plan_matches_cpu_under_the_simulator():
+    """AveragePooling2D steps on cuda (the simulator): inference and one training step
+    give cpu's predictions, loss and weights (1e-5)."""
+    try:
+        import fastconv.kernels.cuda  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"fastconv.kernels.cuda does not import: {exc}")
+    from .simulator import run
+    got = run(CUDA_SIM_SCRIPT, timeout=600)
+    if "skip" in got:
+        pytest.skip(got["skip"])
+    assert got["predict"] < 1e-5 and got["loss"] < 1e-5 and got["weights"] < 1e-5, got
