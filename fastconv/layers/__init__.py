@@ -54,7 +54,8 @@ def deserialize(spec):
 
 
 __all__ = ["Layer", "LayerError", "Input", "InputLayer", "Conv2D", "MaxPooling2D",
-           "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Activation", "Flatten", "Dense",
+           "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Activation",
+           "Flatten", "Dense",
            "Dropout", "Rescaling", "BatchNormalization", "Add", "Concatenate", "KerasTensor",
            "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
            "serialize", "deserialize",

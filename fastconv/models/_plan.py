@@ -42,8 +42,8 @@ def device_kit(K):
 
 class Op:
     """One logical operation: kind in conv, dense, pool, avgpool, act, flatten, dropout,
-    global_avgpool, global_maxpool, rescale, batchnorm, add, concat, augment. inputs: the indices
-    of the ops whose outputs it reads (-1: the model's input)."""
+    global_avgpool, global_maxpool, rescale, batchnorm, add, concat, augment. inputs: the
+    indices of the ops whose outputs it reads (-1: the model's input)."""
 
     __slots__ = ("kind", "layer", "act", "out_shape", "inputs")
 
