@@ -111,6 +111,16 @@ def extra_samples(seed=7):
         yield Sample("global_maxpool2d_backward", (_f32(rng.standard_normal((n, c))),
                                                    R.global_maxpool2d_forward(x)[1], shape),
                      {}, label)
+    # average pooling past the patched grid (3 blocks of 32: every grid-stride loop goes
+    # round), 37 channels, 'same' windows overhanging by up to 2 pixels, overlapping
+    # windows (stride < pool) for the gather backward, a (2, 3) stride
+    for pool, stride, padding in ((3, 2, "same"), ((2, 3), None, "valid"), (4, (2, 3), "same")):
+        label = f"x(2, 11, 13, 37) pool {pool} stride {stride} {padding}"
+        kw = dict(pool=pool, stride=stride, padding=padding)
+        yield Sample("avgpool2d_forward", (x4,), kw, label)
+        y = R.avgpool2d_forward(x4, **kw)
+        yield Sample("avgpool2d_backward", (_f32(rng.standard_normal(y.shape)), x4.shape), kw,
+                     label)
     p, g, s1, s2 = (_f32(rng.standard_normal(1001)) for _ in range(4))
     s1, s2 = np.abs(s1), np.abs(s2)
     yield Sample("adam_update", (p, g, s1, s2), dict(t=1, lr=1e-2), "n=1001 t=1")

@@ -66,6 +66,25 @@ class OpenedModel:
     def image_size(self):
         return tuple(self.model.input_shape[1:3])
 
+    def color_mode(self, requested=None):
+        """The colour mode images are read in for this model: `requested` (--color-mode)
+        when given, else the model's input channels' (1: grayscale, 3: rgb). Raises
+        CLIError when they disagree, or for a model that takes neither."""
+        from ..data.reading import CHANNELS
+        channels = self.model.input_shape[-1]
+        fits = [mode for mode, c in CHANNELS.items() if c == channels]
+        if requested is None:
+            if not fits:
+                raise CLIError(f"{self.path} takes {channels}-channel images; fastconv reads "
+                               f"images as rgb (3 channels) or grayscale (1)")
+            return fits[0]
+        if CHANNELS[requested] != channels:
+            raise CLIError(f"--color-mode {requested} reads {CHANNELS[requested]}-channel "
+                           f"images but {self.path} takes {channels} channel"
+                           f"{'s' * (channels != 1)}"
+                           + (f" (use --color-mode {fits[0]})" if fits else ""))
+        return requested
+
 
 def open_model(path, device, class_names=None):
     """A fastconv model file (.fcm/.npz), a Keras 3 .keras file or a Keras HDF5 weights

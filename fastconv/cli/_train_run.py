@@ -96,9 +96,11 @@ def _read_state_file(paths):
 def check_architecture(model, settings, path, num_classes=2):
     """A checkpoint must hold the seed small convnet at the run's image size: checked
     before anything starts, so that a foreign one never begins "resuming"."""
+    from ..data.reading import CHANNELS
     from ..models import small_convnet
     s = settings["image_size"]
-    want = small_convnet(input_shape=(s, s, 3), device="reference", compile=False,
+    c = CHANNELS[settings.get("color_mode", "rgb")]
+    want = small_convnet(input_shape=(s, s, c), device="reference", compile=False,
                          num_classes=num_classes)
 
     def layout(m):
@@ -108,7 +110,7 @@ def check_architecture(model, settings, path, num_classes=2):
         raise CLIError(f"--resume: {path} holds a model of another architecture (input "
                        f"{'x'.join(map(str, model.input_shape[1:]))}, "
                        f"{model.count_params():,} params, {len(model.layers)} layers), not "
-                       f"the seed small convnet at {s}x{s}x3 ({want.count_params():,} "
+                       f"the seed small convnet at {s}x{s}x{c} ({want.count_params():,} "
                        f"params) that its training state describes")
 
 

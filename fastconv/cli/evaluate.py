@@ -15,6 +15,7 @@ import numpy as np
 from ._common import (DEVICES, RESCALE, CLIError, open_model, parse_class_names,
                       require_device)
 from .predict import interpret
+from ..data.reading import COLOR_MODES
 from .._text import printable
 
 
@@ -39,7 +40,7 @@ def confusion(labels, predicted, k):
     return m
 
 
-def evaluate(opened, folder, batch_size, workers=None):
+def evaluate(opened, folder, batch_size, workers=None, color_mode=None):
     """Loss and accuracy as model.evaluate computes them (the loss kernel on the
     logits), and the confusion matrix from the same batches' predictions."""
     from .. import data
@@ -49,11 +50,12 @@ def evaluate(opened, folder, batch_size, workers=None):
         model.compile(loss="binary_crossentropy" if units == 1
                       else "sparse_categorical_crossentropy", metrics=["accuracy"])
     binary = model.output_shape[-1] == 1
+    color_mode = opened.color_mode(color_mode)
     try:
         ds = data.image_dataset_from_directory(
             folder, image_size=opened.image_size, batch_size=batch_size, shuffle=False,
             label_mode="binary" if binary else "int", class_names=opened.class_names,
-            rescale=RESCALE, workers=workers)
+            rescale=RESCALE, workers=workers, color_mode=color_mode)
     except ValueError as exc:
         raise CLIError(f"{exc} (the model's classes are "
                        f"{printable(', '.join(opened.class_names))})") from None
@@ -112,7 +114,7 @@ def cmd_evaluate(args):
         raise CLIError(f"--batch-size must be at least 1, received {args.batch_size}")
     if opened.note:
         print(f"note: {printable(opened.note)}", file=sys.stderr if args.json else sys.stdout)
-    report = evaluate(opened, folder, args.batch_size, args.workers)
+    report = evaluate(opened, folder, args.batch_size, args.workers, args.color_mode)
     for s in report["skipped"]:
         print(f"fastconv evaluate: skipped {printable(s['path'])}: {printable(s['error'])}",
               file=sys.stderr)
@@ -139,5 +141,8 @@ def add_parser(sub, common):
     p.add_argument("--class-names", metavar="A,B",
                    help="class names in label order (default: stored in the model file; "
                         "cats,dogs for a Keras .h5 file)")
+    p.add_argument("--color-mode", choices=COLOR_MODES,
+                   help="read images as rgb or grayscale (default: what the model's input "
+                        "channels say, 3 or 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.set_defaults(func=cmd_evaluate)

@@ -1,6 +1,7 @@
 """`fastconv predict MODEL IMAGE_OR_FOLDER...`: class and probability per image.
 
-Preprocessing is the seed's: RGB, resized to the model's input size with
+Preprocessing is the seed's: RGB (or grayscale, for a model of 1-channel input or with
+--color-mode grayscale), resized to the model's input size with
 fastconv.data.load_image (nearest neighbour, as Keras's load_img), scaled by
 1/255. Unreadable images (undecodable, not a regular file, more pixels than the
 data pipeline's cap) and folders that cannot be listed are reported one line each
@@ -18,6 +19,7 @@ import numpy as np
 from ._common import (DEVICES, RESCALE, CLIError, open_model, parse_class_names,
                       require_device)
 from .._text import printable
+from ..data.reading import COLOR_MODES
 
 BATCH = 32
 TOP = 3         # classes shown per image for a softmax head (more than two classes)
@@ -70,7 +72,7 @@ def interpret(probs, class_names):
             for k, row in zip(idx, full)]
 
 
-def predict_files(opened, files, on_error):
+def predict_files(opened, files, on_error, color_mode="rgb"):
     """Yield (path, class index, probability, per-class dict) for each readable file;
     unreadable ones go to on_error(path, reason)."""
     from .. import data
@@ -86,7 +88,7 @@ def predict_files(opened, files, on_error):
 
     for path in files:
         try:
-            x = data.load_image(path, image_size=opened.image_size)
+            x = data.load_image(path, image_size=opened.image_size, color_mode=color_mode)
         except data.ImageReadError as exc:
             on_error(path, exc.reason)
             continue
@@ -102,6 +104,7 @@ def cmd_predict(args):
     require_device(args.device)
     opened = open_model(args.model, args.device, parse_class_names(args.class_names))
     names = opened.class_names
+    color_mode = opened.color_mode(args.color_mode)
     errors = []
 
     def on_error(path, reason):
@@ -119,7 +122,7 @@ def cmd_predict(args):
     if not args.json:
         print(f"{'image':<{width}}  {'class':<12} probability"
               + (f"  top {top}" if top else ""))
-    for path, k, p, per_class in predict_files(opened, files, on_error):
+    for path, k, p, per_class in predict_files(opened, files, on_error, color_mode):
         best = sorted(per_class.items(), key=lambda kv: -kv[1])[:top]
         results.append({"path": path, "class": names[k], "class_index": k,
                         "probability": p, "probabilities": per_class,
@@ -132,7 +135,8 @@ def cmd_predict(args):
     if args.json:
         report = {"model": opened.path, "model_type": "keras_h5" if opened.keras else "fastconv",
                   "class_names": names, "predictions": results, "errors": errors,
-                  "preprocessing": f"RGB, resized to {opened.image_size[0]}x"
+                  "preprocessing": f"{'RGB' if color_mode == 'rgb' else 'grayscale'}, "
+                                   f"resized to {opened.image_size[0]}x"
                                    f"{opened.image_size[1]} (nearest), scaled by 1/255"}
         if opened.keras:
             report["assumed_architecture"] = "seed small convnet"
@@ -164,5 +168,8 @@ def add_parser(sub, common):
     p.add_argument("--class-names", metavar="A,B",
                    help="class names in label order, comma-separated (default: stored in "
                         "the model file; cats,dogs for a Keras .h5 file)")
+    p.add_argument("--color-mode", choices=COLOR_MODES,
+                   help="read images as rgb or grayscale (default: what the model's input "
+                        "channels say, 3 or 1)")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.set_defaults(func=cmd_predict)

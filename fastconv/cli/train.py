@@ -33,12 +33,17 @@ from ._train_run import (RESUMABLE, SETTINGS, EpochEnd, TrainRun, check_architec
                          paths_for, read_state)
 from .._text import printable
 from ..data.demo import DEMO, demo_flags, demo_root
+from ..data.reading import CHANNELS, COLOR_MODES
 
 # The seed recipe (docs/contract.md): what `fastconv train DATA` does unless told otherwise.
 SEED_RECIPE = {"epochs": 50, "batch_size": 16, "lr": 1e-4, "optimizer": "rmsprop",
                "image_size": 150, "augment": True, "validation_split": 0.2, "seed": 0}
 
 SEED_AUGMENTATION = {"horizontal_flip": True, "shear_range": 0.2, "zoom_range": 0.2}
+
+# Settings with a default that a checkpoint from before them lacks (as the learning-rate
+# settings): the colour mode images are read in, and so the model's input channels.
+EXTRA_SETTINGS = dict(LR_SETTINGS, color_mode="rgb")
 
 
 # --------------------------------------------------------------------------- data
@@ -76,7 +81,7 @@ def open_datasets(root, s, workers=None, cache=False):
     binary = len(classes) == 2
     common = dict(image_size=size, batch_size=s["batch_size"],
                   label_mode="binary" if binary else "int",
-                  rescale=RESCALE, workers=workers, cache=cache)
+                  rescale=RESCALE, workers=workers, cache=cache, color_mode=s["color_mode"])
     aug = data.Augmentation(**SEED_AUGMENTATION) if s["augment"] else None
     try:
         if val_dir is not None:
@@ -108,7 +113,7 @@ def require_readable(ds, folder, which):
     from ..data.reading import decode_image
     for path in ds.file_paths:
         try:
-            decode_image(path, ds.image_size)
+            decode_image(path, ds.image_size, ds.color_mode)
             return
         except ImageReadError:
             continue
@@ -141,11 +146,11 @@ def resolve_settings(args, demo, stored=None):
     """The run's settings: explicit flags, else (on --resume) the stored ones, else the
     demo or seed-recipe defaults. On --resume an explicit flag that changes a stored
     setting (other than --epochs) is an error: the run could not be continued exactly."""
-    defaults = dict(LR_SETTINGS, **(DEMO if demo else SEED_RECIPE))
+    defaults = dict(EXTRA_SETTINGS, **(DEMO if demo else SEED_RECIPE))
     if stored is not None:      # a checkpoint from before the learning-rate settings
-        stored = dict(LR_SETTINGS, **stored)
+        stored = dict(EXTRA_SETTINGS, **stored)
     s = {}
-    for key in SETTINGS + tuple(LR_SETTINGS):
+    for key in SETTINGS + tuple(EXTRA_SETTINGS):
         given = getattr(args, key)
         if stored is not None:
             if given is not None and given != stored[key] and (
@@ -234,8 +239,9 @@ def _train(args):
     else:
         s = settings["image_size"]
         k = train.num_classes
-        model = small_convnet(input_shape=(s, s, 3), device=args.device, seed=settings["seed"],
-                              compile=False, num_classes=k)
+        model = small_convnet(input_shape=(s, s, CHANNELS[settings["color_mode"]]),
+                              device=args.device, seed=settings["seed"], compile=False,
+                              num_classes=k)
         steps = len(train)               # batches per epoch, the schedule's unit
         model.compile(optimizer=optimizers.get(optimizer_config(settings, steps)),
                       loss="binary_crossentropy" if k == 2
@@ -255,7 +261,8 @@ def _train(args):
     what = "the demo data set" if demo else printable(root)
     print(f"{'resuming' if state else 'training'} the seed small convnet "
           f"({model.count_params():,} params, {settings['image_size']}x"
-          f"{settings['image_size']}x3) on {what}")
+          f"{settings['image_size']}x{CHANNELS[settings['color_mode']]}, "
+          f"{settings['color_mode']}) on {what}")
     print(f"  {train.num_images} training images, {val.num_images} validation images; "
           "classes " + ", ".join(f"{i} = {n}" for i, n in enumerate(names))
           + ("" if len(names) == 2 else " (softmax head)"))
@@ -336,6 +343,9 @@ def add_parser(sub, common):
                    help="where to train (default cpu)")
     p.add_argument("--image-size", type=int, metavar="PX",
                    help="images are resized to PX x PX (seed recipe 150)")
+    p.add_argument("--color-mode", choices=COLOR_MODES,
+                   help="read images as rgb (3 channels, the default) or grayscale (1 "
+                        "channel: the model then takes PX x PX x 1)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction,
                    help="the seed's augmentation: shear 0.2, zoom 0.2, horizontal flip "
                         "(default on)")

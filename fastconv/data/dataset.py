@@ -11,8 +11,8 @@ from .. import _random
 from .._args import is_int, is_number
 from .augment import Augmentation
 from .prefetch import OrderedPrefetch, check_workers
-from .reading import (IMAGE_EXTENSIONS, ImageReadError, check_image_size, decode_image,
-                      is_image_file)
+from .reading import (CHANNELS, IMAGE_EXTENSIONS, ImageReadError, check_color_mode,
+                      check_image_size, decode_image, is_image_file)
 
 LABEL_MODES = ("binary", "int", "categorical")
 SUBSETS = ("training", "validation", "both")
@@ -206,7 +206,8 @@ def _split(labels, fraction, seed):
 class ImageDataset:
     """Batches (x, y) of images from files; iterate it once per epoch.
 
-    x: float32 (n, H, W, 3) NHWC, RGB 0..255 times `rescale` (when given). y: float32 (n,)
+    x: float32 (n, H, W, 3) NHWC, RGB 0..255 times `rescale` (when given); (n, H, W, 1)
+    grey with color_mode "grayscale". y: float32 (n,)
     for label_mode "binary", int32 (n,) for "int", float32 one-hot (n, K) for
     "categorical". Every epoch is reshuffled (shuffle=True) and augmented from the
     seed and the epoch number, so two datasets with one seed yield identical epochs
@@ -221,11 +222,12 @@ class ImageDataset:
 
     def __init__(self, file_paths, labels, class_names, image_size, batch_size, shuffle,
                  seed, label_mode, rescale, augmentation, cache, workers, prefetch,
-                 scan_skipped=()):
+                 scan_skipped=(), color_mode="rgb"):
         self.file_paths = list(file_paths)
         self.labels = np.asarray(labels, dtype=np.int32)
         self.class_names = list(class_names)
         self.image_size = image_size
+        self.color_mode = color_mode
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -270,7 +272,7 @@ class ImageDataset:
         aug = f", augmentation={self.augmentation!r}" if self.augmentation else ""
         return (f"<ImageDataset {self.num_images} images, classes {self.class_names}, "
                 f"image_size={self.image_size}, batch_size={self.batch_size}, "
-                f"label_mode={self.label_mode!r}{aug}>")
+                f"label_mode={self.label_mode!r}, color_mode={self.color_mode!r}{aug}>")
 
     # ------------------------------------------------------------------ batches
     def order(self, epoch):
@@ -288,7 +290,7 @@ class ImageDataset:
     def _decoded(self, i):
         if self._cached is not None and self._cached[i] is not None:
             return self._cached[i]
-        img = decode_image(self.file_paths[i], self.image_size)
+        img = decode_image(self.file_paths[i], self.image_size, self.color_mode)
         if self._cached is not None:
             self._cached[i] = img
         return img
@@ -307,7 +309,8 @@ class ImageDataset:
         """(x, y, failures) of one batch; runs on a loader thread."""
         epoch, start, idx = job
         h, w = self.image_size
-        x = np.empty((len(idx), h, w, 3), np.float32)      # (N, H, W, 3)
+        c = CHANNELS[self.color_mode]
+        x = np.empty((len(idx), h, w, c), np.float32)      # (N, H, W, C)
         scale = 1.0 if self.rescale is None else self.rescale
         kept, failures = [], []
         for k, i in enumerate(idx):
@@ -358,7 +361,8 @@ def _check_choice(name, value, choices):
 def image_dataset_from_directory(path, image_size=(150, 150), batch_size=32, shuffle=True,
                                  seed=None, validation_split=None, subset=None,
                                  label_mode="binary", class_names=None, rescale=None,
-                                 augmentation=None, cache=False, workers=None, prefetch=2):
+                                 augmentation=None, cache=False, workers=None, prefetch=2,
+                                 color_mode="rgb"):
     """Batches of images from `path/<class>/...` for model.fit, in Keras's spirit.
 
     Classes are the sorted sub-folder names of `path` (or `class_names`, which must
@@ -384,12 +388,14 @@ def image_dataset_from_directory(path, image_size=(150, 150), batch_size=32, shu
     cache: keep decoded, resized uint8 images in memory after the first epoch.
     workers: loader threads (None: one per core up to 4; 0: the calling thread).
     prefetch: batches prepared ahead of the one being consumed (at least one per worker).
+    color_mode: "rgb" (3 channels) or "grayscale" (1 channel; see reading.load_image).
 
     Raises ValueError naming the path for a missing path, no class folders, an empty
     class folder, or not exactly two classes with label_mode="binary".
     """
     path = os.fspath(path)
     image_size = check_image_size(_OP, image_size)
+    color_mode = check_color_mode(_OP, color_mode)
     if not is_int(batch_size) or batch_size < 1:
         _fail(f"batch_size must be an int >= 1, received batch_size={batch_size!r}")
     _check_choice("label_mode", label_mode, LABEL_MODES)
@@ -431,7 +437,7 @@ def image_dataset_from_directory(path, image_size=(150, 150), batch_size=32, shu
     def make(idx, aug, skips=()):
         return ImageDataset([paths[i] for i in idx], labels[idx], class_names, image_size,
                             int(batch_size), bool(shuffle), seed, label_mode, rescale, aug,
-                            bool(cache), workers, prefetch, skips)
+                            bool(cache), workers, prefetch, skips, color_mode)
 
     # What the scan skipped holds no image of either subset: it is listed once, on the
     # training subset (so a training and a validation call do not count it twice).

@@ -1,9 +1,13 @@
-"""Reading one image file into a float32 RGB array, the way the seed's Keras loader did.
+"""Reading one image file into a float32 RGB (or grayscale) array, the way the seed's
+Keras loader did.
 
 `load_image` decodes with Pillow, applies the EXIF orientation, converts every
 Pillow mode to RGB (alpha composited on white, 16-bit grey scaled down, not
 clipped) and resizes with nearest-neighbour sampling, Keras's `load_img`
 default, so a model trained in Keras predicts the same on our inputs.
+color_mode="grayscale" (Keras's name) gives one channel instead: 8-bit grey as it is,
+16-bit grey scaled down, anything else through the RGB conversion above and then
+Pillow's "L" (ITU-R 601-2 luma, L = R * 299/1000 + G * 587/1000 + B * 114/1000).
 """
 from __future__ import annotations
 
@@ -127,6 +131,18 @@ def _open_regular(path):
         raise
 
 
+COLOR_MODES = ("rgb", "grayscale")
+CHANNELS = {"rgb": 3, "grayscale": 1}
+
+
+def check_color_mode(op, color_mode):
+    """color_mode 'rgb' or 'grayscale' (Keras's names); returns it."""
+    if color_mode not in COLOR_MODES:
+        raise ValueError(f"{op}: color_mode must be one of {COLOR_MODES}, received "
+                         f"color_mode={color_mode!r}")
+    return color_mode
+
+
 def check_image_size(op, image_size):
     """(height, width) from an int or a pair of ints >= 1."""
     return as_pair(op, "image_size", image_size)
@@ -159,19 +175,30 @@ def _to_rgb(img):
     return img.convert("RGB")                   # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX
 
 
+def _to_grey(img):
+    """A Pillow image of any mode as an 'L' image (alpha composited on white first)."""
+    if "transparency" not in img.info and img.mode == "L":
+        return img
+    if img.mode in _WIDE_GREY_MODES:
+        return _wide_grey_to_l(img)
+    return _to_rgb(img).convert("L")
+
+
 def _wide_grey_to_l(img):
     a = np.asarray(img, dtype=np.float64)
     return Image.fromarray(np.clip(np.rint(a / 257.0), 0, 255).astype(np.uint8), "L")
 
 
-def decode_image(path, image_size=(150, 150)):
-    """The image at `path` as uint8 (H, W, 3) RGB, resized to image_size=(H, W).
+def decode_image(path, image_size=(150, 150), color_mode="rgb"):
+    """The image at `path` as uint8 (H, W, 3) RGB, resized to image_size=(H, W); with
+    color_mode="grayscale" uint8 (H, W, 1).
 
     This is load_image without the float conversion: the dataset caches these
     (4x smaller than float32). Raises ImageReadError when the file cannot be decoded,
     is not a regular file or has more pixels than get_max_image_pixels().
     """
     h, w = check_image_size("load_image", image_size)
+    c = CHANNELS[check_color_mode("load_image", color_mode)]
     limit = get_max_image_pixels()
     size = None
     try:
@@ -187,10 +214,12 @@ def decode_image(path, image_size=(150, 150)):
             img.seek(0)                       # GIF, APNG, TIFF: the first frame
             img.load()
             img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
+            img = _to_rgb(img) if c == 3 else _to_grey(img)
             if img.size != (w, h):
                 img = img.resize((w, h), RESIZE_FILTER)
             out = np.asarray(img, dtype=np.uint8)
+            if c == 1:
+                out = out[:, :, None]
     except ImageReadError:
         raise
     except FileNotFoundError as exc:
@@ -206,13 +235,14 @@ def decode_image(path, image_size=(150, 150)):
         else:
             reason = f"{type(exc).__name__}: {exc}"
         raise ImageReadError(path, reason) from exc
-    if out.shape != (h, w, 3):
-        raise ImageReadError(path, f"decoded to shape {out.shape}, expected {(h, w, 3)}")
+    if out.shape != (h, w, c):
+        raise ImageReadError(path, f"decoded to shape {out.shape}, expected {(h, w, c)}")
     return np.ascontiguousarray(out)
 
 
-def load_image(path, image_size=(150, 150)):
-    """Read one image file as a float32 array (H, W, 3), RGB, values 0..255 (not rescaled).
+def load_image(path, image_size=(150, 150), color_mode="rgb"):
+    """Read one image file as a float32 array (H, W, 3), RGB, values 0..255 (not rescaled);
+    color_mode="grayscale": (H, W, 1), grey 0..255 (see the module docstring).
 
     - Formats: whatever Pillow decodes (JPEG, PNG, BMP, GIF, TIFF, WebP where Pillow
       was built with it); GIF/APNG/TIFF give their first frame.
@@ -229,4 +259,4 @@ def load_image(path, image_size=(150, 150)):
     regular file (a FIFO, socket or device is never read, so never blocks), or an image
     of more pixels than get_max_image_pixels() (checked from the header, before decoding).
     """
-    return decode_image(path, image_size).astype(np.float32)
+    return decode_image(path, image_size, color_mode).astype(np.float32)

@@ -8,7 +8,8 @@ CONTRACT lists the ops every backend exports, with the reference's meaning
 (see fastconv/kernels/reference and docs/contract.md); FUSED_KINDS the fused
 layer ops a backend may add, and fuses(backend, kind) whether it did; OPTIONAL the
 ops not every backend exports yet (MERGE: add, concat; GLOBALPOOL: global pooling;
-RESCALE: Rescaling; BATCHNORM: BatchNormalization; DEPTHWISE: depthwise convolution).
+RESCALE: Rescaling; BATCHNORM: BatchNormalization; DEPTHWISE: depthwise convolution;
+AVGPOOL: average pooling).
 """
 import importlib
 
@@ -51,9 +52,12 @@ BATCHNORM = ("batchnorm_train_forward", "batchnorm_backward", "batchnorm_infer_f
 # Keras DepthwiseConv2D (SeparableConv2D = this, then a 1x1 conv2d): optional on the
 # same terms.
 DEPTHWISE = ("depthwise_conv2d_forward", "depthwise_conv2d_backward")
+# Keras AveragePooling2D (valid and same, the padding not counted): optional on the
+# same terms.
+AVGPOOL = ("avgpool2d_forward", "avgpool2d_backward")
 # The one list of optional ops: kernels.get() does not ask for them, the op table
 # and tests skip a backend that does not export one.
-OPTIONAL = MERGE + GLOBALPOOL + RESCALE + BATCHNORM + DEPTHWISE
+OPTIONAL = MERGE + GLOBALPOOL + RESCALE + BATCHNORM + DEPTHWISE + AVGPOOL
 
 BACKENDS = ("reference", "cpu", "cuda")
 

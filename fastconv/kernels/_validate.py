@@ -151,6 +151,29 @@ def pool2d_geometry(op, x, pool, stride, padding):
     return pool, stride, oh, ow, pt, pl
 
 
+def avgpool2d_grad_geometry(op, dy, x_shape, pool, stride, padding):
+    """avgpool2d_backward's checks, after dy's own (a float array of rank 4): x_shape is
+    (N, H, W, C) with no zero, and dy has the pooled shape (N, OH, OW, C) of x_shape under
+    pool, stride, padding (maxpool2d's geometry). Returns (x_shape, pool pair, stride pair,
+    OH, OW, pad_top, pad_left)."""
+    try:
+        x_shape = tuple(int(s) for s in x_shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: x_shape must be a tuple of 4 ints (N, H, W, C), got "
+                        f"{x_shape!r}") from None
+    if len(x_shape) != 4 or min(x_shape) < 1:
+        raise ValueError(f"{op}: x_shape must be (N, H, W, C) with every size >= 1, got "
+                         f"{x_shape}")
+    pool = as_pair(op, "pool", pool)
+    stride = pool if stride is None else as_pair(op, "stride", stride)
+    oh, ow, pt, pl = window_geometry(op, x_shape[1:3], pool, stride, padding, what="pool")
+    want = (x_shape[0], oh, ow, x_shape[3])
+    if tuple(dy.shape) != want:
+        raise ValueError(f"{op}: dy must have shape {want} (x_shape {x_shape} pooled by "
+                         f"{pool}, stride {stride}, {padding!r}), got {tuple(dy.shape)}")
+    return x_shape, pool, stride, oh, ow, pt, pl
+
+
 def check_bias(op, b, n_out, dtype):
     check_float_array(op, "b", b, 1)
     if b.dtype != dtype:

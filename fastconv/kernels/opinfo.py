@@ -172,6 +172,26 @@ def samples(shapes="quick", seed=0):
         yield from _globalpool_samples(rng)
         yield from _norm_samples(rng)
     yield from _depthwise_samples(rng, shapes)
+    yield from _avgpool_samples(rng, shapes)
+
+
+def _avgpool_samples(rng, shapes):
+    """Average pooling at the max pooling configurations, plus 'same' windows that
+    overhang by more than one pixel (pool 3 stride 1, (4, 3) stride (2, 3)) and a
+    channel count past a warp."""
+    from . import reference as R
+
+    extra = [] if shapes == "seed" else [((3, 5, 7, 33), 3, 1, "same"),
+                                         ((2, 7, 8, 3), (4, 3), (2, 3), "same"),
+                                         ((1, 9, 11, 5), 3, (2, 3), "valid")]
+    for shape, pool, stride, padding in _pool_configs(shapes) + extra:
+        x = _f32(rng.standard_normal(shape))
+        label = f"x{shape} pool {pool} stride {stride} {padding}"
+        kw = dict(pool=pool, stride=stride, padding=padding)
+        yield Sample("avgpool2d_forward", (x,), kw, label)
+        y = R.avgpool2d_forward(x, **kw)
+        yield Sample("avgpool2d_backward", (_f32(rng.standard_normal(y.shape)), x.shape), kw,
+                     label)
 
 
 def _clip_samples(rng, p_shape):
@@ -741,6 +761,48 @@ def error_inputs():
          dict(out=(None, z(3, 3, 2, 1), None)), "out[1] of the wrong shape",
          ValueError, "depthwise_conv2d_backward: out[1] must be float32 of shape (3, 3, 2, 2), "
                      "got float32 of shape (3, 3, 2, 1)"),
+        # average pooling: x (1, 4, 4, 3), pool 2 -> y (1, 2, 2, 3)
+        ("avgpool2d_forward", (z(4, 4, 3),), {}, "x of rank 3",
+         ValueError, "avgpool2d_forward: x must have rank 4, got rank 3 (shape (4, 4, 3))"),
+        ("avgpool2d_forward", (z(1, 4, 4, 3, dtype=np.int32),), {}, "x int32",
+         TypeError, "avgpool2d_forward: x must be float32, got int32"),
+        ("avgpool2d_forward", (z(1, 2, 4, 3),), dict(pool=3), "pool taller than x",
+         ValueError, "avgpool2d_forward: pool height 3 is larger than the input height 2 with "
+                     "padding='valid'"),
+        ("avgpool2d_forward", (z(1, 4, 4, 3),), dict(pool=0), "pool 0",
+         ValueError, "avgpool2d_forward: pool must be >= 1, got 0"),
+        ("avgpool2d_forward", (z(1, 4, 4, 3),), dict(stride=(1, 0)), "stride 0",
+         ValueError, "avgpool2d_forward: stride must be >= 1, got (1, 0)"),
+        ("avgpool2d_forward", (z(1, 4, 4, 3),), dict(padding="full"), "unknown padding",
+         ValueError, "avgpool2d_forward: padding must be 'valid' or 'same', got 'full'"),
+        ("avgpool2d_forward", (z(1, 0, 4, 3),), {}, "no rows",
+         ValueError, "avgpool2d_forward: empty input x of shape (1, 0, 4, 3)"),
+        ("avgpool2d_forward", (z(1, 4, 4, 3),), dict(out=z(1, 2, 2, 2)), "out of the wrong shape",
+         ValueError, "avgpool2d_forward: out must be float32 of shape (1, 2, 2, 3), got float32 "
+                     "of shape (1, 2, 2, 2)"),
+        ("avgpool2d_backward", (yp, (1, 4, 4, 3)), dict(stride=1), "dy of another geometry",
+         ValueError, "avgpool2d_backward: dy must have shape (1, 3, 3, 3) (x_shape (1, 4, 4, 3) "
+                     "pooled by (2, 2), stride (1, 1), 'valid'), got (1, 2, 2, 3)"),
+        ("avgpool2d_backward", (yp, (1, 4, 4, 3)), dict(pool=3, stride=1, padding="same"),
+         "dy of another geometry (stride 1)",
+         ValueError, "avgpool2d_backward: dy must have shape (1, 4, 4, 3) (x_shape (1, 4, 4, 3) "
+                     "pooled by (3, 3), stride (1, 1), 'same'), got (1, 2, 2, 3)"),
+        ("avgpool2d_backward", (z(2, 2, 3), (1, 4, 4, 3)), {}, "dy of rank 3",
+         ValueError, "avgpool2d_backward: dy must have rank 4, got rank 3 (shape (2, 2, 3))"),
+        ("avgpool2d_backward", (z(1, 2, 2, 3, dtype=np.float64), (1, 4, 4, 3)), {}, "dy float64",
+         TypeError, "avgpool2d_backward: dy must be float32, got float64"),
+        ("avgpool2d_backward", (yp, (1, 4, 4)), {}, "x_shape of rank 3",
+         ValueError, "avgpool2d_backward: x_shape must be (N, H, W, C) with every size >= 1, "
+                     "got (1, 4, 4)"),
+        ("avgpool2d_backward", (yp, None), {}, "x_shape None",
+         TypeError, "avgpool2d_backward: x_shape must be a tuple of 4 ints (N, H, W, C), got "
+                    "None"),
+        ("avgpool2d_backward", (yp, (1, 4, 4, 3)), dict(padding="full"), "unknown padding",
+         ValueError, "avgpool2d_backward: padding must be 'valid' or 'same', got 'full'"),
+        ("avgpool2d_backward", (yp, (1, 4, 4, 3)), dict(out=z(1, 4, 4, 2)),
+         "out of the wrong shape",
+         ValueError, "avgpool2d_backward: out must be float32 of shape (1, 4, 4, 3), got float32 "
+                     "of shape (1, 4, 4, 2)"),
     ]
     for op, args, kwargs, label, error, message in cases:
         yield ErrorInput(Sample(op, args, kwargs, label), error, message)
@@ -977,7 +1039,25 @@ def gradient_samples():
         _depthwise_grad((2, 5, 6, 3), (3, 3), 2, 1, "valid"),
         _depthwise_grad((1, 7, 6, 2), (3, 2), 1, 2, "same"),
         _depthwise_grad((1, 6, 5, 3), (2, 3), 3, (2, 1), "same"),
+        _avgpool_grad((2, 7, 6, 3), 2, None, "valid"),
+        _avgpool_grad((1, 7, 8, 2), 3, 2, "same"),
+        _avgpool_grad((1, 5, 7, 2), (2, 3), (1, 2), "same"),
     ]
+
+
+def _avgpool_grad(shape, pool, stride, padding):
+    from . import reference as R
+    kw = dict(pool=pool, stride=stride, padding=padding)
+
+    def build(rng):
+        x = rng.standard_normal(shape)
+        y = R.avgpool2d_forward(x, **kw)
+        r = rng.standard_normal(y.shape)
+        dx = R.avgpool2d_backward(r, x.shape, **kw)
+        loss = lambda: float(np.sum(R.avgpool2d_forward(x, **kw) * r))  # noqa: E731
+        return loss, (("avgpool2d dx", x, dx),)
+    return GradientSample("avgpool2d_backward",
+                          f"avgpool2d x{shape} pool {pool} stride {stride} {padding}", build)
 
 
 def _depthwise_grad(shape, k, m, stride, padding):

@@ -1,6 +1,8 @@
-"""Keras-style layers: Conv2D, MaxPooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
-Activation, Flatten, Dense, Dropout, Rescaling, BatchNormalization, Input, and the
-merge layers Add and Concatenate of the Functional API (layers.graph: KerasTensor).
+"""Keras-style layers: Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
+GlobalMaxPooling2D, Activation, Flatten, Dense, Dropout, Rescaling, BatchNormalization,
+Input, the merge layers Add and Concatenate of the Functional API (layers.graph:
+KerasTensor), and the augmentation layers RandomFlip, RandomRotation, RandomZoom and
+RandomTranslation (active only in training; layers.augmentation).
 
 A layer describes one step of a Sequential model: it validates its arguments in
 `__init__` (messages show the received value), creates its weights in
@@ -16,19 +18,21 @@ Conv2D (None, H, W, C) -> (None, OH, OW, filters); Dense (None, IN) -> (None, un
 Weights use Keras's layouts: conv kernel (KH, KW, C_in, C_out), dense kernel
 (IN, OUT), bias (OUT,), so Keras weights load without transposes.
 """
+from .augmentation import RandomFlip, RandomRotation, RandomTranslation, RandomZoom
 from .base import ACTIVATIONS, Layer, LayerError
 from .convolutional import Conv2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer
 from .graph import KerasTensor
 from .merge import Add, Concatenate
 from .normalization import BatchNormalization
-from .pooling import GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
+from .pooling import (AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
+                      MaxPooling2D)
 from .preprocessing import Rescaling
 
 LAYERS = {cls.__name__: cls for cls in
-          (InputLayer, Conv2D, MaxPooling2D, Activation, Flatten, Dense, Dropout,
-           GlobalAveragePooling2D, GlobalMaxPooling2D, Rescaling, BatchNormalization,
-           Add, Concatenate)}
+          (InputLayer, Conv2D, MaxPooling2D, AveragePooling2D, Activation, Flatten, Dense,
+           Dropout, GlobalAveragePooling2D, GlobalMaxPooling2D, Rescaling, BatchNormalization,
+           Add, Concatenate, RandomFlip, RandomRotation, RandomZoom, RandomTranslation)}
 
 
 def serialize(layer):
@@ -50,7 +54,9 @@ def deserialize(spec):
 
 
 __all__ = ["Layer", "LayerError", "Input", "InputLayer", "Conv2D", "MaxPooling2D",
-           "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Activation", "Flatten", "Dense",
+           "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Activation",
+           "Flatten", "Dense",
            "Dropout", "Rescaling", "BatchNormalization", "Add", "Concatenate", "KerasTensor",
+           "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
            "serialize", "deserialize",
            "ACTIVATIONS"]

@@ -1,17 +1,17 @@
-"""MaxPooling2D: max over windows of NHWC images (any pool size, stride and padding)."""
+"""MaxPooling2D and AveragePooling2D: max or mean over windows of NHWC images (any pool
+size, stride and padding; AveragePooling2D's 'same' divides by the real pixels of each
+window, as Keras), and the global poolings."""
 from __future__ import annotations
 
 from .base import Layer, _choice, _int_pair, _padding, _window_out
 
 
-class MaxPooling2D(Layer):
-    """MaxPooling2D(pool_size=2, strides=None, padding="valid"); strides default to pool_size."""
-
-    prefix = "max_pooling2d"
+class _Pooling2D(Layer):
+    """pool_size, strides (default pool_size) and padding of a windowed pooling layer."""
 
     def __init__(self, pool_size=2, strides=None, padding="valid", name=None, input_shape=None,
                  data_format="channels_last"):
-        cls = "MaxPooling2D"
+        cls = self.__class__.__name__
         self.pool_size = _int_pair(cls, "pool_size", pool_size)
         self.strides = self.pool_size if strides is None else _int_pair(cls, "strides", strides)
         self.padding = _padding(cls, padding)
@@ -40,6 +40,20 @@ class MaxPooling2D(Layer):
             if isinstance(config.get(k), list):
                 config[k] = tuple(config[k])
         return super().from_config(config)
+
+
+class MaxPooling2D(_Pooling2D):
+    """MaxPooling2D(pool_size=2, strides=None, padding="valid"); strides default to pool_size."""
+
+    prefix = "max_pooling2d"
+
+
+class AveragePooling2D(_Pooling2D):
+    """AveragePooling2D(pool_size=2, strides=None, padding="valid"); strides default to
+    pool_size. The mean over each window's real pixels: with padding='same' a window that
+    overhangs the edge divides by the pixels inside it (Keras's rule)."""
+
+    prefix = "average_pooling2d"
 
 
 class _GlobalPooling2D(Layer):

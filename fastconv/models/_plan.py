@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import kernels
 from .. import layers as L
+from ..layers import augmentation as A
 from .._memory import download, upload
 
 
@@ -40,9 +41,9 @@ def device_kit(K):
 
 
 class Op:
-    """One logical operation: kind in conv, dense, pool, act, flatten, dropout,
-    global_avgpool, global_maxpool, rescale, batchnorm, add, concat. inputs: the indices
-    of the ops whose outputs it reads (-1: the model's input)."""
+    """One logical operation: kind in conv, dense, pool, avgpool, act, flatten, dropout,
+    global_avgpool, global_maxpool, rescale, batchnorm, add, concat, augment. inputs: the
+    indices of the ops whose outputs it reads (-1: the model's input)."""
 
     __slots__ = ("kind", "layer", "act", "out_shape", "inputs")
 
@@ -55,10 +56,12 @@ class Op:
         return f"Op({self.kind}{'=' + self.act if self.act else ''}, {self.layer.name})"
 
 
-_SIMPLE = ((L.MaxPooling2D, "pool"), (L.Flatten, "flatten"),
+_SIMPLE = ((L.MaxPooling2D, "pool"), (L.AveragePooling2D, "avgpool"),
+           (L.Flatten, "flatten"),
            (L.GlobalAveragePooling2D, "global_avgpool"),
            (L.GlobalMaxPooling2D, "global_maxpool"), (L.Rescaling, "rescale"),
-           (L.BatchNormalization, "batchnorm"), (L.Add, "add"), (L.Concatenate, "concat"))
+           (L.BatchNormalization, "batchnorm"), (L.Add, "add"), (L.Concatenate, "concat"),
+           (A._Augmentation, "augment"))
 
 
 def logical_ops(layers, inbound=None):
@@ -101,6 +104,7 @@ def logical_ops(layers, inbound=None):
 
 # The optional ops (kernels.OPTIONAL) a step kind calls: (forward, training-only).
 OPTIONAL_OPS = {
+    "avgpool": (("avgpool2d_forward",), ("avgpool2d_backward",)),
     "global_avgpool": (("global_avgpool2d_forward",), ("global_avgpool2d_backward",)),
     "global_maxpool": (("global_maxpool2d_forward",), ("global_maxpool2d_backward",)),
     "rescale": (("rescale_forward",), ("rescale_backward",)),
@@ -148,7 +152,14 @@ def _group(ops, K):
     while i < len(ops):
         op = ops[i]
         group, kind = [op], (op.act if op.kind == "act" else op.kind)
-        if (op.kind == "conv" and feeds(i, i + 1) and ops[i + 1].kind == "act"
+        if op.kind == "augment":
+            # consecutive augmentation layers that fill alike: one warp per image
+            j = i + 1
+            while (feeds(j - 1, j) and ops[j].kind == "augment"
+                   and A.fill_of([o.layer for o in ops[i:j + 1]]) is not None):
+                j += 1
+            group = ops[i:j]
+        elif (op.kind == "conv" and feeds(i, i + 1) and ops[i + 1].kind == "act"
                 and ops[i + 1].act == "relu"):
             if (feeds(i + 1, i + 2) and ops[i + 2].kind == "pool"
                     and kernels.fuses(K, "conv2d_relu_maxpool")):
@@ -277,6 +288,24 @@ class PoolStep(Step):
         self.K.maxpool2d_backward(self.dy, self.argmax, self.x_shape, out=self.dx)
 
 
+class AvgPoolStep(Step):
+    """AveragePooling2D: x (N, H, W, C) -> y (N, PH, PW, C); no workspace (the backward
+    needs only the geometry)."""
+
+    def __init__(self, K, n, x, ops):
+        super().__init__(K, n, x, ops)
+        pool = ops[0].layer
+        self.kw = {"pool": pool.pool_size, "stride": pool.strides, "padding": pool.padding}
+        self.y = K.empty(self.out_shape())                    # (N, PH, PW, C)
+        self.x_shape = tuple(x.shape)
+
+    def forward(self):
+        self.K.avgpool2d_forward(self.x, out=self.y, **self.kw)
+
+    def backward(self):
+        self.K.avgpool2d_backward(self.dy, self.x_shape, out=self.dx, **self.kw)
+
+
 class ActStep(Step):
     def __init__(self, K, n, x, ops):
         super().__init__(K, n, x, ops)
@@ -357,6 +386,46 @@ class DropoutStep(Step):
 
     def backward(self):
         self.K.dropout_backward(self.dy, self.mask, out=self.dx)
+
+
+class AugmentStep(Step):
+    """Training-time augmentation (RandomFlip, RandomRotation, RandomZoom,
+    RandomTranslation; consecutive ones that fill alike in one step): each image warped
+    once, on the host, by the composition of the layers' draws (layers.augmentation:
+    augment_batch). On a device backend x is copied to host buffers allocated here and the
+    result back. No gradient flows through it: a layer with weights before it refuses the
+    training plan (bind_backward)."""
+
+    def __init__(self, K, n, x, ops, rngs):
+        super().__init__(K, n, x, ops)
+        self.layers = [op.layer for op in ops]
+        self.rngs = rngs
+        shape = tuple(x.shape)
+        self.y = K.empty(shape)                               # (N, H, W, C)
+        self.matrix = np.empty((2, 3), np.float64)            # one image's map
+        host = isinstance(self.y, np.ndarray)
+        self.x_host = None if host else np.empty(shape, np.float32)
+        self.y_host = self.y if host else np.empty(shape, np.float32)
+
+    def bind_backward(self, dy, need_dx):
+        if need_dx:
+            layer = self.layers[0]
+            raise L.LayerError(
+                f"layer '{layer.name}' ({type(layer).__name__}) has a layer with weights "
+                f"before it: fastconv passes no gradient through augmentation layers, so "
+                f"they must come first (after the Input, a Rescaling or another "
+                f"augmentation layer) in a model that trains")
+        self.dy, self.dx = dy, None
+        return None
+
+    def forward(self):
+        x = download(self.x, self.x_host) if self.x_host is not None else self.x
+        A.augment_batch(self.layers, self.rngs, x, self.y_host, self.matrix)
+        if self.y_host is not self.y:
+            upload(self.y_host, self.y)
+
+    def backward(self):
+        pass
 
 
 class GlobalPoolStep(Step):
@@ -564,7 +633,7 @@ class Plan:
         groups = _group(ops, K)
         for g, (kind, group, inputs) in enumerate(groups):
             ins = tuple(ref[j] for j in inputs)
-            if kind == "dropout" and not training:
+            if kind in ("dropout", "augment") and not training:
                 ref[g] = ins[0]                                # identity at inference
                 continue
             xs = [self.x if i < 0 else self.steps[i].y for i in ins]
@@ -577,10 +646,15 @@ class Plan:
                                  if training else (None, None))
             elif kind == "pool":
                 step = PoolStep(K, n, cur, group)
+            elif kind == "avgpool":
+                step = AvgPoolStep(K, n, cur, group)
             elif kind == "flatten":
                 step = FlattenStep(K, n, cur, group)
             elif kind == "dropout":
                 step = DropoutStep(K, n, cur, group, model._dropout_rng_of(group[0].layer))
+            elif kind == "augment":
+                step = AugmentStep(K, n, cur, group,
+                                   [model._dropout_rng_of(op.layer) for op in group])
             elif kind in ("global_avgpool", "global_maxpool"):
                 step = GlobalPoolStep(K, n, cur, group)
             elif kind == "rescale":

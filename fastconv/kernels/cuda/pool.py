@@ -1,4 +1,7 @@
-"""2-D max pooling on the GPU (Keras MaxPooling2D), NHWC, with the reference's argmax.
+"""2-D max and average pooling on the GPU (Keras MaxPooling2D, AveragePooling2D), NHWC.
+
+Max pooling comes with the reference's argmax; average pooling is the mean over
+each window's real pixels (padding not counted, Keras's 'same').
 
 argmax convention (fastconv/kernels/reference/pool.py): an int32 array shaped
 like y holding the flat spatial index h * W + w of the winning pixel of the
@@ -18,14 +21,23 @@ addition is commutative); only overlapping windows that route three or more
 outputs to one pixel can differ from run to run, in the last bits. The same
 kernel, with a mask (y > 0), forms the fused conv+relu+pool backward's
 conv-grid gradient (fused.py calls scatter_grad).
+
+Average pooling: forward one thread per output (n, oh, ow, c), channels fastest,
+summing the window's real pixels and dividing by their count. Backward gathers:
+one thread per input element (n, h, w, c), channels fastest, summing dy / count
+over exactly the windows that cover its pixel (closed ranges of output rows and
+columns computed from h, w): every element of dx is written once, no zeroing
+pass, no atomics, the same bits run to run. Flat arrays and uint32 index math
+(sizes below 2**31, check_int32_indexable): window starts are kept in padded
+coordinates (r * sh, never negative) so nothing needs a signed index.
 """
 import numpy as np
-from numba import cuda, float32, int32
+from numba import cuda, float32, int32, uint32
 
 from .. import _validate
 from . import _launch
-from ._mem import (blocks_for, check_float32, checkable, device_in, finish, is_device_array,
-                   out_buffer, out_buffers)
+from ._mem import (blocks_for, check_float32, check_int32_indexable, checkable, device_in,
+                   finish, flat, is_device_array, out_buffer, out_buffers)
 from ._spec import KernelSpec
 from .activations import zero
 
@@ -92,9 +104,86 @@ def maxpool_bwd(dy, arg, mask, masked, dx):
             cuda.atomic.add(dx, (n, k // w, k % w, ch), dy[n, r, q, ch])
 
 
+@cuda.jit
+def avgpool_fwd(x, y, h, w, c, oh, ow, ph, pw, sh, sw, pt, pl):
+    """y (N*OH*OW*C,) = the mean over the real pixels of each window of x (N*H*W*C,);
+    window (ph, pw) at padded (oh*sh, ow*sw), i.e. (oh*sh - pt, ow*sw - pl) in x."""
+    i = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    step = uint32(cuda.gridDim.x * cuda.blockDim.x)
+    size = uint32(y.size)
+    while i < size:
+        t = uint32(i // c)
+        ch = uint32(i - t * c)
+        u = uint32(t // ow)
+        q = uint32(t - u * ow)
+        b = uint32(u // oh)
+        r = uint32(u - b * oh)
+        r0 = uint32(r * sh)
+        q0 = uint32(q * sw)
+        rs = uint32(max(r0, pt) - pt)                 # the window's real rows [rs, re)
+        re = uint32(min(uint32(r0 + ph), uint32(h + pt)) - pt)
+        qs = uint32(max(q0, pl) - pl)
+        qe = uint32(min(uint32(q0 + pw), uint32(w + pl)) - pl)
+        s = float32(0.0)
+        a = rs
+        while a < re:
+            base = uint32((b * h + a) * w)
+            j = qs
+            while j < qe:
+                s += x[uint32((base + j) * c + ch)]
+                j = uint32(j + 1)
+            a = uint32(a + 1)
+        y[i] = s / float32(max(uint32((re - rs) * (qe - qs)), uint32(1)))
+        i = uint32(i + step)
+
+
+@cuda.jit
+def avgpool_bwd(dy, dx, h, w, c, oh, ow, ph, pw, sh, sw, pt, pl):
+    """dx (N*H*W*C,), written whole: dx[n, i, j, ch] = the sum over the windows (r, q)
+    covering (i, j) of dy[n, r, q, ch] / (the window's real pixel count); dy (N*OH*OW*C,)."""
+    k = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    step = uint32(cuda.gridDim.x * cuda.blockDim.x)
+    size = uint32(dx.size)
+    while k < size:
+        t = uint32(k // c)
+        ch = uint32(k - t * c)
+        u = uint32(t // w)
+        j = uint32(t - u * w)
+        b = uint32(u // h)
+        i = uint32(u - b * h)
+        ip = uint32(i + pt)                           # the pixel in padded coordinates
+        jp = uint32(j + pl)
+        # windows r with r*sh <= ip < r*sh + ph: r in [ceil((ip + 1 - ph) / sh), ip / sh]
+        r_lo = uint32(0) if ip + 1 <= ph else uint32((ip + 1 - ph + sh - 1) // sh)
+        r_hi = uint32(min(uint32(ip // sh), uint32(oh - 1)))
+        q_lo = uint32(0) if jp + 1 <= pw else uint32((jp + 1 - pw + sw - 1) // sw)
+        q_hi = uint32(min(uint32(jp // sw), uint32(ow - 1)))
+        s = float32(0.0)
+        r = r_lo
+        while r <= r_hi:
+            r0 = uint32(r * sh)
+            rows = uint32(min(uint32(r0 + ph), uint32(h + pt)) - max(r0, pt))
+            base = uint32((b * oh + r) * ow)
+            q = q_lo
+            while q <= q_hi:
+                q0 = uint32(q * sw)
+                cols = uint32(min(uint32(q0 + pw), uint32(w + pl)) - max(q0, pl))
+                s += dy[uint32((base + q) * c + ch)] / float32(max(uint32(rows * cols),
+                                                                   uint32(1)))
+                q = uint32(q + 1)
+            r = uint32(r + 1)
+        dx[k] = s
+        k = uint32(k + step)
+
+
+_F1 = float32[::1]
+_AVG_SIG = (_F1, _F1) + (uint32,) * 11
+
 KERNELS = [
     KernelSpec("maxpool_fwd", maxpool_fwd, (_F4, _F4, _I4) + (int32,) * 6, _launch.POOL),
     KernelSpec("maxpool_bwd", maxpool_bwd, (_F4, _I4, _F4, int32, _F4), _launch.POOL),
+    KernelSpec("avgpool_fwd", avgpool_fwd, _AVG_SIG, _launch.POOL),
+    KernelSpec("avgpool_bwd", avgpool_bwd, _AVG_SIG, _launch.POOL),
 ]
 
 
@@ -153,4 +242,46 @@ def maxpool2d_backward(dy, argmax, x_shape, out=None):
     dy = device_in(op, "dy", dy)
     argmax = device_in(op, "argmax", argmax, np.int32)
     scatter_grad(dy, argmax, dx)
+    return finish(dx, host)
+
+
+def _avg_args(x_shape, y_shape, ph, pw, sh, sw, pt, pl):
+    _, h, w, c = x_shape
+    return tuple(np.uint32(v) for v in (h, w, c, y_shape[1], y_shape[2], ph, pw, sh, sw, pt, pl))
+
+
+def avgpool2d_forward(x, pool=2, stride=None, padding="valid", out=None):
+    """y[n, oh, ow, c] = the mean over the real pixels of the pool window (padding not
+    counted). x (N, H, W, C) float32 device array; pool and stride int or pair (stride
+    defaults to pool); padding 'valid' or 'same'. y (N, OH, OW, C) float32 is written
+    whole, into out= when given.
+    """
+    op = "avgpool2d_forward"
+    check_float32(op, "x", x, 4)
+    (ph, pw), (sh, sw), oh, ow, pt, pl = _validate.pool2d_geometry(
+        op, checkable(x), pool, stride, padding)
+    shape = (x.shape[0], oh, ow, x.shape[3])
+    check_int32_indexable(op, tuple(x.shape), shape)
+    y, host = out_buffer(op, "out", out, shape, np.float32)
+    x = device_in(op, "x", x)
+    _launch_over(avgpool_fwd, y.size, flat(x), flat(y),
+                 *_avg_args(x.shape, shape, ph, pw, sh, sw, pt, pl))
+    return finish(y, host)
+
+
+def avgpool2d_backward(dy, x_shape, pool=2, stride=None, padding="valid", out=None):
+    """dx (x_shape) float32: each window's dy / (its real pixel count) summed into every
+    real pixel of the window, gathered per dx element (written whole, no atomics).
+    dy (N, OH, OW, C) float32, avgpool2d_forward's shape for x_shape under the same
+    pool, stride and padding.
+    """
+    op = "avgpool2d_backward"
+    check_float32(op, "dy", dy, 4)
+    x_shape, (ph, pw), (sh, sw), oh, ow, pt, pl = _validate.avgpool2d_grad_geometry(
+        op, checkable(dy), x_shape, pool, stride, padding)
+    check_int32_indexable(op, x_shape, tuple(dy.shape))
+    dx, host = out_buffer(op, "out", out, x_shape, np.float32)
+    dy = device_in(op, "dy", dy)
+    _launch_over(avgpool_bwd, dx.size, flat(dy), flat(dx),
+                 *_avg_args(x_shape, dy.shape, ph, pw, sh, sw, pt, pl))
     return finish(dx, host)
