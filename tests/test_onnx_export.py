@@ -81,6 +81,23 @@ def test_graph_model_matches_onnx_runtime():
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
+def test_average_pooling_and_augmentation():
+    """AveragePooling2D 'same' with overhanging windows (the count excludes the padding)
+    and augmentation layers (identities in inference, left out of the graph)."""
+    model = fastconv.Sequential([
+        L.RandomFlip(input_shape=(11, 10, 3)), L.RandomRotation(0.1),
+        L.Conv2D(4, 3, padding="same"), L.AveragePooling2D(3, strides=2, padding="same"),
+        L.AveragePooling2D((2, 3), strides=(1, 2)), L.Flatten(),
+        L.Dense(2, activation="softmax")], device="cpu", seed=6)
+    x = np.random.default_rng(6).normal(0, 1, (3, 11, 10, 3)).astype(np.float32)
+    data = model_to_onnx(model)
+    ops = [n.op_type for n in onnx.load_from_string(data).graph.node]
+    assert ops == ["Transpose", "Conv", "AveragePool", "AveragePool", "Flatten", "Gemm",
+                   "Softmax", "Identity"]
+    np.testing.assert_allclose(_check_and_run(data, x), model.predict(x, verbose=0),
+                               rtol=0, atol=1e-5)
+
+
 def test_flatten_read_by_other_layers_transposes():
     """A Flatten whose output a BatchNormalization reads: channels-last order by a
     Transpose (permuting the Dense rows would not be enough)."""

@@ -18,6 +18,8 @@ keras.saving.load_model rebuilds it (tests/test_keras_file.py).
 """
 from __future__ import annotations
 
+import inspect
+
 from .. import layers as L
 
 
@@ -25,44 +27,18 @@ class KerasConfigError(ValueError):
     """A Keras config fastconv cannot represent (the message names layer and argument)."""
 
 
-# Arguments fastconv takes under Keras's own name (beyond `name`), per class.
-_ARGS = {
-    "InputLayer": (),
-    "Conv2D": ("filters", "kernel_size", "strides", "padding", "activation",
-               "kernel_initializer", "bias_initializer"),
-    "Dense": ("units", "activation", "kernel_initializer", "bias_initializer"),
-    "MaxPooling2D": ("pool_size", "strides", "padding"),
-    "Activation": ("activation",),
-    "Flatten": (),
-    "Dropout": ("rate", "seed"),
-    "Rescaling": ("scale", "offset"),
-    "BatchNormalization": ("axis", "momentum", "epsilon", "center", "scale",
-                           "gamma_initializer", "beta_initializer", "moving_mean_initializer",
-                           "moving_variance_initializer"),
-    "GlobalAveragePooling2D": (),
-    "GlobalMaxPooling2D": (),
-    "Add": (),
-    "Concatenate": ("axis",),
-}
-_NO_REG = {"kernel_regularizer": None, "bias_regularizer": None, "activity_regularizer": None,
-           "kernel_constraint": None, "bias_constraint": None}
 # Keras arguments fastconv has no counterpart for, with the values at which fastconv
-# computes the same thing (a list: any of them). Anything else is refused.
-_SAME_AS = {
-    "InputLayer": {"dtype": ["float32"], "sparse": [False], "ragged": [False],
-                   "optional": [False]},
-    "Conv2D": dict(_NO_REG, data_format=["channels_last", None], dilation_rate=[[1, 1], 1],
-                   groups=[1], use_bias=[True]),
-    "Dense": dict(_NO_REG, use_bias=[True], lora_rank=[None], quantization_config=[None]),
-    "MaxPooling2D": {"data_format": ["channels_last", None]},
-    "Flatten": {"data_format": ["channels_last", None]},
-    "Dropout": {"noise_shape": [None]},
-    "BatchNormalization": {"beta_regularizer": None, "gamma_regularizer": None,
-                           "beta_constraint": None, "gamma_constraint": None,
-                           "synchronized": [False], "renorm": [False]},
-    "GlobalAveragePooling2D": {"data_format": ["channels_last", None], "keepdims": [False]},
-    "GlobalMaxPooling2D": {"data_format": ["channels_last", None], "keepdims": [False]},
-}
+# computes the same thing (a list: any of them; None: only None). A layer's own
+# arguments (its constructor's parameters, under Keras's names) pass through to it;
+# anything else is refused.
+_SAME_AS = {"data_format": ["channels_last", None], "dilation_rate": [[1, 1], 1],
+            "groups": [1], "use_bias": [True], "activity_regularizer": None,
+            "lora_rank": None, "quantization_config": None, "noise_shape": None,
+            "synchronized": [False], "renorm": [False], "keepdims": [False],
+            "sparse": [False], "ragged": [False], "optional": [False]}
+_SAME_AS.update({f"{w}_{kind}": None for w in ("kernel", "bias", "depthwise", "pointwise",
+                                               "beta", "gamma")
+                 for kind in ("regularizer", "constraint")})
 # Keras arguments that do not change what a layer computes: ignored.
 _INERT = {"trainable", "dtype", "build_config", "renorm_clipping", "renorm_momentum",
           "lora_alpha",
@@ -112,11 +88,11 @@ def layer_from_keras(spec, notes):
         _fail(where, "Lambda layers hold code; fastconv never runs code from a file (as "
                      "Keras's safe_mode refuses them)")
     module = spec.get("module", "keras.layers")
-    if cls not in _ARGS or spec.get("registered_name") not in (None, cls) or \
+    if cls not in L.LAYERS or spec.get("registered_name") not in (None, cls) or \
             not str(module).startswith("keras"):
         _fail(where, f"not a layer fastconv supports (module {module!r}, registered as "
                      f"{spec.get('registered_name')!r}); fastconv reads "
-                     f"{', '.join(sorted(_ARGS))}")
+                     f"{', '.join(sorted(L.LAYERS))}")
     if not _dtype_ok(cfg.get("dtype")):
         _fail(where, f"dtype {cfg.get('dtype')!r} is not supported (fastconv computes in "
                      f"float32)")
@@ -129,7 +105,9 @@ def layer_from_keras(spec, notes):
                 not isinstance(d, int) for d in shape[1:]):
             _fail(where, f"batch_shape must be [None, dims...] of ints, received {shape!r}")
         out["shape"] = list(shape[1:])
-    wanted, same = _ARGS[cls], _SAME_AS.get(cls, {})
+    wanted = set(inspect.signature(L.LAYERS[cls].__init__).parameters) - {
+        "self", "name", "input_shape", "shape"}
+    same = _SAME_AS
     if cls == "BatchNormalization" and isinstance(cfg.get("axis"), list) and \
             len(cfg["axis"]) == 1:
         cfg = dict(cfg, axis=cfg["axis"][0])       # Keras 2 writes the axis as [3]
@@ -252,10 +230,8 @@ def _keras_layer(layer):
     cls = type(layer).__name__
     if cls == "InputLayer":
         cfg = {"batch_shape": [None, *layer.shape], "dtype": "float32", "name": layer.name}
-    else:
+    else:       # Keras's defaults for what fastconv lacks are fastconv's behaviour
         cfg.update(trainable=True, dtype="float32")
-        for arg, value in _SAME_AS.get(cls, {}).items():
-            cfg.setdefault(arg, value[0] if isinstance(value, list) else value)
         for arg in list(cfg):
             if arg.endswith("_initializer") and cfg[arg] in _KERAS_NAMES:
                 cfg[arg] = {"module": "keras.initializers",

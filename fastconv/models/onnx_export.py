@@ -8,7 +8,8 @@ each written as the ONNX operator with Keras's meaning:
               the extra row/column at the bottom/right, as TensorFlow pads)
     dense     Gemm            pool            MaxPool (explicit pads)
     act       Relu / Sigmoid / Softmax(axis=1)
-    dropout   nothing (inference)
+    avgpool   AveragePool (count_include_pad=0: Keras's 'same' counts real pixels only)
+    dropout, augment (RandomFlip, ...)   nothing (inference)
     flatten   Flatten; when every reader is a Dense the kernel's rows are permuted
               instead, so the graph flattens channels-first and gives the same numbers
               as fastconv's channels-last flatten; otherwise Transpose to NHWC first
@@ -125,7 +126,8 @@ def _check_args(model, opset, batch):
 
 
 def _readers(ops):
-    """reader lists per op index, looking through dropout (an identity here)."""
+    """reader lists per op index, looking through dropout and augmentation (identities
+    in inference)."""
     readers = {i: [] for i in range(-1, len(ops))}
     for j, op in enumerate(ops):
         for i in op.inputs:
@@ -134,7 +136,7 @@ def _readers(ops):
     def through(i):
         out = []
         for j in readers[i]:
-            out.extend(through(j) if ops[j].kind == "dropout" else [j])
+            out.extend(through(j) if ops[j].kind in ("dropout", "augment") else [j])
         return out
     return {i: through(i) for i in readers}
 
@@ -183,9 +185,14 @@ def model_to_onnx(model, opset=DEFAULT_OPSET, batch=None, nchw=False):
                         strides=list(layer.strides),
                         pads=_pads(f"MaxPooling2D layer '{base}'", src_shape[1:3],
                                    layer.pool_size, layer.strides, layer.padding))
+        elif k == "avgpool":    # count_include_pad=0: Keras's 'same' divides by real pixels
+            out = g.add("AveragePool", srcs, base, kernel_shape=list(layer.pool_size),
+                        strides=list(layer.strides), count_include_pad=0,
+                        pads=_pads(f"AveragePooling2D layer '{base}'", src_shape[1:3],
+                                   layer.pool_size, layer.strides, layer.padding))
         elif k == "act":
             out = _activation(g, op.act, srcs[0], f"{base}/{op.act}")
-        elif k == "dropout":
+        elif k in ("dropout", "augment"):       # training only
             out = srcs[0]
         elif k == "flatten":
             out = _flatten(g, ops, readers[j], src_shape, srcs[0], base, row_perm)
