@@ -1,4 +1,4 @@
-"""Keras-style layers: Conv2D, MaxPooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
+"""Keras-style layers: Conv2D, DepthwiseConv2D, SeparableConv2D, MaxPooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
 Activation, Flatten, Dense, Dropout, Rescaling, BatchNormalization, Input, and the
 merge layers Add and Concatenate of the Functional API (layers.graph: KerasTensor).
 
@@ -17,7 +17,7 @@ Weights use Keras's layouts: conv kernel (KH, KW, C_in, C_out), dense kernel
 (IN, OUT), bias (OUT,), so Keras weights load without transposes.
 """
 from .base import ACTIVATIONS, Layer, LayerError
-from .convolutional import Conv2D
+from .convolutional import Conv2D, DepthwiseConv2D, SeparableConv2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer
 from .graph import KerasTensor
 from .merge import Add, Concatenate
@@ -26,7 +26,7 @@ from .pooling import GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
 from .preprocessing import Rescaling
 
 LAYERS = {cls.__name__: cls for cls in
-          (InputLayer, Conv2D, MaxPooling2D, Activation, Flatten, Dense, Dropout,
+          (InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, MaxPooling2D, Activation, Flatten, Dense, Dropout,
            GlobalAveragePooling2D, GlobalMaxPooling2D, Rescaling, BatchNormalization,
            Add, Concatenate)}
 
@@ -49,7 +49,8 @@ def deserialize(spec):
     return cls.from_config(spec["config"])
 
 
-__all__ = ["Layer", "LayerError", "Input", "InputLayer", "Conv2D", "MaxPooling2D",
+__all__ = ["Layer", "LayerError", "Input", "InputLayer", "Conv2D", "DepthwiseConv2D",
+           "SeparableConv2D", "MaxPooling2D",
            "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Activation", "Flatten", "Dense",
            "Dropout", "Rescaling", "BatchNormalization", "Add", "Concatenate", "KerasTensor",
            "serialize", "deserialize",

@@ -58,6 +58,12 @@ def _activation(cls, value):
     return value.lower()
 
 
+def _flag(cls, arg, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{cls}: `{arg}` must be True or False, received {arg}={value!r}")
+    return bool(value)
+
+
 def _choice(cls, arg, value, choices):
     if value not in choices:
         raise ValueError(f"{cls}: `{arg}` must be one of {', '.join(choices)}, "

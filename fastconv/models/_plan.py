@@ -40,8 +40,8 @@ def device_kit(K):
 
 
 class Op:
-    """One logical operation: kind in conv, dense, pool, act, flatten, dropout,
-    global_avgpool, global_maxpool, rescale, batchnorm, add, concat. inputs: the indices
+    """One logical operation: kind in conv, depthwise, sepconv, dense, pool, act, flatten,
+    dropout, global_avgpool, global_maxpool, rescale, batchnorm, add, concat. inputs: the indices
     of the ops whose outputs it reads (-1: the model's input)."""
 
     __slots__ = ("kind", "layer", "act", "out_shape", "inputs")
@@ -78,8 +78,10 @@ def logical_ops(layers, inbound=None):
         def add(kind, act=None, inputs=None):
             ops.append(Op(kind, layer, act, inputs=src if inputs is None else inputs))
             return len(ops) - 1
-        if isinstance(layer, (L.Conv2D, L.Dense)):
-            k = add("conv" if isinstance(layer, L.Conv2D) else "dense")
+        if isinstance(layer, (L.Conv2D, L.Dense, L.DepthwiseConv2D)):
+            k = add("conv" if isinstance(layer, L.Conv2D) else "dense"
+                    if isinstance(layer, L.Dense) else "sepconv"
+                    if isinstance(layer, L.SeparableConv2D) else "depthwise")
             if layer.activation != "linear":
                 k = add("act", layer.activation, inputs=(k,))
         elif isinstance(layer, L.Activation):
@@ -106,6 +108,8 @@ OPTIONAL_OPS = {
     "rescale": (("rescale_forward",), ("rescale_backward",)),
     "batchnorm": (("batchnorm_infer_forward",),
                   ("batchnorm_train_forward", "batchnorm_backward", "batchnorm_moving_update")),
+    "depthwise": (("depthwise_conv2d_forward",), ("depthwise_conv2d_backward",)),
+    "sepconv": (("depthwise_conv2d_forward",), ("depthwise_conv2d_backward",)),
     "add": (("add_forward",), ()),
     "concat": (("concat_forward",), ("concat_backward",)),
 }
@@ -259,6 +263,78 @@ class DenseStep(Step):
     def backward(self):
         self.K.dense_backward(self.x, self.w, self.dy, need_dx=self.dx is not None,
                               out=(self.dx, self.dw, self.db))
+
+
+class DepthwiseStep(Step):
+    """DepthwiseConv2D: depthwise_conv2d_forward/backward. Without use_bias the kernels get
+    a constant zero bias (C*M,) and their bias gradient goes to a scratch buffer."""
+
+    def __init__(self, K, n, x, ops, grads):
+        super().__init__(K, n, x, ops)
+        layer = self.layer = ops[0].layer
+        self.kw = {"stride": layer.strides, "padding": layer.padding}
+        weights = list(layer._weights)
+        self.w = weights.pop(0)                               # (KH, KW, C, M)
+        self.training = grads is not None
+        grads = list(grads) if self.training else []
+        self.dw = grads.pop(0) if self.training else None
+        self._bias_and_grad(K, weights, grads, int(self.w.shape[2] * self.w.shape[3]))
+        self.y = K.empty(self.out_shape())                    # (N, OH, OW, C*M)
+
+    def _bias_and_grad(self, K, weights, grads, size):
+        """self.b and self.db: the layer's bias and its gradient, or a zero constant and a
+        scratch gradient (size,) without use_bias."""
+        if weights:
+            self.b = weights[0]
+            self.db = grads[0] if self.training else None
+        else:
+            self.b = K.to_device(np.zeros(size, np.float32))
+            self.db = K.empty((size,)) if self.training else None
+
+    def forward(self):
+        self.K.depthwise_conv2d_forward(self.x, self.w, self.b, out=self.y, **self.kw)
+
+    def backward(self):
+        self.K.depthwise_conv2d_backward(self.x, self.w, self.dy, need_dx=self.dx is not None,
+                                         out=(self.dx, self.dw, self.db), **self.kw)
+
+
+class SeparableStep(DepthwiseStep):
+    """SeparableConv2D as Keras computes it: the depthwise convolution (strides, padding,
+    no bias: a zero constant) into mid (N, OH, OW, C*M), then the pointwise 1x1 stride-1
+    conv2d with the layer's bias (when use_bias) into y (N, OH, OW, F). Backward: the
+    pointwise conv2d_backward (dmid), then the depthwise one (its bias gradient into
+    scratch)."""
+
+    def __init__(self, K, n, x, ops, grads):
+        Step.__init__(self, K, n, x, ops)
+        layer = self.layer = ops[0].layer
+        self.kw = {"stride": layer.strides, "padding": layer.padding}
+        weights = list(layer._weights)
+        self.w, self.pw = weights.pop(0), weights.pop(0)      # (KH, KW, C, M), (1, 1, CM, F)
+        cm = int(self.pw.shape[2])
+        self.training = grads is not None
+        grads = list(grads) if self.training else []
+        self.dw, self.dpw = (grads.pop(0), grads.pop(0)) if self.training else (None, None)
+        self._bias_and_grad(K, weights, grads, int(self.pw.shape[3]))
+        self.zero_b = K.to_device(np.zeros(cm, np.float32))   # (C*M,) the depthwise bias
+        self.y = K.empty(self.out_shape())                    # (N, OH, OW, F)
+        self.mid = K.empty(self.out_shape()[:3] + (cm,))      # (N, OH, OW, C*M)
+        if self.training:
+            self.dmid = K.empty(tuple(self.mid.shape))        # (N, OH, OW, C*M)
+            self.dzero_b = K.empty((cm,))                     # scratch
+
+    def forward(self):
+        K = self.K
+        K.depthwise_conv2d_forward(self.x, self.w, self.zero_b, out=self.mid, **self.kw)
+        K.conv2d_forward(self.mid, self.pw, self.b, stride=1, padding="valid", out=self.y)
+
+    def backward(self):
+        K = self.K
+        K.conv2d_backward(self.mid, self.pw, self.dy, stride=1, padding="valid", need_dx=True,
+                          out=(self.dmid, self.dpw, self.db))
+        K.depthwise_conv2d_backward(self.x, self.w, self.dmid, need_dx=self.dx is not None,
+                                    out=(self.dx, self.dw, self.dzero_b), **self.kw)
 
 
 class PoolStep(Step):
@@ -575,6 +651,9 @@ class Plan:
             elif kind == "dense":
                 step = DenseStep(K, n, cur, group, model._grads_of(group[0].layer, K)
                                  if training else (None, None))
+            elif kind in ("depthwise", "sepconv"):
+                step = (SeparableStep if kind == "sepconv" else DepthwiseStep)(
+                    K, n, cur, group, model._grads_of(group[0].layer, K) if training else None)
             elif kind == "pool":
                 step = PoolStep(K, n, cur, group)
             elif kind == "flatten":
