@@ -55,7 +55,7 @@ def small_convnet(input_shape=(150, 150, 3), device="cpu", seed=None, compile=Tr
 
 
 def keras_io_xception(input_shape=(180, 180, 3), num_classes=2, width=1.0, dropout=0.25,
-                      device="cpu", seed=None, compile=True, weights=None):
+                      rescale=1.0 / 255, device="cpu", seed=None, compile=True, weights=None):
     """The network of keras.io's "Image classification from scratch" (cats vs dogs),
     layer for layer, as a Functional model:
 
@@ -76,7 +76,10 @@ def keras_io_xception(input_shape=(180, 180, 3), num_classes=2, width=1.0, dropo
 
     width > 0 scales every filter count (round(f * width), at least 1) for small
     versions; 1.0 is the example. dropout: the rate of the Dropout before the head (the
-    example's 0.25). weights: a fastconv weights/model file to load.
+    example's 0.25). rescale: the scale of the first layer, Rescaling(rescale) (1/255: the
+    model takes raw pixels, as the example; `fastconv train`, whose data pipeline scales
+    pixels by 1/255 for every model its commands open, passes 1.0: the layer stays, as an
+    identity). weights: a fastconv weights/model file to load.
     """
     num_classes = _num_classes("keras_io_xception", num_classes)
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
@@ -86,7 +89,7 @@ def keras_io_xception(input_shape=(180, 180, 3), num_classes=2, width=1.0, dropo
     def f(filters):
         return max(1, int(round(filters * width)))
     inputs = L.Input(tuple(input_shape))
-    x = L.Rescaling(1.0 / 255)(inputs)
+    x = L.Rescaling(rescale)(inputs)
     x = L.Conv2D(f(128), 3, strides=2, padding="same")(x)
     x = L.BatchNormalization()(x)
     x = L.Activation("relu")(x)
