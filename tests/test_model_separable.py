@@ -243,6 +243,45 @@ def test_a_backend_without_the_depthwise_ops_is_refused_naming_the_layer():
         model.predict(np.zeros((2, 9, 9, 3), np.float32))
 
 
+def _without_fusion(K):
+    fake = types.ModuleType("unfused")
+    for name in dir(K):
+        if name not in kernels.FUSED:
+            setattr(fake, name, getattr(K, name))
+    fake.NAME = "unfused"
+    return fake
+
+
+def test_separable_relu_fuses_into_the_pointwise_conv_and_computes_the_same():
+    """On a backend with conv2d_relu the SeparableConv2D's relu runs in its pointwise conv
+    (sepconv_relu); without it, as separate steps. Same weights, same predictions and the
+    same SGD step (float32 both ways: rtol 1e-5)."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 9, 9, 3)).astype(np.float32)
+    y = np.array([1, 0, 1], np.float32)
+    fused, plain = sep_net("cpu", seed=5), sep_net("cpu", seed=5)
+    plain._bind(_without_fusion(kernels.get("cpu")), "cpu")
+    assert fused.plan_summary()[:3] == ["sepconv_relu", "depthwise", "relu"]
+    assert plain.plan_summary()[:4] == ["sepconv", "relu", "depthwise", "relu"]
+    np.testing.assert_allclose(fused.predict(x), plain.predict(x), rtol=1e-5, atol=1e-6)
+    for m in (fused, plain):
+        m.compile(O.SGD(0.5), "binary_crossentropy")
+    assert abs(fused.train_on_batch(x, y) - plain.train_on_batch(x, y)) < 1e-6
+    for a, b in zip(fused.get_weights(), plain.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # a relu that a second layer also reads is not fused (the graph keeps the tensor)
+    inp = fastconv.Input((6, 6, 2))
+    t = L.SeparableConv2D(3, 3, padding="same", activation="relu")(inp)
+    out = L.Dense(1, activation="sigmoid")(L.GlobalAveragePooling2D()(L.Add()([t, t])))
+    assert fastconv.Model(inp, out, device="cpu").plan_summary()[:2] == ["sepconv_relu",
+                                                                         "add"]
+    inp = fastconv.Input((6, 6, 2))
+    t = L.SeparableConv2D(3, 3, padding="same")(inp)
+    u = L.Activation("relu")(t)
+    out = L.Dense(1, activation="sigmoid")(L.GlobalAveragePooling2D()(L.Add()([t, u])))
+    assert fastconv.Model(inp, out, device="cpu").plan_summary()[:2] == ["sepconv", "relu"]
+
+
 CUDA_SIM_SCRIPT = """
 import json, sys
 import numpy as np

@@ -139,7 +139,8 @@ def describe(ops, K):
 def _group(ops, K):
     """[(step kind, [ops], input step indices (-1: the model input))] after fusion on
     backend K. conv -> relu (-> maxpool) fuse when they follow each other and each op's
-    only consumer is the next (a tensor a second layer reads stays a step's output)."""
+    only consumer is the next (a tensor a second layer reads stays a step's output); a
+    SeparableConv2D's relu fuses into its pointwise conv (conv2d_relu) on the same terms."""
     consumers = [0] * len(ops)
     for op in ops:
         for i in op.inputs:
@@ -159,6 +160,9 @@ def _group(ops, K):
                 group, kind = ops[i:i + 3], "conv2d_relu_maxpool"
             elif kernels.fuses(K, "conv2d_relu"):
                 group, kind = ops[i:i + 2], "conv2d_relu"
+        elif (op.kind == "sepconv" and feeds(i, i + 1) and ops[i + 1].kind == "act"
+              and ops[i + 1].act == "relu" and kernels.fuses(K, "conv2d_relu")):
+            group, kind = ops[i:i + 2], "sepconv_relu"    # the pointwise conv + relu
         out.append((kind, group, tuple(step_of[j] for j in op.inputs)))
         i += len(group)
         step_of[i - 1] = len(out) - 1
@@ -302,9 +306,10 @@ class DepthwiseStep(Step):
 class SeparableStep(DepthwiseStep):
     """SeparableConv2D as Keras computes it: the depthwise convolution (strides, padding,
     no bias: a zero constant) into mid (N, OH, OW, C*M), then the pointwise 1x1 stride-1
-    conv2d with the layer's bias (when use_bias) into y (N, OH, OW, F). Backward: the
-    pointwise conv2d_backward (dmid), then the depthwise one (its bias gradient into
-    scratch)."""
+    conv2d with the layer's bias (when use_bias) into y (N, OH, OW, F), with the layer's
+    relu fused into it (conv2d_relu_forward) when the plan grouped them (sepconv_relu).
+    Backward: the pointwise conv2d(_relu)_backward (dmid), then the depthwise one (its
+    bias gradient into scratch)."""
 
     def __init__(self, K, n, x, ops, grads):
         Step.__init__(self, K, n, x, ops)
@@ -312,6 +317,7 @@ class SeparableStep(DepthwiseStep):
         self.kw = {"stride": layer.strides, "padding": layer.padding}
         weights = list(layer._weights)
         self.w, self.pw = weights.pop(0), weights.pop(0)      # (KH, KW, C, M), (1, 1, CM, F)
+        self.relu = len(ops) == 2                             # sepconv_relu
         cm = int(self.pw.shape[2])
         self.training = grads is not None
         grads = list(grads) if self.training else []
@@ -327,12 +333,18 @@ class SeparableStep(DepthwiseStep):
     def forward(self):
         K = self.K
         K.depthwise_conv2d_forward(self.x, self.w, self.zero_b, out=self.mid, **self.kw)
-        K.conv2d_forward(self.mid, self.pw, self.b, stride=1, padding="valid", out=self.y)
+        pointwise = K.conv2d_relu_forward if self.relu else K.conv2d_forward
+        pointwise(self.mid, self.pw, self.b, stride=1, padding="valid", out=self.y)
 
     def backward(self):
         K = self.K
-        K.conv2d_backward(self.mid, self.pw, self.dy, stride=1, padding="valid", need_dx=True,
-                          out=(self.dmid, self.dpw, self.db))
+        out = (self.dmid, self.dpw, self.db)
+        if self.relu:
+            K.conv2d_relu_backward(self.mid, self.pw, self.dy, self.y, stride=1,
+                                   padding="valid", need_dx=True, out=out)
+        else:
+            K.conv2d_backward(self.mid, self.pw, self.dy, stride=1, padding="valid",
+                              need_dx=True, out=out)
         K.depthwise_conv2d_backward(self.x, self.w, self.dmid, need_dx=self.dx is not None,
                                     out=(self.dx, self.dw, self.dzero_b), **self.kw)
 
@@ -651,8 +663,8 @@ class Plan:
             elif kind == "dense":
                 step = DenseStep(K, n, cur, group, model._grads_of(group[0].layer, K)
                                  if training else (None, None))
-            elif kind in ("depthwise", "sepconv"):
-                step = (SeparableStep if kind == "sepconv" else DepthwiseStep)(
+            elif kind in ("depthwise", "sepconv", "sepconv_relu"):
+                step = (DepthwiseStep if kind == "depthwise" else SeparableStep)(
                     K, n, cur, group, model._grads_of(group[0].layer, K) if training else None)
             elif kind == "pool":
                 step = PoolStep(K, n, cur, group)
