@@ -19,6 +19,7 @@ from fastconv import optimizers as O
 from fastconv.models import keras_io_xception
 
 from .model_helpers import discs_and_squares
+from .simulator import CUDA_PRELUDE
 from .test_model_training import _loss_and_grads
 
 
@@ -228,28 +229,26 @@ def test_save_and_load_round_trip(tmp_path, make):
     assert model.train_on_batch(x, y) == loaded.train_on_batch(x, y)
 
 
-def test_a_backend_without_the_depthwise_ops_is_refused_naming_the_layer():
+def _cpu_without(drop, name):
+    """The cpu backend as a module called `name` without the ops for which drop(op)."""
     cpu = kernels.get("cpu")
-    fake = types.ModuleType("fake")
-    for name in dir(cpu):
-        if not name.startswith("depthwise_"):
-            setattr(fake, name, getattr(cpu, name))
-    fake.NAME = "fake"
+    fake = types.ModuleType(name)
+    for op in dir(cpu):
+        if not drop(op):
+            setattr(fake, op, getattr(cpu, op))
+    fake.NAME = name
+    return fake
+
+
+def test_a_backend_without_the_depthwise_ops_is_refused_naming_the_layer():
     model = sep_net("cpu")
-    model._bind(fake, "cpu")
+    model._bind(_cpu_without(lambda name: name.startswith("depthwise_"), "fake"), "cpu")
     with pytest.raises(kernels.BackendUnavailable,
                        match=r"layer 'separable_conv2d_1' \(SeparableConv2D\) cannot run on "
                              r"backend 'fake': it lacks the op depthwise_conv2d_forward"):
         model.predict(np.zeros((2, 9, 9, 3), np.float32))
 
 
-def _without_fusion(K):
-    fake = types.ModuleType("unfused")
-    for name in dir(K):
-        if name not in kernels.FUSED:
-            setattr(fake, name, getattr(K, name))
-    fake.NAME = "unfused"
-    return fake
 
 
 def test_separable_relu_fuses_into_the_pointwise_conv_and_computes_the_same():
@@ -260,7 +259,7 @@ def test_separable_relu_fuses_into_the_pointwise_conv_and_computes_the_same():
     x = rng.standard_normal((3, 9, 9, 3)).astype(np.float32)
     y = np.array([1, 0, 1], np.float32)
     fused, plain = sep_net("cpu", seed=5), sep_net("cpu", seed=5)
-    plain._bind(_without_fusion(kernels.get("cpu")), "cpu")
+    plain._bind(_cpu_without(lambda op: op in kernels.FUSED, "unfused"), "cpu")
     assert fused.plan_summary()[:3] == ["sepconv_relu", "depthwise", "relu"]
     assert plain.plan_summary()[:4] == ["sepconv", "relu", "depthwise", "relu"]
     np.testing.assert_allclose(fused.predict(x), plain.predict(x), rtol=1e-5, atol=1e-6)
@@ -282,19 +281,8 @@ def test_separable_relu_fuses_into_the_pointwise_conv_and_computes_the_same():
     assert fastconv.Model(inp, out, device="cpu").plan_summary()[:2] == ["sepconv", "relu"]
 
 
-CUDA_SIM_SCRIPT = """
-import json, sys
-import numpy as np
-from fastconv import kernels
-try:
-    kernels.get("cuda")
-except kernels.BackendUnavailable as exc:
-    print("SKIP:", exc)
-    sys.exit(3)
-from fastconv.kernels.cuda import _launch
+CUDA_SIM_SCRIPT = CUDA_PRELUDE + """
 from fastconv.optimizers import SGD
-_launch.ELEMENTWISE = _launch.POOL = _launch.REDUCE = 32   # fewer simulated threads
-sys.path.insert(0, ".")
 from tests.test_model_separable import sep_net
 rng = np.random.default_rng(0)
 x = rng.standard_normal((4, 6, 6, 2)).astype(np.float32)

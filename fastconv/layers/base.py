@@ -124,6 +124,7 @@ class Layer:
     prefix = "layer"
     has_weights = False
     is_input = False            # InputLayer: not callable (layers.graph)
+    pair_args = ()              # the (int, int) arguments get_config writes as lists
 
     def __init__(self, name=None, input_shape=None):
         cls = self.__class__.__name__
@@ -225,6 +226,9 @@ class Layer:
         config = dict(config)
         if "input_shape" in config and config["input_shape"] is not None:
             config["input_shape"] = tuple(config["input_shape"])
+        for k in cls.pair_args:             # JSON lists back to the tuples get_config listed
+            if isinstance(config.get(k), list):
+                config[k] = tuple(config[k])
         return cls(**config)
 
     def __repr__(self):

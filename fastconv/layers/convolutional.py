@@ -19,6 +19,7 @@ class Conv2D(Layer):
 
     prefix = "conv2d"
     has_weights = True
+    pair_args = ("kernel_size", "strides")
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
                  input_shape=None, name=None, kernel_initializer="glorot_uniform",
@@ -65,14 +66,6 @@ class Conv2D(Layer):
                       bias_initializer=self.bias_initializer)
         return config
 
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for k in ("kernel_size", "strides"):
-            if isinstance(config.get(k), list):
-                config[k] = tuple(config[k])
-        return super().from_config(config)
-
 
 def _no_dilation(cls, dilation_rate):
     if _int_pair(cls, "dilation_rate", dilation_rate) != (1, 1):
@@ -92,6 +85,7 @@ class DepthwiseConv2D(Layer):
 
     prefix = "depthwise_conv2d"
     has_weights = True
+    pair_args = ("kernel_size", "strides")
 
     def __init__(self, kernel_size, strides=1, padding="valid", depth_multiplier=1,
                  activation=None, use_bias=True, input_shape=None, name=None,
@@ -148,14 +142,6 @@ class DepthwiseConv2D(Layer):
                       depthwise_initializer=self.depthwise_initializer,
                       bias_initializer=self.bias_initializer)
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for k in ("kernel_size", "strides"):
-            if isinstance(config.get(k), list):
-                config[k] = tuple(config[k])
-        return super().from_config(config)
 
 
 class SeparableConv2D(DepthwiseConv2D):

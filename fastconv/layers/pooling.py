@@ -8,6 +8,7 @@ class MaxPooling2D(Layer):
     """MaxPooling2D(pool_size=2, strides=None, padding="valid"); strides default to pool_size."""
 
     prefix = "max_pooling2d"
+    pair_args = ("pool_size", "strides")
 
     def __init__(self, pool_size=2, strides=None, padding="valid", name=None, input_shape=None,
                  data_format="channels_last"):
@@ -32,14 +33,6 @@ class MaxPooling2D(Layer):
         config.update(pool_size=list(self.pool_size), strides=list(self.strides),
                       padding=self.padding)
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for k in ("pool_size", "strides"):
-            if isinstance(config.get(k), list):
-                config[k] = tuple(config[k])
-        return super().from_config(config)
 
 
 class _GlobalPooling2D(Layer):

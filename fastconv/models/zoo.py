@@ -15,6 +15,17 @@ def _num_classes(fn, num_classes):
     return num_classes
 
 
+def _finish(model, optimizer, binary, weights):
+    """Compile with `optimizer` (None: leave uncompiled), binary or sparse categorical
+    cross-entropy and accuracy; then load `weights` (a path) if given."""
+    if optimizer is not None:
+        model.compile(optimizer=optimizer, loss="binary_crossentropy" if binary
+                      else "sparse_categorical_crossentropy", metrics=["accuracy"])
+    if weights is not None:
+        model.load_weights(weights)
+    return model
+
+
 def small_convnet(input_shape=(150, 150, 3), device="cpu", seed=None, compile=True, weights=None,
                   num_classes=2):
     """The seed network, layer for layer (separate Activation layers, as the seed):
@@ -46,12 +57,7 @@ def small_convnet(input_shape=(150, 150, 3), device="cpu", seed=None, compile=Tr
         L.Dense(1 if binary else num_classes),
         L.Activation("sigmoid" if binary else "softmax"),
     ], device=device, seed=seed)
-    if compile:
-        model.compile(optimizer=RMSprop(learning_rate=1e-4), loss="binary_crossentropy" if binary
-                      else "sparse_categorical_crossentropy", metrics=["accuracy"])
-    if weights is not None:
-        model.load_weights(weights)
-    return model
+    return _finish(model, RMSprop(learning_rate=1e-4) if compile else None, binary, weights)
 
 
 def keras_io_xception(input_shape=(180, 180, 3), num_classes=2, width=1.0, dropout=0.25,
@@ -114,9 +120,4 @@ def keras_io_xception(input_shape=(180, 180, 3), num_classes=2, width=1.0, dropo
     outputs = L.Dense(1 if binary else num_classes,
                       activation="sigmoid" if binary else "softmax")(x)
     model = Functional(inputs, outputs, device=device, seed=seed)
-    if compile:
-        model.compile(optimizer=Adam(learning_rate=3e-4), loss="binary_crossentropy" if binary
-                      else "sparse_categorical_crossentropy", metrics=["accuracy"])
-    if weights is not None:
-        model.load_weights(weights)
-    return model
+    return _finish(model, Adam(learning_rate=3e-4) if compile else None, binary, weights)

@@ -20,6 +20,7 @@ import numpy as np
 os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
+from make_vectors import keras_step, random_weights, save  # noqa: E402  (this folder)
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "separable_model.npz")
 
@@ -41,26 +42,11 @@ def build():
 def main():
     rng = np.random.default_rng(151)
     model = build()
-    weights = []
-    for w in model.get_weights():
-        if w.ndim == 1 and np.all(w == 1.0):          # gamma, moving_variance: around 1
-            weights.append((1.0 + 0.3 * rng.random(w.shape)).astype(np.float32))
-        else:
-            weights.append((0.4 * rng.standard_normal(w.shape)).astype(np.float32))
-    model.set_weights(weights)
+    weights = random_weights(model, rng)
     x = rng.standard_normal((5, 11, 11, 3)).astype(np.float32)
     y = np.array([0, 1, 1, 0, 1], np.float32)
-    pred = np.asarray(model.predict(x, verbose=0))
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1),
-                  loss="binary_crossentropy")
-    loss = float(model.train_on_batch(x, y))
-    after = model.get_weights()
-    arrays = {"x": x, "y": y, "pred": pred, "loss": np.float32(loss)}
-    arrays.update({f"w{k}": w for k, w in enumerate(weights)})
-    arrays.update({f"a{k}": np.asarray(w) for k, w in enumerate(after)})
-    np.savez_compressed(OUT, keras_version=np.array(keras.__version__), **arrays)
-    print(f"wrote {OUT}: keras {keras.__version__}, loss {loss:.6f}, "
-          f"{len(weights)} weights {[tuple(w.shape) for w in weights]}")
+    pred, loss, after = keras_step(model, x, y, 0.1)
+    save(OUT, x, y, pred, loss, weights, after)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import numpy as np
 os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
+from make_vectors import keras_step  # noqa: E402  (this script's folder)
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "xception_small.npz")
 WIDTH = 1 / 32
@@ -70,11 +71,7 @@ def main():
     x8 = rng.integers(0, 256, (4, *INPUT_SHAPE)).astype(np.uint8)       # stored as uint8
     x = x8.astype(np.float32)
     y = np.array([0, 1, 1, 0], np.float32)
-    pred = np.asarray(model.predict(x, verbose=0))
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.05),
-                  loss="binary_crossentropy")
-    loss = float(model.train_on_batch(x, y))
-    after = model.get_weights()
+    pred, loss, after = keras_step(model, x, y, 0.05)
     arrays = {"x": x8, "y": y, "pred": pred, "loss": np.float32(loss)}
     # every weight array raveled and concatenated in Keras's order (one zip entry each:
     # 126 small entries cost more than the data); the test splits them by the model's shapes
