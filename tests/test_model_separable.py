@@ -201,6 +201,23 @@ def test_functional_graph_on_cpu_matches_the_reference():
     _compare(lambda d: graph_net(d, seed=1), x, np.array([1, 0, 1], np.float32))
 
 
+def test_separable_workspaces_share_one_scratch_buffer():
+    """The SeparableConv2D steps of a plan take their one-step workspaces from one flat
+    buffer of the largest size: mid in inference, dmid in training (mid itself is kept
+    there: backward reads it)."""
+    from fastconv.models._plan import SeparableStep
+    model = graph_net("cpu")                    # workspaces (2, 4, 4, 4) and (2, 4, 4, 12)
+    model.compile("sgd", "binary_crossentropy")
+    infer = [s for s in model._plan("infer", 2).steps if isinstance(s, SeparableStep)]
+    train = [s for s in model._plan("train", 2).steps if isinstance(s, SeparableStep)]
+    assert [s.mid.shape for s in infer] == [(2, 4, 4, 4), (2, 4, 4, 12)]
+    assert np.shares_memory(infer[0].mid, infer[1].mid)
+    assert infer[0].mid.base.shape == (2 * 4 * 4 * 12,)
+    assert np.shares_memory(train[0].dmid, train[1].dmid)
+    assert not np.shares_memory(train[0].mid, train[1].mid)
+    assert not any(np.shares_memory(s.mid, s.dmid) for s in train)
+
+
 @pytest.mark.parametrize("device", ["reference", "cpu"])
 def test_a_tiny_fit_reduces_the_loss(device):
     rng = np.random.default_rng(0)

@@ -305,13 +305,14 @@ class DepthwiseStep(Step):
 
 class SeparableStep(DepthwiseStep):
     """SeparableConv2D as Keras computes it: the depthwise convolution (strides, padding,
-    no bias: a zero constant) into mid (N, OH, OW, C*M), then the pointwise 1x1 stride-1
+    no bias: a zero constant) into mid (N, OH, OW, C*M) (a view of the plan's shared
+    scratch in inference, its own buffer in training, where backward reads it), then the pointwise 1x1 stride-1
     conv2d with the layer's bias (when use_bias) into y (N, OH, OW, F), with the layer's
     relu fused into it (conv2d_relu_forward) when the plan grouped them (sepconv_relu).
-    Backward: the pointwise conv2d(_relu)_backward (dmid), then the depthwise one (its
-    bias gradient into scratch)."""
+    Backward: the pointwise conv2d(_relu)_backward (dmid: a view of the shared scratch),
+    then the depthwise one (its bias gradient into scratch)."""
 
-    def __init__(self, K, n, x, ops, grads):
+    def __init__(self, K, n, x, ops, grads, scratch):
         Step.__init__(self, K, n, x, ops)
         layer = self.layer = ops[0].layer
         self.kw = {"stride": layer.strides, "padding": layer.padding}
@@ -325,10 +326,13 @@ class SeparableStep(DepthwiseStep):
         self._bias_and_grad(K, weights, grads, int(self.pw.shape[3]))
         self.zero_b = K.to_device(np.zeros(cm, np.float32))   # (C*M,) the depthwise bias
         self.y = K.empty(self.out_shape())                    # (N, OH, OW, F)
-        self.mid = K.empty(self.out_shape()[:3] + (cm,))      # (N, OH, OW, C*M)
+        shape = self.out_shape()[:3] + (cm,)                  # (N, OH, OW, C*M)
+        view = scratch[:int(np.prod(shape))].reshape(shape)
         if self.training:
-            self.dmid = K.empty(tuple(self.mid.shape))        # (N, OH, OW, C*M)
+            self.mid, self.dmid = K.empty(shape), view
             self.dzero_b = K.empty((cm,))                     # scratch
+        else:
+            self.mid = view
 
     def forward(self):
         K = self.K
@@ -663,9 +667,12 @@ class Plan:
             elif kind == "dense":
                 step = DenseStep(K, n, cur, group, model._grads_of(group[0].layer, K)
                                  if training else (None, None))
-            elif kind in ("depthwise", "sepconv", "sepconv_relu"):
-                step = (DepthwiseStep if kind == "depthwise" else SeparableStep)(
-                    K, n, cur, group, model._grads_of(group[0].layer, K) if training else None)
+            elif kind == "depthwise":
+                step = DepthwiseStep(K, n, cur, group, model._grads_of(group[0].layer, K)
+                                     if training else None)
+            elif kind in ("sepconv", "sepconv_relu"):
+                step = SeparableStep(K, n, cur, group, model._grads_of(group[0].layer, K)
+                                     if training else None, self._separable_scratch(groups))
             elif kind == "pool":
                 step = PoolStep(K, n, cur, group)
             elif kind == "flatten":
@@ -722,6 +729,18 @@ class Plan:
             if training else []
         if training:
             self._plan_backward()
+
+    def _separable_scratch(self, groups):
+        """One flat float32 buffer (the largest SeparableConv2D workspace of the plan,
+        N*OH*OW*C*M) that every SeparableStep takes its scratch view from: mid in
+        inference, dmid in training, each used within one step's forward or backward
+        only. Made once, on the first call."""
+        if getattr(self, "_sep_scratch", None) is None:
+            sizes = [self.n * int(np.prod(group[0].out_shape[1:3]))
+                     * int(group[0].layer._weights[1].shape[2])
+                     for kind, group, _ in groups if kind in ("sepconv", "sepconv_relu")]
+            self._sep_scratch = self.K.empty((max(sizes),))
+        return self._sep_scratch
 
     def _share_buffers(self):
         """Inference: outputs whose lifetimes do not overlap share one buffer. Walking the
