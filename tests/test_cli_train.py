@@ -649,6 +649,9 @@ def test_a_tiny_keras_io_xception_trains_then_resumes_evaluates_and_predicts(
 
 
 def test_model_flag_errors(demo, tmp_path, capsys):
+    from fastconv.cli._train_models import smallest_image_size
+    assert smallest_image_size("keras-io-xception") == 1        # 'same' padding throughout
+    assert smallest_image_size("small-convnet") == 32            # as train's own check
     out = str(tmp_path / "m.fcm")
     base = ["train", demo, *FAST, "--epochs", "1", "--out", out]
     assert main(base + ["--width", "0.5"]) == 1

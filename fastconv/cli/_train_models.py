@@ -56,9 +56,10 @@ def describe(settings):
 
 @functools.lru_cache(maxsize=None)
 def smallest_image_size(model="small-convnet", limit=4096):
-    """The smallest PX for which PX x PX x 3 fits the model: derived from its layers (each
-    one's output shape, as build() computes it), not a constant. Valid convolutions and
-    poolings only shrink, so the first PX that fits is the minimum (the xception pads
+    """The smallest PX for which PX x PX x 3 fits the model: derived from its layers (the
+    model built at PX, at a tiny width for the xception: a layer whose window does not
+    fit raises LayerError), not a constant. Valid convolutions and poolings only shrink,
+    so the first PX that fits is the minimum (32 for the seed model; the xception pads
     'same' everywhere: 1)."""
     from ..layers import LayerError
     for px in range(1, limit + 1):
@@ -80,8 +81,6 @@ def check_model_settings(s, width_given):
     if s["model"] != "keras-io-xception" and (width_given or s["width"] != 1.0):
         raise CLIError(f"--width scales --model keras-io-xception only; {s['model']} has "
                        f"one size (received --width {s['width']:g})")
-    if s["model"] == "small-convnet":
-        return                  # train.resolve_settings checks its size (its own message)
     smallest = smallest_image_size(s["model"])
     if s["image_size"] < smallest:
         raise CLIError(f"--image-size {s['image_size']} is too small for {describe(s)}'s "

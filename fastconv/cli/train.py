@@ -24,7 +24,6 @@ trains (--model, their recipes) in _train_models.
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import os
 import sys
@@ -117,25 +116,6 @@ def require_readable(ds, folder, which):
 
 # --------------------------------------------------------------------------- settings
 
-@functools.lru_cache(maxsize=None)
-def smallest_image_size(limit=4096):
-    """The smallest PX for which PX x PX x 3 fits the seed small convnet: derived from
-    its layers (each one's output shape, as build() computes it), not a constant. Valid
-    convolutions and poolings only shrink, so the first PX that fits is the minimum."""
-    from ..layers import LayerError
-    from ..models import small_convnet
-    layers = small_convnet(device="reference", compile=False).layers
-    for px in range(1, limit + 1):
-        shape = (None, px, px, 3)
-        try:
-            for layer in layers:
-                shape = layer.compute_output_shape(shape)
-        except LayerError:
-            continue
-        return px
-    raise ValueError(f"no input size up to {limit} fits the seed small convnet")
-
-
 def _model_of(args, stored):
     """--model, else (on --resume) the stored one, else small-convnet."""
     if args.model is not None:
@@ -172,11 +152,6 @@ def resolve_settings(args, demo, stored=None):
     for key in ("epochs", "batch_size", "image_size"):
         if s[key] < 1:
             raise CLIError(f"--{key.replace('_', '-')} must be at least 1, received {s[key]}")
-    if s["model"] == "small-convnet":
-        smallest = smallest_image_size()
-        if s["image_size"] < smallest:
-            raise CLIError(f"--image-size {s['image_size']} is too small for the seed "
-                           f"model's three conv/pool stages (the smallest is {smallest})")
     check_model_settings(s, args.width is not None)
     if not (s["lr"] > 0 and math.isfinite(s["lr"])):
         raise CLIError(f"--lr must be a positive number, received {s['lr']}")
