@@ -294,7 +294,8 @@ def add_parser(sub, common):
                                         "Xception) on a folder of images (the built-in demo "
                                         "data set when none is given)",
         description="Train the seed small convnet (--model keras-io-xception: the keras.io "
-                    "'Image classification from scratch' network). DATA holds train/ and validation/ (or "
+                    "'Image classification from scratch' network). DATA holds train/ and "
+                    "validation/ (or "
                     "val/) sub-folders of class folders, or class folders that are split by "
                     "--validation-split. Without DATA, trains on the built-in demo data set "
                     f"with the demo defaults ({demo_flags()}); with DATA the defaults are "

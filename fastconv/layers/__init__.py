@@ -1,6 +1,7 @@
-"""Keras-style layers: Conv2D, DepthwiseConv2D, SeparableConv2D, MaxPooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D,
-Activation, Flatten, Dense, Dropout, Rescaling, BatchNormalization, Input, and the
-merge layers Add and Concatenate of the Functional API (layers.graph: KerasTensor).
+"""Keras-style layers: Conv2D, DepthwiseConv2D, SeparableConv2D, MaxPooling2D,
+GlobalAveragePooling2D, GlobalMaxPooling2D, Activation, Flatten, Dense, Dropout, Rescaling,
+BatchNormalization, Input, and the merge layers Add and Concatenate of the Functional API
+(layers.graph: KerasTensor).
 
 A layer describes one step of a Sequential model: it validates its arguments in
 `__init__` (messages show the received value), creates its weights in
@@ -26,7 +27,8 @@ from .pooling import GlobalAveragePooling2D, GlobalMaxPooling2D, MaxPooling2D
 from .preprocessing import Rescaling
 
 LAYERS = {cls.__name__: cls for cls in
-          (InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, MaxPooling2D, Activation, Flatten, Dense, Dropout,
+          (InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, MaxPooling2D, Activation,
+           Flatten, Dense, Dropout,
            GlobalAveragePooling2D, GlobalMaxPooling2D, Rescaling, BatchNormalization,
            Add, Concatenate)}
 

@@ -41,8 +41,8 @@ def device_kit(K):
 
 class Op:
     """One logical operation: kind in conv, depthwise, sepconv, dense, pool, act, flatten,
-    dropout, global_avgpool, global_maxpool, rescale, batchnorm, add, concat. inputs: the indices
-    of the ops whose outputs it reads (-1: the model's input)."""
+    dropout, global_avgpool, global_maxpool, rescale, batchnorm, add, concat. inputs: the
+    indices of the ops whose outputs it reads (-1: the model's input)."""
 
     __slots__ = ("kind", "layer", "act", "out_shape", "inputs")
 
@@ -306,9 +306,10 @@ class DepthwiseStep(Step):
 class SeparableStep(DepthwiseStep):
     """SeparableConv2D as Keras computes it: the depthwise convolution (strides, padding,
     no bias: a zero constant) into mid (N, OH, OW, C*M) (a view of the plan's shared
-    scratch in inference, its own buffer in training, where backward reads it), then the pointwise 1x1 stride-1
-    conv2d with the layer's bias (when use_bias) into y (N, OH, OW, F), with the layer's
-    relu fused into it (conv2d_relu_forward) when the plan grouped them (sepconv_relu).
+    scratch in inference, its own buffer in training, where backward reads it), then the
+    pointwise 1x1 stride-1 conv2d with the layer's bias (when use_bias) into y
+    (N, OH, OW, F), with the layer's relu fused into it (conv2d_relu_forward) when the
+    plan grouped them (sepconv_relu).
     Backward: the pointwise conv2d(_relu)_backward (dmid: a view of the shared scratch),
     then the depthwise one (its bias gradient into scratch)."""
 
