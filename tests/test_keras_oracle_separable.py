@@ -101,3 +101,31 @@ def test_one_training_step_moves_the_weights_as_keras(vectors, build, min_moved,
     assert abs(loss - float(run["loss"])) < 1e-5
     moved = moved_as_keras(model, before, _weights(run, "a", model))
     assert len(moved) >= min_moved, moved
+
+
+@pytest.mark.parametrize("device", ["reference", "cpu"])
+def test_a_keras3_weights_file_of_the_xception_loads_and_predicts_as_keras(tmp_path, device):
+    """The oracle's weights written in Keras 3's .weights.h5 layout (layers/<Keras layer
+    name>/vars/0, 1, ...; HDF5 lists the groups alphabetically, with no creation order,
+    as Keras 3.15 writes them; checked by hand against a file Keras wrote): load_weights
+    pairs each layer by kind, shapes and name suffix (SeparableConv2D, Conv2D and
+    BatchNormalization layers of equal shapes among them) and predicts as Keras."""
+    h5py = pytest.importorskip("h5py")
+    run = _load("xception_small.npz")
+    model = build_xception(device)
+    shapes = [layer.weight_shapes() for layer in model.layers if layer.weight_names]
+    flat = _split(run["w"], [s for ss in shapes for s in ss])
+    path = tmp_path / "xception.weights.h5"
+    with h5py.File(path, "w") as f:
+        k = 0
+        for name, ss in zip(run["layer_names"], shapes):
+            group = f.create_group(f"layers/{name}/vars")
+            for j in range(len(ss)):
+                group[str(j)] = flat[k]
+                k += 1
+        f.create_group("layers/activation/vars")          # weightless layers: empty
+        f.create_group("vars")
+    model.load_weights(path)
+    np.testing.assert_allclose(model.predict(run["x"]), run["pred"], rtol=1e-4, atol=1e-4)
+    for mine, want in zip(model.get_weights(), flat):
+        np.testing.assert_array_equal(mine, want)

@@ -85,7 +85,8 @@ def keras_io_xception(input_shape=(180, 180, 3), num_classes=2, width=1.0, dropo
     example's 0.25). rescale: the scale of the first layer, Rescaling(rescale) (1/255: the
     model takes raw pixels, as the example; `fastconv train`, whose data pipeline scales
     pixels by 1/255 for every model its commands open, passes 1.0: the layer stays, as an
-    identity). weights: a fastconv weights/model file to load.
+    identity). weights: a path to load, a fastconv weights/model file or a Keras 3
+    .weights.h5 file of this architecture (keras_weights.load_into).
     """
     num_classes = _num_classes("keras_io_xception", num_classes)
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
