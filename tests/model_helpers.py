@@ -65,3 +65,19 @@ def residual_net(device="reference", seed=0, input_shape=(12, 12, 3), filters=4,
         x = L.Dropout(dropout)(x)
     out = L.Dense(units, activation="sigmoid" if units == 1 else "softmax")(x)
     return fastconv.Model(inp, out, device=device, seed=seed)
+
+
+def separable_net(device="reference", seed=0, input_shape=(12, 12, 1), filters=4):
+    """A keras.io Xception block in small: Conv2D stride 2 > SeparableConv2D relu >
+    SeparableConv2D (depth_multiplier 2, no bias) > MaxPooling2D(3, 2, same), added to a
+    1x1 stride-2 Conv2D shortcut; DepthwiseConv2D (depth_multiplier 2), global average
+    pooling, Dense sigmoid."""
+    inp = fastconv.Input(input_shape)
+    x = L.Conv2D(filters, 3, strides=2, padding="same", activation="relu")(inp)
+    y = L.SeparableConv2D(filters, 3, padding="same", activation="relu")(x)
+    y = L.SeparableConv2D(filters, 3, padding="same", depth_multiplier=2, use_bias=False)(y)
+    y = L.MaxPooling2D(3, strides=2, padding="same")(y)
+    x = L.Add()([y, L.Conv2D(filters, 1, strides=2, padding="same")(x)])
+    x = L.DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="relu")(x)
+    out = L.Dense(1, activation="sigmoid")(L.GlobalAveragePooling2D()(x))
+    return fastconv.Model(inp, out, device=device, seed=seed)

@@ -610,3 +610,65 @@ def test_lr_flag_errors(demo, tmp_path, capsys):
     assert main(["train", demo, *FAST, "--epochs", "3", "--out", out, "--resume"]) == 1
     assert "--epochs 2, not 3 (its learning-rate schedule was laid out" in \
         capsys.readouterr().err
+
+
+XCEPTION = ["--model", "keras-io-xception", "--width", "0.03"]
+
+
+def test_a_tiny_keras_io_xception_trains_then_resumes_evaluates_and_predicts(
+        demo, tmp_path, capsys):
+    """--model keras-io-xception --width 0.03 (4,075 params at 32x32): one epoch, then
+    --resume --epochs 2 (the model and width come from the checkpoint) is bitwise the
+    two-epoch run; evaluate and predict open the Functional model file."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    args = ["train", demo, *FAST, "--augment", *XCEPTION]
+    assert main(args + ["--epochs", "2", "--out", str(a / "m.fcm")]) == 0
+    text = capsys.readouterr().out
+    assert "training the keras.io Xception (width 0.03) (4,075 params, 32x32x3, rgb)" in text
+    assert "adam lr 0.001" in text and "final validation accuracy:" in text
+    hist = json.loads((a / "history.json").read_text())
+    assert hist["settings"]["model"] == "keras-io-xception"
+    assert hist["settings"]["width"] == 0.03
+    assert all(np.isfinite(hist["history"]["loss"]))
+    model = fastconv.load_model(str(a / "m.fcm"), device="reference")
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("SeparableConv2D") == 7 and model.count_params() == 4075
+    assert model.layers[1].scale == 1.0          # the pipeline already scaled by 1/255
+    assert main(args + ["--epochs", "1", "--out", str(b / "m.fcm")]) == 0
+    assert main(["train", demo, "--epochs", "2", "--out", str(b / "m.fcm"), "--resume",
+                 "--device", "reference"]) == 0
+    assert "resuming the keras.io Xception (width 0.03)" in capsys.readouterr().out
+    assert _weights_equal(a / "m.fcm.ckpt", b / "m.fcm.ckpt")
+    assert main(["evaluate", str(a / "m.fcm"), demo, "--device", "reference"]) == 0
+    assert "per-class accuracy" in capsys.readouterr().out
+    folder = os.path.join(demo, "validation", data.DEMO_CLASSES[0])
+    assert main(["predict", str(a / "m.fcm"), folder, "--device", "reference"]) == 0
+    assert data.DEMO_CLASSES[0] in capsys.readouterr().out
+
+
+def test_model_flag_errors(demo, tmp_path, capsys):
+    from fastconv.cli._train_models import smallest_image_size
+    assert smallest_image_size("keras-io-xception") == 1        # 'same' padding throughout
+    assert smallest_image_size("small-convnet") == 32            # as train's own check
+    out = str(tmp_path / "m.fcm")
+    base = ["train", demo, *FAST, "--epochs", "1", "--out", out]
+    assert main(base + ["--width", "0.5"]) == 1
+    assert "--width scales --model keras-io-xception only; small-convnet has one size" in \
+        capsys.readouterr().err
+    assert main(base + ["--model", "keras-io-xception", "--width", "0"]) == 1
+    assert "--width must be a positive number, received 0.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(base + ["--model", "resnet"])
+    assert "invalid choice: 'resnet'" in capsys.readouterr().err
+    # a checkpoint's model cannot change on --resume
+    assert main(base + XCEPTION) == 0
+    capsys.readouterr()
+    assert main(["train", demo, *FAST, "--epochs", "2", "--out", out, "--resume",
+                 "--model", "small-convnet"]) == 1
+    assert ("--resume: the checkpoint was trained with --model keras-io-xception, not "
+            "small-convnet") in capsys.readouterr().err
+    assert main(["train", demo, *FAST, "--epochs", "2", "--out", out, "--resume",
+                 "--width", "0.05"]) == 1
+    assert "trained with --width 0.03, not 0.05" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """The state of one `fastconv train` run: where its files go, the checkpoint and the
 training state inside it, reading that state back for --resume (and checking that the
-checkpoint is the seed model it describes), the per-epoch callback that saves the best
+checkpoint is the model it describes), the per-epoch callback that saves the best
 model, the checkpoint and history.json, and the history plot.
 
 The files and what a kill or Ctrl-C leaves of them: see the train module's docstring.
@@ -94,14 +94,15 @@ def _read_state_file(paths):
 
 
 def check_architecture(model, settings, path, num_classes=2):
-    """A checkpoint must hold the seed small convnet at the run's image size: checked
-    before anything starts, so that a foreign one never begins "resuming"."""
+    """A checkpoint must hold the run's model (--model, --width, --color-mode) at the run's
+    image size: checked before anything starts, so that a foreign one never begins
+    "resuming"."""
     from ..data.reading import CHANNELS
-    from ..models import small_convnet
+    from ._train_models import MODEL_SETTINGS, build, describe
+    settings = {**MODEL_SETTINGS, **settings}     # a state from before --model
     s = settings["image_size"]
-    c = CHANNELS[settings.get("color_mode", "rgb")]
-    want = small_convnet(input_shape=(s, s, c), device="reference", compile=False,
-                         num_classes=num_classes)
+    c = CHANNELS[settings["color_mode"]]
+    want = build(settings, num_classes)
 
     def layout(m):
         return ([(type(layer).__name__, tuple(layer.output_shape)) for layer in m.layers],
@@ -110,7 +111,7 @@ def check_architecture(model, settings, path, num_classes=2):
         raise CLIError(f"--resume: {path} holds a model of another architecture (input "
                        f"{'x'.join(map(str, model.input_shape[1:]))}, "
                        f"{model.count_params():,} params, {len(model.layers)} layers), not "
-                       f"the seed small convnet at {s}x{s}x{c} ({want.count_params():,} "
+                       f"{describe(settings)} at {s}x{s}x{c} ({want.count_params():,} "
                        f"params) that its training state describes")
 
 

@@ -1,4 +1,5 @@
-"""`fastconv train [DATA]`: train the seed small convnet on a folder of images.
+"""`fastconv train [DATA]`: train the seed small convnet (or --model keras-io-xception) on
+a folder of images.
 
 Files it writes, next to --out (default model.fcm):
   model.fcm             the best model so far by validation loss (atomic save)
@@ -17,33 +18,25 @@ it is written), so `--resume` repeats the interrupted epoch and the result is th
 same as an uninterrupted run.
 
 This module holds the command: its settings, the data folders and the parser; the
-run's files, checkpoint, --resume and per-epoch saving are in _train_run.
+run's files, checkpoint, --resume and per-epoch saving are in _train_run, the models it
+trains (--model, their recipes) in _train_models.
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import os
 import sys
 
 from ._common import DEVICES, RESCALE, CLIError, check_outputs, plain_failures, require_device
 from ._train_lr import LR_SETTINGS, RunPlateau, check_lr_settings, optimizer_config, scheduled
+from ._train_models import (AUGMENTATION, MODEL_NAMES, MODEL_SETTINGS, RECIPES, build,
+                            check_model_settings, describe)
 from ._train_run import (RESUMABLE, SETTINGS, EpochEnd, TrainRun, check_architecture,
                          paths_for, read_state)
 from .._text import printable
 from ..data.demo import DEMO, demo_flags, demo_root
 from ..data.reading import CHANNELS, COLOR_MODES
-
-# The seed recipe (docs/contract.md): what `fastconv train DATA` does unless told otherwise.
-SEED_RECIPE = {"epochs": 50, "batch_size": 16, "lr": 1e-4, "optimizer": "rmsprop",
-               "image_size": 150, "augment": True, "validation_split": 0.2, "seed": 0}
-
-SEED_AUGMENTATION = {"horizontal_flip": True, "shear_range": 0.2, "zoom_range": 0.2}
-
-# Settings with a default that a checkpoint from before them lacks (as the learning-rate
-# settings): the colour mode images are read in, and so the model's input channels.
-EXTRA_SETTINGS = dict(LR_SETTINGS, color_mode="rgb")
 
 
 # --------------------------------------------------------------------------- data
@@ -82,7 +75,8 @@ def open_datasets(root, s, workers=None, cache=False):
     common = dict(image_size=size, batch_size=s["batch_size"],
                   label_mode="binary" if binary else "int",
                   rescale=RESCALE, workers=workers, cache=cache, color_mode=s["color_mode"])
-    aug = data.Augmentation(**SEED_AUGMENTATION) if s["augment"] else None
+    aug = data.Augmentation(**AUGMENTATION[s.get("model", "small-convnet")]) \
+        if s["augment"] else None
     try:
         if val_dir is not None:
             train = data.image_dataset_from_directory(train_dir, shuffle=True, seed=s["seed"],
@@ -123,34 +117,26 @@ def require_readable(ds, folder, which):
 
 # --------------------------------------------------------------------------- settings
 
-@functools.lru_cache(maxsize=None)
-def smallest_image_size(limit=4096):
-    """The smallest PX for which PX x PX x 3 fits the seed small convnet: derived from
-    its layers (each one's output shape, as build() computes it), not a constant. Valid
-    convolutions and poolings only shrink, so the first PX that fits is the minimum."""
-    from ..layers import LayerError
-    from ..models import small_convnet
-    layers = small_convnet(device="reference", compile=False).layers
-    for px in range(1, limit + 1):
-        shape = (None, px, px, 3)
-        try:
-            for layer in layers:
-                shape = layer.compute_output_shape(shape)
-        except LayerError:
-            continue
-        return px
-    raise ValueError(f"no input size up to {limit} fits the seed small convnet")
+def _model_of(args, stored):
+    """--model, else (on --resume) the stored one, else small-convnet."""
+    if args.model is not None:
+        return args.model
+    return (stored or {}).get("model", MODEL_SETTINGS["model"])
 
 
 def resolve_settings(args, demo, stored=None):
     """The run's settings: explicit flags, else (on --resume) the stored ones, else the
     demo or seed-recipe defaults. On --resume an explicit flag that changes a stored
     setting (other than --epochs) is an error: the run could not be continued exactly."""
-    defaults = dict(EXTRA_SETTINGS, **(DEMO if demo else SEED_RECIPE))
-    if stored is not None:      # a checkpoint from before the learning-rate settings
-        stored = dict(EXTRA_SETTINGS, **stored)
+    model = _model_of(args, stored)
+    if model not in MODEL_NAMES:
+        raise CLIError(f"--model must be one of {', '.join(MODEL_NAMES)}, received {model!r}")
+    defaults = {**LR_SETTINGS, **MODEL_SETTINGS, **(DEMO if demo else RECIPES[model])}
+    defaults["model"] = model
+    if stored is not None:      # a checkpoint from before the learning-rate/model settings
+        stored = {**LR_SETTINGS, **MODEL_SETTINGS, **stored}
     s = {}
-    for key in SETTINGS + tuple(EXTRA_SETTINGS):
+    for key in SETTINGS + tuple(LR_SETTINGS) + tuple(MODEL_SETTINGS):
         given = getattr(args, key)
         if stored is not None:
             if given is not None and given != stored[key] and (
@@ -167,10 +153,7 @@ def resolve_settings(args, demo, stored=None):
     for key in ("epochs", "batch_size", "image_size"):
         if s[key] < 1:
             raise CLIError(f"--{key.replace('_', '-')} must be at least 1, received {s[key]}")
-    smallest = smallest_image_size()
-    if s["image_size"] < smallest:
-        raise CLIError(f"--image-size {s['image_size']} is too small for the seed model's "
-                       f"three conv/pool stages (the smallest is {smallest})")
+    check_model_settings(s, args.width is not None)
     if not (s["lr"] > 0 and math.isfinite(s["lr"])):
         raise CLIError(f"--lr must be a positive number, received {s['lr']}")
     if not 0 < s["validation_split"] < 1:
@@ -192,7 +175,6 @@ def cmd_train(args):
 
 def _train(args):
     from .. import optimizers
-    from ..models import small_convnet
     from ..models.file_format import ModelFileError
     from ..models.saving import load_model
     require_device(args.device)
@@ -237,11 +219,8 @@ def _train(args):
                            f"{printable(', '.join(state['class_names']))}, the data's are "
                            f"{printable(', '.join(train.class_names))}")
     else:
-        s = settings["image_size"]
         k = train.num_classes
-        model = small_convnet(input_shape=(s, s, CHANNELS[settings["color_mode"]]),
-                              device=args.device, seed=settings["seed"], compile=False,
-                              num_classes=k)
+        model = build(settings, k, device=args.device)
         steps = len(train)               # batches per epoch, the schedule's unit
         model.compile(optimizer=optimizers.get(optimizer_config(settings, steps)),
                       loss="binary_crossentropy" if k == 2
@@ -259,7 +238,7 @@ def _train(args):
 
     names = [printable(n) for n in train.class_names]      # folder names, printed as text
     what = "the demo data set" if demo else printable(root)
-    print(f"{'resuming' if state else 'training'} the seed small convnet "
+    print(f"{'resuming' if state else 'training'} {describe(settings)} "
           f"({model.count_params():,} params, {settings['image_size']}x"
           f"{settings['image_size']}x{CHANNELS[settings['color_mode']]}, "
           f"{settings['color_mode']}) on {what}")
@@ -313,15 +292,25 @@ def _train(args):
 
 def add_parser(sub, common):
     p = sub.add_parser(
-        "train", parents=[common], help="train the seed small convnet on a folder of images "
-                                        "(the built-in demo data set when none is given)",
-        description="Train the seed small convnet. DATA holds train/ and validation/ (or "
+        "train", parents=[common], help="train the seed small convnet (or the keras.io "
+                                        "Xception) on a folder of images (the built-in demo "
+                                        "data set when none is given)",
+        description="Train the seed small convnet (--model keras-io-xception: the keras.io "
+                    "'Image classification from scratch' network). DATA holds train/ and "
+                    "validation/ (or "
                     "val/) sub-folders of class folders, or class folders that are split by "
                     "--validation-split. Without DATA, trains on the built-in demo data set "
                     f"with the demo defaults ({demo_flags()}); with DATA the defaults are "
                     "the seed recipe (50 epochs, batch 16, RMSprop lr 1e-4, 150x150, "
                     "augmentation shear 0.2, zoom 0.2, horizontal flip).")
     p.add_argument("data", nargs="?", metavar="DATA", help="the image folder (default: demo)")
+    p.add_argument("--model", choices=MODEL_NAMES,
+                   help="small-convnet (the seed model, default) or keras-io-xception (the "
+                        "keras.io example; with DATA its recipe: 180x180, 25 epochs, batch "
+                        "128, Adam 3e-4, flip + rotation 36 degrees)")
+    p.add_argument("--width", type=float, metavar="W",
+                   help="keras-io-xception only: scale every filter count by W (round, at "
+                        "least 1; default 1.0, the example's 2,731,065 params)")
     p.add_argument("--epochs", type=int, help="epochs to train (seed recipe 50)")
     p.add_argument("--batch-size", type=int, help="images per step (seed recipe 16)")
     p.add_argument("--lr", type=float, help="learning rate (seed recipe 1e-4)")

@@ -1,8 +1,9 @@
-"""Keras-style layers: Conv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D,
-GlobalMaxPooling2D, Activation, Flatten, Dense, Dropout, Rescaling, BatchNormalization,
-Input, the merge layers Add and Concatenate of the Functional API (layers.graph:
-KerasTensor), and the augmentation layers RandomFlip, RandomRotation, RandomZoom and
-RandomTranslation (active only in training; layers.augmentation).
+"""Keras-style layers: Conv2D, DepthwiseConv2D, SeparableConv2D, MaxPooling2D,
+AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, Activation, Flatten, Dense,
+Dropout, Rescaling, BatchNormalization, Input, the merge layers Add and Concatenate of
+the Functional API (layers.graph: KerasTensor), and the augmentation layers RandomFlip,
+RandomRotation, RandomZoom and RandomTranslation (active only in training;
+layers.augmentation).
 
 A layer describes one step of a Sequential model: it validates its arguments in
 `__init__` (messages show the received value), creates its weights in
@@ -20,7 +21,7 @@ Weights use Keras's layouts: conv kernel (KH, KW, C_in, C_out), dense kernel
 """
 from .augmentation import RandomFlip, RandomRotation, RandomTranslation, RandomZoom
 from .base import ACTIVATIONS, Layer, LayerError
-from .convolutional import Conv2D
+from .convolutional import Conv2D, DepthwiseConv2D, SeparableConv2D
 from .core import Activation, Dense, Dropout, Flatten, Input, InputLayer
 from .graph import KerasTensor
 from .merge import Add, Concatenate
@@ -30,9 +31,10 @@ from .pooling import (AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling
 from .preprocessing import Rescaling
 
 LAYERS = {cls.__name__: cls for cls in
-          (InputLayer, Conv2D, MaxPooling2D, AveragePooling2D, Activation, Flatten, Dense,
-           Dropout, GlobalAveragePooling2D, GlobalMaxPooling2D, Rescaling, BatchNormalization,
-           Add, Concatenate, RandomFlip, RandomRotation, RandomZoom, RandomTranslation)}
+          (InputLayer, Conv2D, DepthwiseConv2D, SeparableConv2D, MaxPooling2D,
+           AveragePooling2D, Activation, Flatten, Dense, Dropout, GlobalAveragePooling2D,
+           GlobalMaxPooling2D, Rescaling, BatchNormalization, Add, Concatenate, RandomFlip,
+           RandomRotation, RandomZoom, RandomTranslation)}
 
 
 def serialize(layer):
@@ -53,9 +55,9 @@ def deserialize(spec):
     return cls.from_config(spec["config"])
 
 
-__all__ = ["Layer", "LayerError", "Input", "InputLayer", "Conv2D", "MaxPooling2D",
-           "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Activation",
-           "Flatten", "Dense",
+__all__ = ["Layer", "LayerError", "Input", "InputLayer", "Conv2D", "DepthwiseConv2D",
+           "SeparableConv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
+           "GlobalMaxPooling2D", "Activation", "Flatten", "Dense",
            "Dropout", "Rescaling", "BatchNormalization", "Add", "Concatenate", "KerasTensor",
            "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
            "serialize", "deserialize",

@@ -58,6 +58,12 @@ def _activation(cls, value):
     return value.lower()
 
 
+def _flag(cls, arg, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{cls}: `{arg}` must be True or False, received {arg}={value!r}")
+    return bool(value)
+
+
 def _choice(cls, arg, value, choices):
     if value not in choices:
         raise ValueError(f"{cls}: `{arg}` must be one of {', '.join(choices)}, "
@@ -118,6 +124,7 @@ class Layer:
     prefix = "layer"
     has_weights = False
     is_input = False            # InputLayer: not callable (layers.graph)
+    pair_args = ()              # the (int, int) arguments get_config writes as lists
 
     def __init__(self, name=None, input_shape=None):
         cls = self.__class__.__name__
@@ -219,6 +226,9 @@ class Layer:
         config = dict(config)
         if "input_shape" in config and config["input_shape"] is not None:
             config["input_shape"] = tuple(config["input_shape"])
+        for k in cls.pair_args:             # JSON lists back to the tuples get_config listed
+            if isinstance(config.get(k), list):
+                config[k] = tuple(config[k])
         return cls(**config)
 
     def __repr__(self):

@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from .._args import is_int, is_number
-from .base import Layer, LayerError
+from .base import Layer, LayerError, _flag
 
 INITIALIZERS = {"gamma_initializer": "ones", "beta_initializer": "zeros",
                 "moving_mean_initializer": "zeros", "moving_variance_initializer": "ones"}
@@ -47,11 +47,7 @@ class BatchNormalization(Layer):
             raise ValueError(f"{cls}: `epsilon` must be a number > 0, received "
                              f"epsilon={epsilon!r}")
         self.epsilon = float(epsilon)
-        for arg, value in (("center", center), ("scale", scale)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise ValueError(f"{cls}: `{arg}` must be True or False, received "
-                                 f"{arg}={value!r}")
-        self.center, self.scale = bool(center), bool(scale)
+        self.center, self.scale = _flag(cls, "center", center), _flag(cls, "scale", scale)
         given = dict(gamma_initializer=gamma_initializer, beta_initializer=beta_initializer,
                      moving_mean_initializer=moving_mean_initializer,
                      moving_variance_initializer=moving_variance_initializer)

@@ -9,6 +9,8 @@ from .base import Layer, _choice, _int_pair, _padding, _window_out
 class _Pooling2D(Layer):
     """pool_size, strides (default pool_size) and padding of a windowed pooling layer."""
 
+    pair_args = ("pool_size", "strides")
+
     def __init__(self, pool_size=2, strides=None, padding="valid", name=None, input_shape=None,
                  data_format="channels_last"):
         cls = self.__class__.__name__
@@ -32,14 +34,6 @@ class _Pooling2D(Layer):
         config.update(pool_size=list(self.pool_size), strides=list(self.strides),
                       padding=self.padding)
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for k in ("pool_size", "strides"):
-            if isinstance(config.get(k), list):
-                config[k] = tuple(config[k])
-        return super().from_config(config)
 
 
 class MaxPooling2D(_Pooling2D):

@@ -3,6 +3,7 @@
 from .functional import Functional  # noqa: F401
 from .saving import load_model, save_model  # noqa: F401
 from .sequential import Sequential  # noqa: F401
-from .zoo import small_convnet  # noqa: F401
+from .zoo import keras_io_xception, small_convnet  # noqa: F401
 
-__all__ = ["Sequential", "Functional", "small_convnet", "load_model", "save_model"]
+__all__ = ["Sequential", "Functional", "small_convnet", "keras_io_xception", "load_model",
+           "save_model"]

@@ -41,9 +41,10 @@ def device_kit(K):
 
 
 class Op:
-    """One logical operation: kind in conv, dense, pool, avgpool, act, flatten, dropout,
-    global_avgpool, global_maxpool, rescale, batchnorm, add, concat, augment. inputs: the
-    indices of the ops whose outputs it reads (-1: the model's input)."""
+    """One logical operation: kind in conv, depthwise, sepconv, dense, pool, avgpool, act,
+    flatten, dropout, global_avgpool, global_maxpool, rescale, batchnorm, add, concat,
+    augment. inputs: the indices of the ops whose outputs it reads (-1: the model's
+    input)."""
 
     __slots__ = ("kind", "layer", "act", "out_shape", "inputs")
 
@@ -81,8 +82,10 @@ def logical_ops(layers, inbound=None):
         def add(kind, act=None, inputs=None):
             ops.append(Op(kind, layer, act, inputs=src if inputs is None else inputs))
             return len(ops) - 1
-        if isinstance(layer, (L.Conv2D, L.Dense)):
-            k = add("conv" if isinstance(layer, L.Conv2D) else "dense")
+        if isinstance(layer, (L.Conv2D, L.Dense, L.DepthwiseConv2D)):
+            k = add("conv" if isinstance(layer, L.Conv2D) else "dense"
+                    if isinstance(layer, L.Dense) else "sepconv"
+                    if isinstance(layer, L.SeparableConv2D) else "depthwise")
             if layer.activation != "linear":
                 k = add("act", layer.activation, inputs=(k,))
         elif isinstance(layer, L.Activation):
@@ -110,6 +113,8 @@ OPTIONAL_OPS = {
     "rescale": (("rescale_forward",), ("rescale_backward",)),
     "batchnorm": (("batchnorm_infer_forward",),
                   ("batchnorm_train_forward", "batchnorm_backward", "batchnorm_moving_update")),
+    "depthwise": (("depthwise_conv2d_forward",), ("depthwise_conv2d_backward",)),
+    "sepconv": (("depthwise_conv2d_forward",), ("depthwise_conv2d_backward",)),
     "add": (("add_forward",), ()),
     "concat": (("concat_forward",), ("concat_backward",)),
 }
@@ -139,7 +144,8 @@ def describe(ops, K):
 def _group(ops, K):
     """[(step kind, [ops], input step indices (-1: the model input))] after fusion on
     backend K. conv -> relu (-> maxpool) fuse when they follow each other and each op's
-    only consumer is the next (a tensor a second layer reads stays a step's output)."""
+    only consumer is the next (a tensor a second layer reads stays a step's output); a
+    SeparableConv2D's relu fuses into its pointwise conv (conv2d_relu) on the same terms."""
     consumers = [0] * len(ops)
     for op in ops:
         for i in op.inputs:
@@ -166,6 +172,9 @@ def _group(ops, K):
                 group, kind = ops[i:i + 3], "conv2d_relu_maxpool"
             elif kernels.fuses(K, "conv2d_relu"):
                 group, kind = ops[i:i + 2], "conv2d_relu"
+        elif (op.kind == "sepconv" and feeds(i, i + 1) and ops[i + 1].kind == "act"
+              and ops[i + 1].act == "relu" and kernels.fuses(K, "conv2d_relu")):
+            group, kind = ops[i:i + 2], "sepconv_relu"    # the pointwise conv + relu
         out.append((kind, group, tuple(step_of[j] for j in op.inputs)))
         i += len(group)
         step_of[i - 1] = len(out) - 1
@@ -270,6 +279,91 @@ class DenseStep(Step):
     def backward(self):
         self.K.dense_backward(self.x, self.w, self.dy, need_dx=self.dx is not None,
                               out=(self.dx, self.dw, self.db))
+
+
+class DepthwiseStep(Step):
+    """DepthwiseConv2D: depthwise_conv2d_forward/backward. Without use_bias the kernels get
+    a constant zero bias (C*M,) and their bias gradient goes to a scratch buffer."""
+
+    def __init__(self, K, n, x, ops, grads):
+        super().__init__(K, n, x, ops)
+        layer = self.layer = ops[0].layer
+        self.kw = {"stride": layer.strides, "padding": layer.padding}
+        weights = list(layer._weights)
+        self.w = weights.pop(0)                               # (KH, KW, C, M)
+        self.training = grads is not None
+        grads = list(grads) if self.training else []
+        self.dw = grads.pop(0) if self.training else None
+        self._bias_and_grad(K, weights, grads, int(self.w.shape[2] * self.w.shape[3]))
+        self.y = K.empty(self.out_shape())                    # (N, OH, OW, C*M)
+
+    def _bias_and_grad(self, K, weights, grads, size):
+        """self.b and self.db: the layer's bias and its gradient, or a zero constant and a
+        scratch gradient (size,) without use_bias."""
+        if weights:
+            self.b = weights[0]
+            self.db = grads[0] if self.training else None
+        else:
+            self.b = K.to_device(np.zeros(size, np.float32))
+            self.db = K.empty((size,)) if self.training else None
+
+    def forward(self):
+        self.K.depthwise_conv2d_forward(self.x, self.w, self.b, out=self.y, **self.kw)
+
+    def backward(self):
+        self.K.depthwise_conv2d_backward(self.x, self.w, self.dy, need_dx=self.dx is not None,
+                                         out=(self.dx, self.dw, self.db), **self.kw)
+
+
+class SeparableStep(DepthwiseStep):
+    """SeparableConv2D as Keras computes it: the depthwise convolution (strides, padding,
+    no bias: a zero constant) into mid (N, OH, OW, C*M) (a view of the plan's shared
+    scratch in inference, its own buffer in training, where backward reads it), then the
+    pointwise 1x1 stride-1 conv2d with the layer's bias (when use_bias) into y
+    (N, OH, OW, F), with the layer's relu fused into it (conv2d_relu_forward) when the
+    plan grouped them (sepconv_relu).
+    Backward: the pointwise conv2d(_relu)_backward (dmid: a view of the shared scratch),
+    then the depthwise one (its bias gradient into scratch)."""
+
+    def __init__(self, K, n, x, ops, grads, scratch):
+        Step.__init__(self, K, n, x, ops)
+        layer = self.layer = ops[0].layer
+        self.kw = {"stride": layer.strides, "padding": layer.padding}
+        weights = list(layer._weights)
+        self.w, self.pw = weights.pop(0), weights.pop(0)      # (KH, KW, C, M), (1, 1, CM, F)
+        self.relu = len(ops) == 2                             # sepconv_relu
+        cm = int(self.pw.shape[2])
+        self.training = grads is not None
+        grads = list(grads) if self.training else []
+        self.dw, self.dpw = (grads.pop(0), grads.pop(0)) if self.training else (None, None)
+        self._bias_and_grad(K, weights, grads, int(self.pw.shape[3]))
+        self.zero_b = K.to_device(np.zeros(cm, np.float32))   # (C*M,) the depthwise bias
+        self.y = K.empty(self.out_shape())                    # (N, OH, OW, F)
+        shape = self.out_shape()[:3] + (cm,)                  # (N, OH, OW, C*M)
+        view = scratch[:int(np.prod(shape))].reshape(shape)
+        if self.training:
+            self.mid, self.dmid = K.empty(shape), view
+            self.dzero_b = K.empty((cm,))                     # scratch
+        else:
+            self.mid = view
+
+    def forward(self):
+        K = self.K
+        K.depthwise_conv2d_forward(self.x, self.w, self.zero_b, out=self.mid, **self.kw)
+        pointwise = K.conv2d_relu_forward if self.relu else K.conv2d_forward
+        pointwise(self.mid, self.pw, self.b, stride=1, padding="valid", out=self.y)
+
+    def backward(self):
+        K = self.K
+        out = (self.dmid, self.dpw, self.db)
+        if self.relu:
+            K.conv2d_relu_backward(self.mid, self.pw, self.dy, self.y, stride=1,
+                                   padding="valid", need_dx=True, out=out)
+        else:
+            K.conv2d_backward(self.mid, self.pw, self.dy, stride=1, padding="valid",
+                              need_dx=True, out=out)
+        K.depthwise_conv2d_backward(self.x, self.w, self.dmid, need_dx=self.dx is not None,
+                                    out=(self.dx, self.dw, self.dzero_b), **self.kw)
 
 
 class PoolStep(Step):
@@ -644,6 +738,12 @@ class Plan:
             elif kind == "dense":
                 step = DenseStep(K, n, cur, group, model._grads_of(group[0].layer, K)
                                  if training else (None, None))
+            elif kind == "depthwise":
+                step = DepthwiseStep(K, n, cur, group, model._grads_of(group[0].layer, K)
+                                     if training else None)
+            elif kind in ("sepconv", "sepconv_relu"):
+                step = SeparableStep(K, n, cur, group, model._grads_of(group[0].layer, K)
+                                     if training else None, self._separable_scratch(groups))
             elif kind == "pool":
                 step = PoolStep(K, n, cur, group)
             elif kind == "avgpool":
@@ -705,6 +805,18 @@ class Plan:
             if training else []
         if training:
             self._plan_backward()
+
+    def _separable_scratch(self, groups):
+        """One flat float32 buffer (the largest SeparableConv2D workspace of the plan,
+        N*OH*OW*C*M) that every SeparableStep takes its scratch view from: mid in
+        inference, dmid in training, each used within one step's forward or backward
+        only. Made once, on the first call."""
+        if getattr(self, "_sep_scratch", None) is None:
+            sizes = [self.n * int(np.prod(group[0].out_shape[1:3]))
+                     * int(group[0].layer._weights[1].shape[2])
+                     for kind, group, _ in groups if kind in ("sepconv", "sepconv_relu")]
+            self._sep_scratch = self.K.empty((max(sizes),))
+        return self._sep_scratch
 
     def _share_buffers(self):
         """Inference: outputs whose lifetimes do not overlap share one buffer. Walking the

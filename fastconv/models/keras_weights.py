@@ -12,10 +12,12 @@ listed:
 - Keras 3 (`model.save_weights("w.weights.h5")`): `layers/<name>/vars/0, 1, ...`
   (kernel, bias). HDF5 lists groups alphabetically, not in model order, so
   layers are listed in creation order when the file tracks it, else by kind (a
-  rank-4 kernel is a convolution, rank 2 a dense layer) and, within a kind, by
-  Keras's name suffix (`conv2d`, `conv2d_1`, `conv2d_2`, ...). Since custom
-  layer names carry no order, `load_into` pairs each model layer with the first
-  unused file layer of the same kind and the same weight shapes.
+  rank-4 first kernel is a convolution: Conv2D, DepthwiseConv2D or SeparableConv2D,
+  told apart by their shapes; rank 2 a dense layer; vectors only a
+  BatchNormalization) and, within a kind, by Keras's name suffix (`conv2d`,
+  `conv2d_1`, `conv2d_2`, ...). Since custom layer names carry no order, `load_into`
+  pairs each model layer with the first unused file layer of the same kind and the
+  same weight shapes.
 
 Hostile files: every dataset's dtype and declared size are checked before it
 is read (strings are named as such; the weights together may declare at most
@@ -39,8 +41,7 @@ class KerasLayer(NamedTuple):
 
     @property
     def kind(self):
-        rank = self.weights[0].ndim if self.weights else 0
-        return {4: "conv2d", 2: "dense"}.get(rank, f"rank-{rank}")
+        return _kind(self.weights)
 
 
 class KerasWeightsError(ValueError):
@@ -192,7 +193,13 @@ def _read_keras2(f, path):
 
 
 def _kind(datasets):
-    rank = datasets[0].ndim if datasets else 0
+    """The family of a layer's weights (datasets or arrays): 'conv2d' when the first is a
+    rank-4 kernel (Conv2D, DepthwiseConv2D, SeparableConv2D: their shapes tell them
+    apart), 'dense' for a rank-2 one, 'batch_normalization' when all are vectors."""
+    ranks = [d.ndim for d in datasets]
+    if ranks and all(r == 1 for r in ranks) and 2 <= len(ranks) <= 4:
+        return "batch_normalization"
+    rank = ranks[0] if ranks else 0
     return {4: "conv2d", 2: "dense"}.get(rank, f"rank-{rank}")
 
 
@@ -215,11 +222,13 @@ def _read_keras3(group, path, tracked=False):
     return layers
 
 
-_KINDS = {"Conv2D": "conv2d", "Dense": "dense"}
+_KINDS = {"Conv2D": "conv2d", "DepthwiseConv2D": "conv2d", "SeparableConv2D": "conv2d",
+          "Dense": "dense", "BatchNormalization": "batch_normalization"}
 
 
 def load_into(model, path):
-    """Load a Keras HDF5 weights file into a built fastconv Sequential.
+    """Load a Keras HDF5 weights file into a built fastconv model (Sequential or
+    Functional: its weight-bearing layers in model order).
 
     Keras's rule for Sequential models: the weight-bearing layers of the file
     are matched with the model's in order. A Keras 3 file that does not record

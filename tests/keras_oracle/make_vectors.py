@@ -39,9 +39,9 @@ def build():
     ])
 
 
-def main():
-    rng = np.random.default_rng(15)
-    model = build()
+def random_weights(model, rng):
+    """Random weights for every array of the model, set and returned: gamma and
+    moving_variance (initially ones) around 1, the rest N(0, 0.4^2)."""
     weights = []
     for w in model.get_weights():
         if w.ndim == 1 and np.all(w == 1.0):          # gamma, moving_variance: around 1
@@ -49,19 +49,37 @@ def main():
         else:
             weights.append((0.4 * rng.standard_normal(w.shape)).astype(np.float32))
     model.set_weights(weights)
-    x = rng.integers(0, 256, (6, 9, 9, 3)).astype(np.float32)
-    y = np.array([0, 1, 1, 0, 1, 0], np.float32)
+    return weights
+
+
+def keras_step(model, x, y, learning_rate):
+    """(predict(x), the loss of one SGD train_on_batch(x, y), the weights after it)."""
     pred = np.asarray(model.predict(x, verbose=0))
-    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1),
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=learning_rate),
                   loss="binary_crossentropy")
     loss = float(model.train_on_batch(x, y))
-    after = model.get_weights()
+    return pred, loss, model.get_weights()
+
+
+def main():
+    rng = np.random.default_rng(15)
+    model = build()
+    weights = random_weights(model, rng)
+    x = rng.integers(0, 256, (6, 9, 9, 3)).astype(np.float32)
+    y = np.array([0, 1, 1, 0, 1, 0], np.float32)
+    pred, loss, after = keras_step(model, x, y, 0.1)
+    save(OUT, x, y, pred, loss, weights, after)
+
+
+def save(path, x, y, pred, loss, weights, after):
+    """The vectors file: x, y, pred, loss, the weights before (w0, ...) and after the
+    step (a0, ...), and Keras's version."""
     arrays = {"x": x, "y": y, "pred": pred, "loss": np.float32(loss)}
     arrays.update({f"w{k}": w for k, w in enumerate(weights)})
     arrays.update({f"a{k}": np.asarray(w) for k, w in enumerate(after)})
-    np.savez_compressed(OUT, keras_version=np.array(keras.__version__), **arrays)
-    print(f"wrote {OUT}: keras {keras.__version__}, loss {loss:.6f}, "
-          f"{len(weights)} weights")
+    np.savez_compressed(path, keras_version=np.array(keras.__version__), **arrays)
+    print(f"wrote {path}: keras {keras.__version__}, loss {loss:.6f}, "
+          f"{len(weights)} weights {[tuple(w.shape) for w in weights]}")
 
 
 if __name__ == "__main__":
