@@ -98,6 +98,25 @@ def test_average_pooling_and_augmentation():
                                rtol=0, atol=1e-5)
 
 
+def test_separable_and_depthwise():
+    """DepthwiseConv2D (depth_multiplier 2, strides 2, 'same', no bias) and
+    SeparableConv2D (relu) as grouped Convs, then the small keras.io xception."""
+    model = fastconv.Sequential([
+        L.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2, use_bias=False,
+                          input_shape=(9, 8, 3)),
+        L.DepthwiseConv2D((2, 3), depth_multiplier=1),
+        L.SeparableConv2D(5, 3, padding="same", depth_multiplier=3, activation="relu"),
+        L.GlobalAveragePooling2D(), L.Dense(3, activation="softmax")], device="cpu", seed=7)
+    x = np.random.default_rng(7).normal(0, 1, (2, 9, 8, 3)).astype(np.float32)
+    np.testing.assert_allclose(_check_and_run(model_to_onnx(model), x),
+                               model.predict(x, verbose=0), rtol=0, atol=1e-5)
+    xc = fastconv.models.keras_io_xception((32, 32, 3), width=1 / 16, seed=8)
+    _randomize_bn(xc, np.random.default_rng(8))
+    x = np.random.default_rng(8).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(_check_and_run(model_to_onnx(xc), x), xc.predict(x, verbose=0),
+                               rtol=0, atol=1e-5)
+
+
 def test_flatten_read_by_other_layers_transposes():
     """A Flatten whose output a BatchNormalization reads: channels-last order by a
     Transpose (permuting the Dense rows would not be enough)."""

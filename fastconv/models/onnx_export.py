@@ -6,6 +6,8 @@ each written as the ONNX operator with Keras's meaning:
 
     conv      Conv (kernel (KH, KW, C, F) -> (F, C, KH, KW); "same" as explicit pads,
               the extra row/column at the bottom/right, as TensorFlow pads)
+    depthwise Conv with group=C (kernel (KH, KW, C, M) -> (C*M, 1, KH, KW))
+    sepconv   that depthwise Conv (no bias), then a 1x1 Conv with the bias
     dense     Gemm            pool            MaxPool (explicit pads)
     act       Relu / Sigmoid / Softmax(axis=1)
     avgpool   AveragePool (count_include_pad=0: Keras's 'same' counts real pixels only)
@@ -173,6 +175,27 @@ def model_to_onnx(model, opset=DEFAULT_OPSET, batch=None, nchw=False):
                         strides=list(layer.strides), dilations=[1, 1],
                         pads=_pads(f"{type(layer).__name__} layer '{base}'", src_shape[1:3],
                                    layer.kernel_size, layer.strides, layer.padding))
+        elif k in ("depthwise", "sepconv"):
+            weights = dict(zip(layer.weight_names, layer.get_weights()))
+            dk = weights["depthwise_kernel"]                    # (KH, KW, C, M)
+            kh, kw, c, mult = dk.shape
+            # group c of a grouped Conv makes output channels c*M .. c*M + M - 1: Keras's
+            # depthwise order, so the kernel is (C*M, 1, KH, KW) with row c*M + m
+            w = g.const(f"{base}/depthwise_kernel",
+                        dk.transpose(2, 3, 0, 1).reshape(c * mult, 1, kh, kw))
+            b = weights.get("bias") if k == "depthwise" else None
+            inputs = [srcs[0], w] + ([g.const(f"{base}/bias", b)] if b is not None else [])
+            out = g.add("Conv", inputs, base if k == "depthwise" else f"{base}/depthwise",
+                        kernel_shape=[kh, kw], strides=list(layer.strides), group=c,
+                        dilations=[1, 1],
+                        pads=_pads(f"{type(layer).__name__} layer '{base}'", src_shape[1:3],
+                                   layer.kernel_size, layer.strides, layer.padding))
+            if k == "sepconv":
+                pk = weights["pointwise_kernel"]                # (1, 1, C*M, F)
+                inputs = [out, g.const(f"{base}/pointwise_kernel", pk.transpose(3, 2, 0, 1))]
+                if "bias" in weights:
+                    inputs.append(g.const(f"{base}/bias", weights["bias"]))
+                out = g.add("Conv", inputs, base, kernel_shape=[1, 1])
         elif k == "dense":
             kernel, bias = layer.get_weights()
             if j in row_perm:
