@@ -110,6 +110,12 @@ def test_keras_loads_fastconv_files(tmp_path):
     theirs = keras.saving.load_model(path)
     np.testing.assert_allclose(np.asarray(theirs.predict(x, verbose=0)),
                                model.predict(x, verbose=0), rtol=0, atol=1e-5)
+    model = fastconv.load_model(os.path.join(HERE, "new_layers.keras"))   # the newer layers
+    model.save(tmp_path / "new.keras")
+    x = np.random.default_rng(2).uniform(0, 255, (2, 16, 15, 3)).astype(np.float32)
+    theirs = keras.saving.load_model(tmp_path / "new.keras")
+    np.testing.assert_allclose(np.asarray(theirs.predict(x, verbose=0)),
+                               model.predict(x, verbose=0), rtol=0, atol=1e-5)
 
 
 # --------------------------------------------------------------------------- bad files
@@ -306,3 +312,18 @@ def test_keras2_bad_files_refused(tmp_path):
                                              r"\[\(3, 6\), \(6,\)\], the config makes them "
                                              r"\[\(30, 6\), \(6,\)\]"):
         fastconv.load_model(bad)
+
+
+def test_keras_file_with_the_new_layers(expected, tmp_path):
+    """Augmentation layers, SeparableConv2D, DepthwiseConv2D (no bias), AveragePooling2D
+    'same' from a file Keras 3 wrote: Keras's predictions (1e-5), and back through .keras."""
+    model = fastconv.load_model(os.path.join(HERE, "new_layers.keras"))
+    assert not model.compiled
+    assert [type(l).__name__ for l in model.layers][:4] == [
+        "RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation"]
+    np.testing.assert_allclose(model.predict(expected["x3"], verbose=0), expected["new_pred"],
+                               rtol=0, atol=1e-5)
+    model.save(tmp_path / "again.keras")
+    back = fastconv.load_model(tmp_path / "again.keras")
+    assert back.get_config() == model.get_config()
+    assert all(np.array_equal(a, b) for a, b in zip(back.get_weights(), model.get_weights()))

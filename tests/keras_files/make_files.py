@@ -12,8 +12,11 @@ the file holds optimizer state. fun.keras: a Functional model (Rescaling, stride
 'same' Conv2D, BatchNormalization with moving statistics away from their initial
 values, ReLU, a residual Add, MaxPooling2D 3/2 'same', GlobalAveragePooling2D and
 GlobalMaxPooling2D joined by Concatenate, Dense softmax), compiled with Adam and
-sparse categorical cross-entropy, never trained. expected.npz: inputs, Keras's
-predictions of both, and seq's weights after a second train_on_batch. About 60 KB.
+sparse categorical cross-entropy, never trained. new_layers.keras: the augmentation
+layers (identities in inference), SeparableConv2D (relu, depth_multiplier 2),
+DepthwiseConv2D (strides 2, no bias), BatchNormalization, AveragePooling2D 'same', never
+compiled. expected.npz: inputs, Keras's predictions of all three, and seq's weights
+after a second train_on_batch. About 120 KB.
 """
 import os
 
@@ -67,8 +70,23 @@ def main():
                 metrics=["accuracy"])
     fun.save(os.path.join(HERE, "fun.keras"))
     x2 = rng.uniform(0, 255, (5, 9, 10, 3)).astype(np.float32)
+
+    new = keras.Sequential([
+        keras.Input((16, 15, 3)),
+        layers.RandomFlip("horizontal"), layers.RandomRotation(0.1), layers.RandomZoom(0.1),
+        layers.RandomTranslation(0.1, 0.1), layers.Rescaling(1 / 255),
+        layers.SeparableConv2D(8, 3, padding="same", depth_multiplier=2, activation="relu"),
+        layers.DepthwiseConv2D(3, strides=2, use_bias=False),
+        layers.BatchNormalization(),
+        layers.AveragePooling2D(2, padding="same"),
+        layers.GlobalAveragePooling2D(),
+        layers.Dense(2, activation="softmax")])
+    new.layers[7].set_weights([rng.uniform(0.5, 1.5, 8), rng.normal(0, 0.3, 8),
+                               rng.normal(0, 0.3, 8), rng.uniform(0.5, 1.5, 8)])
+    new.save(os.path.join(HERE, "new_layers.keras"))
+    x3 = rng.uniform(0, 255, (3, 16, 15, 3)).astype(np.float32)
     np.savez(os.path.join(HERE, "expected.npz"), x=x, y=y, seq_pred=seq_pred, x2=x2,
-             fun_pred=fun.predict(x2, verbose=0),
+             fun_pred=fun.predict(x2, verbose=0), x3=x3, new_pred=new.predict(x3, verbose=0),
              **{f"seq_after_{k}": w for k, w in enumerate(seq_after)})
 
 
