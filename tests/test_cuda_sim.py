@@ -174,7 +174,7 @@ def _conv_macs(sample):
 
 def ops_of(C):
     """The ops of the table the cuda package `C` exports: the contract, the fused ops,
-    and the optional ops (kernels.OPTIONAL: rescale_*, ...) it has so far."""
+    and any optional op (kernels.OPTIONAL, empty today) it has so far."""
     from fastconv import kernels
     return {op for op in kernels.CONTRACT + kernels.FUSED + kernels.OPTIONAL if hasattr(C, op)}
 
