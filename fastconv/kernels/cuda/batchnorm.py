@@ -64,10 +64,11 @@ _F1 = float32[::1]
 
 
 @cuda.jit(device=True)
-def _tree2(sh1, sh2, s1, s2, slot, ty, tc, tp):
-    """Sum s1 and s2 over the tp row lanes of each channel of the block (every thread
-    calls it: it synchronises); the totals land in sh1[tx], sh2[tx] (slot = ty * tc + tx).
-    A fixed order: the result depends only on (tc, tp)."""
+def _store_partials(sh1, sh2, s1, s2, part, tx, ty, tc, tp, ch, k, c):
+    """Sum s1 and s2 over the tp row lanes of each channel of the block in a fixed-order
+    shared-memory tree (the result depends only on (tc, tp)) and store the totals as
+    chunk k's part[0, k, ch], part[1, k, ch]. Every thread calls it: it synchronises."""
+    slot = uint32(ty * tc + tx)
     sh1[slot] = s1
     sh2[slot] = s2
     cuda.syncthreads()
@@ -79,6 +80,37 @@ def _tree2(sh1, sh2, s1, s2, slot, ty, tc, tp):
             sh2[slot] += sh2[other]
         cuda.syncthreads()
         half = uint32(half // 2)
+    if ty == 0 and ch < c:
+        part[uint32(k * c + ch)] = sh1[tx]
+        part[uint32((cuda.gridDim.y + k) * c + ch)] = sh2[tx]
+
+
+@cuda.jit(device=True, inline="always")
+def _tile(rows, m):
+    """The statistics block's coordinates: (tx, ty, tc, tp, ch, k, r0, r1), this lane's
+    channel ch (blockIdx.x tiles of tc) and its chunk k (blockIdx.y) of rows [r0, r1)."""
+    tx = uint32(cuda.threadIdx.x)
+    ty = uint32(cuda.threadIdx.y)
+    tc = uint32(cuda.blockDim.x)
+    tp = uint32(cuda.blockDim.y)
+    ch = uint32(cuda.blockIdx.x * tc + tx)
+    k = uint32(cuda.blockIdx.y)
+    r0 = uint32(k * rows)
+    return tx, ty, tc, tp, ch, k, r0, uint32(min(m, uint32(r0 + rows)))
+
+
+@cuda.jit(device=True, inline="always")
+def _chunk_sums(part, chunks, c, ch):
+    """The chunks' two partial sums of channel ch, added in chunk order (part (2, chunks,
+    c))."""
+    s1 = float32(0.0)
+    s2 = float32(0.0)
+    k = uint32(0)
+    while k < chunks:
+        s1 += part[uint32(k * c + ch)]
+        s2 += part[uint32((chunks + k) * c + ch)]
+        k = uint32(k + 1)
+    return s1, s2
 
 
 @cuda.jit
@@ -88,28 +120,18 @@ def bn_stats_part(x, part, m, c, rows):
     Block (tc, tp), tc * tp <= BN_MAX, tp a power of two; grid (ceil(c / tc), chunks)."""
     sh1 = cuda.shared.array(BN_MAX, float32)
     sh2 = cuda.shared.array(BN_MAX, float32)
-    tx = uint32(cuda.threadIdx.x)
-    ty = uint32(cuda.threadIdx.y)
-    tc = uint32(cuda.blockDim.x)
-    tp = uint32(cuda.blockDim.y)
-    ch = uint32(cuda.blockIdx.x * tc + tx)
-    k = uint32(cuda.blockIdx.y)
-    chunks = uint32(cuda.gridDim.y)
+    tx, ty, tc, tp, ch, k, r0, end = _tile(rows, m)
     s1 = float32(0.0)
     s2 = float32(0.0)
     if ch < c:
         shift = x[ch]
-        r = uint32(k * rows + ty)
-        end = uint32(min(m, uint32(k * rows + rows)))
+        r = uint32(r0 + ty)
         while r < end:
             d = x[uint32(r * c + ch)] - shift
             s1 += d
             s2 += d * d
             r = uint32(r + tp)
-    _tree2(sh1, sh2, s1, s2, uint32(ty * tc + tx), ty, tc, tp)
-    if ty == 0 and ch < c:
-        part[uint32(k * c + ch)] = sh1[tx]
-        part[uint32((chunks + k) * c + ch)] = sh2[tx]
+    _store_partials(sh1, sh2, s1, s2, part, tx, ty, tc, tp, ch, k, c)
 
 
 @cuda.jit
@@ -118,29 +140,19 @@ def bn_grad_part(dy, x, mean, part, m, c, rows):
     dy, x (m * c,). Launched as bn_stats_part."""
     sh1 = cuda.shared.array(BN_MAX, float32)
     sh2 = cuda.shared.array(BN_MAX, float32)
-    tx = uint32(cuda.threadIdx.x)
-    ty = uint32(cuda.threadIdx.y)
-    tc = uint32(cuda.blockDim.x)
-    tp = uint32(cuda.blockDim.y)
-    ch = uint32(cuda.blockIdx.x * tc + tx)
-    k = uint32(cuda.blockIdx.y)
-    chunks = uint32(cuda.gridDim.y)
+    tx, ty, tc, tp, ch, k, r0, end = _tile(rows, m)
     s1 = float32(0.0)
     s2 = float32(0.0)
     if ch < c:
         mu = mean[ch]
-        r = uint32(k * rows + ty)
-        end = uint32(min(m, uint32(k * rows + rows)))
+        r = uint32(r0 + ty)
         while r < end:
             i = uint32(r * c + ch)
             g = dy[i]
             s1 += g
             s2 += g * (x[i] - mu)
             r = uint32(r + tp)
-    _tree2(sh1, sh2, s1, s2, uint32(ty * tc + tx), ty, tc, tp)
-    if ty == 0 and ch < c:
-        part[uint32(k * c + ch)] = sh1[tx]
-        part[uint32((chunks + k) * c + ch)] = sh2[tx]
+    _store_partials(sh1, sh2, s1, s2, part, tx, ty, tc, tp, ch, k, c)
 
 
 @cuda.jit
@@ -152,13 +164,7 @@ def bn_stats_final(part, x, gamma, chunks, m, eps, mean, var, scale):
     ch = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
     step = uint32(cuda.gridDim.x * cuda.blockDim.x)
     while ch < c:
-        s1 = float32(0.0)
-        s2 = float32(0.0)
-        k = uint32(0)
-        while k < chunks:
-            s1 += part[uint32(k * c + ch)]
-            s2 += part[uint32((chunks + k) * c + ch)]
-            k = uint32(k + 1)
+        s1, s2 = _chunk_sums(part, chunks, c, ch)
         d = s1 / m
         v = max(s2 / m - d * d, float32(0.0))
         mean[ch] = x[ch] + d
@@ -175,13 +181,7 @@ def bn_grad_final(part, gamma, var, chunks, m, eps, dgamma, dbeta, fac):
     ch = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
     step = uint32(cuda.gridDim.x * cuda.blockDim.x)
     while ch < c:
-        s1 = float32(0.0)
-        s2 = float32(0.0)
-        k = uint32(0)
-        while k < chunks:
-            s1 += part[uint32(k * c + ch)]
-            s2 += part[uint32((chunks + k) * c + ch)]
-            k = uint32(k + 1)
+        s1, s2 = _chunk_sums(part, chunks, c, ch)
         inv = float32(1.0) / math.sqrt(var[ch] + eps)
         dg = s2 * inv
         dbeta[ch] = s1
