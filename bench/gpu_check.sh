@@ -620,8 +620,9 @@ fi
 # 4. compute-sanitizer: shared-memory races (racecheck) and out-of-bounds accesses (memcheck) on
 #    small ragged shapes with the real tiles: fused conv fwd+bwd (2 channel blocks, ragged pixel
 #    blocks, 2 k-tiles of dw), a strided 'same' conv, dense, pool, losses, an optimizer update,
-#    the merge ops, global pooling (odd channels: ragged channel tiles and pixel lanes) and the
-#    depthwise conv (M = 2, stride 2 'same': taps past the bottom/right edge).
+#    the merge ops, global pooling (odd channels: ragged channel tiles and pixel lanes), the
+#    depthwise conv (M = 2, stride 2 'same': taps past the bottom/right edge) and batch
+#    normalization (C = 37: a ragged channel tile; NHWC and (N, C), several row chunks).
 # ---------------------------------------------------------------------------------------------
 cat >"$WORK/sanitize_case.py" <<'EOF'
 import numpy as np
@@ -659,6 +660,12 @@ K.accumulate_grad(xg, K.add_forward([xg, xg, xg]))
 wdw = K.to_device(f32(rng.standard_normal((3, 3, 37, 2))))
 ydw = K.depthwise_conv2d_forward(xg, wdw, K.to_device(f32(rng.standard_normal(74))), stride=2, padding="same")
 K.depthwise_conv2d_backward(xg, wdw, K.to_device(f32(rng.standard_normal(tuple(ydw.shape)))), stride=2, padding="same")
+for xb in (xg, K.to_device(f32(rng.standard_normal((300, 37))))):
+    gb, bb = K.to_device(f32(rng.standard_normal(37))), K.to_device(f32(rng.standard_normal(37)))
+    yb, mb, vb = K.batchnorm_train_forward(xb, gb, bb)
+    K.batchnorm_backward(K.to_device(f32(rng.standard_normal(tuple(xb.shape)))), xb, gb, mb, vb)
+    K.batchnorm_infer_forward(xb, gb, bb, mb, vb)
+    K.batchnorm_moving_update(K.to_device(f32(np.zeros(37))), K.to_device(f32(np.ones(37))), mb, vb)
 K.synchronize()
 print("SANITIZE_CASE_OK loss", loss)
 EOF

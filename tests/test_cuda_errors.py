@@ -37,8 +37,7 @@ def z(*shape, dtype=F32):
 
 
 RNG = np.random.default_rng
-# the one table of bad inputs every backend runs (tests/test_opinfo.py), the optional
-# ops (kernels.OPTIONAL) cuda exports included
+# the one table of bad inputs every backend runs (tests/test_opinfo.py)
 CASES = [(c.op, c.args, c.kwargs) for c in bad_samples()]
 
 
@@ -69,12 +68,30 @@ def test_cuda_raises_like_the_reference_with_device_arrays(op, args, kwargs):
     if op in ("softmax_crossentropy", "maxpool2d_backward") and "out of range" in want[1] \
             or "outside [0," in want[1]:
         pytest.skip("value checks of device labels/argmax happen on the device")
+    if "moving_variance + epsilon must be > 0" in want[1]:
+        pytest.skip("a device moving_variance is not read back to check its values (a host "
+                    "one is: test_a_host_moving_variance_is_checked_like_the_reference)")
     if want[1].endswith("got ndarray"):
         pytest.skip("the message names the type of the array given, here the stand-in's")
     args = tuple(_on_device(a) for a in args)
     kwargs = {k: _on_device(v) for k, v in kwargs.items()}
     got = _error(getattr(C, op), args, kwargs)
     assert got == want
+
+
+def test_a_host_moving_variance_is_checked_like_the_reference():
+    args = (z(2, 4), z(4), z(4), z(4), np.full(4, -1.0, F32))
+    want = _error(R.batchnorm_infer_forward, args, {})
+    assert want[0] is ValueError and "moving_variance + epsilon must be > 0" in want[1]
+    device = tuple(DeviceStandIn(a) for a in args[:4]) + (args[4],)
+    assert _error(C.batchnorm_infer_forward, device, {}) == want
+
+
+def test_a_guard_that_is_not_the_step_accumulator_is_refused():
+    v = DeviceStandIn(z(3))
+    with pytest.raises(TypeError, match=r"batchnorm_moving_update: guard must be the step "
+                                        r"accumulator, a float32 device array"):
+        C.batchnorm_moving_update(v, v, v, v, 0.9, guard=z(8))
 
 
 def test_a_non_contiguous_device_array_is_refused():
@@ -93,9 +110,11 @@ def test_out_of_the_wrong_kind_is_refused():
         C.dropout_forward(DeviceStandIn(z(3)), 0.5, RNG(), out=DeviceStandIn(z(3)))
 
 
-def test_cuda_exports_the_optional_ops_it_should():
-    """The merge, global pooling, rescaling and depthwise ops are on every backend, cuda
-    included; batch normalization is not on cuda yet (a BatchNormalization model is
-    refused there when planned). When it lands, BATCHNORM leaves this list's exceptions."""
-    missing = [op for op in kernels.OPTIONAL if not callable(getattr(C, op, None))]
-    assert missing == list(kernels.BATCHNORM)
+def test_cuda_exports_every_op_of_the_contract():
+    """The merge, global pooling, rescaling, batch normalization and depthwise ops are on
+    every backend, cuda included: they are contract ops now, and no op is optional."""
+    assert kernels.OPTIONAL == ()
+    assert set(kernels.MERGE + kernels.GLOBALPOOL + kernels.RESCALE + kernels.BATCHNORM
+               + kernels.DEPTHWISE) <= set(kernels.CONTRACT)
+    missing = [op for op in kernels.CONTRACT if not callable(getattr(C, op, None))]
+    assert missing == []

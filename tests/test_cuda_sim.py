@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 PATCHED_LAUNCH = dict(ELEMENTWISE=32, ROW=32, POOL=32, REDUCE=32, GPOOL=32, GPOOL_C=8,
-                      MAX_BLOCKS=3)
+                      BN=32, BN_C=8, BN_CHUNKS=3, BN_ROWS=2, MAX_BLOCKS=3)
 RTOL, ATOL = 1e-4, 1e-5
 
 
@@ -121,6 +121,27 @@ def extra_samples(seed=7):
         y = R.avgpool2d_forward(x4, **kw)
         yield Sample("avgpool2d_backward", (_f32(rng.standard_normal(y.shape)), x4.shape), kw,
                      label)
+    # batch normalization at the patched block shapes (tc = min(8, pow2 >= C), tp = 32 / tc
+    # row lanes, at most 3 row chunks of >= 2 rows per lane): C = 37 spans 5 channel tiles
+    # (the last ragged), C = 5 one ragged tile; M = 315 rows over 3 chunks (each lane goes
+    # round), M = 144 at batch 1, M = 1 (variance 0), (N, C) with M = 70 (3 chunks, the last
+    # short) and M = 3; elementwise passes of more than 3 blocks of 32; a mean far from 0
+    for shape in ((5, 7, 9, 5), (1, 9, 16, 37), (1, 37), (70, 37), (3, 5)):
+        x = _f32(rng.standard_normal(shape) * 2.0 + 3.0)
+        c = shape[-1]
+        label = f"x{shape}"
+        gamma, beta = _f32(rng.standard_normal(c)), _f32(rng.standard_normal(c))
+        yield Sample("batchnorm_train_forward", (x, gamma, beta), dict(epsilon=1e-3), label)
+        _, mean, var = R.batchnorm_train_forward(x, gamma, beta, 1e-3)
+        dy = _f32(rng.standard_normal(shape))
+        for need_dx in (True, False):
+            yield Sample("batchnorm_backward", (dy, x, gamma, mean, var),
+                         dict(epsilon=1e-2, need_dx=need_dx), f"{label} need_dx={need_dx}")
+        moving_mean, moving_var = _f32(rng.standard_normal(c)), _f32(rng.random(c) + 0.1)
+        yield Sample("batchnorm_infer_forward", (x, gamma, beta, moving_mean, moving_var),
+                     dict(epsilon=1e-3), label)
+        yield Sample("batchnorm_moving_update", (moving_mean, moving_var, mean, var),
+                     dict(momentum=0.9), label)
     p, g, s1, s2 = (_f32(rng.standard_normal(1001)) for _ in range(4))
     s1, s2 = np.abs(s1), np.abs(s2)
     yield Sample("adam_update", (p, g, s1, s2), dict(t=1, lr=1e-2), "n=1001 t=1")
@@ -163,7 +184,7 @@ def _conv_macs(sample):
 
 def ops_of(C):
     """The ops of the table the cuda package `C` exports: the contract, the fused ops,
-    and the optional ops (kernels.OPTIONAL: rescale_*, ...) it has so far."""
+    and any optional op (kernels.OPTIONAL, empty today) it has so far."""
     from fastconv import kernels
     return {op for op in kernels.CONTRACT + kernels.FUSED + kernels.OPTIONAL if hasattr(C, op)}
 
@@ -424,6 +445,37 @@ def _device_checks(C, R):
         O.rmsprop_update(p, g, s1, 0.01, guard=guard)
         O.adam_update(p, g, s1, s2, 3, 0.01, guard=guard)
 
+    @check("batchnorm on device arrays: out= filled and returned, the guarded moving update")
+    def _():
+        from fastconv.kernels.cuda import losses as L
+        x = _f32(rng.standard_normal((3, 4, 5, 6)) + 2.0)
+        g, b = _f32(rng.standard_normal(6)), _f32(rng.standard_normal(6))
+        bufs = (C.empty((3, 4, 5, 6)), C.empty((6,)), C.empty((6,)))
+        got = C.batchnorm_train_forward(C.to_device(x), C.to_device(g), C.to_device(b),
+                                        out=bufs)
+        want = R.batchnorm_train_forward(x, g, b)
+        if any(a is not o for a, o in zip(got, bufs)):
+            return "batchnorm_train_forward did not return its out= buffers"
+        if not all(np.allclose(o.copy_to_host(), w, rtol=RTOL, atol=ATOL)
+                   for o, w in zip(bufs, want)):
+            return "batchnorm_train_forward out= holds the wrong values"
+        dx = C.empty((3, 4, 5, 6))
+        got = C.batchnorm_backward(C.to_device(x), C.to_device(x), C.to_device(g), bufs[1],
+                                   bufs[2], out=(dx, None, None))
+        if got[0] is not dx:
+            return "batchnorm_backward did not return its out= dx"
+        mm, mv = C.to_device(_f32(np.zeros(6))), C.to_device(_f32(np.ones(6)))
+        stats = cuda.to_device(np.zeros(L.STATS, np.float32))
+        C.batchnorm_moving_update(mm, mv, bufs[1], bufs[2], 0.5, guard=stats)
+        if not np.allclose(mm.copy_to_host(), want[1] * 0.5, rtol=RTOL, atol=ATOL):
+            return "the guarded moving update did not run on a finite step"
+        bad = np.zeros(L.STATS, np.float32)
+        bad[L.BAD] = 1.0
+        before = mm.copy_to_host()
+        C.batchnorm_moving_update(mm, mv, bufs[1], bufs[2], 0.5, guard=cuda.to_device(bad))
+        if not np.array_equal(mm.copy_to_host(), before):
+            return "the guarded moving update ran after a non-finite loss"
+
     return checks
 
 
@@ -519,6 +571,7 @@ def test_every_declared_kernel_is_launched(sim):
     "global max pooling: NaN and -inf follow the reference's running-max rule",
     "merge ops on device arrays: accumulate_grad in place, out= returned",
     "device argmax of global max pooling outside [0, H*W) leaves zeros",
+    "batchnorm on device arrays: out= filled and returned, the guarded moving update",
 ])
 def test_device_behaviour(sim, check):
     assert check in sim["checks"], f"the subprocess did not run {check!r}"

@@ -30,6 +30,8 @@ span several blocks with ragged edges.
 """
 import textwrap
 
+import pytest
+
 from . import simulator
 
 KERNEL_SCRIPT = textwrap.dedent("""
@@ -137,8 +139,8 @@ KERNEL_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(script):
-    return simulator.run(script.format(tests=simulator.TESTS), timeout=900)
+def _run(script, **fields):
+    return simulator.run(script.format(tests=simulator.TESTS, **fields), timeout=900)
 
 
 def test_step_kernels_match_numpy():
@@ -170,6 +172,7 @@ SCRIPT = textwrap.dedent("""
     from numba.cuda.simulator.cudadrv import devicearray as sim_da
     sys.path.insert(0, {tests!r})
     from model_helpers import tiny_convnet, discs_and_squares
+    from fastconv import Sequential, layers as L
     from fastconv.kernels.cuda import _launch
     # fewer simulated threads per block (each is a Python thread): powers of two, <= the
     # compiled shared sizes
@@ -217,7 +220,7 @@ SCRIPT = textwrap.dedent("""
 
     rng = np.random.default_rng(0)
     x, y = discs_and_squares(16, rng, size=12)
-    m = tiny_convnet(device="cuda", seed=3, input_shape=(12, 12, 1), dropout=0.25)
+    m = {make}
     m.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
     steps = 4
     w = Window(steps)
@@ -232,8 +235,20 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_steady_fit_step_copies_one_batch_in_and_allocates_nothing():
-    result = _run(SCRIPT)
+MODELS = {
+    "convnet": 'tiny_convnet(device="cuda", seed=3, input_shape=(12, 12, 1), dropout=0.25)',
+    # BatchNormalization after a conv (NHWC) and a dense layer ((N, C)): its statistics'
+    # scratch and the guarded moving update must not allocate or copy per step either
+    "batchnorm": ('Sequential([L.Input((12, 12, 1)), L.Conv2D(3, 3, strides=2), '
+                  'L.BatchNormalization(), L.Activation("relu"), L.Flatten(), L.Dense(4), '
+                  'L.BatchNormalization(momentum=0.9), L.Activation("relu"), '
+                  'L.Dense(1, activation="sigmoid")], device="cuda", seed=3)'),
+}
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_steady_fit_step_copies_one_batch_in_and_allocates_nothing(model):
+    result = _run(SCRIPT, make=MODELS[model])
     step, tail = result["per_step"], result["tail"]
     print(f"\nper steady step: {step}\nlast step + epoch end: {tail}")
     assert step["h2d"] + step["d2h"] <= 2, step       # the batch in, at most the loss out

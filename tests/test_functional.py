@@ -344,25 +344,33 @@ rng = np.random.default_rng(0)
 x = rng.random((8, 6, 6, 1), np.float32)
 y = (rng.random(8) > 0.5).astype(np.float32)
 out = {}
-for device in ("reference", "cuda"):
-    m = residual_net(device=device, seed=3, input_shape=(6, 6, 1), filters=2)
-    m.compile(optimizer=SGD(0.05, momentum=0.9), loss="binary_crossentropy",
-              metrics=["accuracy"])
-    losses = [m.train_on_batch(x[k:k + 4], y[k:k + 4])[0] for k in (0, 4)]
-    h = m.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
-    out[device] = {"losses": losses + h.history["loss"], "pred": m.predict(x).tolist(),
-                   "weights": [w.tolist() for w in m.get_weights()]}
+for bn in (False, True):
+    for device in ("reference", "cuda"):
+        m = residual_net(device=device, seed=3, input_shape=(6, 6, 1), filters=2,
+                         batchnorm=bn)
+        m.compile(optimizer=SGD(0.05, momentum=0.9), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+        losses = [m.train_on_batch(x[k:k + 4], y[k:k + 4])[0] for k in (0, 4)]
+        h = m.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
+        out[device + ("_bn" if bn else "")] = {
+            "losses": losses + h.history["loss"], "pred": m.predict(x).tolist(),
+            "weights": [w.tolist() for w in m.get_weights()]}
 print("RESULT:" + json.dumps(out))
 """
 
 
 def test_residual_net_on_cuda_under_the_simulator_follows_the_reference():
     """The graph plan on device arrays (cuda's staged input re-pointed per batch, merges,
-    accumulate_grad, the device-side fit step); tolerances of test_model_cuda_sim."""
+    accumulate_grad, the device-side fit step), without and with a BatchNormalization
+    after the first conv (its moving statistics among the weights); tolerances of
+    test_model_cuda_sim."""
     from .simulator import run
     result = run(CUDA_SIM_SCRIPT, timeout=900)
-    ref, dev = result["reference"], result["cuda"]
-    np.testing.assert_allclose(dev["losses"], ref["losses"], rtol=2e-4, atol=1e-5)
-    for a, b in zip(dev["weights"], ref["weights"]):
-        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-5)
-    np.testing.assert_allclose(dev["pred"], ref["pred"], rtol=1e-3, atol=1e-4)
+    for suffix in ("", "_bn"):
+        ref, dev = result["reference" + suffix], result["cuda" + suffix]
+        np.testing.assert_allclose(dev["losses"], ref["losses"], rtol=2e-4, atol=1e-5)
+        assert len(dev["weights"]) == len(ref["weights"])
+        for a, b in zip(dev["weights"], ref["weights"]):
+            np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(dev["pred"], ref["pred"], rtol=1e-3, atol=1e-4)
+    assert len(result["cuda_bn"]["weights"]) == len(result["cuda"]["weights"]) + 4

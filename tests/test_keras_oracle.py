@@ -83,3 +83,42 @@ def moved_as_keras(model, before, after):
         if np.abs(want).max() > 1e-4:
             moved.append(name)
     return moved
+
+
+CUDA_SCRIPT = """
+import json, sys
+import numpy as np
+from fastconv import kernels
+from fastconv import optimizers as O
+try:
+    kernels.get("cuda")
+except kernels.BackendUnavailable as exc:
+    print("SKIP:", exc)
+    sys.exit(3)
+sys.path.insert(0, sys.argv[1])
+from test_keras_oracle import VECTORS, _weights, build
+with np.load(VECTORS) as f:
+    run = {k: f[k] for k in f.files}
+model = build("cuda")
+model.set_weights(_weights(run, "w"))
+pred = model.predict(run["x"])
+model.compile(O.SGD(learning_rate=0.1), "binary_crossentropy")
+loss = model.train_on_batch(run["x"], run["y"])
+print("RESULT:" + json.dumps({"pred": pred.tolist(), "loss": loss,
+                              "after": [w.tolist() for w in model.get_weights()]}))
+"""
+
+
+def test_cuda_under_the_simulator_matches_keras(keras_run):
+    """The same two checks on device='cuda' (the cuda batchnorm, rescaling and global
+    pooling kernels at their real launch sizes) under the simulator, same tolerances."""
+    pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
+    from .simulator import TESTS, run
+    got = run(CUDA_SCRIPT, TESTS, timeout=600)
+    np.testing.assert_allclose(np.array(got["pred"]), keras_run["pred"], rtol=1e-4, atol=1e-4)
+    assert abs(got["loss"] - float(keras_run["loss"])) < 1e-5
+    before = _weights(keras_run, "w")
+    for k, (b, mine, keras) in enumerate(zip(before, got["after"], _weights(keras_run, "a"))):
+        want = keras.astype(np.float64) - b
+        np.testing.assert_allclose(np.array(mine, np.float64) - b, want, rtol=0,
+                                   atol=1e-4 * np.abs(want).max() + 1e-6, err_msg=f"weight {k}")

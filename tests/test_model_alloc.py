@@ -93,10 +93,19 @@ def null_backend():
         "add_forward": lambda out, *a, **k: _fill(out),
         "concat_forward": lambda out, *a, **k: _fill(out),
         "concat_backward": lambda out, *a, **k: _fill_all(out),
-        "depthwise_conv2d_forward": lambda out, *a, **k: _fill(out),
-        "depthwise_conv2d_backward": backward,
         "global_avgpool2d_forward": lambda out, *a, **k: _fill(out),
         "global_avgpool2d_backward": lambda out, *a, **k: _fill(out),
+        "global_maxpool2d_forward": lambda out, *a, **k: _fill_all(out),
+        "global_maxpool2d_backward": lambda out, *a, **k: _fill(out),
+        "rescale_forward": lambda out, *a, **k: _fill(out),
+        "rescale_backward": lambda out, *a, **k: _fill(out),
+        "batchnorm_train_forward": lambda out, *a, **k: _fill_all(out),
+        "batchnorm_infer_forward": lambda out, *a, **k: _fill(out),
+        "batchnorm_backward": backward,
+        "depthwise_conv2d_forward": lambda out, *a, **k: _fill(out),
+        "depthwise_conv2d_backward": backward,
+        "avgpool2d_forward": lambda out, *a, **k: _fill(out),
+        "avgpool2d_backward": lambda out, *a, **k: _fill(out),
     }
     for act in ("relu", "sigmoid", "softmax", "dropout"):
         ops[f"{act}_forward"] = lambda out, *a, **k: _fill(out)
@@ -106,7 +115,7 @@ def null_backend():
                                 to_device=_host.to_device, to_host=_host.to_host,
                                 **{name: op(name, fn) for name, fn in ops.items()})
     for name in ("sgd_update", "rmsprop_update", "adam_update", "accumulate_grad",
-                 "sum_squares", "clip_by_norm", "clip_by_value"):
+                 "sum_squares", "clip_by_norm", "clip_by_value", "batchnorm_moving_update"):
         def update(*args, _name=name, **kwargs):
             calls[_name] = calls.get(_name, 0) + 1
         setattr(mod, name, update)

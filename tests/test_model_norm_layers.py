@@ -255,28 +255,49 @@ for device in ("reference", "cuda"):
     losses = [m.train_on_batch(x, y) for _ in range(2)]
     out[device] = {"losses": losses, "w": [w.tolist() for w in m.get_weights()],
                    "pred": m.predict(x).tolist()}
-bn = Sequential([L.Input((6, 6, 1)), L.BatchNormalization(), L.Flatten(),
-                 L.Dense(1, activation="sigmoid")], device="cuda", seed=0)
-try:
-    bn.predict(x)
-    out["refusal"] = None
-except kernels.BackendUnavailable as exc:
-    out["refusal"] = str(exc)
+# BatchNormalization after a conv (NHWC, C = 3) and after a dense layer ((N, C), C = 5):
+# train_on_batch (the host step), then fit (cuda's device-side step, with the moving update
+# guarded on the device), the second time with a NaN in the second batch (the step that
+# stops training must leave the moving statistics as the reference leaves them)
+xb = rng.random((8, 6, 6, 2), np.float32)
+yb = np.array([0, 1, 1, 0, 1, 0, 0, 1], np.float32)
+bad = xb.copy()
+bad[5, 2, 3, 1] = np.nan
+for device in ("reference", "cuda"):
+    m = Sequential([L.Input((6, 6, 2)), L.Conv2D(3, 3), L.BatchNormalization(),
+                    L.Activation("relu"), L.Flatten(), L.Dense(5),
+                    L.BatchNormalization(momentum=0.9, epsilon=1e-2), L.Activation("relu"),
+                    L.Dense(1, activation="sigmoid")], device=device, seed=0)
+    m.compile(O.SGD(0.1), "binary_crossentropy")
+    r = {"pred0": m.predict(xb).tolist(), "losses": [m.train_on_batch(xb, yb)]}
+    r["w1"] = [w.tolist() for w in m.get_weights()]
+    h = m.fit(xb, yb, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    r["losses"] += h.history["loss"]
+    r["w2"] = [w.tolist() for w in m.get_weights()]
+    r["pred"] = m.predict(xb).tolist()
+    r["eval"] = m.evaluate(xb, yb, verbose=0)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m.fit(bad, yb, batch_size=4, epochs=1, shuffle=False, verbose=0)
+    r["w3"] = [w.tolist() for w in m.get_weights()]
+    out["bn_" + device] = r
 print("RESULT:" + json.dumps(out))
 """
 
 
-def test_rescaling_on_cuda_under_the_simulator_and_batchnorm_refused_there():
-    """Rescaling (forward, and backward where a trained layer is before it) through the
-    cuda plan under the simulator against the reference (rtol 1e-4 on losses, 1e-3 on
-    weights as tests/test_model_cuda_sim.py); a BatchNormalization model on the real cuda
-    package is refused at plan time naming the layer."""
-    import os
+def test_rescaling_and_batchnorm_on_cuda_under_the_simulator():
+    """Rescaling (forward, and backward where a trained layer is before it) and
+    BatchNormalization (NHWC and (N, C); training mode in train_on_batch and in fit's
+    device-side step, inference mode in predict and evaluate; a NaN batch leaving the
+    moving statistics alone) through the cuda plan under the simulator against the
+    reference: rtol 1e-4 on losses and predictions, 1e-3 on the weights and moving
+    statistics (as tests/test_model_cuda_sim.py)."""
     import subprocess
     import sys
     pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, "-c", CUDA_SIM_SCRIPT], env=env,
+    from .simulator import env
+    proc = subprocess.run([sys.executable, "-c", CUDA_SIM_SCRIPT], env=env(),
                           capture_output=True, text=True, timeout=600)
     if proc.returncode == 3:
         pytest.skip(f"cuda backend under the simulator: {proc.stdout.strip()}")
@@ -287,7 +308,16 @@ def test_rescaling_on_cuda_under_the_simulator_and_batchnorm_refused_there():
     for a, b in zip(dev["w"], ref["w"]):
         np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(dev["pred"], ref["pred"], rtol=1e-4, atol=1e-5)
-    assert r["refusal"] == (
-        "layer 'batch_normalization_1' (BatchNormalization) cannot run on backend 'cuda': "
-        "it lacks the op batchnorm_infer_forward (not written for cuda yet); use "
-        "device='cpu' or 'reference' for this model")
+    ref, dev = r["bn_reference"], r["bn_cuda"]
+    for key in ("pred0", "losses", "pred", "eval"):
+        np.testing.assert_allclose(dev[key], ref[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    for key in ("w1", "w2", "w3"):
+        assert len(dev[key]) == len(ref[key]) == 14      # conv 2, BN 4, dense 2, BN 4, dense 2
+        for k, (a, b) in enumerate(zip(dev[key], ref[key])):
+            np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-5,
+                                       err_msg=f"{key}[{k}]")
+    # the steps really moved the moving statistics (the second BN's moving mean), and the
+    # NaN batch's fit changed nothing but what its first (finite) batch did
+    assert not np.allclose(ref["w1"][10], ref["w2"][10])
+    assert not np.allclose(ref["w2"][10], ref["w3"][10])
+    assert np.isfinite(np.array(dev["w3"][10])).all() and np.isfinite(dev["w3"][11]).all()

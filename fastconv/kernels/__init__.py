@@ -5,17 +5,20 @@
     y = K.conv2d_forward(x, w, b, stride=1, padding="same")
 
 CONTRACT lists the ops every backend exports, with the reference's meaning
-(see fastconv/kernels/reference and docs/contract.md); FUSED_KINDS the fused
-layer ops a backend may add, and fuses(backend, kind) whether it did; OPTIONAL the
-ops not every backend exports yet (MERGE: add, concat; GLOBALPOOL: global pooling;
-RESCALE: Rescaling; BATCHNORM: BatchNormalization; DEPTHWISE: depthwise convolution;
-AVGPOOL: average pooling).
+(see fastconv/kernels/reference and docs/contract.md): the seed model's ops, then the
+groups that every backend has since gained (MERGE: add, concat; GLOBALPOOL: global
+pooling; RESCALE: Rescaling; BATCHNORM: BatchNormalization; DEPTHWISE: depthwise
+convolution; AVGPOOL: average pooling), which get() requires like the rest. FUSED_KINDS
+lists the fused layer ops a backend may add, and fuses(backend, kind) whether it did;
+OPTIONAL the ops not every backend exports yet (none today: a new op starts there until
+all three have it).
 """
 import importlib
 
 from ._validate import float64_allowed
 
-CONTRACT = (
+# The seed model's ops (the first contract).
+SEED_OPS = (
     "conv2d_forward", "conv2d_backward",
     "maxpool2d_forward", "maxpool2d_backward",
     "dense_forward", "dense_backward",
@@ -37,27 +40,28 @@ FUSED_KINDS = {
 }
 FUSED = tuple(name for names in FUSED_KINDS.values() for name in names)
 
-# The merge ops of the Functional API (Keras Add, Concatenate): optional while the
-# cuda backend lacks them, so kernels.get() does not ask for them; the op table
-# tests them on every backend that exports them. Join CONTRACT once all three do.
+# The ops added since, by group (names that tests and docs use); each is on every backend
+# and part of CONTRACT. The merge ops of the Functional API (Keras Add, Concatenate):
 MERGE = ("add_forward", "accumulate_grad", "concat_forward", "concat_backward")
-# Keras GlobalAveragePooling2D / GlobalMaxPooling2D: optional on the same terms.
+# Keras GlobalAveragePooling2D / GlobalMaxPooling2D:
 GLOBALPOOL = ("global_avgpool2d_forward", "global_avgpool2d_backward",
               "global_maxpool2d_forward", "global_maxpool2d_backward")
 # Keras Rescaling (y = x * scale + offset) and BatchNormalization (training forward,
-# backward, inference forward, the moving statistics' update): optional on the same terms.
+# backward, inference forward, the moving statistics' update):
 RESCALE = ("rescale_forward", "rescale_backward")
 BATCHNORM = ("batchnorm_train_forward", "batchnorm_backward", "batchnorm_infer_forward",
              "batchnorm_moving_update")
-# Keras DepthwiseConv2D (SeparableConv2D = this, then a 1x1 conv2d): optional on the
-# same terms.
+# Keras DepthwiseConv2D (SeparableConv2D = this, then a 1x1 conv2d):
 DEPTHWISE = ("depthwise_conv2d_forward", "depthwise_conv2d_backward")
-# Keras AveragePooling2D (valid and same, the padding not counted): optional on the
-# same terms.
+# Keras AveragePooling2D (valid and same, the padding not counted).
 AVGPOOL = ("avgpool2d_forward", "avgpool2d_backward")
-# The one list of optional ops: kernels.get() does not ask for them, the op table
-# and tests skip a backend that does not export one.
-OPTIONAL = MERGE + GLOBALPOOL + RESCALE + BATCHNORM + DEPTHWISE + AVGPOOL
+
+CONTRACT = SEED_OPS + MERGE + GLOBALPOOL + RESCALE + BATCHNORM + DEPTHWISE + AVGPOOL
+
+# Ops not every backend exports yet: kernels.get() does not ask for them, and the op
+# table and tests skip a backend that lacks one. Empty since BatchNormalization reached
+# cuda; a new op goes here until reference, cpu and cuda all have it, then joins CONTRACT.
+OPTIONAL = ()
 
 BACKENDS = ("reference", "cpu", "cuda")
 

@@ -105,8 +105,10 @@ def logical_ops(layers, inbound=None):
     return ops, head
 
 
-# The optional ops (kernels.OPTIONAL) a step kind calls: (forward, training-only).
-OPTIONAL_OPS = {
+# The ops a step kind calls beyond the seed model's (kernels.SEED_OPS): (forward,
+# training-only). Every backend kernels.get() returns has them (kernels.CONTRACT); a
+# module bound some other way may not, and require_ops refuses it at plan time.
+LAYER_OPS = {
     "avgpool": (("avgpool2d_forward",), ("avgpool2d_backward",)),
     "global_avgpool": (("global_avgpool2d_forward",), ("global_avgpool2d_backward",)),
     "global_maxpool": (("global_maxpool2d_forward",), ("global_maxpool2d_backward",)),
@@ -122,9 +124,9 @@ OPTIONAL_OPS = {
 
 def require_ops(ops, K, training):
     """Refuse, before any buffer is made, a model whose layers need an op backend K does
-    not export yet (an optional op: kernels.OPTIONAL), naming the layer and the backend."""
+    not export (LAYER_OPS), naming the layer and the backend."""
     for op in ops:
-        infer, train = OPTIONAL_OPS.get(op.kind, ((), ()))
+        infer, train = LAYER_OPS.get(op.kind, ((), ()))
         missing = [name for name in infer + (train if training else ())
                    if not callable(getattr(K, name, None))]
         if missing:
@@ -603,9 +605,15 @@ class BatchNormStep(Step):
                                   self.bn.epsilon, need_dx=self.dx is not None,
                                   out=(self.dx, self.dgamma, self.dbeta))
 
-    def update_moving(self):
-        self.K.batchnorm_moving_update(self.moving_mean, self.moving_var, self.mean, self.var,
-                                       self.bn.momentum)
+    def update_moving(self, guard=None):
+        """The moving statistics' Keras update. guard (cuda's device-side step): the step
+        accumulator, so the device skips the update once a step's loss is not finite."""
+        if guard is None:
+            self.K.batchnorm_moving_update(self.moving_mean, self.moving_var, self.mean,
+                                           self.var, self.bn.momentum)
+        else:
+            self.K.batchnorm_moving_update(self.moving_mean, self.moving_var, self.mean,
+                                           self.var, self.bn.momentum, guard=guard)
 
 
 class AddStep(Step):
@@ -989,13 +997,15 @@ class Plan:
             np.equal(self.pred, self.labels_host, out=self.eq)
         return int(np.count_nonzero(self.eq))
 
-    def backward(self):
+    def backward(self, guard=None):
         """The gradients of every trainable weight, then the moving statistics of the
-        training-mode BatchNormalization steps (run only for a step that is applied)."""
+        training-mode BatchNormalization steps: run only for a step that is applied (the
+        host step skips backward after a non-finite loss; cuda's device-side step runs it
+        and passes guard, the device's step accumulator, which skips the update there)."""
         for step in self.backward_steps:
             step.backward()
         for step in self.stat_steps:
-            step.update_moving()
+            step.update_moving(guard)
 
     def predict_out(self):
         """The model's output (probabilities when it ends in sigmoid/softmax), on the host."""

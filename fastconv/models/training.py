@@ -377,10 +377,11 @@ class Trainer:
     def _device_step(self, plan, stats, updates):
         """One cuda training step on the batch in plan's buffers, queued on the device with
         nothing read back: forward, the loss and its statistics into `stats`, backward,
-        and the guarded optimizer updates (`updates`, a _GuardedUpdates)."""
+        and the guarded optimizer updates (`updates`, a _GuardedUpdates); the moving
+        statistics' update is guarded by `stats` too."""
         plan.forward()
         plan.device_loss(stats)
-        plan.backward()
+        plan.backward(stats)
         self.optimizer.apply(updates, plan.params, plan.grads)
 
     def _device_logs(self, host):

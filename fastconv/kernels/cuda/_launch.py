@@ -15,4 +15,9 @@ REDUCE_MAX = 256    # the shared memory the loss kernels compile with: REDUCE mu
 GPOOL = 256         # global pooling forward: threads per block, a (channels, pixel lanes) tile
 GPOOL_C = 32        # at most this many channels per block (a warp's worth: coalesced rows)
 GPOOL_MAX = 256     # the shared memory the global pooling kernels compile with: GPOOL <= it
+BN = 256            # batchnorm statistics: threads per block, a (channels, row lanes) tile
+BN_C = 32           # at most this many channels per block (a warp's worth: coalesced rows)
+BN_MAX = 256        # the shared memory the batchnorm statistics kernels compile with: BN <= it
+BN_CHUNKS = 256     # at most this many row chunks (blocks per channel tile) in the statistics
+BN_ROWS = 8         # at least this many rows per lane before the statistics add a chunk
 MAX_BLOCKS = 65535  # grid-stride kernels never need more (and 1-D grids allow 2**31 - 1)
