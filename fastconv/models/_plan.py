@@ -143,11 +143,15 @@ def describe(ops, K):
     return [kind for kind, _, _ in _group(ops, K)]
 
 
-def _group(ops, K):
+def _group(ops, K, fold_bn=False):
     """[(step kind, [ops], input step indices (-1: the model input))] after fusion on
     backend K. conv -> relu (-> maxpool) fuse when they follow each other and each op's
     only consumer is the next (a tensor a second layer reads stays a step's output); a
-    SeparableConv2D's relu fuses into its pointwise conv (conv2d_relu) on the same terms."""
+    SeparableConv2D's relu fuses into its pointwise conv (conv2d_relu) on the same terms.
+    fold_bn (inference on the cpu backend): a BatchNormalization that is the only reader
+    of a Conv2D or SeparableConv2D folds into that conv's weights and bias (FoldedBN), so
+    conv -> BN -> relu (-> maxpool) runs as one fused conv step; the group then holds the
+    BN op after the conv."""
     consumers = [0] * len(ops)
     for op in ops:
         for i in op.inputs:
@@ -160,6 +164,11 @@ def _group(ops, K):
     while i < len(ops):
         op = ops[i]
         group, kind = [op], (op.act if op.kind == "act" else op.kind)
+        bn = (fold_bn and op.kind in ("conv", "sepconv") and feeds(i, i + 1)
+              and ops[i + 1].kind == "batchnorm")
+        e = i + 1 if bn else i          # the op whose output a fused relu would read
+        if bn:
+            group = ops[i:e + 1]
         if op.kind == "augment":
             # consecutive augmentation layers that fill alike: one warp per image
             j = i + 1
@@ -167,20 +176,49 @@ def _group(ops, K):
                    and A.fill_of([o.layer for o in ops[i:j + 1]]) is not None):
                 j += 1
             group = ops[i:j]
-        elif (op.kind == "conv" and feeds(i, i + 1) and ops[i + 1].kind == "act"
-                and ops[i + 1].act == "relu"):
-            if (feeds(i + 1, i + 2) and ops[i + 2].kind == "pool"
+        elif (op.kind == "conv" and feeds(e, e + 1) and ops[e + 1].kind == "act"
+                and ops[e + 1].act == "relu"):
+            if (feeds(e + 1, e + 2) and ops[e + 2].kind == "pool"
                     and kernels.fuses(K, "conv2d_relu_maxpool")):
-                group, kind = ops[i:i + 3], "conv2d_relu_maxpool"
+                group, kind = ops[i:e + 3], "conv2d_relu_maxpool"
             elif kernels.fuses(K, "conv2d_relu"):
-                group, kind = ops[i:i + 2], "conv2d_relu"
-        elif (op.kind == "sepconv" and feeds(i, i + 1) and ops[i + 1].kind == "act"
-              and ops[i + 1].act == "relu" and kernels.fuses(K, "conv2d_relu")):
-            group, kind = ops[i:i + 2], "sepconv_relu"    # the pointwise conv + relu
+                group, kind = ops[i:e + 2], "conv2d_relu"
+        elif (op.kind == "sepconv" and feeds(e, e + 1) and ops[e + 1].kind == "act"
+              and ops[e + 1].act == "relu" and kernels.fuses(K, "conv2d_relu")):
+            group, kind = ops[i:e + 2], "sepconv_relu"    # the pointwise conv + relu
         out.append((kind, group, tuple(step_of[j] for j in op.inputs)))
         i += len(group)
         step_of[i - 1] = len(out) - 1
     return out
+
+
+class FoldedBN:
+    """A BatchNormalization in inference folded into the conv before it: with s =
+    gamma / sqrt(moving_variance + epsilon), kernel' = kernel * s (over the output
+    channels, the last axis) and bias' = (bias - moving_mean) * s + beta, so that
+    conv(x, kernel') + bias' is BN(conv(x, kernel) + bias). refresh() recomputes both
+    from the layers' current weights into buffers allocated here (in place: a forward
+    allocates nothing), so training or set_weights between predictions is seen; it
+    costs one pass over the kernel, next to a forward's N * OH * OW passes."""
+
+    def __init__(self, bn_layer, kernel, bias, channels):
+        self.bn, self.kernel, self.bias = bn_layer, kernel, bias
+        self.w = np.empty_like(kernel)
+        self.b = np.empty(channels, np.float32)
+        self.s = np.empty(channels, np.float32)
+        self.ones = np.ones(channels, np.float32)
+        self.zeros = np.zeros(channels, np.float32)
+
+    def refresh(self):
+        weights = dict(zip(self.bn.weight_names, self.bn._weights))
+        np.add(weights["moving_variance"], np.float32(self.bn.epsilon), out=self.s)
+        np.sqrt(self.s, out=self.s)
+        np.divide(weights.get("gamma", self.ones), self.s, out=self.s)
+        np.multiply(self.kernel, self.s, out=self.w)
+        np.subtract(self.zeros if self.bias is None else self.bias, weights["moving_mean"],
+                    out=self.b)
+        np.multiply(self.b, self.s, out=self.b)
+        np.add(self.b, weights.get("beta", self.zeros), out=self.b)
 
 
 # --------------------------------------------------------------------------- steps
@@ -235,16 +273,22 @@ class ConvStep(Step):
         self.w, self.b = conv._weights                        # (KH, KW, C, F), (F,)
         self.dw, self.db = grads
         self.conv_kw = {"stride": conv.strides, "padding": conv.padding}
+        self.fold = None
+        if len(ops) > 1 and ops[1].kind == "batchnorm":      # inference: _group(fold_bn)
+            self.fold = FoldedBN(ops[1].layer, self.w, self.b, int(self.w.shape[3]))
+            self.w, self.b = self.fold.w, self.fold.b
         self.y = K.empty(self.out_shape())                    # (N, OH, OW, F) or pooled
         self.argmax = None
         if kind == "conv2d_relu_maxpool":
-            pool = ops[2].layer
+            pool = ops[-1].layer
             self.pool_kw = {"pool": pool.pool_size, "pool_stride": pool.strides,
                             "pool_padding": pool.padding}
             self.argmax = K.empty(self.out_shape(), np.int32)  # (N, PH, PW, F) into (OH, OW)
 
     def forward(self):
         K, kind = self.K, self.kind
+        if self.fold is not None:
+            self.fold.refresh()
         if kind == "conv":
             K.conv2d_forward(self.x, self.w, self.b, out=self.y, **self.conv_kw)
         elif kind == "conv2d_relu":
@@ -333,12 +377,16 @@ class SeparableStep(DepthwiseStep):
         self.kw = {"stride": layer.strides, "padding": layer.padding}
         weights = list(layer._weights)
         self.w, self.pw = weights.pop(0), weights.pop(0)      # (KH, KW, C, M), (1, 1, CM, F)
-        self.relu = len(ops) == 2                             # sepconv_relu
+        self.relu = ops[-1].kind == "act"                     # sepconv_relu
         cm = int(self.pw.shape[2])
         self.training = grads is not None
         grads = list(grads) if self.training else []
         self.dw, self.dpw = (grads.pop(0), grads.pop(0)) if self.training else (None, None)
         self._bias_and_grad(K, weights, grads, int(self.pw.shape[3]))
+        self.fold = None
+        if len(ops) > 1 and ops[1].kind == "batchnorm":      # inference: _group(fold_bn)
+            self.fold = FoldedBN(ops[1].layer, self.pw, self.b, int(self.pw.shape[3]))
+            self.pw, self.b = self.fold.w, self.fold.b
         self.zero_b = K.to_device(np.zeros(cm, np.float32))   # (C*M,) the depthwise bias
         self.y = K.empty(self.out_shape())                    # (N, OH, OW, F)
         shape = self.out_shape()[:3] + (cm,)                  # (N, OH, OW, C*M)
@@ -351,6 +399,8 @@ class SeparableStep(DepthwiseStep):
 
     def forward(self):
         K = self.K
+        if self.fold is not None:
+            self.fold.refresh()
         K.depthwise_conv2d_forward(self.x, self.w, self.zero_b, out=self.mid, **self.kw)
         pointwise = K.conv2d_relu_forward if self.relu else K.conv2d_forward
         pointwise(self.mid, self.pw, self.b, stride=1, padding="valid", out=self.y)
@@ -732,7 +782,10 @@ class Plan:
         self.steps = []
         self.inputs = []            # per step: the steps whose outputs it reads (-1: x)
         ref = {-1: -1}              # group index -> the step holding its output (-1: x)
-        groups = _group(ops, K)
+        # BatchNormalization folds into its conv in inference on the fast cpu engine; the
+        # reference keeps the textbook composition (the oracle the cpu plan is tested
+        # against), cuda its BN step (folding there would need a device kernel)
+        groups = _group(ops, K, fold_bn=not training and getattr(K, "NAME", None) == "cpu")
         for g, (kind, group, inputs) in enumerate(groups):
             ins = tuple(ref[j] for j in inputs)
             if kind in ("dropout", "augment") and not training:
