@@ -327,3 +327,16 @@ def test_keras_file_with_the_new_layers(expected, tmp_path):
     back = fastconv.load_model(tmp_path / "again.keras")
     assert back.get_config() == model.get_config()
     assert all(np.array_equal(a, b) for a, b in zip(back.get_weights(), model.get_weights()))
+
+
+def test_keras_seed_network_file(expected):
+    """The seed network as Keras 3 saves it (at 40x40x3: the 150x150 file would be 1.7 MB)
+    is fastconv's small_convnet layer for layer, compiled as the seed."""
+    model = fastconv.load_model(os.path.join(HERE, "seed.keras"))
+    ours = fastconv.small_convnet(input_shape=(40, 40, 3), compile=False)
+    assert [type(l).__name__ for l in model.layers] == [type(l).__name__ for l in ours.layers]
+    assert [s for _, _, s in model.weight_specs()] == [s for _, _, s in ours.weight_specs()]
+    assert model.loss == "binary_crossentropy" and model.optimizer.learning_rate == \
+        pytest.approx(1e-4)
+    np.testing.assert_allclose(model.predict(expected["x4"], verbose=0), expected["seed_pred"],
+                               rtol=0, atol=1e-5)

@@ -15,8 +15,10 @@ GlobalMaxPooling2D joined by Concatenate, Dense softmax), compiled with Adam and
 sparse categorical cross-entropy, never trained. new_layers.keras: the augmentation
 layers (identities in inference), SeparableConv2D (relu, depth_multiplier 2),
 DepthwiseConv2D (strides 2, no bias), BatchNormalization, AveragePooling2D 'same', never
-compiled. expected.npz: inputs, Keras's predictions of all three, and seq's weights
-after a second train_on_batch. About 120 KB.
+compiled. seed.keras: the seed network layer for layer (separate Activation layers) at
+40x40x3, compiled as the seed (RMSprop 1e-4, binary cross-entropy, accuracy).
+expected.npz: inputs, Keras's predictions of all three, and seq's weights
+after a second train_on_batch. About 270 KB.
 """
 import os
 
@@ -85,8 +87,21 @@ def main():
                                rng.normal(0, 0.3, 8), rng.uniform(0.5, 1.5, 8)])
     new.save(os.path.join(HERE, "new_layers.keras"))
     x3 = rng.uniform(0, 255, (3, 16, 15, 3)).astype(np.float32)
+
+    seed_net = keras.Sequential([        # the seed network, layer for layer, at 40x40x3
+        keras.Input((40, 40, 3)),
+        layers.Conv2D(32, (3, 3)), layers.Activation("relu"), layers.MaxPooling2D((3, 3)),
+        layers.Conv2D(32, (3, 3)), layers.Activation("relu"), layers.MaxPooling2D((2, 2)),
+        layers.Conv2D(64, (3, 3)), layers.Activation("relu"), layers.MaxPooling2D((2, 2)),
+        layers.Flatten(), layers.Dense(64), layers.Activation("relu"), layers.Dropout(0.5),
+        layers.Dense(1), layers.Activation("sigmoid")])
+    seed_net.compile(loss="binary_crossentropy", optimizer=keras.optimizers.RMSprop(1e-4),
+                     metrics=["accuracy"])
+    seed_net.save(os.path.join(HERE, "seed.keras"))
+    x4 = rng.uniform(0, 1, (4, 40, 40, 3)).astype(np.float32)
     np.savez(os.path.join(HERE, "expected.npz"), x=x, y=y, seq_pred=seq_pred, x2=x2,
              fun_pred=fun.predict(x2, verbose=0), x3=x3, new_pred=new.predict(x3, verbose=0),
+             x4=x4, seed_pred=seed_net.predict(x4, verbose=0),
              **{f"seq_after_{k}": w for k, w in enumerate(seq_after)})
 
 
