@@ -340,3 +340,32 @@ def test_keras_seed_network_file(expected):
         pytest.approx(1e-4)
     np.testing.assert_allclose(model.predict(expected["x4"], verbose=0), expected["seed_pred"],
                                rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["seq", "fun", "new_layers"])
+def test_keras2_h5_written_by_fastconv_round_trips(tmp_path, which):
+    """model.save("m.h5") writes a Keras 2 full-model file (checked by hand to load in
+    tf_keras 2.21 and Keras 3.15 with fastconv's predictions, 1e-7): back in fastconv
+    the architecture, weights and compile settings are the same."""
+    model = fastconv.load_model(os.path.join(HERE, f"{which}.keras"))
+    model.class_names = ["a", "b", "c"][:max(2, model.output_shape[-1])]
+    path = tmp_path / "m.h5"
+    model.save(path)
+    back = fastconv.load_model(path)
+    assert back.get_config() == model.get_config()
+    assert all(np.array_equal(a, b) for a, b in zip(back.get_weights(), model.get_weights()))
+    assert back.compiled == model.compiled and back.class_names == model.class_names
+    if model.compiled:
+        assert back.loss == model.loss
+        assert back.optimizer.get_config() == model.optimizer.get_config()
+
+
+def test_keras_loads_fastconv_keras2_h5(tmp_path):
+    """Keras 3 (an optional oracle) reads fastconv's .h5 as a legacy Keras file."""
+    keras = pytest.importorskip("keras")
+    model = fastconv.load_model(os.path.join(HERE, "fun.keras"))
+    model.save(tmp_path / "fun.h5")
+    x = np.random.default_rng(4).uniform(0, 255, (2, 9, 10, 3)).astype(np.float32)
+    theirs = keras.models.load_model(tmp_path / "fun.h5")
+    np.testing.assert_allclose(np.asarray(theirs.predict(x, verbose=0)),
+                               model.predict(x, verbose=0), rtol=0, atol=1e-5)

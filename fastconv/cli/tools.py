@@ -47,7 +47,8 @@ def cmd_convert(args):
     if opened.note:
         print(f"note: {opened.note}")
     model = opened.model
-    kind = "Keras 3 .keras file" if dst.endswith(".keras") else "fastconv model file"
+    kind = ("Keras 3 .keras file" if dst.endswith(".keras") else
+            "Keras 2 full-model .h5 file" if dst.endswith(".h5") else "fastconv model file")
     compiled = (f"; compiled with {model.loss}, {type(model.optimizer).__name__} (learning "
                 f"rate {model.optimizer.learning_rate:g})" if model.compiled else
                 "; not compiled")
@@ -118,8 +119,9 @@ def add_parsers(sub, common):
     p.add_argument("model", metavar="MODEL",
                    help="e.g. first_try.h5, model.keras or model.fcm")
     p.add_argument("out", metavar="OUT",
-                   help="the file to write: a Keras 3 file when it ends in .keras (e.g. "
-                        "model.keras), else a fastconv model file (e.g. model.fcm)")
+                   help="the file to write: a Keras 3 file when it ends in .keras, a Keras 2 "
+                        "full-model file when it ends in .h5, else a fastconv model file "
+                        "(e.g. model.fcm)")
     p.add_argument("--class-names", metavar="A,B",
                    help=f"class names stored in the file, in label order (default "
                         f"{','.join(KERAS_DEFAULT_CLASSES)}: class 1 = the second class folder "

@@ -360,6 +360,7 @@ def load_keras2_h5(filepath, device="cpu", compile=True):
     with _h5py().File(path, "r") as f:
         config = _attr_json(path, f, "model_config")
         training = _attr_json(path, f, "training_config")
+        class_names = _attr_json(path, f, "fastconv_class_names")   # written by fastconv
         try:
             cls_name, fc_config, notes = keras_config.from_keras(config)
             cls = model_class(cls_name)
@@ -389,7 +390,8 @@ def load_keras2_h5(filepath, device="cpu", compile=True):
     except (ValueError, TypeError, KeyError, L.LayerError) as exc:
         _fail(path, f"its architecture cannot be rebuilt: {exc}")
     model.set_weights(weights)
-    model.class_names = None
+    model.class_names = [str(n) for n in class_names] if isinstance(class_names, list) \
+        else None
     if compile and training:
         cc = {"optimizer": training.get("optimizer_config"), "loss": training.get("loss"),
               "metrics": training.get("metrics"), "loss_weights": training.get("loss_weights"),
@@ -452,6 +454,73 @@ def _write_optimizer(f, model):
     values += [np.ascontiguousarray(a, np.float32) for a in arrays]
     for k, v in enumerate(values):
         vars_.create_dataset(str(k), data=v)
+
+
+def _keras2_entry(entry):
+    """A Keras 3 layer entry (keras_config.to_keras) in Keras 2's form: no module keys,
+    initializers as {"class_name", "config"}, an InputLayer's batch_input_shape, inbound
+    nodes as [[name, 0, 0, {}], ...]."""
+    cfg = dict(entry["config"])
+    if entry["class_name"] == "InputLayer":
+        cfg = {"batch_input_shape": cfg["batch_shape"], "dtype": "float32", "sparse": False,
+               "ragged": False, "name": cfg["name"]}
+    for arg, value in list(cfg.items()):
+        if isinstance(value, dict) and "class_name" in value:
+            cfg[arg] = {"class_name": value["class_name"], "config": value.get("config", {})}
+    out = {"class_name": entry["class_name"], "config": cfg}
+    if "inbound_nodes" in entry:
+        out["name"] = entry["name"]
+        nodes = entry["inbound_nodes"]
+        if nodes:
+            arg = nodes[0]["args"][0]
+            tensors = arg if isinstance(arg, list) else [arg]
+            nodes = [[[t["config"]["keras_history"][0], 0, 0, {}] for t in tensors]]
+        out["inbound_nodes"] = nodes
+    return out
+
+
+def save_keras2_h5(model, filepath):
+    """Write `model` as a Keras 2 full-model .h5 (what `model.save("m.h5")` writes in
+    Keras 2 / tf_keras, and what Keras 3's load_model reads as a legacy file): the
+    model_config and training_config attributes, and model_weights with each layer's
+    weight_names ("<layer>/<weight>:0"). No optimizer state. Atomic, like every save."""
+    model.require_built("save")
+    h5py = _h5py()
+    k3 = keras_config.to_keras(model)
+    body = dict(k3["config"])
+    body["layers"] = [_keras2_entry(e) for e in body["layers"]]
+    if k3["class_name"] != "Sequential":
+        body["input_layers"] = [body["input_layers"]]
+        body["output_layers"] = [body["output_layers"]]
+    config = {"class_name": k3["class_name"], "config": body}
+    cc = _compile_config(model)
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.attrs["backend"] = "tensorflow"
+        f.attrs["keras_version"] = "2.15.0"
+        f.attrs["model_config"] = json.dumps(config)
+        if cc is not None:
+            opt = cc["optimizer"]
+            f.attrs["training_config"] = json.dumps({
+                "loss": cc["loss"], "metrics": cc["metrics"], "weighted_metrics": None,
+                "loss_weights": None,
+                "optimizer_config": {"class_name": opt["class_name"], "config": opt["config"]}})
+        group = f.create_group("model_weights")
+        layers = [layer for layer in model.layers
+                  if type(model).__name__ != "Sequential" or not isinstance(layer, L.InputLayer)]
+        group.attrs["layer_names"] = np.array([layer.name.encode() for layer in layers])
+        group.attrs["backend"] = "tensorflow"
+        group.attrs["keras_version"] = "2.15.0"
+        for layer in layers:
+            g = group.create_group(layer.name)
+            names = [f"{layer.name}/{w}:0" for w in layer.weight_names]
+            g.attrs["weight_names"] = np.array([n.encode() for n in names])
+            for name, w in zip(names, layer.get_weights()):
+                g.create_dataset(name, data=np.ascontiguousarray(w, np.float32))
+        if getattr(model, "class_names", None):
+            f.attrs["fastconv_class_names"] = json.dumps(list(model.class_names))
+    data = buf.getvalue()
+    atomic_replace(filepath, lambda fh: fh.write(data))
 
 
 def save_keras(model, filepath):

@@ -34,10 +34,15 @@ class FileMethods:
     def save(self, filepath, include_optimizer=True):
         """Write the architecture, weights and (optionally) optimizer state to one
         .npz file, atomically. Load with fastconv.load_model. A path ending in .keras
-        writes a Keras 3 .keras file instead (models.keras_file; no optimizer state)."""
+        writes a Keras 3 .keras file instead, one ending in .h5 a Keras 2 full-model
+        HDF5 file (models.keras_file; the .h5 keeps no optimizer state)."""
         if os.fspath(filepath).endswith(".keras"):
             from .keras_file import save_keras
             save_keras(self, filepath)
+            return
+        if os.fspath(filepath).endswith(".h5"):
+            from .keras_file import save_keras2_h5
+            save_keras2_h5(self, filepath)
             return
         save_model(self, filepath, include_optimizer=include_optimizer)
 
