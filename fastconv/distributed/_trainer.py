@@ -1,0 +1,208 @@
+"""The data-parallel fit of fastconv.distributed: one object per fit call that
+model.fit(..., distributed=...) installs on the model (models.training calls its step
+and, through model._batches, its batches) and removes at the end.
+
+The exchange buffer (float32, one per fit):
+    [ gradients of every trainable weight, each at a 16-float aligned offset | padding
+      | BatchNormalization moving statistics | loss sum, correct count, non-finite flag ]
+The model's gradient buffers (model._grads) are views of its first part, so backward
+writes them in place; one Allreduce(IN_PLACE, SUM) per step exchanges the whole buffer.
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+
+from ..layers.normalization import BatchNormalization
+from ..models import batches as plain
+from ..models._plan import device_kit
+from . import DistributedError
+
+ALIGN = 16          # floats: each gradient starts on a 64-byte boundary
+STATS = 3           # loss sum, correct count, non-finite flag
+
+
+def shard(total, rank, size):
+    """(first, stop) of rank's rows in a global batch of `total` rows: contiguous, in
+    rank order, sizes differing by at most one, their union the whole batch."""
+    return total * rank // size, total * (rank + 1) // size
+
+
+def report_and_abort(comm, message, code=1):
+    """Print `message` on stderr naming the rank, then MPI Abort: every rank stops."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    print(f"fastconv: rank {rank} of {size} failed: {message}; stopping all {size} ranks",
+          file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    comm.Abort(code)
+
+
+class DistributedFit:
+    """The state of one data-parallel fit on communicator `comm`."""
+
+    def __init__(self, model, comm):
+        self.model, self.comm = model, comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.buffer = None
+
+    # ------------------------------------------------------------------ fit
+    def run(self, fit_fn, args):
+        m = self.model
+        try:
+            m._require_compiled_or_build(args["x"])
+            self._check_setup(args)
+            self._broadcast_start()
+            self._flat_buffer()
+            args = dict(args, verbose=args["verbose"] if self.rank == 0 else 0)
+            m._distributed, m._batches = self, self.batches   # shadows Trainer._batches
+            try:
+                return fit_fn(**args)
+            finally:
+                m._distributed = None
+                del m._batches
+        except BaseException as exc:        # Ctrl-C too: no rank may be left waiting
+            if self.size > 1:
+                report_and_abort(self.comm, f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _check_setup(self, args):
+        m = self.model
+        if device_kit(m._backend()) is not None:
+            raise DistributedError(
+                f"{m.name}.fit(distributed=...): data-parallel training runs on the cpu "
+                f"and reference devices so far, not on {m.device!r} (the NCCL / "
+                f"host-staged GPU path is not built yet)")
+        x, b = args["x"], args["batch_size"]
+        if isinstance(x, np.ndarray) and isinstance(b, int) and 0 < b < self.size:
+            raise DistributedError(
+                f"{m.name}.fit(distributed=...): batch_size={b} is the global batch and "
+                f"must hold at least one sample per rank ({self.size} ranks)")
+
+    def _broadcast_start(self):
+        """Rank 0's seed, generator states and weights on every rank."""
+        m, comm = self.model, self.comm
+        seed, states = comm.bcast((m.seed, m.rng_states()) if self.rank == 0 else None,
+                                  root=0)
+        m.set_rng_states(seed, states)
+        for layer in m.layers:
+            for w in layer._weights:
+                comm.Bcast(w, root=0)
+
+    def _flat_buffer(self):
+        """The exchange buffer, the model's gradient buffers made views of it."""
+        m = self.model
+        layers = [l for l in m.layers if l._weights]
+        shapes = [(l, [tuple(w.shape) for w in l._weights[:l.trainable_weight_count()]])
+                  for l in layers]
+        self.moving = [w for l in layers if isinstance(l, BatchNormalization)
+                       for w in l._weights[l.trainable_weight_count():]]
+        offset, places = 0, []
+        for _, ss in shapes:
+            for s in ss:
+                places.append((offset, s))
+                offset += -(-int(np.prod(s)) // ALIGN) * ALIGN
+        self.grads_end = offset
+        self.moving_end = offset + sum(int(w.size) for w in self.moving)
+        buf = np.zeros(self.moving_end + STATS, np.float32)
+        views = iter(buf[o:o + int(np.prod(s))].reshape(s) for o, s in places)
+        m._grads = {l.name: tuple(next(views) for _ in ss) for l, ss in shapes}
+        m._invalidate()                  # the plans are rebuilt on these buffers
+        self.buffer = buf
+        self.grads = buf[:self.grads_end]
+        self.stats = buf[self.moving_end:]
+
+    # ------------------------------------------------------------------ per step
+    def step(self, plan, loss, snaps):
+        """models.training._train_step under MPI, after plan.forward() and the local
+        loss: the local gradients and statistics, one Allreduce, the update. Returns
+        (loss, correct) of the global batch; correct None when its loss is not finite
+        (then no rank updates)."""
+        m = self.model
+        total, _ = plan.shard
+        n = plan.n
+        finite = math.isfinite(loss)
+        correct = plan.correct() if (m.metrics and finite) else 0
+        if snaps is not None:
+            from .._memory import copy
+            for p, s in zip(plan.params, snaps):
+                copy(p, s)
+        plan.backward()
+        # each rank's mean gradient weighted by its share: the sum is the global mean
+        np.multiply(self.grads, np.float32(n / total), out=self.grads)
+        at = self.grads_end
+        for w in self.moving:
+            self.buffer[at:at + w.size] = w.reshape(-1)
+            at += w.size
+        self.stats[0] = loss * n if finite else 0.0
+        self.stats[1] = correct
+        self.stats[2] = 0.0 if finite else 1.0
+        from mpi4py import MPI
+        self.comm.Allreduce(MPI.IN_PLACE, self.buffer, op=MPI.SUM)
+        if self.moving:
+            at = self.grads_end
+            inv = np.float32(1.0 / self.size)
+            for w in self.moving:
+                np.multiply(self.buffer[at:at + w.size], inv, out=w.reshape(-1))
+                at += w.size
+        if self.stats[2] or not math.isfinite(float(self.stats[0])):
+            return (loss if not finite else float("nan")), None
+        m.optimizer.apply(plan.K, plan.params, plan.grads)
+        return float(self.stats[0]) / total, int(self.stats[1])
+
+    # ------------------------------------------------------------------ batches
+    def batches(self, data, batch_size, shuffle, training, steps=None, labels=True):
+        """model._batches during the fit: training batches sharded (yielding (plan,
+        global batch size), so fit's logs count the global batch), the rest (validation)
+        whole on every rank."""
+        m = self.model
+        if not training:
+            yield from plain.batches(m, data, batch_size, shuffle, training, steps, labels)
+            return
+        if data[0] == "arrays":
+            _, x, y = data
+            total = x.shape[0]
+            perm = m._shuffle_rng.permutation(total) if shuffle else None
+            for start in range(0, total, batch_size):
+                stop = min(start + batch_size, total)
+                plan = self._plan(stop - start, "the last batch")
+                lo, hi = start + plan.shard[1], start + plan.shard[1] + plan.n
+                if perm is None:
+                    plan.load_slice(x, y, lo, hi)
+                else:
+                    plan.load_take(x, y, perm[lo:hi])
+                yield plan, stop - start
+            return
+        for k, (xb, yb) in enumerate(self._whole(data, steps, labels)):
+            plan = self._plan(xb.shape[0], f"batch {k}")
+            first = plan.shard[1]
+            plan.load_slice(xb, yb, first, first + plan.n)
+            yield plan, xb.shape[0]
+
+    def _plan(self, total, which):
+        if total < self.size:
+            raise DistributedError(
+                f"{self.model.name}.fit(distributed=...): {which} holds {total} samples, "
+                f"fewer than the {self.size} ranks (each needs one); choose a batch size "
+                f"or a sample count that leaves every batch at least {self.size}")
+        first, stop = shard(total, self.rank, self.size)
+        return self.model._plan("train", stop - first, (total, first))
+
+    def _whole(self, data, steps, labels):
+        """The iterable's global batches as (x, labels) checked as models.batches does."""
+        m = self.model
+        iterable = data[1]
+        if steps is not None:
+            import itertools
+            iterable = itertools.islice(iterable, steps)
+        for k, batch in enumerate(iterable):
+            if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+                xb, yb = batch[0], batch[1]
+            else:
+                raise ValueError(f"{m.name}: batch {k} has no labels; training needs "
+                                 f"(x, y) batches")
+            xb = m._check_x(xb, f"x of batch {k}")
+            if xb.shape[0] == 0:
+                continue
+            yield xb, m._prep_labels(yb, xb.shape[0], f"y of batch {k}")
