@@ -29,7 +29,7 @@ def run(args, train):
     comm = communicator(args)
     if comm is None or comm.Get_size() == 1:
         return train(args, comm)
-    from ..distributed._trainer import report_and_abort
+    from ..distributed import report_and_abort
     rank = comm.Get_rank()
     try:
         with open(os.devnull, "w") as null, \

@@ -17,52 +17,15 @@ docs/distributed.md.
 """
 from __future__ import annotations
 
-import os
+from ._comm import DistributedError, launched_by_mpi, report_and_abort, shard, world
+from ._trainer import DistributedFit
 
-# variables the common launchers set in every rank's environment
-_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE",
-                   "MPI_LOCALNRANKS")
-
-
-class DistributedError(RuntimeError):
-    """Distributed training cannot run as asked (no mpi4py, a device it lacks, ...)."""
-
-
-def launched_by_mpi(environ=None):
-    """True when this process is one of several ranks started by mpirun/mpiexec/srun
-    (a size variable of MPICH/Hydra, Open MPI, PMIx or MVAPICH says more than 1)."""
-    env = os.environ if environ is None else environ
-    for name in _SIZE_VARIABLES:
-        try:
-            if int(env.get(name, "1")) > 1:
-                return True
-        except ValueError:
-            continue
-    return False
-
-
-def world(comm=None):
-    """The communicator: `comm`, else mpi4py's COMM_WORLD (mpi4py imported here)."""
-    if comm is not None and comm is not True:
-        return comm
-    try:
-        from mpi4py import MPI
-    except ImportError as exc:
-        raise DistributedError(
-            f"distributed training needs mpi4py and an MPI library: pip install "
-            f"'fastconv[mpi]' (mpi4py and the mpich wheel); import failed: {exc}") from None
-    return MPI.COMM_WORLD
+__all__ = ["DistributedError", "DistributedFit", "fit", "launched_by_mpi",
+           "report_and_abort", "shard", "world"]
 
 
 def fit(model, distributed, fit_fn, args):
     """model.fit(..., distributed=...) (models.training): fit_fn(**args) on every rank
-    with the step, the batches and the start of training made data-parallel."""
-    from ._trainer import DistributedFit
+    with the step, the batches and the start of training made data-parallel;
+    `distributed` is True (COMM_WORLD) or an mpi4py communicator."""
     return DistributedFit(model, world(distributed)).run(fit_fn, args)
-
-
-def abort(comm, message, code=1):
-    """Report `message` (on stderr, naming the rank) and abort every rank of comm: a rank
-    that fails must not leave the others waiting in a collective."""
-    from ._trainer import report_and_abort
-    report_and_abort(comm, message, code)

@@ -11,32 +11,16 @@ writes them in place; one Allreduce(IN_PLACE, SUM) per step exchanges the whole 
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
 from ..layers.normalization import BatchNormalization
 from ..models import batches as plain
 from ..models._plan import device_kit
-from . import DistributedError
+from ._comm import DistributedError, report_and_abort, shard
 
 ALIGN = 16          # floats: each gradient starts on a 64-byte boundary
 STATS = 3           # loss sum, correct count, non-finite flag
-
-
-def shard(total, rank, size):
-    """(first, stop) of rank's rows in a global batch of `total` rows: contiguous, in
-    rank order, sizes differing by at most one, their union the whole batch."""
-    return total * rank // size, total * (rank + 1) // size
-
-
-def report_and_abort(comm, message, code=1):
-    """Print `message` on stderr naming the rank, then MPI Abort: every rank stops."""
-    rank, size = comm.Get_rank(), comm.Get_size()
-    print(f"fastconv: rank {rank} of {size} failed: {message}; stopping all {size} ranks",
-          file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    comm.Abort(code)
 
 
 class DistributedFit:
