@@ -78,6 +78,28 @@ def test_the_launchers_environment_is_detected():
     assert not distributed.launched_by_mpi({"OMPI_COMM_WORLD_SIZE": "x"})
 
 
+class _FakeComm:
+    def __init__(self, rank, size):
+        self.rank, self.size = rank, size
+
+    def Get_rank(self):
+        return self.rank
+
+    def Get_size(self):
+        return self.size
+
+
+def test_a_batch_smaller_than_the_rank_count_is_refused_naming_it():
+    from tests.model_helpers import tiny_convnet
+    model = tiny_convnet()
+    fit = distributed.DistributedFit(model, _FakeComm(1, 4))
+    with pytest.raises(distributed.DistributedError, match=r"the last batch holds 3 samples,"
+                                                           r" fewer than the 4 ranks"):
+        fit._plan(3, "the last batch")
+    with pytest.raises(distributed.DistributedError, match=r"batch_size=2 is the global"):
+        fit._check_setup({"x": np.zeros((4, 16, 16, 1), np.float32), "batch_size": 2})
+
+
 def test_without_mpi4py_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "mpi4py", None)
     with pytest.raises(distributed.DistributedError, match=r"fastconv\[mpi\]"):
@@ -99,6 +121,14 @@ def test_two_ranks_agree_bitwise_and_match_one_process(tmp_path):
         assert np.array_equal(r0[k], r1[k]), k                # the ranks: bitwise
         np.testing.assert_allclose(r0[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
     assert np.array_equal(r0["accuracy"], ref["accuracy"])
+    # distributed=True in one process (mpi4py's singleton): the same weights, bitwise
+    (tmp_path / "single").mkdir()
+    single = _run([WORKER, tmp_path / "single"])
+    assert single.returncode == 0, single.stderr
+    alone = np.load(tmp_path / "single" / "rank0.npz")
+    for k in ref.files:
+        if k.startswith("arr_"):
+            assert np.array_equal(alone[k], ref[k]), k
 
 
 @needs_mpi
@@ -128,3 +158,30 @@ def test_mpirun_fastconv_train_writes_once_from_rank_0(tmp_path):
                 "--no-progress", "--out", out], n=2, timeout=60)     # no --overwrite
     assert bad.returncode != 0 and "rank 0 of 2 failed" in bad.stderr
     assert "--overwrite" in bad.stderr
+
+
+def _train(demo, out, n, *flags):
+    args = ["-m", "fastconv", "train", demo, "--image-size", "32", "--batch-size", "8",
+            "--no-progress", "--out", out, *flags]
+    return _run(args, n=n)
+
+
+@needs_mpi
+def test_mpirun_train_resumes_to_the_single_process_result(tmp_path):
+    import fastconv
+    from fastconv import data
+    demo = tmp_path / "demo"
+    data.write_demo_data(str(demo), train_per_class=8, validation_per_class=4,
+                         image_size=32, seed=1)
+    one, two = tmp_path / "one" / "model.fcm", tmp_path / "two" / "model.fcm"
+    one.parent.mkdir()
+    two.parent.mkdir()
+    run = _train(demo, one, None, "--epochs", "2")
+    assert run.returncode == 0, run.stderr
+    for flags in (("--epochs", "1"), ("--epochs", "2", "--resume")):
+        run = _train(demo, two, 2, *flags)
+        assert run.returncode == 0, run.stderr
+    a = fastconv.load_model(str(one) + ".ckpt").get_weights()
+    b = fastconv.load_model(str(two) + ".ckpt").get_weights()
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6)
