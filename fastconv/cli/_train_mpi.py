@@ -29,7 +29,7 @@ def run(args, train):
     comm = communicator(args)
     if comm is None or comm.Get_size() == 1:
         return train(args, comm)
-    from ..distributed import report_and_abort
+    from ..distributed import code_of, describe, report_and_abort
     rank = comm.Get_rank()
     try:
         with open(os.devnull, "w") as null, \
@@ -37,10 +37,9 @@ def run(args, train):
             rc = train(args, comm)
     except BaseException as exc:          # noqa: BLE001 - every rank must stop
         from .._text import printable
-        text = printable(" ".join(str(exc).split())) or type(exc).__name__
-        if not isinstance(exc, CLIError):
-            text = f"{type(exc).__name__}: {text}"
-        report_and_abort(comm, text, 130 if isinstance(exc, KeyboardInterrupt) else 1)
+        text = printable(" ".join(str(exc).split())) if isinstance(exc, CLIError) \
+            else printable(describe(exc))
+        report_and_abort(comm, text, code_of(exc))
         raise
     if rc:
         sys.stdout.flush()

@@ -17,11 +17,12 @@ docs/distributed.md.
 """
 from __future__ import annotations
 
-from ._comm import DistributedError, launched_by_mpi, report_and_abort, shard, world
+from ._comm import (DistributedError, code_of, describe, launched_by_mpi, report_and_abort,
+                    shard, world)
 from ._trainer import DistributedFit
 
-__all__ = ["DistributedError", "DistributedFit", "fit", "launched_by_mpi",
-           "report_and_abort", "shard", "world"]
+__all__ = ["DistributedError", "DistributedFit", "code_of", "describe", "fit",
+           "launched_by_mpi", "report_and_abort", "shard", "world"]
 
 
 def fit(model, distributed, fit_fn, args):

@@ -47,6 +47,19 @@ def shard(total, rank, size):
     return total * rank // size, total * (rank + 1) // size
 
 
+def describe(exc):
+    """One line for the failure `exc` of a rank: 'Type: message', Ctrl-C as such."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def code_of(exc):
+    """The exit code of the abort: 130 for Ctrl-C (as `fastconv train`), else 1."""
+    return 130 if isinstance(exc, KeyboardInterrupt) else 1
+
+
 def report_and_abort(comm, message, code=1):
     """Print `message` on stderr naming the rank, then MPI Abort: every rank stops (a
     rank that fails must not leave the others waiting in a collective)."""

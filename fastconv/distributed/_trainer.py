@@ -17,7 +17,7 @@ import numpy as np
 from ..layers.normalization import BatchNormalization
 from ..models import batches as plain
 from ..models._plan import device_kit
-from ._comm import DistributedError, report_and_abort, shard
+from ._comm import DistributedError, code_of, describe, report_and_abort, shard
 
 ALIGN = 16          # floats: each gradient starts on a 64-byte boundary
 STATS = 3           # loss sum, correct count, non-finite flag
@@ -48,7 +48,7 @@ class DistributedFit:
                 del m._batches
         except BaseException as exc:        # Ctrl-C too: no rank may be left waiting
             if self.size > 1:
-                report_and_abort(self.comm, f"{type(exc).__name__}: {exc}")
+                report_and_abort(self.comm, describe(exc), code_of(exc))
             raise
 
     def _check_setup(self, args):
