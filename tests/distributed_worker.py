@@ -3,7 +3,8 @@
 trains tests.model_helpers.tiny_convnet (a RandomFlip in front, dropout 0.25) for two
 epochs on 30 discs-and-squares images with model.fit(..., distributed=True) (alone: not
 distributed) and writes OUT/rank<r>.npz (weights, loss and accuracy history).
---fail-rank R: rank R raises in its third training step (from a callback)."""
+--fail-rank R: rank R raises in its third training step (from a callback).
+--short-rank R: rank R is given 16 training samples instead of 24 (ranks out of step)."""
 import argparse
 import os
 import sys
@@ -43,6 +44,7 @@ def main():
     p.add_argument("--fail-rank", type=int)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--short-rank", type=int, help="this rank trains on 8 fewer samples")
     a = p.parse_args()
     rank = 0
     if not a.alone:
@@ -51,7 +53,8 @@ def main():
     x, y = discs_and_squares(30, np.random.default_rng(3))
     model = build(a.device)
     cbs = [FailAt(rank if rank == a.fail_rank else None, 2)]
-    h = model.fit(x[:24], y[:24], batch_size=a.batch, epochs=2, verbose=0, callbacks=cbs,
+    n = 16 if rank == a.short_rank else 24
+    h = model.fit(x[:n], y[:n], batch_size=a.batch, epochs=2, verbose=0, callbacks=cbs,
                   validation_data=(x[24:], y[24:]), distributed=not a.alone)
     np.savez(os.path.join(a.out, f"rank{rank}.npz"),
              *model.get_weights(), loss=np.array(h.history["loss"]),

@@ -142,6 +142,14 @@ def test_a_failing_rank_stops_both_with_its_message(tmp_path):
 
 
 @needs_mpi
+def test_ranks_reading_different_data_stop_with_a_message(tmp_path):
+    run = _run([WORKER, tmp_path, "--short-rank", "1"], n=2, timeout=60)   # 3 vs 2 batches
+    assert run.returncode != 0
+    assert "the ranks are out of step" in run.stderr
+    assert "every rank must read the same data" in run.stderr
+
+
+@needs_mpi
 def test_mpirun_fastconv_train_writes_once_from_rank_0(tmp_path):
     from fastconv import data
     demo = tmp_path / "demo"

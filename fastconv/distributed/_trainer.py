@@ -4,7 +4,9 @@ and, through model._batches, its batches) and removes at the end.
 
 The exchange buffer (float32, one per fit):
     [ gradients of every trainable weight, each at a 16-float aligned offset | padding
-      | BatchNormalization moving statistics | loss sum, correct count, non-finite flag ]
+      | BatchNormalization moving statistics | loss sum, correct count, non-finite flag,
+      batch size, step number ]  (the last two: every rank must be at the same step;
+      after its last batch of an epoch a rank exchanges the buffer zeroed, batch size 0)
 The model's gradient buffers (model._grads) are views of its first part, so backward
 writes them in place; one Allreduce(IN_PLACE, SUM) per step exchanges the whole buffer.
 """
@@ -20,7 +22,12 @@ from ..models._plan import device_kit
 from ._comm import DistributedError, code_of, describe, report_and_abort, shard
 
 ALIGN = 16          # floats: each gradient starts on a 64-byte boundary
-STATS = 3           # loss sum, correct count, non-finite flag
+STATS = 5           # loss sum, correct count, non-finite flag, batch size, step number
+
+
+def _mpi():
+    from mpi4py import MPI
+    return MPI
 
 
 class DistributedFit:
@@ -30,6 +37,7 @@ class DistributedFit:
         self.model, self.comm = model, comm
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.buffer = None
+        self.steps = 0             # training steps of this fit so far
 
     # ------------------------------------------------------------------ fit
     def run(self, fit_fn, args):
@@ -122,7 +130,8 @@ class DistributedFit:
         self.stats[0] = loss * n if finite else 0.0
         self.stats[1] = correct
         self.stats[2] = 0.0 if finite else 1.0
-        from mpi4py import MPI
+        self.stats[3], self.stats[4] = total, self.steps
+        MPI = _mpi()
         self.comm.Allreduce(MPI.IN_PLACE, self.buffer, op=MPI.SUM)
         if self.moving:
             at = self.grads_end
@@ -130,10 +139,39 @@ class DistributedFit:
             for w in self.moving:
                 np.multiply(self.buffer[at:at + w.size], inv, out=w.reshape(-1))
                 at += w.size
+        self._check_in_step(total)
+        self.steps += 1
         if self.stats[2] or not math.isfinite(float(self.stats[0])):
             return (loss if not finite else float("nan")), None
         m.optimizer.apply(plan.K, plan.params, plan.grads)
         return float(self.stats[0]) / total, int(self.stats[1])
+
+    def _check_in_step(self, total):
+        """Every rank at the same step of the same global batch: the sums of the batch
+        sizes and step numbers are size x this rank's (ranks reading different data, say
+        an image one rank cannot read, would otherwise exchange unrelated gradients)."""
+        if self.stats[3] != np.float32(total * self.size) or \
+                self.stats[4] != np.float32(self.steps * self.size):
+            raise DistributedError(
+                f"{self.model.name}.fit(distributed=...): the ranks are out of step: rank "
+                f"{self.rank} is at step {self.steps} with a global batch of {total}, "
+                f"another rank at another step, batch or the end of its epoch; every "
+                f"rank must read the same data")
+
+    def _check_epoch_end(self):
+        """After a rank's last training batch of an epoch: one more exchange of the
+        buffer, zeroed, batch size 0 marking the end, so that a rank with a batch left
+        (it sees the marker in its step) and the ranks that ended (they see its batch)
+        all stop with a message rather than wait for each other."""
+        self.buffer.fill(0)
+        self.stats[4] = self.steps
+        MPI = _mpi()
+        self.comm.Allreduce(MPI.IN_PLACE, self.buffer, op=MPI.SUM)
+        if self.stats[3] != 0 or self.stats[4] != np.float32(self.steps * self.size):
+            raise DistributedError(
+                f"{self.model.name}.fit(distributed=...): the ranks are out of step: rank "
+                f"{self.rank} ended the epoch after step {self.steps}, another rank had a "
+                f"batch left; every rank must read the same data")
 
     # ------------------------------------------------------------------ batches
     def batches(self, data, batch_size, shuffle, training, steps=None, labels=True):
@@ -157,12 +195,14 @@ class DistributedFit:
                 else:
                     plan.load_take(x, y, perm[lo:hi])
                 yield plan, stop - start
+            self._check_epoch_end()
             return
         for k, (xb, yb) in enumerate(self._whole(data, steps, labels)):
             plan = self._plan(xb.shape[0], f"batch {k}")
             first = plan.shard[1]
             plan.load_slice(xb, yb, first, first + plan.n)
             yield plan, xb.shape[0]
+        self._check_epoch_end()
 
     def _plan(self, total, which):
         if total < self.size:
