@@ -88,9 +88,9 @@ def test_nothing_inside_imports_the_package_face():
 
 
 def test_the_package_root_holds_only_shared_modules():
-    # A subsystem (cli, data, kernels, layers, models, testing) lives in its package;
+    # A subsystem (cli, data, distributed, kernels, layers, models, testing) lives in its package;
     # the root keeps the public Keras-named modules and small shared helpers.
     root = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(root) <= 13, root
     assert sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()) == \
-        ["cli", "data", "kernels", "layers", "models", "optimizers", "testing"]
+        ["cli", "data", "distributed", "kernels", "layers", "models", "optimizers", "testing"]

@@ -158,7 +158,8 @@ class BestModel(ModelCheckpoint):
     def _save(self, filepath):
         with deferred_sigint():
             self.run.best_val_loss, self.run.best_epoch = self.best, self.epoch + 1
-            super()._save(filepath)
+            if self.run.writer:         # under MPI rank 0 alone writes
+                super()._save(filepath)
         self.saved = True
 
 
@@ -232,8 +233,9 @@ class TrainRun:
     """One `fastconv train`: settings, data, model and the files it writes."""
 
     def __init__(self, settings, root, paths, model, train, val, state=None, show_bar=True,
-                 plateau=None):
+                 plateau=None, writer=True):
         self.settings, self.root, self.paths = settings, root, paths
+        self.writer = writer        # False on the ranks > 0 of an MPI run: nothing written
         self.plateau = plateau      # the run's ReduceLROnPlateau (its counters are saved)
         self.model, self.train, self.val = model, _Counted(train), val
         self.show_bar = show_bar
@@ -249,6 +251,9 @@ class TrainRun:
         file (one atomic rename, so a kill leaves the old one or the new one, whole).
         The state file beside it is a readable copy; --resume reads the checkpoint."""
         from ..models.saving import save_model
+        if not self.writer:
+            self.epochs_done = epochs_done
+            return
         state = {"format": STATE_FORMAT, "version": 1, "epochs_done": epochs_done,
                  "settings": self.settings, "data": self.root,
                  "class_names": list(self.model.class_names),
@@ -262,6 +267,8 @@ class TrainRun:
         self.epochs_done = epochs_done
 
     def write_history(self):
+        if not self.writer:
+            return
         write_json_atomic(self.paths["history"], {
             "settings": self.settings, "data": self.root,
             "class_names": list(self.model.class_names), "best_epoch": self.best_epoch,

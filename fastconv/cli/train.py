@@ -28,6 +28,7 @@ import math
 import os
 import sys
 
+from . import _train_mpi
 from ._common import DEVICES, RESCALE, CLIError, check_outputs, plain_failures, require_device
 from ._train_lr import LR_SETTINGS, RunPlateau, check_lr_settings, optimizer_config, scheduled
 from ._train_models import (AUGMENTATION, MODEL_NAMES, MODEL_SETTINGS, RECIPES, build,
@@ -168,12 +169,16 @@ def resolve_settings(args, demo, stored=None):
 # --------------------------------------------------------------------------- command
 
 def cmd_train(args):
+    return _train_mpi.run(args, _train_plain)
+
+
+def _train_plain(args, comm):
     with plain_failures("while training", memory_hint="; a smaller --batch-size or "
                                                       "--image-size needs less"):
-        return _train(args)
+        return _train(args, comm)
 
 
-def _train(args):
+def _train(args, comm=None):
     from .. import optimizers
     from ..models.file_format import ModelFileError
     from ..models.saving import load_model
@@ -182,7 +187,9 @@ def _train(args):
     # Every file the run writes is checked before anything is: only regular files are
     # replaced, and those of an earlier run only when asked (--overwrite, --resume).
     outputs = [paths[k] for k in ("out", "ckpt", "state", "history", "plot")]
-    check_outputs(outputs, "--out", overwrite=True)
+    writer = comm is None or comm.Get_rank() == 0      # under MPI rank 0 alone writes
+    if writer:
+        check_outputs(outputs, "--out", overwrite=True)
     state = read_state(paths) if args.resume else None
     if state is not None:
         demo = state["data"] is None
@@ -200,7 +207,7 @@ def _train(args):
                        f"{state['epochs_done']} to train longer")
     if not demo:
         split_folders(os.fspath(root_arg))  # a wrong DATA is named first, whatever --out holds
-    if state is None:
+    if state is None and writer:
         check_outputs(outputs, "--out", overwrite=args.overwrite,
                       hint="pass --overwrite to replace them, --resume to continue that run, "
                            "or choose another --out folder")
@@ -229,7 +236,8 @@ def _train(args):
     plateau = RunPlateau(state.get("reduce_lr") if state else None) \
         if settings["reduce_lr_on_plateau"] else None
     run = TrainRun(settings, None if demo else root, paths, model, train, val, state,
-                   show_bar=not args.no_progress, plateau=plateau)
+                   show_bar=not args.no_progress and writer, plateau=plateau,
+                   writer=writer)
     # The data pipeline shuffles and augments epoch k from (seed, k): start where the
     # checkpoint stopped so a resumed run sees the same batches as an uninterrupted one.
     train.epoch = run.epochs_done
@@ -261,7 +269,7 @@ def _train(args):
     epoch_end = EpochEnd(run)
     try:
         model.fit(run.train, epochs=settings["epochs"], initial_epoch=run.epochs_done,
-                  validation_data=val, verbose=0,
+                  validation_data=val, verbose=0, distributed=comm if comm else False,
                   callbacks=([plateau] if plateau else []) + [epoch_end])
     except KeyboardInterrupt:
         epoch_end.close_bar()
@@ -357,4 +365,8 @@ def add_parser(sub, common):
                    help="keep decoded images in memory after the first epoch (small data "
                         "sets; always on for the demo)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over MPI (needs fastconv[mpi]); implied "
+                        "when started by mpirun/mpiexec/srun with more than one rank "
+                        "(see docs/distributed.md)")
     p.set_defaults(func=cmd_train)

@@ -250,10 +250,12 @@ def fill_of(layers):
     return fills.pop() if fills else ("reflect", 0.0)
 
 
-def augment_batch(layers, rngs, x, out, matrix):
+def augment_batch(layers, rngs, x, out, matrix, first=0, total=None):
     """out[i] = x[i] (N, H, W, C float32 host arrays) warped by the composition of each
     layer's draw (layers in order; rngs[k] is layer k's generator), one bilinear warp per
-    image. matrix: a (2, 3) float64 scratch array the caller owns. Returns out."""
+    image. matrix: a (2, 3) float64 scratch array the caller owns. Returns out.
+    first, total: x is images first..first+N of a global batch of `total` (distributed
+    training): the draws of all `total` images are made, in order, and x's used."""
     from ..data.warp import affine_warp
 
     fill = fill_of(layers)
@@ -261,10 +263,14 @@ def augment_batch(layers, rngs, x, out, matrix):
         raise ValueError("augment_batch: the layers fill differently: "
                          + ", ".join(f"{l.name} {l.fill_mode}" for l in layers))
     n, h, w = x.shape[0], x.shape[1], x.shape[2]
-    for i in range(n):
+    total = n if total is None else total
+    for j in range(total):
         m = IDENTITY
         for layer, rng in zip(layers, rngs):
             m = compose(m, layer.draw(rng, h, w))
+        i = j - first
+        if not 0 <= i < n:
+            continue
         matrix[0, 0], matrix[0, 1], matrix[0, 2] = m[0], m[1], m[2]
         matrix[1, 0], matrix[1, 1], matrix[1, 2] = m[3], m[4], m[5]
         affine_warp(x[i], matrix, out=out[i], fill_mode=fill[0], cval=fill[1])

@@ -493,7 +493,7 @@ class DropoutStep(Step):
     (y = x * mask), so every host-side backend sees the same mask. On cuda the mask is
     drawn on the device instead (see __init__)."""
 
-    def __init__(self, K, n, x, ops, rng):
+    def __init__(self, K, n, x, ops, rng, shard=None):
         super().__init__(K, n, x, ops)
         self.rate = ops[0].layer.rate
         self.rng = rng
@@ -509,7 +509,12 @@ class DropoutStep(Step):
             # upload. These masks are not the cpu/reference backends' masks.
             self.seeded = kit.activations.dropout_forward_seeded
             return
-        self.u = np.empty(shape, np.float64)                  # uniform draws
+        # shard (total, first): this plan's batch is rows first..first+n of a global batch
+        # of `total` (fastconv.distributed): the draws are the global batch's, this slice
+        # of them used, so every rank draws what one process would and keeps its rows
+        total, first = shard if shard is not None else (n, 0)
+        self.u_all = np.empty((total,) + shape[1:], np.float64)    # uniform draws
+        self.u = self.u_all[first:first + n]
         self.keep = np.empty(shape, np.bool_)
         self.mask_host = self.mask if isinstance(self.mask, np.ndarray) else np.empty(shape,
                                                                                     np.float32)
@@ -522,7 +527,7 @@ class DropoutStep(Step):
             seed = int(self.rng.integers(0, 2 ** 64, dtype=np.uint64))
             self.seeded(self.x, self.rate, seed, out=(self.y, self.mask))
             return
-        self.rng.random(out=self.u)
+        self.rng.random(out=self.u_all)
         np.greater_equal(self.u, self.rate, out=self.keep)
         self.mask_host.fill(0)
         np.copyto(self.mask_host, self.kept, where=self.keep)
@@ -542,10 +547,11 @@ class AugmentStep(Step):
     result back. No gradient flows through it: a layer with weights before it refuses the
     training plan (bind_backward)."""
 
-    def __init__(self, K, n, x, ops, rngs):
+    def __init__(self, K, n, x, ops, rngs, shard=None):
         super().__init__(K, n, x, ops)
         self.layers = [op.layer for op in ops]
         self.rngs = rngs
+        self.shard = shard          # (total, first): see DropoutStep
         shape = tuple(x.shape)
         self.y = K.empty(shape)                               # (N, H, W, C)
         self.matrix = np.empty((2, 3), np.float64)            # one image's map
@@ -566,7 +572,8 @@ class AugmentStep(Step):
 
     def forward(self):
         x = download(self.x, self.x_host) if self.x_host is not None else self.x
-        A.augment_batch(self.layers, self.rngs, x, self.y_host, self.matrix)
+        total, first = self.shard if self.shard is not None else (x.shape[0], 0)
+        A.augment_batch(self.layers, self.rngs, x, self.y_host, self.matrix, first, total)
         if self.y_host is not self.y:
             upload(self.y_host, self.y)
 
@@ -758,8 +765,9 @@ class Plan:
     dlogits when the model is compiled.
     """
 
-    def __init__(self, model, K, n, training):
+    def __init__(self, model, K, n, training, shard=None):
         self.K, self.n, self.training = K, n, training
+        self.shard = shard
         ops, head = model._logical_ops()
         self.head = head
         in_shape = (n,) + tuple(model.input_shape[1:])
@@ -812,10 +820,11 @@ class Plan:
             elif kind == "flatten":
                 step = FlattenStep(K, n, cur, group)
             elif kind == "dropout":
-                step = DropoutStep(K, n, cur, group, model._dropout_rng_of(group[0].layer))
+                step = DropoutStep(K, n, cur, group, model._dropout_rng_of(group[0].layer),
+                                   shard)
             elif kind == "augment":
                 step = AugmentStep(K, n, cur, group,
-                                   [model._dropout_rng_of(op.layer) for op in group])
+                                   [model._dropout_rng_of(op.layer) for op in group], shard)
             elif kind in ("global_avgpool", "global_maxpool"):
                 step = GlobalPoolStep(K, n, cur, group)
             elif kind == "rescale":

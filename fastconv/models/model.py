@@ -206,12 +206,14 @@ class Model:
         whose layers are not a chain passes how they connect."""
         return logical_ops(self.layers)
 
-    def _plan(self, mode, n):
-        key = (mode, n)
+    def _plan(self, mode, n, shard=None):
+        """The plan of batch size n; shard (total, first): n rows of a global batch of
+        `total` starting at row `first` (fastconv.distributed), None: the whole batch."""
+        key = (mode, n) if shard is None else (mode, n, shard)
         plan = self._plans.get(key)
         if plan is None:
             K = self._backend()
-            plan = Plan(self, K, n, training=mode == "train")
+            plan = Plan(self, K, n, training=mode == "train", shard=shard)
             if plan.training:
                 plan.params = self._params()
                 plan.grads = self._grad_list(K)

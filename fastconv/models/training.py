@@ -142,6 +142,8 @@ class Trainer:
         Returns (loss, correct). A non-finite loss skips the update (correct is None)."""
         plan.forward()
         loss = plan.compute_loss()
+        if getattr(self, "_distributed", None) is not None:    # fastconv.distributed
+            return self._distributed.step(plan, loss, guard_snaps)
         if not math.isfinite(loss):
             return loss, None
         correct = plan.correct() if self.metrics else 0
@@ -192,13 +194,26 @@ class Trainer:
     @locked
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
-            steps_per_epoch=None):
+            steps_per_epoch=None, distributed=False):
         """Train; returns a History whose .history has loss, accuracy, val_loss, val_accuracy.
 
         x, y: arrays, or x an iterable of (x, y) batches (e.g. a data pipeline with
         __iter__/__len__), re-iterated each epoch. validation_split takes the last
         fraction of array data (before shuffling), as Keras.
+        distributed: True (MPI.COMM_WORLD) or an mpi4py communicator: data-parallel
+        training under mpirun, batch_size being the global batch (fastconv.distributed).
         """
+        args = dict(x=x, y=y, batch_size=batch_size, epochs=epochs, verbose=verbose,
+                    callbacks=callbacks, validation_split=validation_split,
+                    validation_data=validation_data, shuffle=shuffle,
+                    initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch)
+        if distributed is False or distributed is None:
+            return self._fit(**args)
+        from ..distributed import fit as distributed_fit
+        return distributed_fit(self, distributed, self._fit, args)
+
+    def _fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
+             validation_data, shuffle, initial_epoch, steps_per_epoch):
         self._require_compiled_or_build(x)
         batch_size = self._check_positive("batch_size", batch_size)
         epochs = self._check_positive("epochs", epochs, allow_zero=True)

