@@ -300,29 +300,45 @@ def load_keras(filepath, device="cpu", compile=True):
         if "metadata.json" in infos:
             meta = _json(path, _read_member(path, zf, infos["metadata.json"], JSON_LIMIT),
                          "metadata.json")
-        try:
-            cls_name, fc_config, notes = keras_config.from_keras(config)
-            cls = model_class(cls_name)
-            planned = cls.planned_weights(fc_config)
-        except (ValueError, TypeError, KeyError, L.LayerError) as exc:
-            _fail(path, f"its architecture cannot be read: {exc}")
+        cls_name, cls, fc_config, notes, planned = _architecture(path, config)
         need = 4 * sum(math.prod(s) for _, _, s in planned)
         data = _read_member(path, zf, infos["model.weights.h5"], 2 * need + SIZE_SLACK)
     weights, opt_state = _weights_from_h5(path, data, cls_name, fc_config["layers"], planned)
+    model = _build(path, cls, fc_config, weights, device,
+                   meta.get("fastconv_class_names") if isinstance(meta, dict) else None)
+    if compile and isinstance(config, dict):
+        _compile(model, config.get("compile_config"), notes)
+        if model.compiled and opt_state:
+            _restore_optimizer(model, opt_state, notes)
+    _warn(path, notes)
+    return model
+
+
+def _architecture(path, config):
+    """(fastconv class name, class, fastconv config, notes, planned weights) of a Keras
+    model config, or KerasFileError naming what cannot be read."""
+    try:
+        cls_name, fc_config, notes = keras_config.from_keras(config)
+        cls = model_class(cls_name)
+        return cls_name, cls, fc_config, notes, cls.planned_weights(fc_config)
+    except (ValueError, TypeError, KeyError, L.LayerError) as exc:
+        _fail(path, f"its architecture cannot be read: {exc}")
+
+
+def _build(path, cls, fc_config, weights, device, class_names):
     try:
         model = cls.from_config(fc_config, device=device)
     except (ValueError, TypeError, KeyError, L.LayerError) as exc:
         _fail(path, f"its architecture cannot be rebuilt: {exc}")
     model.set_weights(weights)
-    names = meta.get("fastconv_class_names") if isinstance(meta, dict) else None
-    model.class_names = [str(n) for n in names] if isinstance(names, list) else None
-    if compile and isinstance(config, dict):
-        _compile(model, config.get("compile_config"), notes)
-        if model.compiled and opt_state:
-            _restore_optimizer(model, opt_state, notes)
-    for note in notes:
-        warnings.warn(f"{path}: {note}", stacklevel=2)
+    model.class_names = [str(n) for n in class_names] if isinstance(class_names, list) \
+        else None
     return model
+
+
+def _warn(path, notes):
+    for note in notes:
+        warnings.warn(f"{path}: {note}", stacklevel=3)
 
 
 # --------------------------------------------------------------------------- Keras 2
@@ -361,12 +377,7 @@ def load_keras2_h5(filepath, device="cpu", compile=True):
         config = _attr_json(path, f, "model_config")
         training = _attr_json(path, f, "training_config")
         class_names = _attr_json(path, f, "fastconv_class_names")   # written by fastconv
-        try:
-            cls_name, fc_config, notes = keras_config.from_keras(config)
-            cls = model_class(cls_name)
-            planned = cls.planned_weights(fc_config)
-        except (ValueError, TypeError, KeyError, L.LayerError) as exc:
-            _fail(path, f"its architecture cannot be read: {exc}")
+        cls_name, cls, fc_config, notes, planned = _architecture(path, config)
         if "model_weights" not in f:
             _fail(path, "has a model_config but no model_weights group")
         listed = dict(_checked(path, _read_keras2(f["model_weights"], path)))
@@ -385,20 +396,13 @@ def load_keras2_h5(filepath, device="cpu", compile=True):
                 _fail(path, f"layer {lname!r} holds weights of shapes {shapes}, the config "
                             f"makes them {[s for _, s in want]}")
             weights += [_read_dataset(path, lname, k, ds) for k, ds in enumerate(have)]
-    try:
-        model = cls.from_config(fc_config, device=device)
-    except (ValueError, TypeError, KeyError, L.LayerError) as exc:
-        _fail(path, f"its architecture cannot be rebuilt: {exc}")
-    model.set_weights(weights)
-    model.class_names = [str(n) for n in class_names] if isinstance(class_names, list) \
-        else None
+    model = _build(path, cls, fc_config, weights, device, class_names)
     if compile and training:
         cc = {"optimizer": training.get("optimizer_config"), "loss": training.get("loss"),
               "metrics": training.get("metrics"), "loss_weights": training.get("loss_weights"),
               "weighted_metrics": training.get("weighted_metrics")}
         _compile(model, cc, notes)
-    for note in notes:
-        warnings.warn(f"{path}: {note}", stacklevel=2)
+    _warn(path, notes)
     return model
 
 
