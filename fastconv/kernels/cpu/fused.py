@@ -40,30 +40,46 @@ def _pool_rows(z, lo, hi, ow_n, pw_k, psw, ppl, yr, ar):
     """yr, ar (PW, F) = max over the pool windows of one pooled row of the conv rows
     z[0:hi-lo] (conv rows lo..hi-1, pre-activation), y clamped at 0; window pw covers
     columns pw*psw - ppl + [0, pw_k) clipped to [0, ow_n). Overwrites yr and ar.
-    A call (not inlined in the two parallel kernels that use it): it compiles once."""
+    A call (not inlined in the two parallel kernels that use it): it compiles once.
+
+    Sweeps by window offset: for each conv row and column offset j, every window's
+    column pw*psw - ppl + j in turn, so each window still sees its cells in row-major
+    order (strictly greater: the first maximum wins, as before) but the loop over F
+    now runs between two windows' accesses instead of right after its own store:
+    LLVM vectorizes it with masked stores (the window-by-window loop stayed scalar).
+    RGB first layer at batch 32, pool 3: 25.7 -> 22.9 ms, same bits (docs/cpu_conv.md).
+    """
     PW, F = yr.shape
     for pw in range(PW):
-        left = pw * psw - ppl
-        clo = max(left, 0)
-        chi = min(left + pw_k, ow_n)
+        clo = max(pw * psw - ppl, 0)
+        zv = z[0, clo]
         best = yr[pw]
         where = ar[pw]
-        zv = z[0, clo]
-        idx = lo * ow_n + clo
+        idx = np.int32(lo * ow_n + clo)
         for f in range(F):
             best[f] = zv[f]
             where[f] = idx
-        for oh in range(lo, hi):
-            for ow in range(clo, chi):
-                zv = z[oh - lo, ow]
-                idx = oh * ow_n + ow
-                for f in range(F):  # strictly greater: the first maximum wins
-                    if zv[f] > best[f]:
-                        best[f] = zv[f]
+    for oh in range(lo, hi):
+        zr = z[oh - lo]
+        for j in range(pw_k):
+            for pw in range(PW):
+                ow = pw * psw - ppl + j
+                if ow < 0 or ow >= ow_n:
+                    continue
+                zv = zr[ow]
+                best = yr[pw]
+                where = ar[pw]
+                idx = np.int32(oh * ow_n + ow)
+                for f in range(F):
+                    v = zv[f]
+                    if v > best[f]:
+                        best[f] = v
                         where[f] = idx
+    for pw in range(PW):
+        best = yr[pw]
         for f in range(F):
-            if best[f] < 0:
-                best[f] = 0
+            v = best[f]
+            best[f] = F32(0) if v < 0 else v
 
 
 @njit(parallel=True, **FMA_OPTS)
