@@ -32,7 +32,7 @@ from numba import njit, prange
 from .. import _validate
 from . import conv2d
 from ._common import F32, FMA_OPTS, Target, check_float32, contiguous
-from .conv2d import _conv_row, _conv_row_3x3, _stack_f32
+from .conv2d import FC, _conv_row, _conv_row_3x3, _conv_row_3x3_short, _stack_f32
 
 
 @njit(**FMA_OPTS)
@@ -112,13 +112,16 @@ def _forward_pooled(xp, w, wpk, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt
 
 
 @njit(parallel=True, **FMA_OPTS)
-def _forward_pooled_3x3(xp, wpk, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl,
+def _forward_pooled_3x3(xp, wpk, off, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, ppt, ppl,
                         zbuf, y, arg):
     """_forward_pooled for Geometry.tiled convs, by rows of conv2d._conv_row_3x3 (only
-    the variant a model uses compiles: see conv2d._conv_row_3x3)."""
+    the variant a model uses compiles: see conv2d._conv_row_3x3), or of
+    conv2d._conv_row_3x3_short where off (Geometry.tap_offsets) is not empty."""
     N, Hp, Wp, C = xp.shape
     PH = y.shape[1]
     xf = xp.reshape(N, Hp, Wp * C)
+    xs = xp.reshape(N, Hp * Wp * C)
+    wt = wpk.reshape(wpk.shape[0], wpk.shape[1] * wpk.shape[2], FC)
     step = sw * C
     for r in prange(N * PH):
         n = r // PH
@@ -128,7 +131,11 @@ def _forward_pooled_3x3(xp, wpk, b, sh, sw, oh_n, ow_n, ph_k, pw_k, psh, psw, pp
         lo = max(top, 0)
         hi = min(top + ph_k, oh_n)
         for oh in range(lo, hi):
-            _conv_row_3x3(xf[n], wpk, b, oh * sh, step, False, z[oh - lo])
+            if off.shape[0] > 0:
+                _conv_row_3x3_short(xs[n], off, wt, b, oh * sh * Wp * C, step, False,
+                                    z[oh - lo])
+            else:
+                _conv_row_3x3(xf[n], wpk, b, oh * sh, step, False, z[oh - lo])
         _pool_rows(z, lo, hi, ow_n, pw_k, psw, ppl, y[n, ph], arg[n, ph])
     return y
 
@@ -380,8 +387,8 @@ def conv2d_relu_maxpool_forward(x, w, b, stride=1, padding="valid", pool=2, pool
     zbuf = conv2d.workspace("pool_rows", (numba.config.NUMBA_NUM_THREADS, pk_h, g.ow, g.f))
     pool_args = (g.oh, g.ow, pk_h, pk_w, ps_h, ps_w, ppt, ppl, zbuf, ty.buf, ta.buf)
     if g.tiled:
-        _forward_pooled_3x3(g.padded(x), g.packed_w(contiguous(w)), contiguous(b), g.sh,
-                            g.sw, *pool_args)
+        _forward_pooled_3x3(g.padded(x), g.packed_w(contiguous(w)), g.tap_offsets(),
+                            contiguous(b), g.sh, g.sw, *pool_args)
     else:
         _forward_pooled(g.padded(x), contiguous(w), g.packed_w(contiguous(w)),
                         contiguous(b), g.sh, g.sw, *pool_args)
