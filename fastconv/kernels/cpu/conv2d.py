@@ -297,9 +297,9 @@ def _conv_row_3x3_short(xs, off, wt, b, base, step, relu, yr):
     xs one image, flat (Hp*Wp*C); base = oh*sh*Wp*C, the output row's first input;
     off (T,) int64, off[i*KW*C + k] = i*Wp*C + k; wt (F // FC, T, FC), wpk with its
     kernel rows merged; step = sw*C. Overwrites yr (OW, F). Indices are uint64: no
-    negative-index fix-ups in the tap loop. (The same loop with xs and wt reshaped,
-    or off built on the stack, in this function kept the accumulators in memory:
-    2.3x slower. Keep them arguments.)
+    negative-index fix-ups in the tap loop. (Written with x reshaped and the table
+    built inside this function, the same loop kept the accumulators in memory, 2.3x
+    slower: both come as arguments.)
     """
     T = wt.shape[1]
     F = b.shape[0]

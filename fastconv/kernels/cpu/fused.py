@@ -19,7 +19,7 @@ conv output grid (N, OH, OW, F), pooled y (N, PH, PW, F).
   the conv-grid gradient is never built. Per-image partial sums of dw and db
   are added in image order: bitwise identical for any thread count.
 
-The forward kernels inline conv2d._conv_row or call conv2d._conv_row_3x3 (and
+The forward kernels inline conv2d._conv_row or call conv2d._conv_row_3x3[_short] (and
 read their PX/FC globals) at compile time, but Numba's on-disk cache of this module is
 invalidated only when THIS file changes: after editing either, clear the cache
 (the __pycache__ folders, or NUMBA_CACHE_DIR) or these kernels keep the old
