@@ -36,6 +36,7 @@ CASES = [
     ((1, 13, 11, 3), (3, 3), 33, 1, "valid"),  # C_out not a multiple of 4 or 8
     ((2, 12, 17, 4), (3, 3), 64, 2, "same"),   # the 3x3 row kernel, strided, 2 blocks
     ((1, 7, 6, 2), (3, 3), 32, 1, "valid"),    # 3x3, F % 32 == 0, rows under 6 pixels
+    ((2, 7, 10, 17), (3, 3), 32, 1, "valid"),  # the 3x3 row kernel, KW*C = 51 > SHORT_K
 ]
 IDS = [f"x{s}-k{k}-f{f}-s{st}-{p}" for s, k, f, st, p in CASES]
 
@@ -170,9 +171,12 @@ def test_float64_is_refused_even_where_the_reference_allows_it():
             CPU.conv2d_forward(x, z(3, 3, 3, 2, dtype=np.float64), z(2, dtype=np.float64))
 
 
-def test_cases_run_both_forward_row_kernels():
-    """The 3x3 row kernel (Geometry.tiled) and the general one are both checked above."""
-    from fastconv.kernels.cpu.conv2d import Geometry
-    tiled = {Geometry("t", np.empty(s, F32), np.empty(k + (s[3], f), F32), st, p).tiled
-             for s, k, f, st, p in CASES}
-    assert tiled == {True, False}
+def test_cases_run_every_forward_row_kernel():
+    """The 3x3 row kernels (Geometry.tiled; with 512-bit vectors its short-row variant
+    where Geometry.tap_offsets is not empty) and the general one are all checked above."""
+    from fastconv.kernels.cpu.conv2d import PX, Geometry
+    geoms = [Geometry("t", np.empty(s, F32), np.empty(k + (s[3], f), F32), st, p)
+             for s, k, f, st, p in CASES]
+    assert {g.tiled for g in geoms} == {True, False}
+    short = {g.tap_offsets().size > 0 for g in geoms if g.tiled}
+    assert short == ({True, False} if PX == 6 else {False})

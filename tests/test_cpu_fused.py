@@ -20,6 +20,7 @@ CONVS = [  # (x shape, kernel, C_out, stride, padding)
     ((1, 13, 11, 3), (1, 1), 1, (1, 2), "same"),
     ((2, 12, 17, 4), (3, 3), 64, 2, "same"),   # the 3x3 row kernel, strided, 2 blocks
     ((1, 7, 6, 2), (3, 3), 32, 1, "valid"),    # 3x3, F % 32 == 0, rows under 6 pixels
+    ((2, 9, 10, 17), (3, 3), 32, 1, "valid"),  # the 3x3 row kernel, KW*C = 51 > SHORT_K
 ]
 # (pool, pool_stride, pool_padding): 13x11 -> 11x9 conv grids leave remainder rows
 # and columns for pool 2 and 3; also overlapping windows and 'same' pooling.

@@ -214,6 +214,32 @@ def _conv_row(xn, wf, wpk, b, h0, step, relu, yr):
             ow += npx
 
 
+@njit(inline="always", **FMA_OPTS)
+def _bias_tile(acc, bb):
+    """acc (PX, FC) = the bias block bb (FC,) in every row: a tile's initial value."""
+    for p in range(PX):
+        for f in range(FC):
+            acc[p, f] = bb[f]
+
+
+@njit(inline="always", **FMA_OPTS)
+def _store_tile(acc, yr, ow, f0, relu):
+    """yr[ow:ow + PX, f0:f0 + FC] = acc (PX, FC), clamped at 0 if relu. The store loop is
+    written twice so the run-time flag is tested once per tile, not per element (tested
+    per element, the seed convs ran ~25% slower)."""
+    if relu:
+        for p in range(PX):
+            yv = yr[ow + p, f0:f0 + FC]
+            for f in range(FC):
+                v = acc[p, f]
+                yv[f] = F32(0) if v < 0 else v
+    else:
+        for p in range(PX):
+            yv = yr[ow + p, f0:f0 + FC]
+            for f in range(FC):
+                yv[f] = acc[p, f]
+
+
 @njit(**FMA_OPTS)
 def _conv_row_3x3(xn, wpk, b, h0, step, relu, yr):
     """_conv_row for the convs most models are made of, and all of the seed's: a 3x3
@@ -225,9 +251,7 @@ def _conv_row_3x3(xn, wpk, b, h0, step, relu, yr):
     passes, and without _conv_row's other paths, it keeps a fresh install's first
     step short (docs/cpu.md, Compile time). One call per output row costs nothing
     measurable next to the row's OW * F * 9 * C multiply-adds. relu is a run-time
-    flag here (inlined, it was a constant): the store loop is written twice so the
-    flag is tested once per tile, not per element (tested per element, the seed
-    convs ran ~25% slower).
+    flag here (inlined, it was a constant): see _store_tile.
     """
     K = wpk.shape[2]
     F = b.shape[0]
@@ -240,9 +264,7 @@ def _conv_row_3x3(xn, wpk, b, h0, step, relu, yr):
         while ow < OW:
             if ow + PX > OW:
                 ow = OW - PX          # the ragged end: see _conv_row
-            for p in range(PX):
-                for f in range(FC):
-                    acc[p, f] = bb[f]
+            _bias_tile(acc, bb)
             p0 = ow * step
             if PX == 6:
                 _taps6(acc, xn[h0], wb[0], p0, step, K)
@@ -252,30 +274,89 @@ def _conv_row_3x3(xn, wpk, b, h0, step, relu, yr):
                 _taps3(acc, xn[h0], wb[0], p0, step, K)
                 _taps3(acc, xn[h0 + 1], wb[1], p0, step, K)
                 _taps3(acc, xn[h0 + 2], wb[2], p0, step, K)
-            if relu:
-                for p in range(PX):
-                    yv = yr[ow + p, f0:f0 + FC]
-                    for f in range(FC):
-                        v = acc[p, f]
-                        yv[f] = F32(0) if v < 0 else v
-            else:
-                for p in range(PX):
-                    yv = yr[ow + p, f0:f0 + FC]
-                    for f in range(FC):
-                        yv[f] = acc[p, f]
+            _store_tile(acc, yr, ow, f0, relu)
+            ow += PX
+
+
+# Kernel rows of at most SHORT_K inputs (KW*C: an RGB first layer's is 9) run
+# _conv_row_3x3_short: measured 1.1x on C = 3 and 5, no gain at C = 8 (docs/cpu_conv.md).
+SHORT_K = 16
+# The empty table: no elements, so nothing is shared (and writable, like the tables
+# it stands in for: a read-only array would compile the kernels a second time).
+_NO_TAPS = np.empty(0, np.int64)
+
+
+@njit(**FMA_OPTS)
+def _conv_row_3x3_short(xs, off, wt, b, base, step, relu, yr):
+    """_conv_row_3x3 for short kernel rows (KW*C <= SHORT_K) and 6-pixel tiles: one
+    loop over the T = 3*KW*C taps of all three kernel rows instead of three loops of
+    KW*C, so a tile's accumulators stay in registers through all of them and the loop
+    is entered once per tile, not three times. The same products are added in the
+    same order (kernel row i, then j*C + c), so the bits are _conv_row_3x3's.
+
+    xs one image, flat (Hp*Wp*C); base = oh*sh*Wp*C, the output row's first input;
+    off (T,) int64, off[i*KW*C + k] = i*Wp*C + k; wt (F // FC, T, FC), wpk with its
+    kernel rows merged; step = sw*C. Overwrites yr (OW, F). Indices are uint64: no
+    negative-index fix-ups in the tap loop. (Written with x reshaped and the table
+    built inside this function, the same loop kept the accumulators in memory, 2.3x
+    slower: both come as arguments.)
+    """
+    T = wt.shape[1]
+    F = b.shape[0]
+    OW = yr.shape[0]
+    acc = numba.carray(_stack_f32(PX_FC), (PX, FC))
+    s = np.uint64(step)
+    for f0 in range(0, F, FC):
+        bb = b[f0:f0 + FC]
+        wb = wt[f0 // FC]
+        ow = 0
+        while ow < OW:
+            if ow + PX > OW:
+                ow = OW - PX          # the ragged end: see _conv_row
+            _bias_tile(acc, bb)
+            q0 = np.uint64(base + ow * step)
+            q1 = q0 + s
+            q2 = q1 + s
+            q3 = q2 + s
+            q4 = q3 + s
+            q5 = q4 + s
+            for t in range(T):
+                o = np.uint64(off[t])
+                a0 = xs[q0 + o]
+                a1 = xs[q1 + o]
+                a2 = xs[q2 + o]
+                a3 = xs[q3 + o]
+                a4 = xs[q4 + o]
+                a5 = xs[q5 + o]
+                wv = wb[t]
+                for f in range(FC):
+                    u = wv[f]
+                    acc[0, f] += a0 * u
+                    acc[1, f] += a1 * u
+                    acc[2, f] += a2 * u
+                    acc[3, f] += a3 * u
+                    acc[4, f] += a4 * u
+                    acc[5, f] += a5 * u
+            _store_tile(acc, yr, ow, f0, relu)
             ow += PX
 
 
 @njit(parallel=True, **FMA_OPTS)
-def _forward_3x3(xp, wpk, b, sh, sw, relu, y):
-    """_forward for Geometry.tiled convs, by rows of _conv_row_3x3 (no w: wpk only)."""
+def _forward_3x3(xp, wpk, off, b, sh, sw, relu, y):
+    """_forward for Geometry.tiled convs, by rows of _conv_row_3x3 (no w: wpk only), or
+    of _conv_row_3x3_short where off (Geometry.tap_offsets) is not empty."""
     N, Hp, Wp, C = xp.shape
     OH = y.shape[1]
     xf = xp.reshape(N, Hp, Wp * C)
+    xs = xp.reshape(N, Hp * Wp * C)
+    wt = wpk.reshape(wpk.shape[0], wpk.shape[1] * wpk.shape[2], FC)
     for r in prange(N * OH):
         n = r // OH
         oh = r - n * OH
-        _conv_row_3x3(xf[n], wpk, b, oh * sh, sw * C, relu, y[n, oh])
+        if off.shape[0] > 0:
+            _conv_row_3x3_short(xs[n], off, wt, b, oh * sh * Wp * C, sw * C, relu, y[n, oh])
+        else:
+            _conv_row_3x3(xf[n], wpk, b, oh * sh, sw * C, relu, y[n, oh])
     return y
 
 
@@ -464,8 +545,10 @@ def workspace(name, shape, dtype=F32, zero=False):
     key = (name, tuple(shape), np.dtype(dtype).str)
     buf = cache.get(key)
     if buf is None:
-        if len(cache) >= _MAX_WORKSPACES:        # shapes keep changing: start over
-            cache.clear()
+        if len(cache) >= _MAX_WORKSPACES:
+            # Shapes keep changing: drop the oldest (dicts keep insertion order), not
+            # all of them, so the workspaces of the calls now running stay cached.
+            del cache[next(iter(cache))]
         buf = (np.zeros if zero else np.empty)(key[1], dtype)
         cache[key] = buf
     return buf
@@ -528,6 +611,18 @@ class Geometry:
                   .reshape(self.kh, k, blocks, FC).transpose(2, 0, 1, 3))
         return wpk
 
+    def tap_offsets(self):
+        """off (3*KW*C,) int64 of _conv_row_3x3_short, off[i*KW*C + k] = i*Wp*C + k, in a
+        workspace; empty (0,) where that row kernel does not apply (kernel rows longer
+        than SHORT_K, or the 3-pixel tile of 256-bit vectors)."""
+        k = self.kw * self.c
+        if not (self.tiled and k <= SHORT_K and PX == 6):
+            return _NO_TAPS
+        off = workspace("taps", (self.kh, k), np.int64)   # rewritten by every call
+        np.add.outer(np.arange(0, self.kh * self.wp * self.c, self.wp * self.c),
+                     np.arange(k), out=off)
+        return off.reshape(-1)
+
     def transposed_w(self, w):
         """wt (KH, F, KW*C) with wt[i, f, j*C + c] = w[i, j, c, f], in a workspace."""
         wt = workspace("wt", (self.kh, self.f, self.kw * self.c))
@@ -538,7 +633,8 @@ class Geometry:
 def forward(g, x, w, b, relu, y):
     """Run the forward kernel of geometry g into y (C-contiguous)."""
     if g.tiled:
-        return _forward_3x3(g.padded(x), g.packed_w(w), contiguous(b), g.sh, g.sw, relu, y)
+        return _forward_3x3(g.padded(x), g.packed_w(w), g.tap_offsets(), contiguous(b), g.sh,
+                            g.sw, relu, y)
     return _forward(g.padded(x), contiguous(w), g.packed_w(w), contiguous(b), g.sh, g.sw,
                     relu, y)
 
