@@ -54,7 +54,9 @@ def evaluate(opened, folder, batch_size, workers=None, color_mode=None):
     try:
         ds = data.image_dataset_from_directory(
             folder, image_size=opened.image_size, batch_size=batch_size, shuffle=False,
-            label_mode="binary" if binary else "int", class_names=opened.class_names,
+            label_mode="binary" if binary else
+            "categorical" if model._loss.labels == "onehot" else "int",   # the model's loss
+            class_names=opened.class_names,
             rescale=RESCALE, workers=workers, color_mode=color_mode)
     except ValueError as exc:
         raise CLIError(f"{exc} (the model's classes are "
@@ -66,7 +68,9 @@ def evaluate(opened, folder, batch_size, workers=None, color_mode=None):
         logs = model.evaluate(x, y, batch_size=n, return_dict=True)
         loss_sum += logs["loss"] * n
         seen += n
-        labels.append(np.asarray(y).reshape(n).astype(np.int64))
+        y = np.asarray(y)
+        labels.append((np.argmax(y, axis=1) if y.ndim == 2 and y.shape[1] > 1
+                       else y.reshape(n)).astype(np.int64))
         predicted.extend(k for k, _, _ in interpret(model.predict(x, batch_size=n),
                                                     opened.class_names))
     if seen == 0:

@@ -222,6 +222,37 @@ def check_binary_labels(op, y_true, logits):
     return y.reshape(logits.shape)
 
 
+def check_label_smoothing(op, label_smoothing):
+    """The loss ops' label_smoothing: a number in [0, 1] (Keras's range), as a float."""
+    try:
+        ls = float(label_smoothing)
+    except (TypeError, ValueError):
+        ls = float("nan")
+    if isinstance(label_smoothing, bool) or not 0.0 <= ls <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be a number in [0, 1], got "
+                         f"{label_smoothing!r}")
+    return ls
+
+
+def check_sample_weight(op, sample_weight, n, values=True):
+    """The loss ops' optional per-sample weights: None, or N numbers, (N,) or (N, 1).
+    values: also require them finite and >= 0 (a host array; a device array's values
+    are the caller's). Returns None or the weights as an (N,) array."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight)
+    if w.ndim > 2 or w.size != n or (w.ndim == 2 and w.shape[1] != 1) or w.ndim == 0:
+        raise ValueError(f"{op}: sample_weight must have shape ({n},) or ({n}, 1), one "
+                         f"weight per sample, got {w.shape}")
+    if not np.issubdtype(w.dtype, np.number) and w.dtype != np.bool_:
+        raise TypeError(f"{op}: sample_weight must be numeric, got {w.dtype}")
+    w = w.reshape(n)
+    if values and n and (not np.all(np.isfinite(w)) or w.min() < 0):
+        raise ValueError(f"{op}: sample_weight must be finite and >= 0, got min {w.min()}, "
+                         f"max {w.max()}")
+    return w
+
+
 def check_int_labels(op, y_true, logits):
     check_float_array(op, "logits", logits, 2)
     y = np.asarray(y_true)

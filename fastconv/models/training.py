@@ -22,7 +22,7 @@ from .. import callbacks as cbks
 from .. import losses as losses_mod
 from .. import optimizers as optimizers_mod
 from .._memory import copy as _copy
-from . import batches
+from . import batches, weighting
 from ._plan import device_kit
 from .model import locked
 
@@ -163,23 +163,35 @@ class Trainer:
                 self.optimizer.build(K, self._params())
 
     @locked
-    def train_on_batch(self, x, y, return_dict=False):
+    def train_on_batch(self, x, y, sample_weight=None, class_weight=None, return_dict=False):
         """One step on (x, y); returns loss, or [loss, accuracy] with metrics. A NaN/inf
-        loss is returned but not applied."""
+        loss is returned but not applied. sample_weight / class_weight as fit's (the loss
+        sum(w * l) / N)."""
         if not self.compiled:
             raise RuntimeError(f"{self.name}: call compile(optimizer, loss) before "
                                f"train_on_batch")
         x = self._check_x(x)                     # builds the model from x if needed
         self._require_compiled("train_on_batch")
         y = self._prep_labels(y, x.shape[0])
+        w = self._fit_weights(y, sample_weight, class_weight, "train_on_batch")
         self._ensure_optimizer()
         plan = self._plan("train", x.shape[0])
-        plan.load_slice(x, y, 0, x.shape[0])
+        plan.load_slice(x, y, 0, x.shape[0], w)
         loss, correct = self._train_step(plan)
         logs = {"loss": loss}
         for m in self.metrics:
             logs[m] = float("nan") if correct is None else correct / x.shape[0]
         return self._result(logs, return_dict)
+
+    def _fit_weights(self, y, sample_weight, class_weight, what):
+        """The float32 (N,) sample weights of prepared labels y from sample_weight or
+        class_weight (models.weighting), or None."""
+        weighting.combine(self, sample_weight, class_weight, what)
+        if class_weight is not None:
+            vec = weighting.class_weight_vector(self, class_weight,
+                                                weighting.classes_of(self, y))
+            return weighting.sample_weights_from_classes(self, vec, y)
+        return weighting.check_sample_weight(self, sample_weight, y.shape[0])
 
     def _result(self, logs, return_dict):
         if return_dict:
@@ -191,13 +203,23 @@ class Trainer:
     # ------------------------------------------------------------------ fit
     @locked
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
-            steps_per_epoch=None):
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, initial_epoch=0, steps_per_epoch=None):
         """Train; returns a History whose .history has loss, accuracy, val_loss, val_accuracy.
 
-        x, y: arrays, or x an iterable of (x, y) batches (e.g. a data pipeline with
-        __iter__/__len__), re-iterated each epoch. validation_split takes the last
-        fraction of array data (before shuffling), as Keras.
+        x, y: arrays, or x an iterable of (x, y) or (x, y, sample_weight) batches (e.g. a
+        data pipeline with __iter__/__len__), re-iterated each epoch. validation_split
+        takes the last fraction of array data (and of sample_weight; before shuffling),
+        as Keras.
+
+        sample_weight (N,) (arrays) or class_weight ({class: weight}, or "balanced":
+        n_samples / (n_classes * count_c) over the classes in y, or in x.labels for a
+        dataset) weight each sample's training loss as Keras 3 does, with its default
+        reduction sum_over_batch_size: a batch's loss is sum_i(w_i * l_i) / N, N the
+        batch size (not the weights' sum), and the epoch's loss the batch-size-weighted
+        mean of those. Not both (as Keras). The validation loss is unweighted unless
+        validation_data is (x, y, sample_weight); "accuracy" is never weighted (Keras's
+        compiled metrics; see fastconv/models/weighting.py).
         """
         self._require_compiled_or_build(x)
         batch_size = self._check_positive("batch_size", batch_size)
@@ -205,7 +227,18 @@ class Trainer:
         if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
             raise ValueError(f"{self.name}.fit: validation_split must be in [0, 1), received "
                              f"validation_split={validation_split!r}")
-        data = self._adapt(x, y, "fit")
+        weighting.combine(self, sample_weight, class_weight)
+        data = self._adapt(x, y, "fit", sample_weight)
+        if class_weight is not None:
+            if data[0] == "arrays":
+                vec = weighting.class_weight_vector(
+                    self, class_weight, weighting.classes_of(self, data[2]))
+                data = data[:3] + (weighting.sample_weights_from_classes(self, vec, data[2]),)
+            else:
+                labels = getattr(data[1], "labels", None) if class_weight == "balanced" \
+                    else None
+                vec = weighting.class_weight_vector(self, class_weight, labels)
+                data = ("iter", data[1], vec)
         if validation_split:
             if data[0] != "arrays":
                 raise ValueError(f"{self.name}.fit: validation_split needs array x and y; "
@@ -214,15 +247,17 @@ class Trainer:
             if split == 0 or split == data[1].shape[0]:
                 raise ValueError(f"{self.name}.fit: validation_split={validation_split} leaves "
                                  f"no training or no validation samples of {data[1].shape[0]}")
-            val = ("arrays", data[1][split:], data[2][split:])
-            data = ("arrays", data[1][:split], data[2][:split])
+            w = data[3]
+            # Keras splits sample_weight with x and y; class weights apply to training only
+            val = ("arrays", data[1][split:], data[2][split:],
+                   None if w is None or class_weight is not None else w[split:])
+            data = ("arrays", data[1][:split], data[2][:split],
+                    None if w is None else w[:split])
         elif validation_data is not None:
-            if isinstance(validation_data, tuple) and len(validation_data) == 3:
-                raise ValueError(f"{self.name}.fit: validation_data=(x, y, sample_weight): "
-                                 f"sample weights are not supported; pass (x, y)")
-            if isinstance(validation_data, tuple) and len(validation_data) == 2 \
+            if isinstance(validation_data, tuple) and len(validation_data) in (2, 3) \
                     and isinstance(validation_data[0], np.ndarray):
-                val = self._adapt(validation_data[0], validation_data[1], "fit")
+                val = self._adapt(validation_data[0], validation_data[1], "fit",
+                                  validation_data[2] if len(validation_data) == 3 else None)
             else:
                 val = self._adapt(validation_data, None, "fit")
         else:
@@ -438,17 +473,21 @@ class Trainer:
         return logs
 
     @locked
-    def evaluate(self, x=None, y=None, batch_size=32, verbose=0, return_dict=False):
-        """Loss (and accuracy) in inference mode (no dropout): loss, [loss, acc] or a dict."""
+    def evaluate(self, x=None, y=None, batch_size=32, verbose=0, sample_weight=None,
+                 return_dict=False):
+        """Loss (and accuracy) in inference mode (no dropout): loss, [loss, acc] or a dict.
+        sample_weight (N,) weights each sample's loss as fit's (sum(w * l) / N per batch);
+        an iterable x may yield (x, y, sample_weight) batches."""
         self._require_compiled_or_build(x)
         batch_size = self._check_positive("batch_size", batch_size)
-        logs = self._evaluate_data(self._adapt(x, y, "evaluate"), batch_size)
+        logs = self._evaluate_data(self._adapt(x, y, "evaluate", sample_weight), batch_size)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return self._result(logs, return_dict)
 
-    def test_on_batch(self, x, y, return_dict=False):
-        return self.evaluate(x, y, batch_size=max(1, len(x)), return_dict=return_dict)
+    def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
+        return self.evaluate(x, y, batch_size=max(1, len(x)), sample_weight=sample_weight,
+                             return_dict=return_dict)
 
     @locked
     def predict(self, x, batch_size=32, verbose=0):
