@@ -440,6 +440,18 @@ def _device_checks(C, R):
         if not np.isclose(host[L.LOSS_SUM] / host[L.SEEN], want, rtol=RTOL) or \
                 not np.allclose(d3.copy_to_host(), dwant, rtol=RTOL, atol=ATOL):
             return f"weighted device loss {host[L.LOSS_SUM] / host[L.SEEN]} vs {want}"
+        # the regularizers' penalty added to the step's loss on the device
+        before = L.read_stats(stats, np.zeros(L.STATS, np.float32)).copy()
+        pen = cuda.device_array(1, np.float32)
+        wreg = _f32(rng.standard_normal(40))
+        O.regularize(cuda.to_device(wreg), None, 0.01, 0.1, pen)
+        L.add_penalty(stats, pen, 4)
+        after = L.read_stats(stats, np.zeros(L.STATS, np.float32))
+        want_pen = 0.01 * np.abs(wreg).sum() + 0.1 * (wreg.astype(np.float64) ** 2).sum()
+        got_pen = (after[L.LOSS_SUM] - after[L.LOSS_COMP] - before[L.LOSS_SUM]
+                   + before[L.LOSS_COMP]) / 4
+        if not np.isclose(got_pen, want_pen, rtol=1e-4):
+            return f"penalty added {got_pen} vs {want_pen}"
         yb = cuda.to_device(_f32(rng.random((4, 1)) > 0.5))
         L.loss_and_stats("binary", yb, cuda.to_device(z), cuda.device_array((4, 1), np.float32),
                          stats, cuda.to_device(wts))

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import threading
 
+import math
+
 import numpy as np
 
 from .._args import is_int
@@ -395,6 +397,30 @@ def sum_squares_args(op, x, acc, accumulate):
     if not isinstance(accumulate, (bool, np.bool_)):
         raise TypeError(f"{op}: accumulate must be True or False, got {accumulate!r}")
     return bool(accumulate)
+
+
+def regularize_args(op, w, g, l1, l2, acc, accumulate):
+    """Checks of regularize: w a float array, g None or w's shape and dtype, l1 and l2
+    finite numbers >= 0, acc a (1,) accumulator of w's dtype. Returns (l1, l2, accumulate)."""
+    check_float_array(op, "w", w)
+    if g is not None:
+        check_float_array(op, "g", g)
+        if g.dtype != w.dtype:
+            raise TypeError(f"{op}: g must have w's dtype {w.dtype}, got {g.dtype}")
+        check_same_shape(op, "w", w, "g", g)
+    factors = []
+    for name, v in (("l1", l1), ("l2", l2)):
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            f = float("nan")
+        if isinstance(v, bool) or not (f >= 0 and math.isfinite(f)):
+            raise ValueError(f"{op}: {name} must be a finite number >= 0, got {v!r}")
+        factors.append(f)
+    check_accumulator(op, "acc", acc, w.dtype)
+    if not isinstance(accumulate, (bool, np.bool_)):
+        raise TypeError(f"{op}: accumulate must be True or False, got {accumulate!r}")
+    return factors[0], factors[1], bool(accumulate)
 
 
 def clip_by_norm_args(op, g, sumsq, clipnorm):

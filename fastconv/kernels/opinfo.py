@@ -195,6 +195,7 @@ def samples(shapes="quick", seed=0):
     yield Sample("rmsprop_update", (p, g, s1), dict(lr=1e-3, rho=0.9, eps=1e-7), label)
     yield Sample("adam_update", (p, g, s1, s2), dict(t=3, lr=1e-3), label)
     yield from _clip_samples(rng, p_shape)
+    yield from _regularize_samples(np.random.default_rng(seed + 18), p_shape)
     yield from _merge_samples(rng, shapes)
     if shapes != "seed":  # the seed model has no global pooling, rescaling or batchnorm
         yield from _globalpool_samples(rng)
@@ -220,6 +221,23 @@ def _avgpool_samples(rng, shapes):
         y = R.avgpool2d_forward(x, **kw)
         yield Sample("avgpool2d_backward", (_f32(rng.standard_normal(y.shape)), x.shape), kw,
                      label)
+
+
+def _regularize_samples(rng, p_shape):
+    """Keras's L1/L2 penalty and gradient: l2 alone, l1 with exact zeros (sign 0), both,
+    accumulated, the penalty only (g None), and more weights than a block of threads."""
+    w = _f32(rng.standard_normal(p_shape))
+    w.reshape(-1)[::5] = 0.0
+    g = _f32(rng.standard_normal(p_shape))
+    label = f"w{p_shape}"
+    yield Sample("regularize", (w, g, 0.0, 0.01, _f32([0.0])), {}, f"{label} l2")
+    yield Sample("regularize", (w, g, 0.05, 0.0, _f32([0.0])), {}, f"{label} l1 zeros")
+    yield Sample("regularize", (w, g, 0.02, 0.3, _f32([1.5])), dict(accumulate=True),
+                 f"{label} l1_l2 accumulate")
+    yield Sample("regularize", (w, None, 0.1, 0.2, _f32([0.0])), {}, f"{label} penalty only")
+    big = _f32(rng.standard_normal(1001))
+    yield Sample("regularize", (big, _f32(rng.standard_normal(1001)), 0.01, 0.001,
+                                _f32([0.0])), {}, "n=1001")
 
 
 def _clip_samples(rng, p_shape):
@@ -590,6 +608,14 @@ def error_inputs():
          TypeError, "sum_squares: accumulate must be True or False, got 1"),
         ("sum_squares", ([1.0, 2.0], z(1)), {}, "x a list",
          TypeError, "sum_squares: x must be a numpy.ndarray, got list"),
+        ("regularize", (z(3), z(4), 0.0, 0.1, z(1)), {}, "g of another shape",
+         ValueError, "regularize: g must have the shape of w (3,), got (4,)"),
+        ("regularize", (z(3), z(3), -0.1, 0.1, z(1)), {}, "l1 < 0",
+         ValueError, "regularize: l1 must be a finite number >= 0, got -0.1"),
+        ("regularize", (z(3), None, 0.0, float("inf"), z(1)), {}, "l2 inf",
+         ValueError, "regularize: l2 must be a finite number >= 0, got inf"),
+        ("regularize", (z(3), z(3), 0.0, 0.1, z(2)), {}, "acc of shape (2,)",
+         ValueError, "regularize: acc must have shape (1,), got (2,)"),
         ("clip_by_norm", (z(3), z(1)), dict(clipnorm=0.0), "clipnorm 0",
          ValueError, "clip_by_norm: clipnorm must be > 0, got 0.0"),
         ("clip_by_norm", (z(3), z(1, dtype=np.float64)), dict(clipnorm=1.0),
@@ -1061,6 +1087,25 @@ def _softmax_ce_grad(n, k, weighted=False, label_smoothing=0.0):
     return GradientSample("softmax_crossentropy", label, build)
 
 
+def _regularize_grad(l1, l2):
+    """regularize's gradient of its penalty: L = penalty(w), dL/dw = the g it adds to a
+    zero g (w kept away from 0, where |w| has no derivative)."""
+    from . import reference as R
+
+    def build(rng):
+        w = _away_from_zero(rng, (3, 4))
+        acc = np.zeros(1)
+        g = np.zeros_like(w)
+        R.regularize(w, g, l1, l2, acc)
+
+        def loss():
+            a = np.zeros(1)
+            R.regularize(w, None, l1, l2, a)
+            return float(a[0])
+        return loss, (("regularize dw", w, g),)
+    return GradientSample("regularize", f"regularize l1 {l1} l2 {l2}", build)
+
+
 def gradient_samples():
     """Every finite-difference case, in the order `fastconv selftest` prints them."""
     return [
@@ -1087,6 +1132,7 @@ def gradient_samples():
         _softmax_ce_grad(5, 4),
         _bce_grad((6, 1), weighted=True),
         _softmax_ce_grad(5, 4, weighted=True),
+        _regularize_grad(0.03, 0.2),
         _bce_grad((5, 1), label_smoothing=0.2),
         _softmax_ce_grad(4, 5, weighted=True, label_smoothing=0.3),
         _concat_grad((2, 3, 2), (3, 1, 4)),
@@ -1155,7 +1201,8 @@ def _concat_grad(lead, channels):
 # Optimizer updates (and clipping, batchnorm_moving_update, accumulate_grad) write into
 # their arguments and take no out=.
 IN_PLACE = ("sgd_update", "rmsprop_update", "adam_update", "accumulate_grad",
-            "batchnorm_moving_update", "sum_squares", "clip_by_norm", "clip_by_value")
+            "batchnorm_moving_update", "sum_squares", "clip_by_norm", "clip_by_value",
+            "regularize")
 
 
 class OpInfo(NamedTuple):

@@ -21,6 +21,7 @@ import numpy as np
 from .. import callbacks as cbks
 from .. import losses as losses_mod
 from .. import optimizers as optimizers_mod
+from ..layers import regularizers as regularizers_mod
 from .._memory import copy as _copy
 from . import batches, weighting
 from ._plan import device_kit
@@ -149,8 +150,44 @@ class Trainer:
             for p, s in zip(plan.params, guard_snaps):
                 _copy(p, s)
         plan.backward()
+        regs = self._regularized()
+        if regs:
+            loss += self._regularize(plan.K, plan.params, plan.grads, regs)
         self.optimizer.apply(plan.K, plan.params, plan.grads)
         return loss, correct
+
+    # ------------------------------------------------------------------ regularizers
+    def _regularized(self):
+        """[(index into _params(), l1, l2)] of the weights with a regularizer (Conv2D's and
+        Dense's kernel_regularizer / bias_regularizer)."""
+        out, k = [], 0
+        for layer in self.layers:
+            n = len(layer._weights[:layer.trainable_weight_count()]) if layer._weights else 0
+            for i, reg in regularizers_mod.of_layer(layer):
+                if i < n:
+                    out.append((k + i, reg.l1, reg.l2))
+            k += n
+        return out
+
+    def _penalty_acc(self, K):
+        """This model's (1,) float32 accumulator of the penalty on backend K (the model's
+        lock keeps threads apart; a new one after the model moves to another device)."""
+        held = getattr(self, "_reg_acc", None)
+        if held is None or held[0] is not K:
+            held = self._reg_acc = (K, K.zeros((1,)))
+        return held[1]
+
+    def _regularize(self, K, params, grads, regs, read=True):
+        """Keras 3's penalty of the regularized weights (before this step's update) into
+        the accumulator, and its gradient added to grads (grads None: the penalty only).
+        Returns the penalty as a float when read (a host copy on cuda), else None."""
+        acc = self._penalty_acc(K)
+        for j, (k, l1, l2) in enumerate(regs):
+            K.regularize(params[k], None if grads is None else grads[k], l1, l2, acc,
+                         accumulate=j > 0)
+        if not read:
+            return None
+        return float(acc[0]) if isinstance(acc, np.ndarray) else float(K.to_host(acc)[0])
 
     def _ensure_optimizer(self):
         K = self._backend()
@@ -416,6 +453,10 @@ class Trainer:
         plan.forward()
         plan.device_loss(stats)
         plan.backward()
+        regs = self._regularized()
+        if regs:        # the penalty's gradient, and the penalty into the step's loss
+            self._regularize(plan.K, plan.params, plan.grads, regs, read=False)
+            plan.kit.losses.add_penalty(stats, self._penalty_acc(plan.K), plan.n)
         self.optimizer.apply(updates, plan.params, plan.grads)
 
     def _device_logs(self, host):
@@ -458,10 +499,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluate / predict
     def _evaluate_data(self, data, batch_size):
+        """The loss (with the regularizers' penalty, as Keras 3's evaluate) and metrics."""
         loss_sum, correct_sum, seen = 0.0, 0, 0
+        regs = self._regularized()
+        penalty = self._regularize(self._backend(), self._params(), None, regs) if regs \
+            else 0.0
         for plan, n in self._batches(data, batch_size, False, False):
             plan.forward()
-            loss_sum += plan.compute_loss() * n
+            loss_sum += (plan.compute_loss() + penalty) * n
             if self.metrics:
                 correct_sum += plan.correct()
             seen += n

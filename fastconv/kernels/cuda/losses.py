@@ -181,6 +181,19 @@ def sparse_step_stats(labels, z, result, stats):
 
 
 @cuda.jit
+def stats_add_penalty(stats, acc, n):
+    """After the step's loss_and_stats and the regularize ops: add the weights' penalty
+    acc[0] (regularize's accumulator) to the step's loss, acc[0] * n into the compensated
+    LOSS_SUM, unless a non-finite step has ended the epoch (stats[BAD]). One thread."""
+    if cuda.threadIdx.x != 0 or stats[BAD] != np.float32(0.0):
+        return
+    term = acc[0] * n - stats[LOSS_COMP]
+    total = stats[LOSS_SUM] + term
+    stats[LOSS_COMP] = (total - stats[LOSS_SUM]) - term
+    stats[LOSS_SUM] = total
+
+
+@cuda.jit
 def stats_reset(stats):
     """stats[:] = 0 (the start of an epoch). One block."""
     for i in range(cuda.threadIdx.x, stats.size, cuda.blockDim.x):
@@ -200,6 +213,7 @@ KERNELS = [
     KernelSpec("binary_step_stats", binary_step_stats, (_F1, _F1, _F1, _F1), _launch.REDUCE),
     KernelSpec("sparse_step_stats", sparse_step_stats,
                (int32[::1], float32[:, ::1], _F1, _F1), _launch.REDUCE),
+    KernelSpec("stats_add_penalty", stats_add_penalty, (_F1, _F1, float32), 32),
     KernelSpec("stats_reset", stats_reset, (_F1,), 32),
 ]
 
@@ -339,6 +353,12 @@ def loss_and_stats(kind, labels, logits, dlogits, stats, weights=None, label_smo
     else:
         softmax_ce_fwd_bwd[1, threads](labels, logits, w, use_w, ls, dlogits, result)
         sparse_step_stats[1, threads](labels, logits, result, stats)
+
+
+def add_penalty(stats, acc, n):
+    """Add the regularizers' penalty (the (1,) device accumulator regularize filled) to
+    the step's loss in `stats`, n the step's batch size; nothing is copied."""
+    stats_add_penalty[1, 32](stats, acc, np.float32(n))
 
 
 def read_stats(stats, host):
