@@ -1,6 +1,7 @@
-"""`fastconv train --class-weight balanced` on an unbalanced folder and `--label-smoothing`
-(reference device): printed and recorded in history.json, the loss weighted / smoothed,
-and --resume continuing the run bitwise (and refusing a different setting)."""
+"""`fastconv train --class-weight balanced` on an unbalanced folder, `--label-smoothing`
+and `--early-stopping` (reference device): printed and recorded in history.json, the
+loss weighted / smoothed, and --resume continuing the run bitwise (and refusing a
+different setting); `fastconv evaluate`'s per-class precision and recall."""
 import json
 import os
 
@@ -106,6 +107,28 @@ def test_label_smoothing_of_three_classes_is_categorical(tmp_path, capsys):
     model = fastconv.load_model(str(out), device="reference")
     assert model.loss == "categorical_crossentropy" and model._loss.label_smoothing == 0.2
     assert main(["evaluate", str(out), root, "--device", "reference"]) == 0
+    text = capsys.readouterr().out
+    assert "per-class precision and recall (one class against the rest)" in text
+    assert main(["evaluate", str(out), root, "--device", "reference", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    m = np.array(report["confusion_matrix"], np.float64)
+    for c, name in enumerate(report["class_names"]):
+        entry = report["per_class"][name]
+        want_p = m[c, c] / m[:, c].sum() if m[:, c].sum() else None
+        want_r = m[c, c] / m[c].sum()
+        assert entry["recall"] == pytest.approx(want_r)
+        assert (entry["precision"] is None) == (want_p is None)
+        if want_p is not None:
+            assert entry["precision"] == pytest.approx(want_p)
+        assert entry["predicted"] == int(m[:, c].sum())
+
+
+def test_precision_recall_from_a_fixed_confusion_matrix():
+    from fastconv.cli.evaluate import precision_recall
+    m = np.array([[5, 1, 0], [2, 3, 1], [0, 0, 0]])   # rows true, columns predicted
+    assert precision_recall(m, 0) == (5 / 7, 5 / 6)
+    assert precision_recall(m, 1) == (3 / 4, 3 / 6)
+    assert precision_recall(m, 2) == (0.0, None)       # predicted once, never true
 
 
 def test_early_stopping_stops_is_recorded_and_resumes_exactly(tmp_path, capsys, monkeypatch):
