@@ -49,12 +49,13 @@ SCRIPT = textwrap.dedent("""
         # batch), evaluate and train_on_batch, binary (label-smoothed) and sparse
         mw = tiny_convnet(device=device, seed=5, input_shape=(12, 12, 3), dropout=0.0)
         mw.compile(optimizer=SGD(0.05),
-                   loss=fastconv.losses.BinaryCrossentropy(label_smoothing=0.1))
+                   loss=fastconv.losses.BinaryCrossentropy(label_smoothing=0.1),
+                   metrics=["precision", "auc"])    # streamed: the logits copied per step
         sw = np.linspace(0.0, 2.0, 16).astype(np.float32)
         hw = mw.fit(x, y, batch_size=8, epochs=2, verbose=0, sample_weight=sw)
-        weighted = hw.history["loss"] + [mw.evaluate(x, y, batch_size=5, sample_weight=sw),
-                                         mw.train_on_batch(x[:8], y[:8],
-                                                           class_weight={{0: 3.0, 1: 0.5}})]
+        weighted = hw.history["loss"] + hw.history["precision"] + hw.history["auc"] + list(
+            mw.evaluate(x, y, batch_size=5, sample_weight=sw, return_dict=True).values()) + [
+            mw.train_on_batch(x[:8], y[:8], class_weight={{0: 3.0, 1: 0.5}})[0]]
         ms = tiny_convnet(device=device, seed=6, input_shape=(12, 12, 3), dropout=0.0,
                           classes=3)
         ms.compile(optimizer=SGD(0.05), loss="sparse_categorical_crossentropy")

@@ -896,6 +896,10 @@ class Plan:
                                        self.weights if self.weighted else None,
                                        self.loss.label_smoothing)
 
+    def host_logits(self):
+        """The last forward's logits on the host (one copy from the device on cuda)."""
+        return download(self.logits, self.logits_host)
+
     def correct(self):
         """How many predictions match the labels (Keras accuracy), on the host."""
         z = download(self.logits, self.logits_host)

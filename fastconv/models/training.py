@@ -23,11 +23,11 @@ from .. import losses as losses_mod
 from .. import optimizers as optimizers_mod
 from ..layers import regularizers as regularizers_mod
 from .._memory import copy as _copy
-from . import batches, weighting
+from . import batches, metrics as metrics_mod, weighting
 from ._plan import device_kit
 from .model import locked
 
-METRICS = ("accuracy", "acc")
+METRICS = metrics_mod.NAMES
 
 
 class _GuardedUpdates:
@@ -104,7 +104,10 @@ class Trainer:
     def compile(self, optimizer="rmsprop", loss=None, metrics=None):
         """optimizer: 'rmsprop' | 'sgd' | 'adam' or an optimizer object; loss:
         'binary_crossentropy' | 'sparse_categorical_crossentropy' |
-        'categorical_crossentropy'; metrics: None or ['accuracy']."""
+        'categorical_crossentropy' or a fastconv.losses object; metrics: None or a list of
+        'accuracy', 'binary_accuracy', 'precision', 'recall', 'auc',
+        'top_k_categorical_accuracy', 'sparse_top_k_categorical_accuracy' (Keras 3's
+        defaults; streamed over an epoch, fastconv/models/metrics.py)."""
         if loss is None:
             raise ValueError(f"{self.name}.compile: `loss` is required, e.g. "
                              f"loss='binary_crossentropy'")
@@ -117,7 +120,7 @@ class Trainer:
         for m in metrics:
             if m not in METRICS:
                 raise ValueError(f"{self.name}.compile: unknown metric {m!r}; fastconv "
-                                 f"supports 'accuracy'")
+                                 f"supports {', '.join(repr(n) for n in METRICS)}")
         self.optimizer = opt
         self._pending_optimizer_state = None
         if self._K is not None:
@@ -146,6 +149,7 @@ class Trainer:
         if not math.isfinite(loss):
             return loss, None
         correct = plan.correct() if self.metrics else 0
+        self._update_streams(plan, getattr(self, "_streams", None))
         if guard_snaps is not None:
             for p, s in zip(plan.params, guard_snaps):
                 _copy(p, s)
@@ -155,6 +159,21 @@ class Trainer:
             loss += self._regularize(plan.K, plan.params, plan.grads, regs)
         self.optimizer.apply(plan.K, plan.params, plan.grads)
         return loss, correct
+
+    # ------------------------------------------------------------------ metrics
+    def _update_streams(self, plan, streams):
+        """Add the batch in plan (its last forward) to the streamed metrics, if any."""
+        if streams:
+            logits = plan.host_logits()
+            head = plan.head.act if plan.head is not None else None
+            for s in streams.values():
+                s.update(plan.labels_host, logits, head)
+
+    def _metric_logs(self, accuracy, streams):
+        """{metric: value} in compile order: accuracy as given, the streamed ones'
+        results."""
+        return {m: accuracy if m in metrics_mod.ACCURACY else streams[m].result()
+                for m in self.metrics}
 
     # ------------------------------------------------------------------ regularizers
     def _regularized(self):
@@ -214,10 +233,13 @@ class Trainer:
         self._ensure_optimizer()
         plan = self._plan("train", x.shape[0])
         plan.load_slice(x, y, 0, x.shape[0], w)
+        self._streams = metrics_mod.make(self.metrics)
         loss, correct = self._train_step(plan)
         logs = {"loss": loss}
+        values = self._metric_logs(None if correct is None else correct / x.shape[0],
+                                   self._streams)
         for m in self.metrics:
-            logs[m] = float("nan") if correct is None else correct / x.shape[0]
+            logs[m] = float("nan") if correct is None else values[m]
         return self._result(logs, return_dict)
 
     def _fit_weights(self, y, sample_weight, class_weight, what):
@@ -338,6 +360,7 @@ class Trainer:
             bar = self._bar(steps, verbose)
             loss_sum, correct_sum, seen = 0.0, 0, 0
             nonfinite = None
+            self._streams = metrics_mod.make(self.metrics)
             kit = device_kit(self._backend())
             if kit is not None:
                 loss_sum, correct_sum, seen, nonfinite = self._fit_epoch_device(
@@ -362,8 +385,7 @@ class Trainer:
                 correct_sum += correct
                 seen += n
                 batch_logs = {"loss": loss_sum / seen}
-                for m in self.metrics:
-                    batch_logs[m] = correct_sum / seen
+                batch_logs.update(self._metric_logs(correct_sum / seen, self._streams))
                 cb.on_train_batch_end(b, batch_logs)
                 if bar is not None:
                     bar.update(1)
@@ -378,8 +400,9 @@ class Trainer:
                     f"{epoch + 1} (a one-shot generator is exhausted after one pass: pass a "
                     f"re-iterable object, or steps_per_epoch)")
             logs = {"loss": loss_sum / seen}
+            values = self._metric_logs(correct_sum / seen, self._streams)
             for m in self.metrics:
-                logs[m] = correct_sum / seen if nonfinite is None else float("nan")
+                logs[m] = values[m] if nonfinite is None else float("nan")
             if val is not None:
                 vlogs = self._evaluate_data(val, batch_size)
                 for k, v in vlogs.items():
@@ -421,6 +444,7 @@ class Trainer:
                                                     steps_per_epoch)):
             cb.on_train_batch_begin(b)
             self._device_step(plan, stats, K)
+            self._update_streams(plan, self._streams)   # one small copy, only if compiled
             show = bar is not None and time.perf_counter() >= refresh
             if batch_logs_wanted or show:
                 L.read_stats(stats, host)
@@ -463,8 +487,7 @@ class Trainer:
         from ..kernels.cuda import losses as L
         seen = float(host[L.SEEN])
         logs = {"loss": (float(host[L.LOSS_SUM]) - float(host[L.LOSS_COMP])) / seen}
-        for m in self.metrics:
-            logs[m] = int(host[L.CORRECT]) / seen
+        logs.update(self._metric_logs(int(host[L.CORRECT]) / seen, self._streams))
         return logs
 
     def _device_nonfinite(self, host, iterations0, params, snaps, guard, epoch):
@@ -504,17 +527,18 @@ class Trainer:
         regs = self._regularized()
         penalty = self._regularize(self._backend(), self._params(), None, regs) if regs \
             else 0.0
+        streams = metrics_mod.make(self.metrics)   # its own: fit's validation keeps fit's
         for plan, n in self._batches(data, batch_size, False, False):
             plan.forward()
             loss_sum += (plan.compute_loss() + penalty) * n
             if self.metrics:
                 correct_sum += plan.correct()
+            self._update_streams(plan, streams)
             seen += n
         if seen == 0:
             raise ValueError(f"{self.name}: the evaluation data yielded no samples")
         logs = {"loss": loss_sum / seen}
-        for m in self.metrics:
-            logs[m] = correct_sum / seen
+        logs.update(self._metric_logs(correct_sum / seen, streams))
         return logs
 
     @locked
