@@ -25,6 +25,7 @@ def cuda_available():
 
 # The Keras-style model layer.
 from . import callbacks, layers, losses, optimizers  # noqa: E402
+from .layers import regularizers  # noqa: E402  (Keras: keras.regularizers)
 from ._random import set_seed  # noqa: E402
 from . import models  # noqa: E402
 from .layers import Input  # noqa: E402
@@ -34,5 +35,5 @@ from .models.file_format import ModelFileError  # noqa: E402
 from .models.saving import load_model  # noqa: E402
 
 __all__ = ["__version__", "check", "cuda_available", "kernels", "layers", "models",
-           "optimizers", "losses", "callbacks", "Sequential", "Model", "Input",
+           "optimizers", "losses", "regularizers", "callbacks", "Sequential", "Model", "Input",
            "small_convnet", "set_seed", "load_model", "ModelFileError"]

@@ -71,6 +71,9 @@ def test_cuda_raises_like_the_reference_with_device_arrays(op, args, kwargs):
     if "moving_variance + epsilon must be > 0" in want[1]:
         pytest.skip("a device moving_variance is not read back to check its values (a host "
                     "one is: test_a_host_moving_variance_is_checked_like_the_reference)")
+    if "sample_weight must be finite and >= 0" in want[1] and "sample_weight" in kwargs:
+        pytest.skip("the values of device sample weights are not read (the model layer "
+                    "checks them on the host)")
     if want[1].endswith("got ndarray"):
         pytest.skip("the message names the type of the array given, here the stand-in's")
     args = tuple(_on_device(a) for a in args)

@@ -71,6 +71,18 @@ def extra_samples(seed=7):
                  "N=70 soft labels (N,) vs (N, 1)")
     yield Sample("softmax_crossentropy", (rng.integers(0, 37, 70), _f32(rng.standard_normal(
         (70, 37)) * 3)), {}, "70x37")
+    # per-sample weights over several grid-stride rounds (70 and 100 rows on 32 threads)
+    wrng = np.random.default_rng(seed + 16)
+    yield Sample("binary_crossentropy", (_f32(wrng.random(100) > 0.5), z),
+                 dict(sample_weight=_f32(wrng.random(100) * 3)), "N=100 sample_weight")
+    yield Sample("softmax_crossentropy", (wrng.integers(0, 37, 70), _f32(wrng.standard_normal(
+        (70, 37)) * 3)), dict(sample_weight=_f32(wrng.random((70, 1)))),
+        "70x37 sample_weight (N, 1)")
+    yield Sample("binary_crossentropy", (_f32(wrng.random(100) > 0.5), z),
+                 dict(label_smoothing=0.2), "N=100 label_smoothing 0.2")
+    yield Sample("softmax_crossentropy", (wrng.integers(0, 37, 70), _f32(wrng.standard_normal(
+        (70, 37)) * 3)), dict(label_smoothing=0.1, sample_weight=_f32(wrng.random(70))),
+        "70x37 label_smoothing 0.1 sample_weight")
     # dense products long enough to be split (fastconv/kernels/cuda/dense.py: K >= 128 at
     # the real tiles): the forward over IN, dx over OUT, dw/db over the batch
     for n, d_in, d_out in ((2, 300, 5), (2, 5, 130), (130, 3, 2)):
@@ -437,6 +449,38 @@ def _device_checks(C, R):
         z3 = _f32(rng.standard_normal((4, 3)))
         L.loss_and_stats("sparse", cuda.to_device(rng.integers(0, 3, 4).astype(np.int32)),
                          cuda.to_device(z3), cuda.device_array((4, 3), np.float32), stats)
+        # weighted, as fit's step runs it: the weights a device array uploaded with the batch
+        wts = _f32([0.5, 2.0, 0.0, 1.0])
+        labels3 = rng.integers(0, 3, 4).astype(np.int32)
+        d3 = cuda.device_array((4, 3), np.float32)
+        L.reset_stats(stats)
+        L.loss_and_stats("sparse", cuda.to_device(labels3), cuda.to_device(z3), d3, stats,
+                         cuda.to_device(wts))
+        want, dwant = R.softmax_crossentropy(labels3, z3, sample_weight=wts)
+        host = L.read_stats(stats, np.zeros(L.STATS, np.float32))
+        if not np.isclose(host[L.LOSS_SUM] / host[L.SEEN], want, rtol=RTOL) or \
+                not np.allclose(d3.copy_to_host(), dwant, rtol=RTOL, atol=ATOL):
+            return f"weighted device loss {host[L.LOSS_SUM] / host[L.SEEN]} vs {want}"
+        # the regularizers' penalty added to the step's loss on the device
+        before = L.read_stats(stats, np.zeros(L.STATS, np.float32)).copy()
+        pen = cuda.device_array(1, np.float32)
+        wreg = _f32(rng.standard_normal(40))
+        O.regularize(cuda.to_device(wreg), None, 0.01, 0.1, pen)
+        L.add_penalty(stats, pen, 4)
+        after = L.read_stats(stats, np.zeros(L.STATS, np.float32))
+        want_pen = 0.01 * np.abs(wreg).sum() + 0.1 * (wreg.astype(np.float64) ** 2).sum()
+        got_pen = (after[L.LOSS_SUM] - after[L.LOSS_COMP] - before[L.LOSS_SUM]
+                   + before[L.LOSS_COMP]) / 4
+        if not np.isclose(got_pen, want_pen, rtol=1e-4):
+            return f"penalty added {got_pen} vs {want_pen}"
+        yb = cuda.to_device(_f32(rng.random((4, 1)) > 0.5))
+        L.loss_and_stats("binary", yb, cuda.to_device(z), cuda.device_array((4, 1), np.float32),
+                         stats, cuda.to_device(wts))
+        loss, _ = C.binary_crossentropy(yb, cuda.to_device(z),
+                                        sample_weight=cuda.to_device(wts.reshape(4, 1)))
+        want, _ = R.binary_crossentropy(yb.copy_to_host(), z, sample_weight=wts)
+        if not np.isclose(loss, want, rtol=RTOL):
+            return f"binary loss with device sample_weight {loss} vs {want}"
         p, g, s1, s2, snap = (cuda.to_device(_f32(np.abs(rng.standard_normal(9))))
                               for _ in range(5))
         guard = (stats, snap)

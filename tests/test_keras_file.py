@@ -155,8 +155,10 @@ def _retype(index, class_name):
     (_edit_layer(1, dilation_rate=[2, 2]),
      r"layer 'conv2d' \(Conv2D\): argument dilation_rate=\[2, 2\] is not supported"),
     (_edit_layer(1, use_bias=False), r"layer 'conv2d' \(Conv2D\): argument use_bias=False"),
-    (_edit_layer(5, kernel_regularizer={"class_name": "L2"}), r"'dense' \(Dense\): argument "
-                                                              r"kernel_regularizer"),
+    (_edit_layer(5, activity_regularizer={"class_name": "L2"}), r"'dense' \(Dense\): argument "
+                                                                r"activity_regularizer"),
+    (_edit_layer(5, kernel_regularizer={"class_name": "OrthogonalRegularizer"}),
+     r"'dense' \(Dense\): kernel_regularizer .* is not one of Keras's L1, L2, L1L2"),
     (_edit_layer(1, activation="tanh"), r"unknown activation 'tanh'"),
     (_edit_layer(1, trainable=False), r"trainable=False"),
     (_edit_layer(3, frobnicate=1), r"argument frobnicate=1 is not supported by fastconv"),
@@ -168,6 +170,24 @@ def test_unsupported_configs_name_layer_and_argument(tmp_path, edit, message):
     bad = _rewrite(os.path.join(HERE, "seq.keras"), tmp_path / "bad.keras", config=edit)
     with pytest.raises((KerasFileError, ValueError), match=message):
         fastconv.load_model(bad)
+
+
+def test_keras_regularizers_are_read_and_written(tmp_path):
+    """A Keras 3 L2 kernel regularizer comes in as fastconv's and goes back out as
+    Keras's entry (fastconv/models/keras_config.py)."""
+    path = _rewrite(os.path.join(HERE, "seq.keras"), tmp_path / "reg.keras",
+                    config=_edit_layer(5, kernel_regularizer={
+                        "module": "keras.regularizers", "class_name": "L2",
+                        "config": {"l2": 0.03}, "registered_name": None}))
+    model = fastconv.load_model(path, device="reference")
+    dense = next(layer for layer in model.layers if getattr(layer, "kernel_regularizer", None))
+    assert dense.kernel_regularizer == fastconv.regularizers.L2(0.03)
+    from fastconv.models import keras_config
+    entry = next(e for e in keras_config.to_keras(model)["config"]["layers"]
+                 if e["config"]["name"] == dense.name)
+    assert entry["config"]["kernel_regularizer"] == {
+        "module": "keras.regularizers", "class_name": "L2", "config": {"l2": 0.03},
+        "registered_name": None}
 
 
 def test_custom_object_refused(tmp_path):

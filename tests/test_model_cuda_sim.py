@@ -45,6 +45,36 @@ SCRIPT = textwrap.dedent("""
         out[device] = {{"losses": losses + h.history["loss"] + h.history["val_loss"],
                         "weights": [w.tolist() for w in m.get_weights()],
                         "pred": m.predict(x).tolist()}}
+        # sample and class weights: fit's device-side step (the weights staged with the
+        # batch), evaluate and train_on_batch, binary (label-smoothed) and sparse
+        mw = tiny_convnet(device=device, seed=5, input_shape=(12, 12, 3), dropout=0.0)
+        mw.compile(optimizer=SGD(0.05),
+                   loss=fastconv.losses.BinaryCrossentropy(label_smoothing=0.1),
+                   metrics=["precision", "auc"])    # streamed: the logits copied per step
+        sw = np.linspace(0.0, 2.0, 16).astype(np.float32)
+        hw = mw.fit(x, y, batch_size=8, epochs=2, verbose=0, sample_weight=sw)
+        weighted = hw.history["loss"] + hw.history["precision"] + hw.history["auc"] + list(
+            mw.evaluate(x, y, batch_size=5, sample_weight=sw, return_dict=True).values()) + [
+            mw.train_on_batch(x[:8], y[:8], class_weight={{0: 3.0, 1: 0.5}})[0]]
+        ms = tiny_convnet(device=device, seed=6, input_shape=(12, 12, 3), dropout=0.0,
+                          classes=3)
+        ms.compile(optimizer=SGD(0.05), loss="sparse_categorical_crossentropy")
+        y3 = np.arange(16) % 3
+        hs = ms.fit(x, y3, batch_size=8, epochs=2, verbose=0, class_weight="balanced")
+        # regularizers: the penalty's gradient and its loss on the device step (fit),
+        # and in evaluate
+        mr = fastconv.Sequential([
+            fastconv.layers.Conv2D(4, 3, input_shape=(12, 12, 3),
+                                   kernel_regularizer=fastconv.regularizers.l2(0.01)),
+            fastconv.layers.Flatten(),
+            fastconv.layers.Dense(1, kernel_regularizer=fastconv.regularizers.l1(0.001),
+                                  bias_regularizer="l2"),
+            fastconv.layers.Activation("sigmoid")], device=device, seed=7)
+        mr.compile(optimizer=SGD(0.05), loss="binary_crossentropy")
+        hr = mr.fit(x, y, batch_size=8, epochs=2, verbose=0)
+        out[device]["weighted"] = weighted + hs.history["loss"] + hr.history["loss"] + [
+            mr.evaluate(x, y, batch_size=16)]
+        out[device]["reg_weights"] = [w.tolist() for w in mr.get_weights()]
         if device == "cuda":
             path = os.path.join(tempfile.mkdtemp(), "m.npz")
             m.save(path)
@@ -71,6 +101,9 @@ def test_cuda_model_under_the_simulator_matches_the_reference():
     for a, b in zip(dev["weights"], ref["weights"]):
         np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(dev["pred"], ref["pred"], rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(dev["weighted"], ref["weighted"], rtol=2e-4, atol=1e-5)
+    for a, b in zip(dev["reg_weights"], ref["reg_weights"]):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-3, atol=1e-5)
     # saved on cuda, loaded on the host and moved back: the same predictions
     np.testing.assert_allclose(result["reloaded_pred"], dev["pred"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(result["back_on_cuda_pred"], dev["pred"], rtol=1e-4, atol=1e-5)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from ._common import CLIError
-from ..callbacks import ReduceLROnPlateau
+from ..callbacks import EarlyStopping, ReduceLROnPlateau
 from ..optimizers import schedules
 
 SCHEDULES = ("constant", "cosine", "exponential")
@@ -100,3 +100,33 @@ class RunPlateau(ReduceLROnPlateau):
     def get_state(self):
         return {"best": self.best if math.isfinite(self.best) else None, "wait": self.wait,
                 "cooldown_counter": self.cooldown_counter}
+
+
+class RunEarlyStopping(EarlyStopping):
+    """--early-stopping PATIENCE: EarlyStopping(monitor="val_loss", patience,
+    restore_best_weights=True) whose counters survive --resume: `state` (from the
+    training state) is put back after on_train_begin's reset, and the best epoch's
+    weights come from `best_weights()` (the run's --out file, the best model by val_loss,
+    which is the same epoch) so the restore at the end is the uninterrupted run's."""
+
+    def __init__(self, patience, state=None, best_weights=None):
+        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=True)
+        self._resumed = state
+        self._best_weights = best_weights
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        r = self._resumed
+        if r:
+            self.wait, self.best_epoch = r["wait"], r["best_epoch"]
+            self.best = r["best"]
+            self.stopped_epoch = r["stopped_epoch"]
+            if r["looked"] and self._best_weights is not None:
+                self.best_weights = self._best_weights()
+
+    def get_state(self):
+        best = self.best
+        return {"best": best if best is not None and math.isfinite(best) else None,
+                "wait": self.wait, "best_epoch": self.best_epoch,
+                "stopped_epoch": self.stopped_epoch, "looked": self.best_weights is not None}
+

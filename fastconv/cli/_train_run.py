@@ -233,10 +233,11 @@ class TrainRun:
     """One `fastconv train`: settings, data, model and the files it writes."""
 
     def __init__(self, settings, root, paths, model, train, val, state=None, show_bar=True,
-                 plateau=None, writer=True):
+                 plateau=None, writer=True, early=None):
         self.settings, self.root, self.paths = settings, root, paths
         self.writer = writer        # False on the ranks > 0 of an MPI run: nothing written
         self.plateau = plateau      # the run's ReduceLROnPlateau (its counters are saved)
+        self.early = early          # the run's EarlyStopping (its counters too)
         self.model, self.train, self.val = model, _Counted(train), val
         self.show_bar = show_bar
         self.history = dict(state["history"]) if state else {}
@@ -261,6 +262,8 @@ class TrainRun:
                  "best_epoch": self.best_epoch, "history": self.history}
         if self.plateau is not None:
             state["reduce_lr"] = self.plateau.get_state()
+        if self.early is not None and hasattr(self.early, "wait"):
+            state["early_stopping"] = self.early.get_state()
         save_model(self.model, self.paths["ckpt"], train_state=state)
         write_json_atomic(self.paths["state"],
                           dict(state, checkpoint_sha256=_sha256(self.paths["ckpt"])))

@@ -40,6 +40,15 @@ def confusion(labels, predicted, k):
     return m
 
 
+def precision_recall(matrix, c):
+    """(precision, recall) of class c from the confusion matrix (rows true, columns
+    predicted): TP / predicted-as-c and TP / truly-c (Keras's Precision and Recall of
+    that class one-vs-rest); None where the denominator is 0 (Keras reports 0 there)."""
+    tp = float(matrix[c, c])
+    predicted, actual = float(matrix[:, c].sum()), float(matrix[c].sum())
+    return (tp / predicted if predicted else None), (tp / actual if actual else None)
+
+
 def evaluate(opened, folder, batch_size, workers=None, color_mode=None):
     """Loss and accuracy as model.evaluate computes them (the loss kernel on the
     logits), and the confusion matrix from the same batches' predictions."""
@@ -54,7 +63,9 @@ def evaluate(opened, folder, batch_size, workers=None, color_mode=None):
     try:
         ds = data.image_dataset_from_directory(
             folder, image_size=opened.image_size, batch_size=batch_size, shuffle=False,
-            label_mode="binary" if binary else "int", class_names=opened.class_names,
+            label_mode="binary" if binary else
+            "categorical" if model._loss.labels == "onehot" else "int",   # the model's loss
+            class_names=opened.class_names,
             rescale=RESCALE, workers=workers, color_mode=color_mode)
     except ValueError as exc:
         raise CLIError(f"{exc} (the model's classes are "
@@ -66,7 +77,9 @@ def evaluate(opened, folder, batch_size, workers=None, color_mode=None):
         logs = model.evaluate(x, y, batch_size=n, return_dict=True)
         loss_sum += logs["loss"] * n
         seen += n
-        labels.append(np.asarray(y).reshape(n).astype(np.int64))
+        y = np.asarray(y)
+        labels.append((np.argmax(y, axis=1) if y.ndim == 2 and y.shape[1] > 1
+                       else y.reshape(n)).astype(np.int64))
         predicted.extend(k for k, _, _ in interpret(model.predict(x, batch_size=n),
                                                     opened.class_names))
     if seen == 0:
@@ -78,8 +91,11 @@ def evaluate(opened, folder, batch_size, workers=None, color_mode=None):
     per_class = {}
     for c, name in enumerate(opened.class_names):
         total = int(matrix[c].sum())
+        precision, recall = precision_recall(matrix, c)
         per_class[name] = {"correct": int(matrix[c, c]), "images": total,
-                           "accuracy": matrix[c, c] / total if total else None}
+                           "predicted": int(matrix[:, c].sum()),
+                           "accuracy": matrix[c, c] / total if total else None,
+                           "precision": precision, "recall": recall}
     return {"model": opened.path, "data": folder, "images": int(seen),
             "skipped": [{"path": p, "error": r} for p, r in ds.skipped],
             "loss": loss_sum / seen, "accuracy": float(np.mean(labels == predicted)),
@@ -104,6 +120,12 @@ def print_report(r):
         c = r["per_class"][key]
         acc = "-" if c["accuracy"] is None else f"{c['accuracy']:.4f}"
         print(f"  {name:<{w}} {acc}  ({c['correct']}/{c['images']})")
+    print("per-class precision and recall (one class against the rest)")
+    for name, key in zip(names, r["class_names"]):
+        c = r["per_class"][key]
+        shown = ["-" if v is None else f"{v:.4f}" for v in (c["precision"], c["recall"])]
+        print(f"  {name:<{w}} precision {shown[0]} ({c['correct']}/{c['predicted']})  "
+              f"recall {shown[1]} ({c['correct']}/{c['images']})")
 
 
 def cmd_evaluate(args):
@@ -128,8 +150,8 @@ def cmd_evaluate(args):
 
 def add_parser(sub, common):
     p = sub.add_parser("evaluate", parents=[common],
-                       help="loss, accuracy, confusion matrix and per-class accuracy of a "
-                            "model on a folder of class folders")
+                       help="loss, accuracy, confusion matrix and per-class accuracy, "
+                            "precision and recall of a model on a folder of class folders")
     p.add_argument("model", metavar="MODEL", help="model.fcm, or a Keras .h5 weights file")
     p.add_argument("data", metavar="DATA",
                    help="a folder of class folders, or one with a validation/ (or val/) "

@@ -30,7 +30,8 @@ import sys
 
 from . import _train_mpi
 from ._common import DEVICES, RESCALE, CLIError, check_outputs, plain_failures, require_device
-from ._train_lr import LR_SETTINGS, RunPlateau, check_lr_settings, optimizer_config, scheduled
+from ._train_lr import (LR_SETTINGS, RunEarlyStopping, RunPlateau, check_lr_settings,
+                        optimizer_config, scheduled)
 from ._train_models import (AUGMENTATION, MODEL_NAMES, MODEL_SETTINGS, RECIPES, build,
                             check_model_settings, describe)
 from ._train_run import (RESUMABLE, SETTINGS, EpochEnd, TrainRun, check_architecture,
@@ -38,6 +39,10 @@ from ._train_run import (RESUMABLE, SETTINGS, EpochEnd, TrainRun, check_architec
 from .._text import printable
 from ..data.demo import DEMO, demo_flags, demo_root
 from ..data.reading import CHANNELS, COLOR_MODES
+
+# Settings with a default that a checkpoint from before them lacks (as the learning-rate
+# and model settings): class weighting, label smoothing and early stopping.
+FIT_SETTINGS = {"class_weight": "none", "label_smoothing": 0.0, "early_stopping": None}
 
 
 # --------------------------------------------------------------------------- data
@@ -73,8 +78,11 @@ def open_datasets(root, s, workers=None, cache=False):
         raise CLIError(f"{train_dir} needs at least 2 class folders, found {len(classes)}"
                        + (f": {printable(', '.join(classes))}" if classes else ""))
     binary = len(classes) == 2
+    # label smoothing of more than two classes: Keras's CategoricalCrossentropy, which
+    # takes one-hot labels (its SparseCategoricalCrossentropy has no label_smoothing)
     common = dict(image_size=size, batch_size=s["batch_size"],
-                  label_mode="binary" if binary else "int",
+                  label_mode="binary" if binary else
+                  "categorical" if s.get("label_smoothing") else "int",
                   rescale=RESCALE, workers=workers, cache=cache, color_mode=s["color_mode"])
     aug = data.Augmentation(**AUGMENTATION[s.get("model", "small-convnet")]) \
         if s["augment"] else None
@@ -132,12 +140,13 @@ def resolve_settings(args, demo, stored=None):
     model = _model_of(args, stored)
     if model not in MODEL_NAMES:
         raise CLIError(f"--model must be one of {', '.join(MODEL_NAMES)}, received {model!r}")
-    defaults = {**LR_SETTINGS, **MODEL_SETTINGS, **(DEMO if demo else RECIPES[model])}
+    extra = {**LR_SETTINGS, **MODEL_SETTINGS, **FIT_SETTINGS}
+    defaults = {**extra, **(DEMO if demo else RECIPES[model])}
     defaults["model"] = model
-    if stored is not None:      # a checkpoint from before the learning-rate/model settings
-        stored = {**LR_SETTINGS, **MODEL_SETTINGS, **stored}
+    if stored is not None:      # a checkpoint from before the learning-rate/model/fit settings
+        stored = {**extra, **stored}
     s = {}
-    for key in SETTINGS + tuple(LR_SETTINGS) + tuple(MODEL_SETTINGS):
+    for key in SETTINGS + tuple(extra):
         given = getattr(args, key)
         if stored is not None:
             if given is not None and given != stored[key] and (
@@ -163,7 +172,23 @@ def resolve_settings(args, demo, stored=None):
     if s["seed"] < 0:
         raise CLIError(f"--seed must be >= 0, received {s['seed']}")
     check_lr_settings(s)
+    if s["early_stopping"] is not None and s["early_stopping"] < 0:
+        raise CLIError(f"--early-stopping must be a patience >= 0 (epochs), received "
+                       f"{s['early_stopping']}")
+    if not 0 <= s["label_smoothing"] <= 1:
+        raise CLIError(f"--label-smoothing must lie between 0 and 1, received "
+                       f"{s['label_smoothing']}")
     return s
+
+
+def _loss(k, label_smoothing):
+    """The run's loss: binary for two classes, else sparse categorical; with label
+    smoothing Keras's BinaryCrossentropy / CategoricalCrossentropy (one-hot labels)."""
+    from .. import losses
+    if not label_smoothing:
+        return "binary_crossentropy" if k == 2 else "sparse_categorical_crossentropy"
+    cls = losses.BinaryCrossentropy if k == 2 else losses.CategoricalCrossentropy
+    return cls(label_smoothing=label_smoothing)
 
 
 # --------------------------------------------------------------------------- command
@@ -201,6 +226,11 @@ def _train(args, comm=None):
     else:
         demo, root_arg = args.data is None, args.data
     settings = resolve_settings(args, demo, state["settings"] if state else None)
+    stopped = (state or {}).get("early_stopping", {}).get("stopped_epoch", 0)
+    if stopped:
+        raise CLIError(f"--resume: the run stopped early after epoch {stopped + 1} "
+                       f"(--early-stopping {settings['early_stopping']}: val_loss had not "
+                       f"improved for that many epochs); train afresh to train longer")
     if state is not None and state["epochs_done"] >= settings["epochs"]:
         raise CLIError(f"--resume: {paths['ckpt']} has already trained "
                        f"{state['epochs_done']} epochs; pass --epochs N with N > "
@@ -230,14 +260,22 @@ def _train(args, comm=None):
         model = build(settings, k, device=args.device)
         steps = len(train)               # batches per epoch, the schedule's unit
         model.compile(optimizer=optimizers.get(optimizer_config(settings, steps)),
-                      loss="binary_crossentropy" if k == 2
-                      else "sparse_categorical_crossentropy", metrics=["accuracy"])
+                      loss=_loss(k, settings["label_smoothing"]), metrics=["accuracy"])
     model.class_names = list(train.class_names)
     plateau = RunPlateau(state.get("reduce_lr") if state else None) \
         if settings["reduce_lr_on_plateau"] else None
+    early = None
+    if settings["early_stopping"] is not None:
+        def best_weights():     # the --out file: the best epoch by val_loss so far
+            if not os.path.isfile(paths["out"]):
+                return None
+            return load_model(paths["out"], device="reference", compile=False).get_weights()
+        early = RunEarlyStopping(settings["early_stopping"],
+                                 state.get("early_stopping") if state else None,
+                                 best_weights)
     run = TrainRun(settings, None if demo else root, paths, model, train, val, state,
                    show_bar=not args.no_progress and writer, plateau=plateau,
-                   writer=writer)
+                   writer=writer, early=early)
     # The data pipeline shuffles and augments epoch k from (seed, k): start where the
     # checkpoint stopped so a resumed run sees the same batches as an uninterrupted one.
     train.epoch = run.epochs_done
@@ -262,15 +300,29 @@ def _train(args, comm=None):
               "constant" else []) + \
         ([f"warmup {settings['warmup_epochs']} epochs"] if settings["warmup_epochs"] else []) \
         + (["reduce lr on plateau"] if plateau else []) + \
-        ([f"weight decay {settings['weight_decay']:g}"] if settings["weight_decay"] else [])
+        ([f"weight decay {settings['weight_decay']:g}"] if settings["weight_decay"] else []) \
+        + ([f"label smoothing {settings['label_smoothing']:g}"]
+           if settings["label_smoothing"] else []) \
+        + ([f"early stopping patience {settings['early_stopping']}"] if early else [])
     if extras:
         print("  " + ", ".join(extras), flush=True)
+
+    class_weight = None
+    if settings["class_weight"] == "balanced":
+        # from the folder scan (the same on --resume): n_images / (n_classes * count_c)
+        from ..models.weighting import balanced_class_weight
+        vec = balanced_class_weight(train.labels, train.num_classes)
+        class_weight = {c: float(w) for c, w in enumerate(vec)}
+        print("  class weights (balanced): " + ", ".join(
+            f"{names[c]} {w:.4g}" for c, w in class_weight.items()), flush=True)
 
     epoch_end = EpochEnd(run)
     try:
         model.fit(run.train, epochs=settings["epochs"], initial_epoch=run.epochs_done,
-                  validation_data=val, verbose=0, distributed=comm if comm else False,
-                  callbacks=([plateau] if plateau else []) + [epoch_end])
+                   validation_data=val, verbose=0, distributed=comm if comm else False,
+                   class_weight=class_weight,
+                   callbacks=([plateau] if plateau else []) + ([early] if early else [])
+                   + [epoch_end])
     except KeyboardInterrupt:
         epoch_end.close_bar()
         print(f"\ninterrupted: {paths['ckpt']} holds the model after epoch {run.epochs_done}"
@@ -278,6 +330,10 @@ def _train(args, comm=None):
               + ("" if demo else f" {root}") + f" --out {paths['out']} --resume",
               file=sys.stderr, flush=True)
         return 130
+    if early is not None and early.stopped_epoch:
+        print(f"early stopping: val_loss had not improved for {settings['early_stopping']} "
+              f"epochs; stopped after epoch {early.stopped_epoch + 1} of "
+              f"{settings['epochs']}")
     hist = run.history
     last_loss = hist["loss"][-1] if hist.get("loss") else None
     if last_loss is None:
@@ -336,6 +392,16 @@ def add_parser(sub, common):
     p.add_argument("--weight-decay", type=float, metavar="W",
                    help="decoupled weight decay of the optimizer, p -= lr*W*p per step "
                         "(Keras 3 weight_decay; default 0)")
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                   help="stop when val_loss has not improved for PATIENCE epochs (Keras's "
+                        "EarlyStopping, restore_best_weights=True; default: off)")
+    p.add_argument("--label-smoothing", type=float, metavar="LS",
+                   help="Keras's label_smoothing of the cross-entropy in [0, 1]: targets "
+                        "y*(1-LS) + LS/2 (two classes) or y*(1-LS) + LS/K (default 0)")
+    p.add_argument("--class-weight", choices=["none", "balanced"],
+                   help="weigh each image's training loss by its class: balanced = "
+                        "images / (classes * images of the class), for unbalanced folders "
+                        "(default none)")
     p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where to train (default cpu)")
     p.add_argument("--image-size", type=int, metavar="PX",

@@ -66,6 +66,15 @@ class DistributedFit:
                 f"{m.name}.fit(distributed=...): data-parallel training runs on the cpu "
                 f"and reference devices so far, not on {m.device!r} (the NCCL / "
                 f"host-staged GPU path is not built yet)")
+        from ..models.metrics import ACCURACY
+        streamed = [k for k in m.metrics if k not in ACCURACY]
+        if streamed or m._regularized():
+            what = (f"the metrics {', '.join(streamed)}" if streamed else
+                    "weight regularizers (kernel_regularizer / bias_regularizer)")
+            raise DistributedError(
+                f"{m.name}.fit(distributed=...): {what} are not supported under MPI yet "
+                f"(each rank would see only its slice); compile with metrics=['accuracy'] "
+                f"and no regularizer for data-parallel training")
         x, b = args["x"], args["batch_size"]
         if isinstance(x, np.ndarray) and isinstance(b, int) and 0 < b < self.size:
             raise DistributedError(
@@ -183,7 +192,8 @@ class DistributedFit:
             yield from plain.batches(m, data, batch_size, shuffle, training, steps, labels)
             return
         if data[0] == "arrays":
-            _, x, y = data
+            x, y = data[1], data[2]
+            w = data[3] if len(data) > 3 else None      # sample weights (N,) or None
             total = x.shape[0]
             perm = m._shuffle_rng.permutation(total) if shuffle else None
             for start in range(0, total, batch_size):
@@ -191,12 +201,16 @@ class DistributedFit:
                 plan = self._plan(stop - start, "the last batch")
                 lo, hi = start + plan.shard[1], start + plan.shard[1] + plan.n
                 if perm is None:
-                    plan.load_slice(x, y, lo, hi)
+                    plan.load_slice(x, y, lo, hi, w)
                 else:
-                    plan.load_take(x, y, perm[lo:hi])
+                    plan.load_take(x, y, perm[lo:hi], w)
                 yield plan, stop - start
             self._check_epoch_end()
             return
+        if len(data) > 2 and data[2] is not None:
+            raise DistributedError(
+                f"{m.name}.fit(distributed=...): class_weight with a dataset is not supported "
+                f"under MPI yet; pass array x and y (or sample_weight arrays)")
         for k, (xb, yb) in enumerate(self._whole(data, steps, labels)):
             plan = self._plan(xb.shape[0], f"batch {k}")
             first = plan.shard[1]
@@ -221,6 +235,10 @@ class DistributedFit:
             import itertools
             iterable = itertools.islice(iterable, steps)
         for k, batch in enumerate(iterable):
+            if isinstance(batch, (tuple, list)) and len(batch) >= 3:
+                raise DistributedError(
+                    f"{m.name}.fit(distributed=...): batch {k} carries sample weights, not "
+                    f"supported under MPI for datasets yet; pass arrays with sample_weight")
             if isinstance(batch, (tuple, list)) and len(batch) >= 2:
                 xb, yb = batch[0], batch[1]
             else:

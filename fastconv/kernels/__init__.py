@@ -28,7 +28,7 @@ SEED_OPS = (
     "dropout_forward", "dropout_backward",
     "binary_crossentropy", "softmax_crossentropy",
     "sgd_update", "rmsprop_update", "adam_update",
-    "sum_squares", "clip_by_norm", "clip_by_value",
+    "sum_squares", "clip_by_norm", "clip_by_value", "regularize",
 )
 
 # Fused layer ops (reference: the composition of the ops above), by the layer

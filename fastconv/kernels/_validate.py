@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import threading
 
+import math
+
 import numpy as np
 
 from .._args import is_int
@@ -222,6 +224,37 @@ def check_binary_labels(op, y_true, logits):
     return y.reshape(logits.shape)
 
 
+def check_label_smoothing(op, label_smoothing):
+    """The loss ops' label_smoothing: a number in [0, 1] (Keras's range), as a float."""
+    try:
+        ls = float(label_smoothing)
+    except (TypeError, ValueError):
+        ls = float("nan")
+    if isinstance(label_smoothing, bool) or not 0.0 <= ls <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be a number in [0, 1], got "
+                         f"{label_smoothing!r}")
+    return ls
+
+
+def check_sample_weight(op, sample_weight, n, values=True):
+    """The loss ops' optional per-sample weights: None, or N numbers, (N,) or (N, 1).
+    values: also require them finite and >= 0 (a host array; a device array's values
+    are the caller's). Returns None or the weights as an (N,) array."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight)
+    if w.ndim > 2 or w.size != n or (w.ndim == 2 and w.shape[1] != 1) or w.ndim == 0:
+        raise ValueError(f"{op}: sample_weight must have shape ({n},) or ({n}, 1), one "
+                         f"weight per sample, got {w.shape}")
+    if not np.issubdtype(w.dtype, np.number) and w.dtype != np.bool_:
+        raise TypeError(f"{op}: sample_weight must be numeric, got {w.dtype}")
+    w = w.reshape(n)
+    if values and n and (not np.all(np.isfinite(w)) or w.min() < 0):
+        raise ValueError(f"{op}: sample_weight must be finite and >= 0, got min {w.min()}, "
+                         f"max {w.max()}")
+    return w
+
+
 def check_int_labels(op, y_true, logits):
     check_float_array(op, "logits", logits, 2)
     y = np.asarray(y_true)
@@ -364,6 +397,30 @@ def sum_squares_args(op, x, acc, accumulate):
     if not isinstance(accumulate, (bool, np.bool_)):
         raise TypeError(f"{op}: accumulate must be True or False, got {accumulate!r}")
     return bool(accumulate)
+
+
+def regularize_args(op, w, g, l1, l2, acc, accumulate):
+    """Checks of regularize: w a float array, g None or w's shape and dtype, l1 and l2
+    finite numbers >= 0, acc a (1,) accumulator of w's dtype. Returns (l1, l2, accumulate)."""
+    check_float_array(op, "w", w)
+    if g is not None:
+        check_float_array(op, "g", g)
+        if g.dtype != w.dtype:
+            raise TypeError(f"{op}: g must have w's dtype {w.dtype}, got {g.dtype}")
+        check_same_shape(op, "w", w, "g", g)
+    factors = []
+    for name, v in (("l1", l1), ("l2", l2)):
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            f = float("nan")
+        if isinstance(v, bool) or not (f >= 0 and math.isfinite(f)):
+            raise ValueError(f"{op}: {name} must be a finite number >= 0, got {v!r}")
+        factors.append(f)
+    check_accumulator(op, "acc", acc, w.dtype)
+    if not isinstance(accumulate, (bool, np.bool_)):
+        raise TypeError(f"{op}: accumulate must be True or False, got {accumulate!r}")
+    return factors[0], factors[1], bool(accumulate)
 
 
 def clip_by_norm_args(op, g, sumsq, clipnorm):

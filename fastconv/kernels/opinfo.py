@@ -153,6 +153,34 @@ def samples(shapes="quick", seed=0):
     for n, k in ((1, 2), (9, 5)):
         z = _f32(rng.standard_normal((n, k)) * 5)
         yield Sample("softmax_crossentropy", (rng.integers(0, k, n), z), {}, f"{n}x{k}")
+    # per-sample weights (Keras 3's sum_over_batch_size: sum(w * l) / N), from a stream
+    # of their own so the samples after these draw what they always drew
+    wrng = np.random.default_rng(seed + 16)
+    for n, shape in ((1, (1,)), (7, (7, 1))):
+        z = _f32(wrng.standard_normal(shape) * 4)
+        y = _f32(wrng.random(shape) > 0.5)
+        w = _f32(wrng.random(n) * 3)
+        w[0] = 0.0                                     # a zero weight drops its sample
+        yield Sample("binary_crossentropy", (y, z), dict(sample_weight=w),
+                     f"N={n} sample_weight")
+    for n, k in ((1, 3), (9, 5)):
+        z = _f32(wrng.standard_normal((n, k)) * 3)
+        w = _f32(wrng.random((n, 1)) * 2)
+        yield Sample("softmax_crossentropy", (wrng.integers(0, k, n), z),
+                     dict(sample_weight=w), f"{n}x{k} sample_weight (N, 1)")
+    # label smoothing (Keras 3's targets), alone and with weights; its own stream too
+    srng = np.random.default_rng(seed + 17)
+    for n, ls, weighted in ((5, 0.1, False), (1, 1.0, False), (6, 0.3, True)):
+        z = _f32(srng.standard_normal((n, 1)) * 4)
+        y = _f32(srng.random((n, 1)) > 0.5)
+        kw = dict(label_smoothing=ls)
+        if weighted:
+            kw["sample_weight"] = _f32(srng.random(n))
+        label = f"N={n} label_smoothing {ls}" + (" sample_weight" if weighted else "")
+        yield Sample("binary_crossentropy", (y, z), kw, label)
+        z = _f32(srng.standard_normal((n, 4)) * 3)
+        yield Sample("softmax_crossentropy", (srng.integers(0, 4, n), z), dict(kw),
+                     f"{label} K=4")
     p_shape = (3, 3, 32, 64) if shapes == "seed" else (3, 3, 5, 7)
     p = _f32(rng.standard_normal(p_shape))
     g = _f32(rng.standard_normal(p_shape))
@@ -167,6 +195,7 @@ def samples(shapes="quick", seed=0):
     yield Sample("rmsprop_update", (p, g, s1), dict(lr=1e-3, rho=0.9, eps=1e-7), label)
     yield Sample("adam_update", (p, g, s1, s2), dict(t=3, lr=1e-3), label)
     yield from _clip_samples(rng, p_shape)
+    yield from _regularize_samples(np.random.default_rng(seed + 18), p_shape)
     yield from _merge_samples(rng, shapes)
     if shapes != "seed":  # the seed model has no global pooling, rescaling or batchnorm
         yield from _globalpool_samples(rng)
@@ -192,6 +221,23 @@ def _avgpool_samples(rng, shapes):
         y = R.avgpool2d_forward(x, **kw)
         yield Sample("avgpool2d_backward", (_f32(rng.standard_normal(y.shape)), x.shape), kw,
                      label)
+
+
+def _regularize_samples(rng, p_shape):
+    """Keras's L1/L2 penalty and gradient: l2 alone, l1 with exact zeros (sign 0), both,
+    accumulated, the penalty only (g None), and more weights than a block of threads."""
+    w = _f32(rng.standard_normal(p_shape))
+    w.reshape(-1)[::5] = 0.0
+    g = _f32(rng.standard_normal(p_shape))
+    label = f"w{p_shape}"
+    yield Sample("regularize", (w, g, 0.0, 0.01, _f32([0.0])), {}, f"{label} l2")
+    yield Sample("regularize", (w, g, 0.05, 0.0, _f32([0.0])), {}, f"{label} l1 zeros")
+    yield Sample("regularize", (w, g, 0.02, 0.3, _f32([1.5])), dict(accumulate=True),
+                 f"{label} l1_l2 accumulate")
+    yield Sample("regularize", (w, None, 0.1, 0.2, _f32([0.0])), {}, f"{label} penalty only")
+    big = _f32(rng.standard_normal(1001))
+    yield Sample("regularize", (big, _f32(rng.standard_normal(1001)), 0.01, 0.001,
+                                _f32([0.0])), {}, "n=1001")
 
 
 def _clip_samples(rng, p_shape):
@@ -517,6 +563,22 @@ def error_inputs():
          TypeError, "binary_crossentropy: y_true must be numeric, got <U1"),
         ("softmax_crossentropy", (np.array([0, 3]), z(2, 3)), {}, "class index out of range",
          ValueError, "softmax_crossentropy: class index out of range [0, 3): min 0, max 3"),
+        ("binary_crossentropy", (z(4), z(4)), dict(sample_weight=z(3)),
+         "sample_weight of the wrong size", ValueError,
+         "binary_crossentropy: sample_weight must have shape (4,) or (4, 1), one weight per "
+         "sample, got (3,)"),
+        ("binary_crossentropy", (z(2), z(2)), dict(sample_weight=np.array([1.0, -1.0])),
+         "a negative sample_weight", ValueError,
+         "binary_crossentropy: sample_weight must be finite and >= 0, got min -1.0, max 1.0"),
+        ("softmax_crossentropy", (np.array([0, 1]), z(2, 3)),
+         dict(sample_weight=np.array(["a", "b"])), "sample_weight strings", TypeError,
+         "softmax_crossentropy: sample_weight must be numeric, got <U1"),
+        ("binary_crossentropy", (z(2), z(2)), dict(label_smoothing=1.5),
+         "label_smoothing above 1", ValueError,
+         "binary_crossentropy: label_smoothing must be a number in [0, 1], got 1.5"),
+        ("softmax_crossentropy", (np.array([0, 1]), z(2, 3)), dict(label_smoothing="x"),
+         "label_smoothing a string", ValueError,
+         "softmax_crossentropy: label_smoothing must be a number in [0, 1], got 'x'"),
         ("softmax_crossentropy", (np.array([0.5, 1.0]), z(2, 3)), {}, "fractional labels",
          TypeError, "softmax_crossentropy: y_true must hold integer class indices, got dtype "
                     "float64"),
@@ -546,6 +608,14 @@ def error_inputs():
          TypeError, "sum_squares: accumulate must be True or False, got 1"),
         ("sum_squares", ([1.0, 2.0], z(1)), {}, "x a list",
          TypeError, "sum_squares: x must be a numpy.ndarray, got list"),
+        ("regularize", (z(3), z(4), 0.0, 0.1, z(1)), {}, "g of another shape",
+         ValueError, "regularize: g must have the shape of w (3,), got (4,)"),
+        ("regularize", (z(3), z(3), -0.1, 0.1, z(1)), {}, "l1 < 0",
+         ValueError, "regularize: l1 must be a finite number >= 0, got -0.1"),
+        ("regularize", (z(3), None, 0.0, float("inf"), z(1)), {}, "l2 inf",
+         ValueError, "regularize: l2 must be a finite number >= 0, got inf"),
+        ("regularize", (z(3), z(3), 0.0, 0.1, z(2)), {}, "acc of shape (2,)",
+         ValueError, "regularize: acc must have shape (1,), got (2,)"),
         ("clip_by_norm", (z(3), z(1)), dict(clipnorm=0.0), "clipnorm 0",
          ValueError, "clip_by_norm: clipnorm must be > 0, got 0.0"),
         ("clip_by_norm", (z(3), z(1, dtype=np.float64)), dict(clipnorm=1.0),
@@ -984,27 +1054,56 @@ def _dropout_grad():
     return GradientSample("dropout_backward", "dropout rate 0.4", build)
 
 
-def _bce_grad(shape):
+def _bce_grad(shape, weighted=False, label_smoothing=0.0):
     from . import reference as R
 
     def build(rng):
         z = rng.standard_normal(shape) * 3
         y = (rng.random(shape) > 0.5).astype(F64)
-        _, dz = R.binary_crossentropy(y, z)
-        return (lambda: R.binary_crossentropy(y, z)[0]), (("bce dlogits", z, dz),)
-    return GradientSample("binary_crossentropy", f"binary_crossentropy {shape}", build)
+        kw = dict(sample_weight=rng.random(shape[0]) * 2) if weighted else {}
+        if label_smoothing:
+            kw["label_smoothing"] = label_smoothing
+        _, dz = R.binary_crossentropy(y, z, **kw)
+        return (lambda: R.binary_crossentropy(y, z, **kw)[0]), (("bce dlogits", z, dz),)
+    label = f"binary_crossentropy {shape}" + (" sample_weight" if weighted else "") + \
+        (f" label_smoothing {label_smoothing}" if label_smoothing else "")
+    return GradientSample("binary_crossentropy", label, build)
 
 
-def _softmax_ce_grad(n, k):
+def _softmax_ce_grad(n, k, weighted=False, label_smoothing=0.0):
     from . import reference as R
 
     def build(rng):
         z = rng.standard_normal((n, k)) * 3
         y = rng.integers(0, k, n)
-        _, dz = R.softmax_crossentropy(y, z)
-        return ((lambda: R.softmax_crossentropy(y, z)[0]),
+        kw = dict(sample_weight=rng.random(n) * 2) if weighted else {}
+        if label_smoothing:
+            kw["label_smoothing"] = label_smoothing
+        _, dz = R.softmax_crossentropy(y, z, **kw)
+        return ((lambda: R.softmax_crossentropy(y, z, **kw)[0]),
                 (("softmax_crossentropy dlogits", z, dz),))
-    return GradientSample("softmax_crossentropy", f"softmax_crossentropy {n}x{k}", build)
+    label = f"softmax_crossentropy {n}x{k}" + (" sample_weight" if weighted else "") + \
+        (f" label_smoothing {label_smoothing}" if label_smoothing else "")
+    return GradientSample("softmax_crossentropy", label, build)
+
+
+def _regularize_grad(l1, l2):
+    """regularize's gradient of its penalty: L = penalty(w), dL/dw = the g it adds to a
+    zero g (w kept away from 0, where |w| has no derivative)."""
+    from . import reference as R
+
+    def build(rng):
+        w = _away_from_zero(rng, (3, 4))
+        acc = np.zeros(1)
+        g = np.zeros_like(w)
+        R.regularize(w, g, l1, l2, acc)
+
+        def loss():
+            a = np.zeros(1)
+            R.regularize(w, None, l1, l2, a)
+            return float(a[0])
+        return loss, (("regularize dw", w, g),)
+    return GradientSample("regularize", f"regularize l1 {l1} l2 {l2}", build)
 
 
 def gradient_samples():
@@ -1031,6 +1130,11 @@ def gradient_samples():
         _bce_grad((6, 1)),
         _bce_grad((5,)),
         _softmax_ce_grad(5, 4),
+        _bce_grad((6, 1), weighted=True),
+        _softmax_ce_grad(5, 4, weighted=True),
+        _regularize_grad(0.03, 0.2),
+        _bce_grad((5, 1), label_smoothing=0.2),
+        _softmax_ce_grad(4, 5, weighted=True, label_smoothing=0.3),
         _concat_grad((2, 3, 2), (3, 1, 4)),
         _concat_grad((3,), (2, 5)),
         _rescale_grad((2, 3, 4), 1.0 / 255, -0.5),
@@ -1097,7 +1201,8 @@ def _concat_grad(lead, channels):
 # Optimizer updates (and clipping, batchnorm_moving_update, accumulate_grad) write into
 # their arguments and take no out=.
 IN_PLACE = ("sgd_update", "rmsprop_update", "adam_update", "accumulate_grad",
-            "batchnorm_moving_update", "sum_squares", "clip_by_norm", "clip_by_value")
+            "batchnorm_moving_update", "sum_squares", "clip_by_norm", "clip_by_value",
+            "regularize")
 
 
 class OpInfo(NamedTuple):

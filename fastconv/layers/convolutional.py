@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import regularizers
 from .base import (BIAS_INITIALIZERS, KERNEL_INITIALIZERS, Layer, _activation, _choice, _flag,
                    _init_kernel, _int_pair, _padding, _positive_int, _window_out)
 
@@ -23,8 +24,12 @@ class Conv2D(Layer):
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
                  input_shape=None, name=None, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", data_format="channels_last"):
+                 bias_initializer="zeros", data_format="channels_last", kernel_regularizer=None,
+                 bias_regularizer=None):
         cls = "Conv2D"
+        self.kernel_regularizer = regularizers.get(kernel_regularizer,
+                                                   f"{cls}: kernel_regularizer")
+        self.bias_regularizer = regularizers.get(bias_regularizer, f"{cls}: bias_regularizer")
         self.filters = _positive_int(cls, "filters", filters)
         self.kernel_size = _int_pair(cls, "kernel_size", kernel_size)
         self.strides = _int_pair(cls, "strides", strides)
@@ -64,6 +69,7 @@ class Conv2D(Layer):
                       strides=list(self.strides), padding=self.padding,
                       activation=self.activation, kernel_initializer=self.kernel_initializer,
                       bias_initializer=self.bias_initializer)
+        config.update(regularizers.configs(self))
         return config
 
 

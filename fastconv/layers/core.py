@@ -7,6 +7,7 @@ from .. import _random
 from .._args import is_number
 from .base import (ACTIVATIONS, BIAS_INITIALIZERS, KERNEL_INITIALIZERS, Layer, LayerError,
                    _activation, _choice, _init_kernel, _positive_int, _shape)
+from . import regularizers
 from .graph import KerasTensor
 
 
@@ -84,8 +85,12 @@ class Dense(Layer):
     has_weights = True
 
     def __init__(self, units, activation=None, input_shape=None, name=None,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros"):
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 kernel_regularizer=None, bias_regularizer=None):
         cls = "Dense"
+        self.kernel_regularizer = regularizers.get(kernel_regularizer,
+                                                   f"{cls}: kernel_regularizer")
+        self.bias_regularizer = regularizers.get(bias_regularizer, f"{cls}: bias_regularizer")
         self.units = _positive_int(cls, "units", units)
         self.activation = _activation(cls, activation)
         self.kernel_initializer = _choice(cls, "kernel_initializer", kernel_initializer,
@@ -118,6 +123,7 @@ class Dense(Layer):
         config.update(units=self.units, activation=self.activation,
                       kernel_initializer=self.kernel_initializer,
                       bias_initializer=self.bias_initializer)
+        config.update(regularizers.configs(self))
         return config
 
 

@@ -778,6 +778,7 @@ class Plan:
             parts = [(in_shape, np.float32)]
             if model._loss is not None:
                 parts.append(_label_spec(model._loss, n, model.output_shape))
+                parts.append(((n,), np.float32))               # the sample weights
             self.stager = self.kit.mem.BatchStager(parts)
             views = self.stager.slots[0].dev_views
             self.x = views[0]
@@ -932,10 +933,15 @@ class Plan:
         if self.stager is not None:                             # the staged slot's part
             self.labels = self.stager.slots[0].dev_views[1]
             self.labels_host = self.stager.slots[0].host_views[1]
+            self.weights = self.stager.slots[0].dev_views[2]
         else:
             self.labels = K.empty(label_shape, label_dtype)
             self.labels_host = (self.labels if isinstance(self.labels, np.ndarray)
                                 else np.empty(label_shape, label_dtype))
+            self.weights = np.empty((n,), np.float32)           # (N,) sample weights
+        # whether the batch loaded last carries sample weights (load_slice/load_take set
+        # it each batch); without them the loss ops run unweighted, as before weights
+        self.weighted = False
         self.loss_out = (None, self.dlogits)
         self.loss_kind = "binary" if self.loss.labels == "binary" else "sparse"
 
@@ -981,19 +987,24 @@ class Plan:
         self.backward_steps = order
 
     # -- loading a batch
-    def _stage(self, fill_x, fill_y, y):
+    def _stage(self, fill_x, fill_y, y, fill_w=None):
         """cuda: fill the next staging slot's host views, upload them in one copy and
-        point the plan at the slot's device views."""
+        point the plan at the slot's device views (x, and with a loss the labels and the
+        sample weights, whose view is filled only when the batch has weights)."""
         views = self.stager.host_views()
         fill_x(views[0])
         if y is not None and len(views) > 1:
             fill_y(views[1])
             self.labels_host = views[1]
+            if fill_w is not None:
+                fill_w(views[2])
         dev = self.stager.upload()
         self.x_host = views[0]
         self._bind_input(dev[0])
         if len(dev) > 1:
             self.labels = dev[1]
+            self.weights = dev[2]
+        self.weighted = fill_w is not None and y is not None
 
     def _bind_input(self, x):
         """Re-point the steps that read the input (directly or through a Flatten view of
@@ -1005,10 +1016,12 @@ class Plan:
                 step.y = step.x.reshape(step.out_shape())
         self.logits = x if self.out_step < 0 else self.steps[self.out_step].y
 
-    def load_slice(self, x, y, start, stop):
+    def load_slice(self, x, y, start, stop, w=None):
+        """Rows start:stop of x, y and (when given) the float32 (N,) sample weights w."""
         if self.stager is not None:
             self._stage(lambda h: np.copyto(h, x[start:stop]),
-                        lambda h: np.copyto(h, y[start:stop]), y)
+                        lambda h: np.copyto(h, y[start:stop]), y,
+                        None if w is None else (lambda h: np.copyto(h, w[start:stop])))
             return
         np.copyto(self.x_host, x[start:stop])
         if self.x_host is not self.x:
@@ -1017,11 +1030,17 @@ class Plan:
             np.copyto(self.labels_host, y[start:stop])
             if self.labels_host is not self.labels:
                 upload(self.labels_host, self.labels)
+            if w is not None:
+                np.copyto(self.weights, w[start:stop])
+        self.weighted = y is not None and w is not None
 
-    def load_take(self, x, y, idx):
+    def load_take(self, x, y, idx, w=None):
+        """Rows idx of x, y and (when given) the sample weights w."""
         if self.stager is not None:
             self._stage(lambda h: np.take(x, idx, axis=0, out=h, mode="clip"),
-                        lambda h: np.take(y, idx, axis=0, out=h, mode="clip"), y)
+                        lambda h: np.take(y, idx, axis=0, out=h, mode="clip"), y,
+                        None if w is None else
+                        (lambda h: np.take(w, idx, axis=0, out=h, mode="clip")))
             return
         np.take(x, idx, axis=0, out=self.x_host, mode="clip")  # 'clip': no hidden buffer
         if self.x_host is not self.x:
@@ -1030,6 +1049,9 @@ class Plan:
             np.take(y, idx, axis=0, out=self.labels_host, mode="clip")
             if self.labels_host is not self.labels:
                 upload(self.labels_host, self.labels)
+            if w is not None:
+                np.take(w, idx, axis=0, out=self.weights, mode="clip")
+        self.weighted = y is not None and w is not None
 
     # -- running
     def forward(self):
@@ -1037,7 +1059,14 @@ class Plan:
             step.forward()
 
     def compute_loss(self):
-        loss, _ = self.loss_fn(self.labels, self.logits, out=self.loss_out)
+        """The batch's loss (weighted by its sample weights when it has them: Keras 3's
+        sum(w * l) / N; the targets smoothed by the loss's label_smoothing) and dlogits."""
+        kw = {}
+        if self.weighted:
+            kw["sample_weight"] = self.weights
+        if self.loss.label_smoothing:
+            kw["label_smoothing"] = self.loss.label_smoothing
+        loss, _ = self.loss_fn(self.labels, self.logits, out=self.loss_out, **kw)
         return loss
 
     def device_loss(self, stats):
@@ -1045,7 +1074,13 @@ class Plan:
         count into the device accumulator `stats` (kernels/cuda/losses.py); nothing is
         read back."""
         self.kit.losses.loss_and_stats(self.loss_kind, self.labels, self.logits,
-                                       self.dlogits, stats)
+                                       self.dlogits, stats,
+                                       self.weights if self.weighted else None,
+                                       self.loss.label_smoothing)
+
+    def host_logits(self):
+        """The last forward's logits on the host (one copy from the device on cuda)."""
+        return download(self.logits, self.logits_host)
 
     def correct(self):
         """How many predictions match the labels (Keras accuracy), on the host."""

@@ -8,8 +8,9 @@ methods, and they call each other through the model, so a subclass or a test can
 replace one on the model.
   check_x       an input batch as C-contiguous float32 of the model's input shape
   prep_labels   labels in the loss kernel's format
-  adapt         fit/evaluate/predict's (x, y) as ('arrays', x, y) or ('iter', iterable)
-  batches       (plan, n) per batch, the plan's input and label buffers filled
+  adapt         fit/evaluate/predict's (x, y[, sample_weight]) as ('arrays', x, y, w) or
+                ('iter', iterable)
+  batches       (plan, n) per batch, the plan's input, label and weight buffers filled
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import warnings
 import numpy as np
 
 from .._args import is_int
+from . import weighting
 
 
 def _all_finite(x):
@@ -121,29 +123,37 @@ def prep_labels(model, y, n, what="y"):
 
 
 def batches(model, data, batch_size, shuffle, training, steps=None, labels=True):
-    """Yield (plan, n) with the plan's input (and label) buffers filled.
+    """Yield (plan, n) with the plan's input (and label, and sample weight) buffers filled.
 
-    data: ('arrays', x, y) or ('iter', iterable)."""
+    data: ('arrays', x, y[, w]) with w None or float32 (N,) sample weights, or
+    ('iter', iterable[, class weights]) whose batches are (x, y) or (x, y, w); a float32
+    (K,) class-weight vector (weighting.class_weight_vector) weights each batch's
+    samples by their labels' classes."""
     mode = "train" if training else "infer"
     if data[0] == "arrays":
-        _, x, y = data
+        x, y = data[1], data[2]
+        w = data[3] if len(data) > 3 else None
         total = x.shape[0]
         perm = model._shuffle_rng.permutation(total) if shuffle else None
         for start in range(0, total, batch_size):
             stop = min(start + batch_size, total)
             plan = model._plan(mode, stop - start)
             if perm is None:
-                plan.load_slice(x, y, start, stop)
+                plan.load_slice(x, y, start, stop, w)
             else:
-                plan.load_take(x, y, perm[start:stop])
+                plan.load_take(x, y, perm[start:stop], w)
             yield plan, stop - start
         return
     iterable = data[1]
+    class_vec = data[2] if len(data) > 2 else None
     if steps is not None:      # a one-shot generator continues where it stopped
         iterable = itertools.islice(iterable, steps)
     for k, batch in enumerate(iterable):
+        wb = None
         if isinstance(batch, (tuple, list)) and len(batch) >= 2:
             xb, yb = batch[0], batch[1]
+            if len(batch) >= 3:
+                wb = batch[2]
         elif isinstance(batch, (tuple, list)) and len(batch) == 1:
             xb, yb = batch[0], None
         else:
@@ -157,23 +167,35 @@ def batches(model, data, batch_size, shuffle, training, steps=None, labels=True)
             raise ValueError(f"{model.name}: batch {k} has no labels; training needs "
                              f"(x, y) batches")
         yp = model._prep_labels(yb, n, f"y of batch {k}") if need_y else None
+        if need_y and class_vec is not None:
+            if wb is not None:
+                raise ValueError(f"{model.name}: batch {k} has sample weights and fit has "
+                                 f"class_weight; pass one of them, not both (as Keras)")
+            wb = weighting.sample_weights_from_classes(model, class_vec, yp)
+        elif need_y and wb is not None:
+            wb = weighting.check_sample_weight(model, wb, n, f"sample_weight of batch {k}")
         plan = model._plan(mode, n)
-        plan.load_slice(xb, yp, 0, n)
+        plan.load_slice(xb, yp, 0, n, wb if need_y else None)
         yield plan, n
 
 
-def adapt(model, x, y, what):
-    """('arrays', x, y) or ('iter', iterable) from fit/evaluate's arguments."""
+def adapt(model, x, y, what, sample_weight=None):
+    """('arrays', x, y, w) or ('iter', iterable) from fit/evaluate's arguments; w None or
+    the sample weights as float32 (N,)."""
     if isinstance(x, np.ndarray) or (isinstance(x, (list, tuple)) and y is not None):
         x = model._check_x(x, finite=what == "predict")
         if y is None:
             if what == "predict":
                 return ("arrays", x, None)
             raise ValueError(f"{model.name}.{what}: labels y are required with array x")
-        return ("arrays", x, model._prep_labels(y, x.shape[0]))
+        return ("arrays", x, model._prep_labels(y, x.shape[0]),
+                weighting.check_sample_weight(model, sample_weight, x.shape[0]))
     if y is not None:
         raise ValueError(f"{model.name}.{what}: y must be None when x is an iterable of "
                          f"(x, y) batches")
+    if sample_weight is not None:
+        raise ValueError(f"{model.name}.{what}: sample_weight must be None when x is an "
+                         f"iterable; yield (x, y, sample_weight) batches instead")
     if not hasattr(x, "__iter__"):
         raise TypeError(f"{model.name}.{what}: x must be a numpy array or an iterable of "
                         f"(x, y) batches, received {type(x).__name__}")

@@ -5,7 +5,7 @@ nodes as name lists, a BatchNormalization axis as [3]) <-> fastconv model config
 from_keras(config) -> (fastconv class name, fastconv config, notes): the model's
 architecture as fastconv's own config (what Sequential/Functional.from_config take),
 every Keras argument either translated, at a value fastconv's behaviour equals
-(dilation_rate 1, use_bias True, no regularizers, ...), or refused with KerasConfigError
+(dilation_rate 1, use_bias True, no activity regularizer, ...), or refused with KerasConfigError
 naming the layer, its class and the argument. Nothing is ever imported or executed:
 a layer class is looked up in fastconv's table, so Lambda layers and custom objects
 (a `registered_name` of their own) are refused, as Keras's safe_mode refuses them.
@@ -115,7 +115,13 @@ def layer_from_keras(spec, notes):
         if arg in ("name",) or arg in _INERT or (cls == "InputLayer" and arg in (
                 "batch_shape", "batch_input_shape", "shape")):
             continue
-        if arg in wanted:
+        if arg in ("kernel_regularizer", "bias_regularizer") and cls in ("Conv2D", "Dense") \
+                and value is not None:
+            if not (isinstance(value, dict) and value.get("class_name") in ("L1", "L2", "L1L2")
+                    and value.get("module", "keras.regularizers") == "keras.regularizers"):
+                _fail(where, f"{arg} {value!r:.80} is not one of Keras's L1, L2, L1L2")
+            out[arg] = {"class_name": value["class_name"], "config": value.get("config") or {}}
+        elif arg in wanted:
             if arg.endswith("_initializer"):
                 value = _initializer(where, arg, value, notes)
                 if value is None:

@@ -32,6 +32,7 @@ import zipfile
 import numpy as np
 
 from .. import layers as L
+from .. import losses as losses_mod
 from .. import optimizers as optimizers_mod
 from .._files import atomic_replace
 from .._version import __version__
@@ -230,12 +231,19 @@ def _compile(model, cc, notes):
     loss = cc.get("loss")
     if isinstance(loss, dict):
         cfg = loss.get("config") or {}
-        if cfg.get("from_logits") or cfg.get("label_smoothing"):
-            skipped.append(f"loss {loss.get('class_name')} with from_logits/label_smoothing")
+        if cfg.get("from_logits"):
+            skipped.append(f"loss {loss.get('class_name')} with from_logits")
+            loss = None
+        elif cfg.get("label_smoothing") and loss.get("class_name") in (
+                "BinaryCrossentropy", "CategoricalCrossentropy"):
+            loss = losses_mod.get({"class_name": loss["class_name"],
+                                   "config": {"label_smoothing": cfg["label_smoothing"]}})
+        elif cfg.get("label_smoothing"):
+            skipped.append(f"loss {loss.get('class_name')} with label_smoothing")
             loss = None
         else:
             loss = _LOSSES.get(loss.get("class_name"))
-    if not isinstance(loss, str):
+    if not isinstance(loss, (str, losses_mod.LossSpec)):
         skipped.append(f"loss {cc.get('loss')!r:.80}")
     metrics = []
     listed = cc.get("metrics") or []
@@ -408,6 +416,16 @@ def load_keras2_h5(filepath, device="cpu", compile=True):
 
 # --------------------------------------------------------------------------- writing
 
+def _loss_config(spec):
+    """The compile_config's loss: its name, or with label smoothing Keras's loss object."""
+    if not spec.label_smoothing:
+        return spec.name
+    cfg = losses_mod.serialize(spec)
+    return {"module": "keras.losses", "class_name": cfg["class_name"],
+            "config": dict(cfg["config"], name=spec.name, reduction="sum_over_batch_size",
+                           axis=-1), "registered_name": None}
+
+
 def _compile_config(model):
     if not model.compiled:
         return None
@@ -419,7 +437,7 @@ def _compile_config(model):
                                     registered_name=None)
     return {"optimizer": {"module": "keras.optimizers", "class_name": type(opt).__name__,
                           "config": cfg, "registered_name": None},
-            "loss": model.loss, "loss_weights": None, "metrics": list(model.metrics) or None,
+            "loss": _loss_config(model._loss), "loss_weights": None, "metrics": list(model.metrics) or None,
             "weighted_metrics": None, "run_eagerly": False, "steps_per_execution": 1,
             "jit_compile": False}
 

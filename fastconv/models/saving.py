@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from .. import layers as L
+from .. import losses as losses_mod
 from .. import optimizers as optimizers_mod
 from .._files import atomic_replace
 from .._version import __version__
@@ -104,7 +105,7 @@ def save_model(model, filepath, include_optimizer=True, train_state=None):
     if train_state is not None:
         meta["train_state"] = train_state
     if model.compiled:
-        meta["compile"] = {"loss": model.loss, "metrics": list(model.metrics),
+        meta["compile"] = {"loss": losses_mod.serialize(model._loss), "metrics": list(model.metrics),
                            "optimizer": optimizers_mod.serialize(model.optimizer)}
         state = model.optimizer_state() if include_optimizer else None
         if state is not None:

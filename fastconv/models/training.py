@@ -21,12 +21,13 @@ import numpy as np
 from .. import callbacks as cbks
 from .. import losses as losses_mod
 from .. import optimizers as optimizers_mod
+from ..layers import regularizers as regularizers_mod
 from .._memory import copy as _copy
-from . import batches
+from . import batches, metrics as metrics_mod, weighting
 from ._plan import device_kit
 from .model import locked
 
-METRICS = ("accuracy", "acc")
+METRICS = metrics_mod.NAMES
 
 
 class _GuardedUpdates:
@@ -103,7 +104,10 @@ class Trainer:
     def compile(self, optimizer="rmsprop", loss=None, metrics=None):
         """optimizer: 'rmsprop' | 'sgd' | 'adam' or an optimizer object; loss:
         'binary_crossentropy' | 'sparse_categorical_crossentropy' |
-        'categorical_crossentropy'; metrics: None or ['accuracy']."""
+        'categorical_crossentropy' or a fastconv.losses object; metrics: None or a list of
+        'accuracy', 'binary_accuracy', 'precision', 'recall', 'auc',
+        'top_k_categorical_accuracy', 'sparse_top_k_categorical_accuracy' (Keras 3's
+        defaults; streamed over an epoch, fastconv/models/metrics.py)."""
         if loss is None:
             raise ValueError(f"{self.name}.compile: `loss` is required, e.g. "
                              f"loss='binary_crossentropy'")
@@ -116,7 +120,7 @@ class Trainer:
         for m in metrics:
             if m not in METRICS:
                 raise ValueError(f"{self.name}.compile: unknown metric {m!r}; fastconv "
-                                 f"supports 'accuracy'")
+                                 f"supports {', '.join(repr(n) for n in METRICS)}")
         self.optimizer = opt
         self._pending_optimizer_state = None
         if self._K is not None:
@@ -147,12 +151,64 @@ class Trainer:
         if not math.isfinite(loss):
             return loss, None
         correct = plan.correct() if self.metrics else 0
+        self._update_streams(plan, getattr(self, "_streams", None))
         if guard_snaps is not None:
             for p, s in zip(plan.params, guard_snaps):
                 _copy(p, s)
         plan.backward()
+        regs = self._regularized()
+        if regs:
+            loss += self._regularize(plan.K, plan.params, plan.grads, regs)
         self.optimizer.apply(plan.K, plan.params, plan.grads)
         return loss, correct
+
+    # ------------------------------------------------------------------ metrics
+    def _update_streams(self, plan, streams):
+        """Add the batch in plan (its last forward) to the streamed metrics, if any."""
+        if streams:
+            logits = plan.host_logits()
+            head = plan.head.act if plan.head is not None else None
+            for s in streams.values():
+                s.update(plan.labels_host, logits, head)
+
+    def _metric_logs(self, accuracy, streams):
+        """{metric: value} in compile order: accuracy as given, the streamed ones'
+        results."""
+        return {m: accuracy if m in metrics_mod.ACCURACY else streams[m].result()
+                for m in self.metrics}
+
+    # ------------------------------------------------------------------ regularizers
+    def _regularized(self):
+        """[(index into _params(), l1, l2)] of the weights with a regularizer (Conv2D's and
+        Dense's kernel_regularizer / bias_regularizer)."""
+        out, k = [], 0
+        for layer in self.layers:
+            n = len(layer._weights[:layer.trainable_weight_count()]) if layer._weights else 0
+            for i, reg in regularizers_mod.of_layer(layer):
+                if i < n:
+                    out.append((k + i, reg.l1, reg.l2))
+            k += n
+        return out
+
+    def _penalty_acc(self, K):
+        """This model's (1,) float32 accumulator of the penalty on backend K (the model's
+        lock keeps threads apart; a new one after the model moves to another device)."""
+        held = getattr(self, "_reg_acc", None)
+        if held is None or held[0] is not K:
+            held = self._reg_acc = (K, K.zeros((1,)))
+        return held[1]
+
+    def _regularize(self, K, params, grads, regs, read=True):
+        """Keras 3's penalty of the regularized weights (before this step's update) into
+        the accumulator, and its gradient added to grads (grads None: the penalty only).
+        Returns the penalty as a float when read (a host copy on cuda), else None."""
+        acc = self._penalty_acc(K)
+        for j, (k, l1, l2) in enumerate(regs):
+            K.regularize(params[k], None if grads is None else grads[k], l1, l2, acc,
+                         accumulate=j > 0)
+        if not read:
+            return None
+        return float(acc[0]) if isinstance(acc, np.ndarray) else float(K.to_host(acc)[0])
 
     def _ensure_optimizer(self):
         K = self._backend()
@@ -165,23 +221,38 @@ class Trainer:
                 self.optimizer.build(K, self._params())
 
     @locked
-    def train_on_batch(self, x, y, return_dict=False):
+    def train_on_batch(self, x, y, sample_weight=None, class_weight=None, return_dict=False):
         """One step on (x, y); returns loss, or [loss, accuracy] with metrics. A NaN/inf
-        loss is returned but not applied."""
+        loss is returned but not applied. sample_weight / class_weight as fit's (the loss
+        sum(w * l) / N)."""
         if not self.compiled:
             raise RuntimeError(f"{self.name}: call compile(optimizer, loss) before "
                                f"train_on_batch")
         x = self._check_x(x)                     # builds the model from x if needed
         self._require_compiled("train_on_batch")
         y = self._prep_labels(y, x.shape[0])
+        w = self._fit_weights(y, sample_weight, class_weight, "train_on_batch")
         self._ensure_optimizer()
         plan = self._plan("train", x.shape[0])
-        plan.load_slice(x, y, 0, x.shape[0])
+        plan.load_slice(x, y, 0, x.shape[0], w)
+        self._streams = metrics_mod.make(self.metrics)
         loss, correct = self._train_step(plan)
         logs = {"loss": loss}
+        values = self._metric_logs(None if correct is None else correct / x.shape[0],
+                                   self._streams)
         for m in self.metrics:
-            logs[m] = float("nan") if correct is None else correct / x.shape[0]
+            logs[m] = float("nan") if correct is None else values[m]
         return self._result(logs, return_dict)
+
+    def _fit_weights(self, y, sample_weight, class_weight, what):
+        """The float32 (N,) sample weights of prepared labels y from sample_weight or
+        class_weight (models.weighting), or None."""
+        weighting.combine(self, sample_weight, class_weight, what)
+        if class_weight is not None:
+            vec = weighting.class_weight_vector(self, class_weight,
+                                                weighting.classes_of(self, y))
+            return weighting.sample_weights_from_classes(self, vec, y)
+        return weighting.check_sample_weight(self, sample_weight, y.shape[0])
 
     def _result(self, logs, return_dict):
         if return_dict:
@@ -193,19 +264,30 @@ class Trainer:
     # ------------------------------------------------------------------ fit
     @locked
     def fit(self, x=None, y=None, batch_size=32, epochs=1, verbose=1, callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0,
-            steps_per_epoch=None, distributed=False):
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, initial_epoch=0, steps_per_epoch=None, distributed=False):
         """Train; returns a History whose .history has loss, accuracy, val_loss, val_accuracy.
 
-        x, y: arrays, or x an iterable of (x, y) batches (e.g. a data pipeline with
-        __iter__/__len__), re-iterated each epoch. validation_split takes the last
-        fraction of array data (before shuffling), as Keras.
+        x, y: arrays, or x an iterable of (x, y) or (x, y, sample_weight) batches (e.g. a
+        data pipeline with __iter__/__len__), re-iterated each epoch. validation_split
+        takes the last fraction of array data (and of sample_weight; before shuffling),
+        as Keras.
+
+        sample_weight (N,) (arrays) or class_weight ({class: weight}, or "balanced":
+        n_samples / (n_classes * count_c) over the classes in y, or in x.labels for a
+        dataset) weight each sample's training loss as Keras 3 does, with its default
+        reduction sum_over_batch_size: a batch's loss is sum_i(w_i * l_i) / N, N the
+        batch size (not the weights' sum), and the epoch's loss the batch-size-weighted
+        mean of those. Not both (as Keras). The validation loss is unweighted unless
+        validation_data is (x, y, sample_weight); "accuracy" is never weighted (Keras's
+        compiled metrics; see fastconv/models/weighting.py).
         distributed: True (MPI.COMM_WORLD) or an mpi4py communicator: data-parallel
         training under mpirun, batch_size being the global batch (fastconv.distributed).
         """
         args = dict(x=x, y=y, batch_size=batch_size, epochs=epochs, verbose=verbose,
                     callbacks=callbacks, validation_split=validation_split,
                     validation_data=validation_data, shuffle=shuffle,
+                    class_weight=class_weight, sample_weight=sample_weight,
                     initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch)
         if distributed is False or distributed is None:
             return self._fit(**args)
@@ -213,14 +295,26 @@ class Trainer:
         return distributed_fit(self, distributed, self._fit, args)
 
     def _fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
-             validation_data, shuffle, initial_epoch, steps_per_epoch):
+             validation_data, shuffle, class_weight, sample_weight, initial_epoch,
+             steps_per_epoch):
         self._require_compiled_or_build(x)
         batch_size = self._check_positive("batch_size", batch_size)
         epochs = self._check_positive("epochs", epochs, allow_zero=True)
         if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
             raise ValueError(f"{self.name}.fit: validation_split must be in [0, 1), received "
                              f"validation_split={validation_split!r}")
-        data = self._adapt(x, y, "fit")
+        weighting.combine(self, sample_weight, class_weight)
+        data = self._adapt(x, y, "fit", sample_weight)
+        if class_weight is not None:
+            if data[0] == "arrays":
+                vec = weighting.class_weight_vector(
+                    self, class_weight, weighting.classes_of(self, data[2]))
+                data = data[:3] + (weighting.sample_weights_from_classes(self, vec, data[2]),)
+            else:
+                labels = getattr(data[1], "labels", None) if class_weight == "balanced" \
+                    else None
+                vec = weighting.class_weight_vector(self, class_weight, labels)
+                data = ("iter", data[1], vec)
         if validation_split:
             if data[0] != "arrays":
                 raise ValueError(f"{self.name}.fit: validation_split needs array x and y; "
@@ -229,15 +323,17 @@ class Trainer:
             if split == 0 or split == data[1].shape[0]:
                 raise ValueError(f"{self.name}.fit: validation_split={validation_split} leaves "
                                  f"no training or no validation samples of {data[1].shape[0]}")
-            val = ("arrays", data[1][split:], data[2][split:])
-            data = ("arrays", data[1][:split], data[2][:split])
+            w = data[3]
+            # Keras splits sample_weight with x and y; class weights apply to training only
+            val = ("arrays", data[1][split:], data[2][split:],
+                   None if w is None or class_weight is not None else w[split:])
+            data = ("arrays", data[1][:split], data[2][:split],
+                    None if w is None else w[:split])
         elif validation_data is not None:
-            if isinstance(validation_data, tuple) and len(validation_data) == 3:
-                raise ValueError(f"{self.name}.fit: validation_data=(x, y, sample_weight): "
-                                 f"sample weights are not supported; pass (x, y)")
-            if isinstance(validation_data, tuple) and len(validation_data) == 2 \
+            if isinstance(validation_data, tuple) and len(validation_data) in (2, 3) \
                     and isinstance(validation_data[0], np.ndarray):
-                val = self._adapt(validation_data[0], validation_data[1], "fit")
+                val = self._adapt(validation_data[0], validation_data[1], "fit",
+                                  validation_data[2] if len(validation_data) == 3 else None)
             else:
                 val = self._adapt(validation_data, None, "fit")
         else:
@@ -281,6 +377,7 @@ class Trainer:
             bar = self._bar(steps, verbose)
             loss_sum, correct_sum, seen = 0.0, 0, 0
             nonfinite = None
+            self._streams = metrics_mod.make(self.metrics)
             kit = device_kit(self._backend())
             if kit is not None:
                 loss_sum, correct_sum, seen, nonfinite = self._fit_epoch_device(
@@ -305,8 +402,7 @@ class Trainer:
                 correct_sum += correct
                 seen += n
                 batch_logs = {"loss": loss_sum / seen}
-                for m in self.metrics:
-                    batch_logs[m] = correct_sum / seen
+                batch_logs.update(self._metric_logs(correct_sum / seen, self._streams))
                 cb.on_train_batch_end(b, batch_logs)
                 if bar is not None:
                     bar.update(1)
@@ -321,8 +417,9 @@ class Trainer:
                     f"{epoch + 1} (a one-shot generator is exhausted after one pass: pass a "
                     f"re-iterable object, or steps_per_epoch)")
             logs = {"loss": loss_sum / seen}
+            values = self._metric_logs(correct_sum / seen, self._streams)
             for m in self.metrics:
-                logs[m] = correct_sum / seen if nonfinite is None else float("nan")
+                logs[m] = values[m] if nonfinite is None else float("nan")
             if val is not None:
                 vlogs = self._evaluate_data(val, batch_size)
                 for k, v in vlogs.items():
@@ -364,6 +461,7 @@ class Trainer:
                                                     steps_per_epoch)):
             cb.on_train_batch_begin(b)
             self._device_step(plan, stats, K)
+            self._update_streams(plan, self._streams)   # one small copy, only if compiled
             show = bar is not None and time.perf_counter() >= refresh
             if batch_logs_wanted or show:
                 L.read_stats(stats, host)
@@ -397,14 +495,17 @@ class Trainer:
         plan.forward()
         plan.device_loss(stats)
         plan.backward(stats)
+        regs = self._regularized()
+        if regs:        # the penalty's gradient, and the penalty into the step's loss
+            self._regularize(plan.K, plan.params, plan.grads, regs, read=False)
+            plan.kit.losses.add_penalty(stats, self._penalty_acc(plan.K), plan.n)
         self.optimizer.apply(updates, plan.params, plan.grads)
 
     def _device_logs(self, host):
         from ..kernels.cuda import losses as L
         seen = float(host[L.SEEN])
         logs = {"loss": (float(host[L.LOSS_SUM]) - float(host[L.LOSS_COMP])) / seen}
-        for m in self.metrics:
-            logs[m] = int(host[L.CORRECT]) / seen
+        logs.update(self._metric_logs(int(host[L.CORRECT]) / seen, self._streams))
         return logs
 
     def _device_nonfinite(self, host, iterations0, params, snaps, guard, epoch):
@@ -439,32 +540,41 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluate / predict
     def _evaluate_data(self, data, batch_size):
+        """The loss (with the regularizers' penalty, as Keras 3's evaluate) and metrics."""
         loss_sum, correct_sum, seen = 0.0, 0, 0
+        regs = self._regularized()
+        penalty = self._regularize(self._backend(), self._params(), None, regs) if regs \
+            else 0.0
+        streams = metrics_mod.make(self.metrics)   # its own: fit's validation keeps fit's
         for plan, n in self._batches(data, batch_size, False, False):
             plan.forward()
-            loss_sum += plan.compute_loss() * n
+            loss_sum += (plan.compute_loss() + penalty) * n
             if self.metrics:
                 correct_sum += plan.correct()
+            self._update_streams(plan, streams)
             seen += n
         if seen == 0:
             raise ValueError(f"{self.name}: the evaluation data yielded no samples")
         logs = {"loss": loss_sum / seen}
-        for m in self.metrics:
-            logs[m] = correct_sum / seen
+        logs.update(self._metric_logs(correct_sum / seen, streams))
         return logs
 
     @locked
-    def evaluate(self, x=None, y=None, batch_size=32, verbose=0, return_dict=False):
-        """Loss (and accuracy) in inference mode (no dropout): loss, [loss, acc] or a dict."""
+    def evaluate(self, x=None, y=None, batch_size=32, verbose=0, sample_weight=None,
+                 return_dict=False):
+        """Loss (and accuracy) in inference mode (no dropout): loss, [loss, acc] or a dict.
+        sample_weight (N,) weights each sample's loss as fit's (sum(w * l) / N per batch);
+        an iterable x may yield (x, y, sample_weight) batches."""
         self._require_compiled_or_build(x)
         batch_size = self._check_positive("batch_size", batch_size)
-        logs = self._evaluate_data(self._adapt(x, y, "evaluate"), batch_size)
+        logs = self._evaluate_data(self._adapt(x, y, "evaluate", sample_weight), batch_size)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return self._result(logs, return_dict)
 
-    def test_on_batch(self, x, y, return_dict=False):
-        return self.evaluate(x, y, batch_size=max(1, len(x)), return_dict=return_dict)
+    def test_on_batch(self, x, y, sample_weight=None, return_dict=False):
+        return self.evaluate(x, y, batch_size=max(1, len(x)), sample_weight=sample_weight,
+                             return_dict=return_dict)
 
     @locked
     def predict(self, x, batch_size=32, verbose=0):

@@ -11,7 +11,7 @@ under a millisecond, and exact agreement keeps cpu and reference training
 runs comparable step for step).
 """
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from .. import _validate
 from ._common import check_float32, kernel
@@ -128,6 +128,36 @@ def sum_squares(x, acc, accumulate=False):
     check_float32(op, "x", x)
     x64 = x.astype(np.float64)
     total = float(np.sum(x64 * x64))
+    acc[0] = (float(acc[0]) + total) if accumulate else total
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _regularize(w, g, has_g, l1, l2):
+    """Returns l1 * sum(|w|) + l2 * sum(w^2) (float64 sums); g += l1 * sign(w) + 2 * l2 * w
+    when has_g. One serial pass (weights are few next to activations)."""
+    s1 = 0.0
+    s2 = 0.0
+    for i in range(w.size):
+        wi = np.float64(w[i])
+        s1 += abs(wi)
+        s2 += wi * wi
+        if has_g:
+            sign = 1.0 if wi > 0.0 else (-1.0 if wi < 0.0 else 0.0)
+            g[i] = np.float32(np.float64(g[i]) + l1 * sign + 2.0 * l2 * wi)
+    return l1 * s1 + l2 * s2
+
+
+def regularize(w, g, l1, l2, acc, accumulate=False):
+    """Keras 3's L1/L2 weight penalty and its gradient, in place (the reference's
+    meaning): acc[0] (+)= l1 * sum(|w|) + l2 * sum(w^2); g += l1 * sign(w) + 2 * l2 * w
+    unless g is None. Allocates nothing."""
+    op = "regularize"
+    l1, l2, accumulate = _validate.regularize_args(op, w, g, l1, l2, acc, accumulate)
+    check_float32(op, "w", w)
+    if not w.flags.c_contiguous or (g is not None and not g.flags.c_contiguous):
+        raise ValueError(f"{op}: w and g must be C-contiguous")
+    wf = w.reshape(-1)
+    total = _regularize(wf, wf if g is None else g.reshape(-1), g is not None, l1, l2)
     acc[0] = (float(acc[0]) + total) if accumulate else total
 
 

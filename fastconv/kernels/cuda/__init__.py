@@ -20,7 +20,8 @@ from .activations import (  # noqa: F401
     sigmoid_forward, softmax_backward, softmax_forward)
 from .losses import binary_crossentropy, softmax_crossentropy  # noqa: F401
 from .optimizers import (  # noqa: F401
-    adam_update, clip_by_norm, clip_by_value, rmsprop_update, sgd_update, sum_squares)
+    adam_update, clip_by_norm, clip_by_value, regularize, rmsprop_update, sgd_update,
+    sum_squares)
 from .pool import (  # noqa: F401
     avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward)
 from .rescale import rescale_backward, rescale_forward  # noqa: F401

@@ -28,9 +28,12 @@ _F1 = float32[::1]
 
 
 @cuda.jit
-def bce_fwd_bwd(y, z, dz, result):
-    """Binary cross-entropy of sigmoid(z) against y, all (N,): dz = (sigmoid(z) - y) / N;
-    result[0] = mean of max(z, 0) - z*y + log1p(exp(-|z|)). One block."""
+def bce_fwd_bwd(y, z, w, use_w, ls, dz, result):
+    """Binary cross-entropy of sigmoid(z) against y, all (N,): dz = w * (sigmoid(z) - y) / N;
+    result[0] = sum of w * (max(z, 0) - z*y + log1p(exp(-|z|))) / N, w the per-sample
+    weights w (N,) when use_w != 0, else 1 (w is then any float32 array, unread; the
+    product with 1 is exact, so the unweighted results are bitwise those of before);
+    y smoothed to y * (1 - ls) + 0.5 * ls (exactly y at ls = 0). One block."""
     sh = cuda.shared.array(REDUCE_MAX, float32)
     t = cuda.threadIdx.x
     n = z.size
@@ -38,14 +41,16 @@ def bce_fwd_bwd(y, z, dz, result):
     acc = np.float32(0.0)
     for i in range(t, n, cuda.blockDim.x):
         zi = z[i]
-        yi = y[i]
+        yi = y[i] * (np.float32(1.0) - ls) + np.float32(0.5) * ls
+        wi = w[i] if use_w != 0 else np.float32(1.0)
         e = math.exp(-abs(zi))
-        acc += max(zi, np.float32(0.0)) - zi * yi + math.log1p(e)
+        li = max(zi, np.float32(0.0)) - zi * yi + math.log1p(e)
+        acc += wi * li
         if zi >= np.float32(0.0):
             sig = np.float32(1.0) / (np.float32(1.0) + e)
         else:
             sig = e / (np.float32(1.0) + e)
-        dz[i] = (sig - yi) * inv_n
+        dz[i] = (wi * (sig - yi)) * inv_n
     total = block_sum(sh, acc)
     if t == 0:
         result[0] = total * inv_n
@@ -53,9 +58,11 @@ def bce_fwd_bwd(y, z, dz, result):
 
 
 @cuda.jit
-def softmax_ce_fwd_bwd(labels, z, dz, result):
-    """Softmax cross-entropy of z (N, K) against class indices labels (N,):
-    dz = (softmax(z) - onehot) / N; result[0] = mean of logsumexp(z) - z[label];
+def softmax_ce_fwd_bwd(labels, z, w, use_w, ls, dz, result):
+    """Softmax cross-entropy of z (N, K) against class indices labels (N,) and the
+    target t = onehot * (1 - ls) + ls / K (onehot at ls = 0):
+    dz = w[r] * (softmax(z) - t) / N; result[0] = sum of w[r] * (logsumexp(z) -
+    sum_j t_j z_j) / N, w as in bce_fwd_bwd (use_w == 0: all ones, w unread);
     result[1] = how many labels are outside [0, K) (their rows are left out). One block,
     one thread per row."""
     sh = cuda.shared.array(REDUCE_MAX, float32)
@@ -63,6 +70,8 @@ def softmax_ce_fwd_bwd(labels, z, dz, result):
     n = z.shape[0]
     k = z.shape[1]
     inv_n = np.float32(1.0) / np.float32(n)
+    off = ls / np.float32(k)
+    on = np.float32(1.0) - ls
     acc = np.float32(0.0)
     bad = np.float32(0.0)
     for r in range(t, n, cuda.blockDim.x):
@@ -70,19 +79,26 @@ def softmax_ce_fwd_bwd(labels, z, dz, result):
         if lab < 0 or lab >= k:
             bad += np.float32(1.0)
             continue
+        wr = w[r] if use_w != 0 else np.float32(1.0)
         m = z[r, 0]
         for j in range(1, k):
             m = max(m, z[r, j])
         s = np.float32(0.0)
         for j in range(k):
             s += math.exp(z[r, j] - m)
-        acc += math.log(s) + m - z[r, lab]
+        tz = z[r, lab]
+        if ls != np.float32(0.0):
+            tz = on * z[r, lab]
+            for j in range(k):
+                tz += off * z[r, j]
+        lr = math.log(s) + m - tz
+        acc += wr * lr
         inv_s = np.float32(1.0) / s
         for j in range(k):
-            p = math.exp(z[r, j] - m) * inv_s
+            p = math.exp(z[r, j] - m) * inv_s - off
             if j == lab:
-                p -= np.float32(1.0)
-            dz[r, j] = p * inv_n
+                p -= on
+            dz[r, j] = (wr * p) * inv_n
     total = block_sum(sh, acc)
     nbad = block_sum(sh, bad)
     if t == 0:
@@ -165,6 +181,19 @@ def sparse_step_stats(labels, z, result, stats):
 
 
 @cuda.jit
+def stats_add_penalty(stats, acc, n):
+    """After the step's loss_and_stats and the regularize ops: add the weights' penalty
+    acc[0] (regularize's accumulator) to the step's loss, acc[0] * n into the compensated
+    LOSS_SUM, unless a non-finite step has ended the epoch (stats[BAD]). One thread."""
+    if cuda.threadIdx.x != 0 or stats[BAD] != np.float32(0.0):
+        return
+    term = acc[0] * n - stats[LOSS_COMP]
+    total = stats[LOSS_SUM] + term
+    stats[LOSS_COMP] = (total - stats[LOSS_SUM]) - term
+    stats[LOSS_SUM] = total
+
+
+@cuda.jit
 def stats_reset(stats):
     """stats[:] = 0 (the start of an epoch). One block."""
     for i in range(cuda.threadIdx.x, stats.size, cuda.blockDim.x):
@@ -172,21 +201,39 @@ def stats_reset(stats):
 
 
 KERNELS = [
-    KernelSpec("bce_fwd_bwd", bce_fwd_bwd, (_F1, _F1, _F1, _F1), _launch.REDUCE),
+    KernelSpec("bce_fwd_bwd", bce_fwd_bwd, (_F1, _F1, _F1, int32, float32, _F1, _F1),
+               _launch.REDUCE),
     KernelSpec("softmax_ce_fwd_bwd", softmax_ce_fwd_bwd,
-               (int32[::1], float32[:, ::1], float32[:, ::1], _F1), _launch.REDUCE),
+               (int32[::1], float32[:, ::1], _F1, int32, float32, float32[:, ::1], _F1),
+               _launch.REDUCE),
     # device labels made from NumPy's default integers (to_device of an int64 array)
     KernelSpec("softmax_ce_fwd_bwd[int64 labels]", softmax_ce_fwd_bwd,
-               (int64[::1], float32[:, ::1], float32[:, ::1], _F1), _launch.REDUCE),
+               (int64[::1], float32[:, ::1], _F1, int32, float32, float32[:, ::1], _F1),
+               _launch.REDUCE),
     KernelSpec("binary_step_stats", binary_step_stats, (_F1, _F1, _F1, _F1), _launch.REDUCE),
     KernelSpec("sparse_step_stats", sparse_step_stats,
                (int32[::1], float32[:, ::1], _F1, _F1), _launch.REDUCE),
+    KernelSpec("stats_add_penalty", stats_add_penalty, (_F1, _F1, float32), 32),
     KernelSpec("stats_reset", stats_reset, (_F1,), 32),
 ]
 
 
 def _make_scratch():
     return cuda.device_array(2, np.float32), np.empty(2, np.float32)
+
+
+def _weights_in(op, sample_weight, n):
+    """(w, use_w) for the loss kernels: sample_weight as a float32 (N,) device array (a
+    host one checked like the reference's and copied in; a device one must be float32,
+    (N,) or (N, 1), its values the caller's), or with None this thread's 1-value
+    placeholder (cached, never read) and use_w 0."""
+    if sample_weight is None:
+        return cached("loss_no_weights", cuda.device_array, (1,), np.float32), np.int32(0)
+    w = _validate.check_sample_weight(op, checkable(sample_weight), n,
+                                      values=not is_device_array(sample_weight))
+    if is_device_array(sample_weight):
+        return flat(device_in(op, "sample_weight", sample_weight)), np.int32(1)
+    return device_in(op, "sample_weight", w), np.int32(1)
 
 
 def _scratch():
@@ -203,28 +250,37 @@ def _reduce_threads():
     return threads
 
 
-def binary_crossentropy(y_true, logits, out=None):
+def binary_crossentropy(y_true, logits, out=None, sample_weight=None, label_smoothing=0.0):
     """Mean binary cross-entropy of sigmoid(logits) against y_true in [0, 1].
 
     logits (N,) or (N, 1) float32; y_true N values (a device array must be float32; a
-    host one of any numeric dtype is copied in). Returns (loss: float, dlogits of
+    host one of any numeric dtype is copied in); sample_weight None or N weights (the
+    reference's meaning: loss = sum(w * l) / N); label_smoothing in [0, 1] (the
+    reference's). Returns (loss: float, dlogits of
     logits' shape), dlogits written into out[1] when out=(None, dlogits) is given.
     """
     op = "binary_crossentropy"
     _validate.check_binary_labels(op, checkable(y_true), checkable(logits))
     check_float32(op, "logits", logits)
     _, out_d = _validate.out_tuple(op, out, 2)  # out[0] would be the loss: a float, not a buffer
+    ls = np.float32(_validate.check_label_smoothing(op, label_smoothing))
+    _validate.check_sample_weight(op, checkable(sample_weight), logits.shape[0],
+                                  values=not is_device_array(sample_weight))
     dz, host = out_buffer(op, "out[1]", out_d, logits.shape)
+    w, use_w = _weights_in(op, sample_weight, logits.shape[0])
     y = device_in(op, "y_true", y_true)
     z = device_in(op, "logits", logits)
     result, result_host = _scratch()
-    bce_fwd_bwd[1, _reduce_threads()](flat(y), flat(z), flat(dz), result)
+    bce_fwd_bwd[1, _reduce_threads()](flat(y), flat(z), w, use_w, ls, flat(dz), result)
     result.copy_to_host(result_host)
     return float(result_host[0]), finish(dz, host)
 
 
-def softmax_crossentropy(y_true_int, logits, out=None):
-    """Mean cross-entropy of softmax(logits) (N, K) against class indices (N,).
+def softmax_crossentropy(y_true_int, logits, out=None, sample_weight=None,
+                         label_smoothing=0.0):
+    """Mean cross-entropy of softmax(logits) (N, K) against class indices (N,), each
+    row weighted by sample_weight when given (as binary_crossentropy's), the targets
+    smoothed by label_smoothing (the reference's formula).
 
     A device y_true_int must be int32 or int64, (N,) or (N, 1); a host one is checked like the
     reference's (integers, in range) and copied in. Returns (loss: float, dlogits
@@ -239,7 +295,11 @@ def softmax_crossentropy(y_true_int, logits, out=None):
         # the reference's message: it would find non-integers among float labels
         raise TypeError(f"{op}: y_true must hold integer class indices, got dtype "
                         f"{y_true_int.dtype}")
+    ls = np.float32(_validate.check_label_smoothing(op, label_smoothing))
+    _validate.check_sample_weight(op, checkable(sample_weight), logits.shape[0],
+                                  values=not is_device_array(sample_weight))
     dz, host = out_buffer(op, "out[1]", out_d, logits.shape)
+    w, use_w = _weights_in(op, sample_weight, logits.shape[0])
     if is_device_array(y_true_int):
         labels = device_in(op, "y_true", y_true_int,
                            np.int64 if y_true_int.dtype == np.int64 else np.int32)
@@ -247,7 +307,7 @@ def softmax_crossentropy(y_true_int, logits, out=None):
         labels = device_in(op, "y_true", y_checked, np.int32)
     z = device_in(op, "logits", logits)
     result, result_host = _scratch()
-    softmax_ce_fwd_bwd[1, _reduce_threads()](flat(labels), z, dz, result)
+    softmax_ce_fwd_bwd[1, _reduce_threads()](flat(labels), z, w, use_w, ls, dz, result)
     result.copy_to_host(result_host)
     if result_host[1]:
         raise ValueError(f"{op}: class index out of range [0, {z.shape[1]}): "
@@ -269,21 +329,36 @@ def reset_stats(stats):
     stats_reset[1, 32](stats)
 
 
-def loss_and_stats(kind, labels, logits, dlogits, stats):
+def loss_and_stats(kind, labels, logits, dlogits, stats, weights=None, label_smoothing=0.0):
     """Launch the loss (writing dlogits (N, K) and the step's mean loss into this
     thread's scratch) and fold the loss and the correct count into `stats`, all on the
     device: nothing is copied. kind: 'binary' (labels float32 (N, 1) like logits) or
-    'sparse' (int32 (N,) class indices, already checked in range by the model layer).
-    The model layer has checked the shapes and dtypes once, when it planned."""
+    'sparse' (int32 (N,) class indices, already checked in range by the model layer);
+    weights: None or the batch's float32 (N,) device sample weights (uploaded with the
+    batch; the loss is then sum(w * l) / N, the accuracy stays unweighted as Keras's
+    compiled `metrics`); label_smoothing the loss's (a float in [0, 1]). The model
+    layer has checked the shapes and dtypes once, when
+    it planned."""
     result, _ = _scratch()
     threads = _reduce_threads()
+    if weights is None:
+        w, use_w = _weights_in("loss_and_stats", None, 0)
+    else:
+        w, use_w = flat(weights), np.int32(1)
+    ls = np.float32(label_smoothing)
     if kind == "binary":
         y, z = flat(labels), flat(logits)
-        bce_fwd_bwd[1, threads](y, z, flat(dlogits), result)
+        bce_fwd_bwd[1, threads](y, z, w, use_w, ls, flat(dlogits), result)
         binary_step_stats[1, threads](y, z, result, stats)
     else:
-        softmax_ce_fwd_bwd[1, threads](labels, logits, dlogits, result)
+        softmax_ce_fwd_bwd[1, threads](labels, logits, w, use_w, ls, dlogits, result)
         sparse_step_stats[1, threads](labels, logits, result, stats)
+
+
+def add_penalty(stats, acc, n):
+    """Add the regularizers' penalty (the (1,) device accumulator regularize filled) to
+    the step's loss in `stats`, n the step's batch size; nothing is copied."""
+    stats_add_penalty[1, 32](stats, acc, np.float32(n))
 
 
 def read_stats(stats, host):

@@ -167,6 +167,33 @@ def sum_squares_block(x, acc, accumulate):
 
 
 @cuda.jit
+def regularize_block(w, g, has_g, l1, l2, acc, accumulate):
+    """acc[0] = l1 * sum(|w|) + l2 * sum(w^2) (+ acc[0] when accumulate != 0);
+    g += l1 * sign(w) + 2 * l2 * w when has_g != 0 (else g, any float32 array, is
+    unread). One block (a fixed order of additions); w, g (n,), acc (1,)."""
+    sh = cuda.shared.array(REDUCE_MAX, float32)
+    t = cuda.threadIdx.x
+    part = np.float32(0.0)
+    two_l2 = np.float32(2.0) * l2
+    for i in range(t, w.size, cuda.blockDim.x):
+        wi = w[i]
+        part += l1 * abs(wi) + l2 * (wi * wi)
+        if has_g != 0:
+            sign = np.float32(0.0)
+            if wi > np.float32(0.0):
+                sign = np.float32(1.0)
+            elif wi < np.float32(0.0):
+                sign = np.float32(-1.0)
+            g[i] = g[i] + (l1 * sign + two_l2 * wi)
+    total = block_sum(sh, part)
+    if t == 0:
+        if accumulate != 0:
+            acc[0] = acc[0] + total
+        else:
+            acc[0] = total
+
+
+@cuda.jit
 def clip_norm_scale(g, sumsq, clipnorm):
     """g *= clipnorm / max(sqrt(sumsq[0]), clipnorm), NaN kept (a NaN norm: NaN g)."""
     n = math.sqrt(sumsq[0])
@@ -198,6 +225,8 @@ KERNELS = [
     KernelSpec("rmsprop", rmsprop, (_F1, _F1, _F1) + (float32,) * 4, _launch.ELEMENTWISE),
     KernelSpec("adam", adam, (_F1,) * 4 + (float32,) * 4, _launch.ELEMENTWISE),
     KernelSpec("sum_squares_block", sum_squares_block, (_F1, _F1, int32), _launch.REDUCE),
+    KernelSpec("regularize_block", regularize_block,
+               (_F1, _F1, int32, float32, float32, _F1, int32), _launch.REDUCE),
     KernelSpec("clip_norm_scale", clip_norm_scale, (_F1, _F1, float32), _launch.ELEMENTWISE),
     KernelSpec("clip_value", clip_value, (_F1, float32), _launch.ELEMENTWISE),
     KernelSpec("sgd_plain_guarded", sgd_plain_guarded, (_F1, _F1, float32) + _GUARD,
@@ -311,6 +340,28 @@ def sum_squares(x, acc, accumulate=False):
     sum_squares_block[1, _reduce_threads()](flat(xd), accd, np.int32(accumulate))
     if not is_device_array(acc):
         accd.copy_to_host(acc)
+
+
+def regularize(w, g, l1, l2, acc, accumulate=False):
+    """Keras 3's L1/L2 weight penalty and its gradient, in place on the device (the
+    reference's meaning, float32 sums in one block): acc[0] (+)= l1 * sum(|w|) +
+    l2 * sum(w^2); g += l1 * sign(w) + 2 * l2 * w unless g is None. A device acc is
+    never read back (fit's step adds it to the step's loss on the device)."""
+    op = "regularize"
+    l1, l2, accumulate = _validate.regularize_args(op, checkable(w), checkable(g),
+                                                   l1, l2, checkable(acc), accumulate)
+    check_float32(op, "w", w)
+    check_float32(op, "acc", acc)
+    wd = device_in(op, "w", w)
+    gd = device_in(op, "g", g) if g is not None else wd
+    accd = device_in(op, "acc", acc)
+    regularize_block[1, _reduce_threads()](flat(wd), flat(gd), np.int32(g is not None),
+                                           np.float32(l1), np.float32(l2), accd,
+                                           np.int32(accumulate))
+    if not is_device_array(acc):
+        accd.copy_to_host(acc)
+    if g is not None and not is_device_array(g):
+        gd.copy_to_host(g)
 
 
 def clip_by_norm(g, sumsq, clipnorm):

@@ -22,7 +22,8 @@ from . import merge as _merge
 from . import pool as _pool
 from . import rescale as _rescale
 from .optimizers import (  # noqa: F401  (in place)
-    adam_update, clip_by_norm, clip_by_value, rmsprop_update, sgd_update, sum_squares)
+    adam_update, clip_by_norm, clip_by_value, regularize, rmsprop_update, sgd_update,
+    sum_squares)
 
 NAME = "reference"
 

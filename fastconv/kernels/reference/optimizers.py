@@ -66,6 +66,19 @@ def sum_squares(x, acc, accumulate=False):
     acc[0] = (float(acc[0]) + total) if accumulate else total
 
 
+def regularize(w, g, l1, l2, acc, accumulate=False):
+    """Keras 3's L1/L2 weight penalty and its gradient, in place, in float64:
+    acc[0] = l1 * sum(|w|) + l2 * sum(w^2) (accumulate=True: added to acc[0]);
+    g += l1 * sign(w) + 2 * l2 * w (g None: the penalty only). acc: (1,), w's dtype."""
+    l1, l2, accumulate = _validate.regularize_args("regularize", w, g, l1, l2, acc,
+                                                   accumulate)
+    w64 = w.astype(np.float64)
+    total = float(l1 * np.sum(np.abs(w64)) + l2 * np.sum(w64 * w64))
+    acc[0] = (float(acc[0]) + total) if accumulate else total
+    if g is not None:
+        g[...] = g + (l1 * np.sign(w64) + 2.0 * l2 * w64)
+
+
 def clip_by_norm(g, sumsq, clipnorm):
     """Keras's clip by norm, in place: n = sqrt(sumsq[0]);
     g *= clipnorm / max(n, clipnorm) (unchanged when n <= clipnorm, including n = 0;
