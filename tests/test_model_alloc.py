@@ -115,7 +115,8 @@ def null_backend():
                                 to_device=_host.to_device, to_host=_host.to_host,
                                 **{name: op(name, fn) for name, fn in ops.items()})
     for name in ("sgd_update", "rmsprop_update", "adam_update", "accumulate_grad",
-                 "sum_squares", "clip_by_norm", "clip_by_value", "batchnorm_moving_update"):
+                 "sum_squares", "clip_by_norm", "clip_by_value", "batchnorm_moving_update",
+                 "regularize"):
         def update(*args, _name=name, **kwargs):
             calls[_name] = calls.get(_name, 0) + 1
         setattr(mod, name, update)
