@@ -150,7 +150,7 @@ def _weights_from_h5(path, data, cls_name, layers, planned):
         for key, lname in zip(keys, names):
             want = by_layer.get(lname, [])
             vars_ = group[key].get("vars") if key in group else None
-            have = sorted(vars_, key=lambda k: int(k) if k.isdigit() else -1) if vars_ else []
+            have = _numbered(vars_) if vars_ else []
             if have != [str(k) for k in range(len(want))]:
                 _fail(path, f"layer {lname!r} (weights group layers/{key}) holds variables "
                             f"{have[:8]}, the config makes it {len(want)} "
@@ -164,16 +164,18 @@ def _weights_from_h5(path, data, cls_name, layers, planned):
                 datasets.append((lname, k, ds))
         weights = [_read_dataset(path, lname, k, ds) for lname, k, ds in datasets]
         opt_vars = f.get("optimizer/vars")
-        opt_arrays = [opt_vars[k] for k in sorted(opt_vars, key=lambda k: int(k) if k.isdigit()
-                                                  else -1)] if opt_vars is not None else []
-        opt_arrays = [(tuple(ds.shape), ds.dtype.kind, ds) for ds in opt_arrays]
-        # read now (the file closes); at most the weights' size again per slot kind
-        opt_state = [(shape, kind, np.asarray(ds)) for shape, kind, ds in opt_arrays
-                     if kind in "fiu" and math.prod(shape) <= max(
-                         [math.prod(s) for _, _, s in planned] + [1])]
-        if len(opt_state) != len(opt_arrays):
-            opt_state = []
-        return weights, opt_state
+        opt_arrays = [opt_vars[k] for k in _numbered(opt_vars)] if opt_vars is not None else []
+        # read now (the file closes); each at most the largest weight's size
+        largest = max([math.prod(s) for _, _, s in planned] + [1])
+        if not all(ds.dtype.kind in "fiu" and math.prod(ds.shape) <= largest
+                   for ds in opt_arrays):
+            return weights, []
+        return weights, [(tuple(ds.shape), ds.dtype.kind, np.asarray(ds)) for ds in opt_arrays]
+
+
+def _numbered(group):
+    """The member names 0, 1, ... of an h5 group in numeric order (others first)."""
+    return sorted(group, key=lambda k: int(k) if k.isdigit() else -1)
 
 
 def _optimizer(cc_opt, notes):
