@@ -21,15 +21,15 @@ CPU = get_or_skip("cpu")
 from fastconv.kernels.cpu import conv2d, pointwise  # noqa: E402  (after the skip)
 
 # (x shape, C_out, stride, padding): batch 1 and 3, odd sizes, channels that are not
-# multiples of anything (C 67 and 97 > 2*FC: the dw kernel; F 37, 70: the forward's
-# slid column block), strides 1, 2 and pairs; 'same' and 'valid' (a 1x1 never pads).
+# multiples of anything (F 37, 70: the forward's slid column block; C 67, 97: dw's slid
+# channel tile), strides 1, 2 and pairs; 'same' and 'valid' (a 1x1 never pads).
 CASES = [
     ((1, 7, 5, 67), 37, 1, "valid"),
     ((3, 5, 6, 97), 70, 2, "same"),
     ((1, 9, 4, 67), 33, (1, 2), "same"),
     ((3, 6, 7, 97), 32, (2, 1), "valid"),
     ((1, 3, 3, 70), 64, 1, "same"),            # 9 rows: one slid row tile
-    ((2, 5, 5, 33), 41, 2, "valid"),           # dw below its threshold, dx and y above
+    ((2, 5, 5, 33), 41, 2, "valid"),
 ]
 IDS = [f"x{s}-f{f}-s{st}-{p}" for s, f, st, p in CASES]
 

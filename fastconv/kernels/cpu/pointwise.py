@@ -51,17 +51,17 @@ def grad_w_ok(p, c, f):
     return p >= 1 and c >= PX and f >= FC
 
 
-# Where these kernels beat conv2d's general ones (measured, docs/cpu_conv.md, 1x1 convs):
-# the forward only where F % FC leaves a partial block (the general kernel's partial
-# block keeps its accumulators in memory; full blocks run the same tile loop as here,
-# same bits); dw from C > 2*FC (at C = 64 the general kernel, whose dw tile stays in L1,
-# was faster: 21.8 vs 26.2 CPU ms at xception width 0.5, 8x90x90, F = 128); dx always.
+# Where these kernels beat conv2d's general ones (measured, docs/cpu_conv.md, 1x1 convs
+# of the keras.io xception): dw and dx wherever they apply; the forward only where
+# F % FC leaves a partial block (the general kernel's partial block keeps its
+# accumulators in memory; on full blocks it was as fast or faster: 17.8 vs 20.4 CPU ms
+# at 8x90x90, C 64, F 128, one thread).
 def forward_pays(p, c, f):
     return rows_ok(p, f) and f % FC != 0
 
 
 def grad_w_pays(p, c, f):
-    return grad_w_ok(p, c, f) and c > 2 * FC
+    return grad_w_ok(p, c, f)
 
 
 def grad_x_pays(p, c, f):
@@ -185,19 +185,19 @@ def gemm(a, wpk, b, relu, y):
 
 
 @njit(**FMA_OPTS)
-def _grad_w_block(x, dy, f0, lo, dw, db, xpk, dpk, s0, s1):
+def _grad_w_block(C, dy, f0, lo, dw, db, xpk, dpk, s0, s1):
     """Adds x[s0:s1]^T @ dy[s0:s1] to dw[:, f0 + lo:f0 + FC] and the column sums of
     dy[s0:s1] to db[f0 + lo:f0 + FC], for the FC columns from f0 (lo: the first column
     this block owns). x (P, C) with C >= PX, dy (P, F), dw (C, F), db (F,).
 
-    Rows in blocks of GW_ROWS from s0: each block is packed first (xpk (ceil(C / PX),
-    GW_ROWS, PX): tile ct's PX channels of every row, contiguous; dpk (GW_ROWS, FC): the
-    block's dy columns), so the tile loops read contiguous memory. A tile (PX input
+    xpk (ceil(C / PX), s1 - s0 or more, PX): x[s0:s1] packed by _pack_channels (tile ct's
+    PX channels of every row, contiguous). Rows in blocks of GW_ROWS from s0, the
+    block's dy columns packed first into dpk (GW_ROWS, FC), so the tile loops read
+    contiguous memory. A tile (PX input
     channels x FC, the last slid back to end at C) sums the block's rows in order from
     0, then is added to dw (only the rows the previous tile did not cover); the next
     block likewise. (Slices with constant bounds in the tile loop: indexed as xt[q] and
     dpk[q], LLVM stored the accumulators back to the stack every row.)"""
-    C = x.shape[1]
     nct = xpk.shape[0]
     acc = numba.carray(_stack_f32(PX_FC), (PX, FC))
     sb = numba.carray(_stack_f32(FC), (FC,))
@@ -212,18 +212,12 @@ def _grad_w_block(x, dy, f0, lo, dw, db, xpk, dpk, s0, s1):
                 u = dv[f]
                 dp[f] = u
                 sb[f] += u
-            xr = x[p0 + q]
-            for ct in range(nct):
-                c0 = min(ct * PX, C - PX)
-                xp = xpk[ct, q]
-                for i in range(PX):
-                    xp[i] = xr[c0 + i]
         for f in range(lo, FC):
             db[f0 + f] += sb[f]
         done = 0
         for ct in range(nct):
             c0 = min(ct * PX, C - PX)
-            xt = xpk[ct]
+            xt = xpk[ct, p0 - s0:p0 - s0 + n]
             for i in range(PX):
                 for f in range(FC):
                     acc[i, f] = F32(0)
@@ -265,22 +259,32 @@ def _grad_w_block(x, dy, f0, lo, dw, db, xpk, dpk, s0, s1):
 
 
 @njit(parallel=True, **FMA_OPTS)
-def _grad_w_cols(x, dy, dw, db, xpk, dpk, rows):
+def _grad_w_cols(x, dy, dw, db, xpk, dpk):
     """dw (C, F) += x (P, C)^T @ dy (P, F) and db (F,) += dy's column sums (callers zero
-    them). C >= PX, F >= FC (grad_w_ok). The rows in super-blocks of `rows` (a multiple
-    of GW_ROWS: x's super-block stays in L2 while every task reads it); within one, a
-    task per FC columns of dw (the last slid back). xpk (threads, ceil(C / PX), GW_ROWS,
-    PX) and dpk (threads, GW_ROWS, FC): each thread's packing scratch
-    (numba.get_thread_id: packing is a copy, so which thread packs changes no bits)."""
-    P = x.shape[0]
+    them). C >= PX, F >= FC (grad_w_ok). The rows in super-blocks of xpk.shape[1] (a
+    multiple of GW_ROWS, about GW_SUPER_BYTES of x: it stays in L2 while the tasks read
+    it): each is packed once into xpk (ceil(C / PX), rows, PX), tile ct's PX channels
+    of every row contiguous (the last tile slid back to end at C), then one task per FC
+    columns of dw (the last slid back) runs _grad_w_block over it. dpk (threads,
+    GW_ROWS, FC): each thread's dy packing scratch (numba.get_thread_id: packing is a
+    copy, so which thread packs changes no bits)."""
+    P, C = x.shape
     F = dy.shape[1]
+    nct, rows, _ = xpk.shape
     nb = (F + FC - 1) // FC
     for s0 in range(0, P, rows):
         s1 = min(P, s0 + rows)
+        for q in prange(s1 - s0):
+            xr = x[s0 + q]
+            for ct in range(nct):
+                c0 = min(ct * PX, C - PX)
+                xp = xpk[ct, q]
+                for i in range(PX):
+                    xp[i] = xr[c0 + i]
         for j in prange(nb):
             f0 = min(j * FC, F - FC)
             tid = numba.get_thread_id()
-            _grad_w_block(x, dy, f0, j * FC - f0, dw, db, xpk[tid], dpk[tid], s0, s1)
+            _grad_w_block(C, dy, f0, j * FC - f0, dw, db, xpk, dpk[tid], s0, s1)
     return dw
 
 
@@ -323,11 +327,9 @@ def grad_x(g, w, dz, dx):
 
 def grad_w(g, x, dz, dw, db):
     """dw (1, 1, C, F) and db (F,) of a 1x1 conv (grad_w_ok(P, C, F))."""
-    threads = numba.config.NUMBA_NUM_THREADS
-    xpk = workspace("pointwise_dw_x", (threads, (g.c + PX - 1) // PX, GW_ROWS, PX))
-    dpk = workspace("pointwise_dw_dy", (threads, GW_ROWS, FC))
+    rows = max(1, GW_SUPER_BYTES // (4 * g.c * GW_ROWS)) * GW_ROWS
+    xpk = workspace("pointwise_dw_x", ((g.c + PX - 1) // PX, rows, PX))
+    dpk = workspace("pointwise_dw_dy", (numba.config.NUMBA_NUM_THREADS, GW_ROWS, FC))
     dw[...] = 0
     db[...] = 0
-    rows = max(1, GW_SUPER_BYTES // (4 * g.c * GW_ROWS)) * GW_ROWS
-    _grad_w_cols(pixel_rows(g, x), dz.reshape(-1, g.f), dw.reshape(g.c, g.f), db, xpk, dpk,
-                 rows)
+    _grad_w_cols(pixel_rows(g, x), dz.reshape(-1, g.f), dw.reshape(g.c, g.f), db, xpk, dpk)
