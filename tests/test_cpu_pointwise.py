@@ -153,3 +153,20 @@ def test_out_buffers_are_written_without_allocating(rng):
     assert peak < 4096, f"{peak} bytes allocated with out= buffers"
     for a, e in zip((dx, dw, db), R.conv2d_backward(x, w, dy, 2, "same")):
         np.testing.assert_allclose(a, e, RTOL, ATOL)
+
+
+def test_xception_step_workspaces_fit_the_per_thread_cache():
+    """A training step and a prediction of the keras.io xception (every 1x1 and
+    depthwise path of it) keep their workspaces cached: fewer than the per-thread cap,
+    so no step evicts and re-allocates another's."""
+    import fastconv
+    from fastconv.kernels.cpu import _tiles
+    model = fastconv.models.keras_io_xception((64, 64, 3), width=0.25, seed=0)
+    rng = np.random.default_rng(0)
+    x = (255 * rng.random((2, 64, 64, 3))).astype(F32)
+    y = np.array([0, 1], F32)
+    model.train_on_batch(x, y)
+    model.predict_on_batch(x)
+    names = {k[0] for k in _tiles._thread_workspaces()}
+    assert {"pointwise_pack", "pointwise_dw_x"} <= names      # the GEMMs ran
+    assert len(_tiles._thread_workspaces()) < _tiles._MAX_WORKSPACES

@@ -107,7 +107,8 @@ def _gemm_tiles(a, wpk, b, relu, y, ap, t0, t1):
     PX rows from min(t*PX, P - PX) (the last slid back: recomputed, same values).
 
     a (P, K) rows, wpk (NB, K, FC) the packed weights (packed_columns), b (F,), y (P, F);
-    ap (tiles, K, PX) scratch: tile t's rows packed k-major, so each k broadcasts PX
+    ap (TILES_PER_TASK, K, PX) the calling thread's scratch: tile t's rows packed k-major
+    into ap[t - t0], so each k broadcasts PX
     contiguous floats (the loop then keeps its accumulators in registers; read from PX
     rows of a, LLVM stored them back every k: 2x slower). Every element: acc = b[f],
     then += a[p, k] * w[k, f] in k order (conv2d's _conv_row for a 1x1 kernel: the same
@@ -118,7 +119,7 @@ def _gemm_tiles(a, wpk, b, relu, y, ap, t0, t1):
     acc = numba.carray(_stack_f32(PX_FC), (PX, FC))
     for t in range(t0, t1):
         r = min(t * PX, P - PX)
-        at = ap[t]
+        at = ap[t - t0]
         for i in range(PX):
             ar = a[r + i]
             for k in range(K):
@@ -130,7 +131,7 @@ def _gemm_tiles(a, wpk, b, relu, y, ap, t0, t1):
         wb = wpk[j]
         for t in range(t0, t1):
             r = min(t * PX, P - PX)
-            at = ap[t]
+            at = ap[t - t0]
             _bias_tile(acc, bb)
             if PX == 6:
                 for k in range(K):
@@ -167,20 +168,22 @@ def _gemm_tiles(a, wpk, b, relu, y, ap, t0, t1):
 
 @njit(parallel=True, **FMA_OPTS)
 def _gemm_rows(a, wpk, b, relu, y, ap):
-    """y (P, F) = a (P, K) @ w + b, clamped at 0 if relu; P >= PX, F >= FC (rows_ok);
-    ap (ceil(P / PX), K, PX) scratch. One task per TILES_PER_TASK tiles of PX rows."""
-    tiles = ap.shape[0]
+    """y (P, F) = a (P, K) @ w + b, clamped at 0 if relu; P >= PX, F >= FC (rows_ok).
+    One task per TILES_PER_TASK tiles of PX rows; ap (threads, TILES_PER_TASK, K, PX):
+    each thread's packing scratch (numba.get_thread_id: packing is a copy, so which
+    thread packs changes no bits)."""
+    tiles = (a.shape[0] + PX - 1) // PX
     tasks = (tiles + TILES_PER_TASK - 1) // TILES_PER_TASK
     for t in prange(tasks):
-        _gemm_tiles(a, wpk, b, relu, y, ap, t * TILES_PER_TASK,
+        _gemm_tiles(a, wpk, b, relu, y, ap[numba.get_thread_id()], t * TILES_PER_TASK,
                     min(tiles, (t + 1) * TILES_PER_TASK))
     return y
 
 
 def gemm(a, wpk, b, relu, y):
     """y (P, F) = a (P, K) @ w + b (relu): _gemm_rows with its packing scratch."""
-    p, k = a.shape
-    ap = workspace("pointwise_pack", ((p + PX - 1) // PX, k, PX))
+    ap = workspace("pointwise_pack",
+                   (numba.config.NUMBA_NUM_THREADS, TILES_PER_TASK, a.shape[1], PX))
     return _gemm_rows(a, wpk, b, relu, y, ap)
 
 
