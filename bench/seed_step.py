@@ -6,6 +6,8 @@ as the peer to beat, all at batch 32 on the same machine in one run.
     python bench/seed_step.py                 # the table (about 2 minutes)
     python bench/seed_step.py --steps 20 --no-reference --json seed.json
     python bench/seed_step.py --profile       # where a fastconv cpu step spends its time
+    NUMBA_NUM_THREADS=1 python bench/seed_step.py --profile --model xception --batch 8 \
+        --steps 2 --rounds 2                  # the keras.io xception, CPU ms per step
 
 Each engine runs in its own subprocess, started twice: with the C library's
 malloc as installed and with the glibc settings that keep large buffers
@@ -150,35 +152,68 @@ def worker(engine, steps):
     print(json.dumps(result))
 
 
-def profile(steps):
-    """Per kernel step of a fastconv cpu training step and inference (batch 32):
-    best-of-`steps` ms each."""
-    runner = FastconvRunner("cpu")
-    runner.train()
-    model = runner.model
-    plan = model._plan("train", BATCH)
-    parts = [(f"forward  {name}", s.forward) for name, s in zip(plan.kinds, plan.steps)]
-    parts.append(("loss", plan.compute_loss))
+def _cpu_time(fn, steps):
+    """CPU seconds (time.process_time: this process, all its threads) of each of
+    `steps` calls of fn. On a shared, loaded machine wall time measures the
+    neighbours; one thread's CPU time measures the code."""
+    times = []
+    for _ in range(steps):
+        t0 = time.process_time()
+        fn()
+        times.append(time.process_time() - t0)
+    return times
+
+
+def _profile_parts(model, n):
+    """[(name, fn)] of every kernel step of the training plan at batch n, then the
+    inference plan's forward steps [(name, fn)]."""
+    plan = model._plan("train", n)
     names = {id(s): k for k, s in zip(plan.kinds, plan.steps)}
-    parts += [(f"backward {names[id(s)]}", s.backward) for s in plan.backward_steps]
+    parts = [(f"forward  {k}#{i}", s.forward) for i, (k, s) in
+             enumerate(zip(plan.kinds, plan.steps))]
+    index = {id(s): i for i, s in enumerate(plan.steps)}
+    parts.append(("loss", plan.compute_loss))
+    parts += [(f"backward {names.get(id(s), type(s).__name__)}#{index.get(id(s), '-')}",
+               s.backward) for s in plan.backward_steps]
     parts.append(("optimizer", lambda: model.optimizer.apply(plan.K, plan.params, plan.grads)))
-    rows = [(name, min(time_calls(fn, steps))) for name, fn in parts]
-    whole = min(time_calls(runner.train, steps))
-    total = sum(t for _, t in rows)
-    print(f"fastconv cpu training step at batch {BATCH}: {whole * 1e3:.1f} ms "
-          f"({BATCH / whole:.1f} img/s); kernel steps below sum to {total * 1e3:.1f} ms")
-    for name, t in rows:
-        print(f"  {name:<36}{t * 1e3:9.2f} ms {100 * t / total:6.1f}%")
-    runner.infer()
-    plan = model._plan("infer", BATCH)
-    rows = [(f"forward  {name}", min(time_calls(s.forward, steps)))
-            for name, s in zip(plan.kinds, plan.steps)]
-    whole = min(time_calls(runner.infer, steps))
-    total = sum(t for _, t in rows)
-    print(f"fastconv cpu inference at batch {BATCH}: {whole * 1e3:.1f} ms "
-          f"({BATCH / whole:.1f} img/s); kernel steps below sum to {total * 1e3:.1f} ms")
-    for name, t in rows:
-        print(f"  {name:<36}{t * 1e3:9.2f} ms {100 * t / total:6.1f}%")
+    iplan = model._plan("infer", n)
+    infer = [(f"forward  {k}#{i}", s.forward) for i, (k, s) in
+             enumerate(zip(iplan.kinds, iplan.steps))]
+    return parts, infer
+
+
+def profile(steps, model_name="seed", n=BATCH, width=1.0, size=180, rounds=1):
+    """Per kernel step of a fastconv cpu training step and inference at batch n: the
+    best of `steps` calls x `rounds` interleaved rounds, in CPU ms (process_time; run
+    with NUMBA_NUM_THREADS=1 for one thread's time)."""
+    if model_name == "xception":
+        import fastconv
+        model = fastconv.models.keras_io_xception((size, size, 3), width=width, seed=0)
+        rng = np.random.default_rng(0)
+        x = (255 * rng.random((n, size, size, 3))).astype(np.float32)
+        y = (rng.random(n) > 0.5).astype(np.float32)
+        what = f"keras.io xception width {width:g} at {size}x{size}"
+    else:
+        runner = FastconvRunner("cpu", n)
+        model, x, y = runner.model, runner.x, runner.y
+        what = "the seed model"
+    model.train_on_batch(x, y)
+    model.predict_on_batch(x)
+    parts, infer = _profile_parts(model, n)
+    infer = [(name + " (infer)", fn) for name, fn in infer]
+    best = {}
+    whole = [("TRAIN", lambda: model.train_on_batch(x, y)),
+             ("INFER", lambda: model.predict_on_batch(x))]
+    for _ in range(rounds):                      # interleaved: every part, every round
+        for name, fn in parts + infer + whole:
+            fn()                                 # warm
+            best[name] = min(min(_cpu_time(fn, steps)), best.get(name, float("inf")))
+    for title, rows, key in (("training step", parts, "TRAIN"), ("inference", infer, "INFER")):
+        total = sum(best[k] for k, _ in rows)
+        print(f"fastconv cpu {title}, {what}, batch {n}: {best[key] * 1e3:.1f} CPU ms "
+              f"({n / best[key]:.1f} img/CPU-s); kernel steps below sum to {total * 1e3:.1f} ms")
+        for k, _ in sorted(rows, key=lambda r: -best[r[0]]):
+            print(f"  {k:<44}{best[k] * 1e3:9.2f} ms {100 * best[k] / total:6.1f}%")
 
 
 def torch_available():
@@ -250,13 +285,18 @@ def main(argv=None):
     ap.add_argument("--json", default=None, help="also write the raw timings here")
     ap.add_argument("--rounds", type=int, default=2, help="rounds over all engines (best of)")
     ap.add_argument("--profile", action="store_true", help="time each step of a fastconv cpu step")
+    ap.add_argument("--model", default="seed", choices=("seed", "xception"),
+                    help="--profile: the seed model or keras.io's xception")
+    ap.add_argument("--batch", type=int, default=BATCH, help="--profile: batch size")
+    ap.add_argument("--width", type=float, default=1.0, help="--profile: xception width")
+    ap.add_argument("--size", type=int, default=180, help="--profile: xception image size")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         worker(args.worker, args.steps)
         return 0
     if args.profile:
-        profile(args.steps)
+        profile(args.steps, args.model, args.batch, args.width, args.size, args.rounds)
         return 0
     engines = args.engines.split(",") if args.engines else list(ENGINES)
     if args.no_reference and "reference" in engines:

@@ -31,17 +31,15 @@ serial result. Concurrent parallel launches need Numba's threading layer to be
 'omp' or 'tbb' (the default wherever one loads); 'workqueue' is not thread-safe
 (Numba aborts on concurrent use), so with it call the kernels from one thread.
 """
-import threading
-
 import numba
 import numpy as np
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
-from ... import _vector_width
 from .. import _validate
+from . import pointwise
 from ._common import F32, FMA_OPTS, Target, check_float32, contiguous
+# (FC, PX, _stack_f32 and workspace are also imported from here by fused.py, depthwise.py)
+from ._tiles import FC, PX, PX_FC, _bias_tile, _stack_f32, workspace  # noqa: F401
 
 # Partial sums of dw: a fixed count, so the reduction order never depends on
 # how many threads run.
@@ -51,36 +49,6 @@ DW_CHUNKS = 32
 # --------------------------------------------------------------------------
 # njit kernels
 # --------------------------------------------------------------------------
-
-@intrinsic
-def _stack_f32(typingctx, size):
-    """A pointer to `size` float32 in the calling function's stack frame.
-
-    size must be a compile-time constant. Accumulators kept here instead of in
-    y let LLVM prove they alias nothing, so it holds them in registers across
-    the whole tap loop (an NRT array or y itself is re-loaded and re-stored
-    every tap): 1.5-2x on the seed's convs.
-    """
-    if not isinstance(size, types.IntegerLiteral):
-        return None
-    n = size.literal_value
-
-    def codegen(context, builder, signature, args):
-        return cgutils.alloca_once(builder, context.get_value_type(types.float32), size=n)
-    return types.CPointer(types.float32)(size), codegen
-
-
-# Register block of the forward: PX output pixels x FC output channels of
-# accumulators. With 256-bit vectors (16 registers): 3 x 32 floats = 12
-# registers, leaving 4 for the weights and the broadcast input, measured best of
-# 2-8 x 8-32 on the seed's convs. With 512-bit vectors (32 registers, see
-# fastconv/_vector_width.py): 6 x 32 = 12 zmm, enough independent FMA chains to
-# cover the FMA latency on both ports (3 x 32 is only 6 zmm: conv2 ran 1.2x
-# slower). The hot loop is written out for PX = 3 and PX = 6 only.
-PX = 6 if _vector_width.ENABLED else 3
-FC = 32
-PX_FC = PX * FC  # a global, so _stack_f32 sees a literal
-
 
 @njit(inline="always", **FMA_OPTS)
 def _taps6(acc, xr, wi, p0, step, K):
@@ -212,14 +180,6 @@ def _conv_row(xn, wf, wpk, b, h0, step, relu, yr):
                         v = F32(0)
                     yv[f] = v
             ow += npx
-
-
-@njit(inline="always", **FMA_OPTS)
-def _bias_tile(acc, bb):
-    """acc (PX, FC) = the bias block bb (FC,) in every row: a tile's initial value."""
-    for p in range(PX):
-        for f in range(FC):
-            acc[p, f] = bb[f]
 
 
 @njit(inline="always", **FMA_OPTS)
@@ -519,41 +479,6 @@ def _grad_x(dy, wt, sh, sw, dxp):
 # workspaces and argument plumbing
 # --------------------------------------------------------------------------
 
-# Each Python thread's own workspaces, {(name, shape, dtype): array}: scratch belongs to
-# the thread that calls, never to the module, so concurrent calls cannot overwrite each
-# other's padded x or partial sums.
-_LOCAL = threading.local()
-_MAX_WORKSPACES = 64          # per thread
-
-
-def _thread_workspaces():
-    """This thread's workspace dict (created on its first call)."""
-    cache = getattr(_LOCAL, "workspaces", None)
-    if cache is None:
-        cache = _LOCAL.workspaces = {}
-    return cache
-
-
-def workspace(name, shape, dtype=F32, zero=False):
-    """This thread's cached scratch array for (name, shape, dtype); new ones are zeroed
-    if asked.
-
-    Contents persist between calls of the same thread: a caller that needs zeros it
-    does not rewrite itself must pass zero=True and keep those parts zero.
-    """
-    cache = _thread_workspaces()
-    key = (name, tuple(shape), np.dtype(dtype).str)
-    buf = cache.get(key)
-    if buf is None:
-        if len(cache) >= _MAX_WORKSPACES:
-            # Shapes keep changing: drop the oldest (dicts keep insertion order), not
-            # all of them, so the workspaces of the calls now running stay cached.
-            del cache[next(iter(cache))]
-        buf = (np.zeros if zero else np.empty)(key[1], dtype)
-        cache[key] = buf
-    return buf
-
-
 class Geometry:
     """Validated conv operands and the padded frame every kernel works in.
 
@@ -584,6 +509,12 @@ class Geometry:
         """Whether the forward runs _conv_row_3x3 (3x3 kernel, F % FC == 0, OW >= PX)
         rather than the general _conv_row: only the variant a model uses compiles."""
         return self.kh == 3 and self.kw == 3 and self.f % FC == 0 and self.ow >= PX
+
+    @property
+    def pointwise(self):
+        """Whether this is a 1x1 kernel (never padded): pointwise.py's GEMMs over pixel
+        rows where the shapes fill a register tile (rows_ok, grad_w_ok)."""
+        return self.kh == 1 and self.kw == 1
 
     @property
     def y_shape(self):
@@ -632,6 +563,8 @@ class Geometry:
 
 def forward(g, x, w, b, relu, y):
     """Run the forward kernel of geometry g into y (C-contiguous)."""
+    if g.pointwise and pointwise.forward_pays(g.n * g.oh * g.ow, g.c, g.f):
+        return pointwise.forward(g, contiguous(x), contiguous(w), contiguous(b), relu, y)
     if g.tiled:
         return _forward_3x3(g.padded(x), g.packed_w(w), g.tap_offsets(), contiguous(b), g.sh,
                             g.sw, relu, y)
@@ -641,6 +574,8 @@ def forward(g, x, w, b, relu, y):
 
 def grad_w(g, xp, dz, dw, db):
     """dw, db (C-contiguous) from the padded input xp and the output gradient dz."""
+    if g.pointwise and pointwise.grad_w_pays(g.n * g.oh * g.ow, g.c, g.f):
+        return pointwise.grad_w(g, xp, dz, dw, db)
     chunks = min(DW_CHUNKS, g.n * g.oh)
     dwp = workspace("dw_partial", (chunks, g.kh, g.kw * g.c, g.f))
     dbp = workspace("db_partial", (chunks, g.f))
@@ -650,6 +585,8 @@ def grad_w(g, xp, dz, dw, db):
 
 def grad_x(g, w, dz, dx):
     """dx (C-contiguous, x's shape) from the output gradient dz."""
+    if g.pointwise and pointwise.grad_x_pays(g.n * g.oh * g.ow, g.c, g.f):
+        return pointwise.grad_x(g, contiguous(w), dz, dx)
     wt = g.transposed_w(contiguous(w))
     if g.direct:
         _grad_x(dz, wt, g.sh, g.sw, dx)
@@ -702,4 +639,3 @@ def conv2d_backward(x, w, dy, stride=1, padding="valid", need_dx=True, out=None)
     g = Geometry(op, x, w, stride, padding)
     _validate.check_dy(op, dy, g.y_shape, x.dtype)
     return backward(op, g, x, w, dy, need_dx, out)
-
