@@ -84,3 +84,33 @@ def test_keras_io_xception_small_folds_to_the_reference(seed):
     x = np.random.default_rng(seed).uniform(0, 255, (3, 24, 24, 3)).astype(np.float32)
     np.testing.assert_allclose(cpu.predict(x), ref.predict(x), rtol=1e-5, atol=1e-6)
     assert "BatchNormStep" not in cpu._plan("infer", 3).kinds
+
+
+def test_training_fuses_batchnorm_relu_and_trains_as_the_unfused_plan(monkeypatch):
+    """Training: a BatchNormalization read only by a relu runs the fused pair
+    (batchnorm_relu_train_forward / batchnorm_relu_backward) in its BatchNormStep; one
+    step moves the weights and moving statistics as the unfused BN + relu steps do (the
+    cpu pair is its composition bit for bit, so only the plan could differ)."""
+    from fastconv import kernels
+    from fastconv.models import _plan
+    rng = np.random.default_rng(4)
+    x = rng.normal(0, 1, (4, 13, 12, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 4)
+    runs, acts = [], []
+    for fused in (True, False):
+        if not fused:
+            real = kernels.fuses
+            monkeypatch.setattr(_plan.kernels, "fuses",
+                                lambda K, kind: kind != "batchnorm_relu" and real(K, kind))
+        model = _net("cpu", seed=5)
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        model.train_on_batch(x, y)
+        plan = model._plan("train", 4)
+        relu = [s.relu for s in plan.steps if isinstance(s, _plan.BatchNormStep)]
+        # the two BN -> relu pairs fuse; the twice-read z's BN and the one after Add do not
+        assert relu == ([True, True, False, False] if fused else [False] * 4), relu
+        acts.append(plan.kinds.count("ActStep"))
+        runs.append(model.get_weights())
+    assert acts[1] == acts[0] + 2
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)

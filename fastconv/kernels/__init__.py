@@ -37,6 +37,8 @@ SEED_OPS = (
 FUSED_KINDS = {
     "conv2d_relu": ("conv2d_relu_forward", "conv2d_relu_backward"),
     "conv2d_relu_maxpool": ("conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward"),
+    # BatchNormalization -> ReLU in training (the plan folds BN into its conv in inference)
+    "batchnorm_relu": ("batchnorm_relu_train_forward", "batchnorm_relu_backward"),
 }
 FUSED = tuple(name for names in FUSED_KINDS.values() for name in names)
 
@@ -72,8 +74,8 @@ class BackendUnavailable(RuntimeError):
 
 def fuses(backend, kind):
     """True when the backend module `backend` exports both fused ops of `kind` (a key
-    of FUSED_KINDS: 'conv2d_relu' or 'conv2d_relu_maxpool'), so that layer sequence
-    runs as one step."""
+    of FUSED_KINDS: 'conv2d_relu', 'conv2d_relu_maxpool' or 'batchnorm_relu'), so that
+    layer sequence runs as one step."""
     return all(callable(getattr(backend, name, None)) for name in FUSED_KINDS[kind])
 
 
