@@ -102,6 +102,7 @@ def null_backend():
         "batchnorm_train_forward": lambda out, *a, **k: _fill_all(out),
         "batchnorm_infer_forward": lambda out, *a, **k: _fill(out),
         "batchnorm_backward": backward,
+        "batchnorm_fold": lambda out, *a, **k: _fill_all(out),
         "batchnorm_relu_train_forward": lambda out, *a, **k: _fill_all(out),
         "batchnorm_relu_backward": backward,
         "depthwise_conv2d_forward": lambda out, *a, **k: _fill(out),

@@ -49,10 +49,11 @@ MERGE = ("add_forward", "accumulate_grad", "concat_forward", "concat_backward")
 GLOBALPOOL = ("global_avgpool2d_forward", "global_avgpool2d_backward",
               "global_maxpool2d_forward", "global_maxpool2d_backward")
 # Keras Rescaling (y = x * scale + offset) and BatchNormalization (training forward,
-# backward, inference forward, the moving statistics' update):
+# backward, inference forward, the moving statistics' update, and its inference fold into
+# the conv before it):
 RESCALE = ("rescale_forward", "rescale_backward")
 BATCHNORM = ("batchnorm_train_forward", "batchnorm_backward", "batchnorm_infer_forward",
-             "batchnorm_moving_update")
+             "batchnorm_moving_update", "batchnorm_fold")
 # Keras DepthwiseConv2D (SeparableConv2D = this, then a 1x1 conv2d):
 DEPTHWISE = ("depthwise_conv2d_forward", "depthwise_conv2d_backward")
 # Keras AveragePooling2D (valid and same, the padding not counted).

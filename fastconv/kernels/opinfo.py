@@ -201,6 +201,7 @@ def samples(shapes="quick", seed=0):
         yield from _globalpool_samples(rng)
         yield from _norm_samples(rng)
         yield from _bn_relu_samples(np.random.default_rng(seed + 19))
+        yield from _bn_fold_samples(np.random.default_rng(seed + 20))
     yield from _depthwise_samples(rng, shapes)
     yield from _avgpool_samples(rng, shapes)
 
@@ -339,6 +340,21 @@ def _bn_relu_samples(rng):
         for need_dx in (True, False):
             yield Sample("batchnorm_relu_backward", (dy, y, x, gamma, mean, var),
                          dict(epsilon=1e-3, need_dx=need_dx), f"{label} need_dx={need_dx}")
+
+
+def _bn_fold_samples(rng):
+    """BatchNormalization folded into a conv kernel: Conv2D kernels (3, 3, C, F) and
+    pointwise (1, 1, C, F), F = 1 and odd F, the moving variance near 0 (large scales)."""
+    for shape in ((3, 3, 2, 1), (3, 3, 5, 7), (1, 1, 9, 33), (2, 3, 1, 6)):
+        f = shape[-1]
+        kernel = _f32(rng.standard_normal(shape) * 0.3)
+        bias = _f32(rng.standard_normal(f))
+        gamma, beta = _f32(rng.standard_normal(f)), _f32(rng.standard_normal(f))
+        moving_mean = _f32(rng.standard_normal(f))
+        moving_var = _f32(rng.random(f) + 0.1)
+        moving_var[0] = 0.0                         # s = gamma / sqrt(epsilon)
+        yield Sample("batchnorm_fold", (kernel, bias, gamma, beta, moving_mean, moving_var),
+                     dict(epsilon=1e-3), f"kernel{shape}")
 
 
 def _depthwise_configs(shapes):
@@ -795,6 +811,22 @@ def error_inputs():
         ("batchnorm_backward", (z(2, 4), z(2, 4), z(4), z(4), z(4)), dict(epsilon=-1e-3),
          "epsilon negative",
          ValueError, "batchnorm_backward: epsilon must be > 0, got -0.001"),
+        ("batchnorm_fold", (z(3, 3, 2, 4), z(5), z(4), z(4), z(4), z(4)), {},
+         "bias of another F",
+         ValueError, "batchnorm_fold: bias must be float32 of shape (4,) (kernel's output "
+                     "channels), got float32 of shape (5,)"),
+        ("batchnorm_fold", (z(3, 3, 2, 4, dtype=np.int32), z(4), z(4), z(4), z(4), z(4)), {},
+         "kernel int32", TypeError, "batchnorm_fold: kernel must be float32, got int32"),
+        ("batchnorm_fold", (z(1, 1, 2, 4), z(4), z(4), z(4), z(4), np.full(4, -1.0, F32)), {},
+         "moving_variance + epsilon < 0",
+         ValueError, "batchnorm_fold: moving_variance + epsilon must be > 0, got a minimum of "
+                     "-0.999"),
+        ("batchnorm_fold", (z(1, 1, 2, 4), z(4), z(4), z(4), z(4), z(4)), dict(epsilon=-1.0),
+         "epsilon -1", ValueError, "batchnorm_fold: epsilon must be > 0, got -1.0"),
+        ("batchnorm_fold", (z(1, 1, 2, 4), z(4), z(4), z(4), z(4), z(4)),
+         dict(out=(z(1, 1, 2, 4), z(3))), "out[1] of another F",
+         ValueError, "batchnorm_fold: out[1] must be float32 of shape (4,), got float32 of "
+                     "shape (3,)"),
         ("batchnorm_relu_train_forward", (z(2, 3, 3, 4), z(3), z(4)), {}, "gamma of another C",
          ValueError, "batchnorm_train_forward: gamma must be float32 of shape (4,) (x's "
                      "channels), got float32 of shape (3,)"),

@@ -149,7 +149,7 @@ def _group(ops, K, fold_bn=False, bn_relu=False):
     backend K. conv -> relu (-> maxpool) fuse when they follow each other and each op's
     only consumer is the next (a tensor a second layer reads stays a step's output); a
     SeparableConv2D's relu fuses into its pointwise conv (conv2d_relu) on the same terms.
-    fold_bn (inference on the cpu backend): a BatchNormalization that is the only reader
+    fold_bn (inference on the cpu and cuda backends): a BatchNormalization that is the only reader
     of a Conv2D or SeparableConv2D folds into that conv's weights and bias (FoldedBN), so
     conv -> BN -> relu (-> maxpool) runs as one fused conv step; the group then holds the
     BN op after the conv. bn_relu (training): a BatchNormalization whose only reader is a
@@ -203,28 +203,24 @@ class FoldedBN:
     gamma / sqrt(moving_variance + epsilon), kernel' = kernel * s (over the output
     channels, the last axis) and bias' = (bias - moving_mean) * s + beta, so that
     conv(x, kernel') + bias' is BN(conv(x, kernel) + bias). refresh() recomputes both
-    from the layers' current weights into buffers allocated here (in place: a forward
-    allocates nothing), so training or set_weights between predictions is seen; it
-    costs one pass over the kernel, next to a forward's N * OH * OW passes."""
+    from the layers' current weights with the backend's batchnorm_fold (on cuda one
+    device launch) into buffers allocated here (a forward allocates nothing), so training
+    or set_weights between predictions is seen; it costs one pass over the kernel, next
+    to a forward's N * OH * OW passes."""
 
-    def __init__(self, bn_layer, kernel, bias, channels):
-        self.bn, self.kernel, self.bias = bn_layer, kernel, bias
-        self.w = np.empty_like(kernel)
-        self.b = np.empty(channels, np.float32)
-        self.s = np.empty(channels, np.float32)
-        self.ones = np.ones(channels, np.float32)
-        self.zeros = np.zeros(channels, np.float32)
+    def __init__(self, K, bn_layer, kernel, bias, channels):
+        self.K, self.bn, self.kernel = K, bn_layer, kernel
+        self.w = K.empty(tuple(kernel.shape))
+        self.b = K.empty((channels,))
+        const = {v: K.to_device(np.full(channels, v, np.float32)) for v in (0.0, 1.0)}
+        self.bias = const[0.0] if bias is None else bias
+        weights = dict(zip(bn_layer.weight_names, bn_layer._weights))
+        self.args = (weights.get("gamma", const[1.0]), weights.get("beta", const[0.0]),
+                     weights["moving_mean"], weights["moving_variance"])
 
     def refresh(self):
-        weights = dict(zip(self.bn.weight_names, self.bn._weights))
-        np.add(weights["moving_variance"], np.float32(self.bn.epsilon), out=self.s)
-        np.sqrt(self.s, out=self.s)
-        np.divide(weights.get("gamma", self.ones), self.s, out=self.s)
-        np.multiply(self.kernel, self.s, out=self.w)
-        np.subtract(self.zeros if self.bias is None else self.bias, weights["moving_mean"],
-                    out=self.b)
-        np.multiply(self.b, self.s, out=self.b)
-        np.add(self.b, weights.get("beta", self.zeros), out=self.b)
+        self.K.batchnorm_fold(self.kernel, self.bias, *self.args, self.bn.epsilon,
+                              out=(self.w, self.b))
 
 
 # --------------------------------------------------------------------------- steps
@@ -281,7 +277,7 @@ class ConvStep(Step):
         self.conv_kw = {"stride": conv.strides, "padding": conv.padding}
         self.fold = None
         if len(ops) > 1 and ops[1].kind == "batchnorm":      # inference: _group(fold_bn)
-            self.fold = FoldedBN(ops[1].layer, self.w, self.b, int(self.w.shape[3]))
+            self.fold = FoldedBN(K, ops[1].layer, self.w, self.b, int(self.w.shape[3]))
             self.w, self.b = self.fold.w, self.fold.b
         self.y = K.empty(self.out_shape())                    # (N, OH, OW, F) or pooled
         self.argmax = None
@@ -391,7 +387,7 @@ class SeparableStep(DepthwiseStep):
         self._bias_and_grad(K, weights, grads, int(self.pw.shape[3]))
         self.fold = None
         if len(ops) > 1 and ops[1].kind == "batchnorm":      # inference: _group(fold_bn)
-            self.fold = FoldedBN(ops[1].layer, self.pw, self.b, int(self.pw.shape[3]))
+            self.fold = FoldedBN(K, ops[1].layer, self.pw, self.b, int(self.pw.shape[3]))
             self.pw, self.b = self.fold.w, self.fold.b
         self.zero_b = K.to_device(np.zeros(cm, np.float32))   # (C*M,) the depthwise bias
         self.y = K.empty(self.out_shape())                    # (N, OH, OW, F)
@@ -805,11 +801,11 @@ class Plan:
         self.steps = []
         self.inputs = []            # per step: the steps whose outputs it reads (-1: x)
         ref = {-1: -1}              # group index -> the step holding its output (-1: x)
-        # BatchNormalization folds into its conv in inference on the fast cpu engine; the
-        # reference keeps the textbook composition (the oracle the cpu plan is tested
-        # against), cuda its BN step (folding there would need a device kernel)
-        groups = _group(ops, K, fold_bn=not training and getattr(K, "NAME", None) == "cpu",
-                        bn_relu=training)
+        # BatchNormalization folds into its conv in inference on the fast engines (cpu,
+        # cuda: batchnorm_fold); the reference keeps the textbook composition (the oracle
+        # the fast plans are tested against)
+        fold = not training and getattr(K, "NAME", None) in ("cpu", "cuda")
+        groups = _group(ops, K, fold_bn=fold, bn_relu=training)
         for g, (kind, group, inputs) in enumerate(groups):
             ins = tuple(ref[j] for j in inputs)
             if kind in ("dropout", "augment") and not training:

@@ -281,6 +281,52 @@ def batchnorm_relu_backward(dy, y, x, gamma, mean, var, epsilon=1e-3, need_dx=Tr
 
 
 @njit(**OPTS)
+def _fold(kernel, bias, gamma, beta, mm, mv, eps, w, b):
+    """w = kernel * s (rows of F), b = (bias - mm) * s + beta, s = gamma / sqrt(mv + eps)
+    in float64 kept in b (as float32) meanwhile, so nothing is allocated; returns the
+    smallest mv + eps (the caller refuses one <= 0 before writing anything)."""
+    f = b.shape[0]
+    low = np.inf
+    for ch in range(f):
+        low = min(low, np.float64(mv[ch]) + eps)
+    if not low > 0:
+        return low
+    for ch in range(f):
+        b[ch] = np.float64(gamma[ch]) / np.sqrt(np.float64(mv[ch]) + eps)
+    for r in range(kernel.shape[0]):
+        for ch in range(f):
+            w[r, ch] = kernel[r, ch] * b[ch]
+    for ch in range(f):
+        b[ch] = (np.float64(bias[ch]) - np.float64(mm[ch])) * np.float64(b[ch]) + beta[ch]
+    return low
+
+
+def batchnorm_fold(kernel, bias, gamma, beta, moving_mean, moving_variance, epsilon=1e-3,
+                   out=None):
+    """(kernel', bias') as the reference: the BN folded into the conv before it (kernel
+    (..., F), the vectors (F,)); out=(kernel', bias'). One serial pass over the kernel
+    (a forward reads it N * OH * OW times), nothing allocated with out=."""
+    op = "batchnorm_fold"
+    _, f = check_bn_x(op, "kernel", kernel)
+    check_float32(op, "kernel", kernel)
+    check_channel_vectors(op, f, kernel.dtype, of="kernel's output channels", bias=bias,
+                          gamma=gamma, beta=beta, moving_mean=moving_mean,
+                          moving_variance=moving_variance)
+    eps = check_number(op, "epsilon", epsilon, positive=True)
+    o_w, o_b = _validate.out_tuple(op, out, 2)
+    kernel = contiguous(kernel)
+    tw = Target(op, "out[0]", o_w, kernel.shape)
+    tb = Target(op, "out[1]", o_b, (f,))
+    low = _fold(_rows(kernel), contiguous(bias), contiguous(gamma), contiguous(beta),
+                contiguous(moving_mean), contiguous(moving_variance), eps, _rows(tw.buf),
+                tb.buf)
+    if not low > 0:
+        raise ValueError(f"{op}: moving_variance + epsilon must be > 0, got a minimum of "
+                         f"{float(low)!r}")
+    return tw.result(), tb.result()
+
+
+@njit(**OPTS)
 def _moving(moving, batch, mom):
     for ch in range(moving.shape[0]):
         moving[ch] = np.float64(moving[ch]) * mom + np.float64(batch[ch]) * (1.0 - mom)

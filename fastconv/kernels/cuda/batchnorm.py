@@ -287,6 +287,24 @@ def bn_relu_grad_x(dy, y, x, mean, fac, dx, c):
 
 
 @cuda.jit
+def bn_fold(kernel, bias, gamma, beta, mm, mv, eps, w, b, f):
+    """A BatchNormalization folded into the conv before it: w[i] = kernel[i] * s[ch] (ch
+    = i % f, kernel and w (rows * f,)), b = (bias - mm) * s + beta (the threads of
+    i < f), s = gamma / sqrt(mv + eps) computed where it is used, the same way by every
+    thread (one launch, no scratch). Grid-stride."""
+    i = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    step = uint32(cuda.gridDim.x * cuda.blockDim.x)
+    n = uint32(w.size)
+    while i < n:
+        ch = uint32(i % f)
+        s = gamma[ch] / math.sqrt(mv[ch] + eps)
+        w[i] = kernel[i] * s
+        if i < f:
+            b[ch] = (bias[ch] - mm[ch]) * s + beta[ch]
+        i = uint32(i + step)
+
+
+@cuda.jit
 def bn_moving(moving_mean, moving_var, mean, var, mom, one_minus_mom, stats, guarded):
     """moving = moving * mom + batch * (1 - mom) for the mean and the variance, all (C,),
     in place; skipped when guarded != 0 and stats[BAD] != 0 (fit's device step; stats is
@@ -316,6 +334,8 @@ KERNELS = [
     KernelSpec("bn_relu_grad_part", bn_relu_grad_part, (_F1,) * 5 + _U3, _launch.BN),
     KernelSpec("bn_relu_apply", bn_relu_apply, (_F1,) * 5 + (uint32,), _launch.ELEMENTWISE),
     KernelSpec("bn_relu_grad_x", bn_relu_grad_x, (_F1,) * 6 + (uint32,), _launch.ELEMENTWISE),
+    KernelSpec("bn_fold", bn_fold, (_F1,) * 6 + (float32, _F1, _F1, uint32),
+               _launch.ELEMENTWISE),
     KernelSpec("bn_moving", bn_moving, (_F1,) * 4 + (float32, float32, _F1, int32),
                _launch.ELEMENTWISE),
 ]
@@ -363,11 +383,20 @@ def _elementwise(size):
     return blocks_for(size, threads, _launch.MAX_BLOCKS), threads
 
 
-def _check_x(op, x):
-    m, c = check_bn_x(op, "x", checkable(x))
-    check_float32(op, "x", x)
+def _check_x(op, x, name="x"):
+    m, c = check_bn_x(op, name, checkable(x))
+    check_float32(op, name, x)
     check_int32_indexable(op, x.shape)
     return m, c, tuple(int(s) for s in x.shape)
+
+
+def _refuse_bad_host_variance(op, moving_variance, eps):
+    """The reference's moving_variance + epsilon > 0, for a host moving_variance."""
+    if isinstance(moving_variance, np.ndarray):
+        mv = moving_variance.astype(np.float64) + eps
+        if (mv <= 0).any():
+            raise ValueError(f"{op}: moving_variance + epsilon must be > 0, got a minimum "
+                             f"of {float(mv.min())!r}")
 
 
 def _vectors(op, c, **vectors):
@@ -420,11 +449,7 @@ def batchnorm_infer_forward(x, gamma, beta, moving_mean, moving_variance, epsilo
                           moving_mean=checkable(moving_mean),
                           moving_variance=checkable(moving_variance))
     eps = check_number(op, "epsilon", epsilon, positive=True)
-    if isinstance(moving_variance, np.ndarray):
-        mv = moving_variance.astype(np.float64) + eps
-        if (mv <= 0).any():
-            raise ValueError(f"{op}: moving_variance + epsilon must be > 0, got a minimum "
-                             f"of {float(mv.min())!r}")
+    _refuse_bad_host_variance(op, moving_variance, eps)
     [(y, host)] = out_buffers(op, ("out", out, shape, np.float32))
     g, b, mm, mv = _vectors(op, c, gamma=gamma, beta=beta, moving_mean=moving_mean,
                             moving_variance=moving_variance)
@@ -494,6 +519,31 @@ def batchnorm_relu_backward(dy, y, x, gamma, mean, var, epsilon=1e-3, need_dx=Tr
     y > 0 (y the fused forward's output), inside both passes (bn_relu_grad_part,
     bn_relu_grad_x): no masked copy of dy. out= as batchnorm_backward's."""
     return _backward(dy, x, gamma, mean, var, epsilon, need_dx, out, y)
+
+
+def batchnorm_fold(kernel, bias, gamma, beta, moving_mean, moving_variance, epsilon=1e-3,
+                   out=None):
+    """(kernel', bias') as the reference: the BN folded into the conv before it (kernel
+    (..., F), the vectors (F,)), device arrays or the out=(kernel', bias') buffers; one
+    launch (bn_fold). A host moving_variance is checked as the reference's; a device
+    one is not read back (a channel with moving_variance + epsilon <= 0 gives NaN/inf)."""
+    op = "batchnorm_fold"
+    _, f, shape = _check_x(op, kernel, "kernel")
+    check_channel_vectors(op, f, np.float32, of="kernel's output channels",
+                          bias=checkable(bias), gamma=checkable(gamma), beta=checkable(beta),
+                          moving_mean=checkable(moving_mean),
+                          moving_variance=checkable(moving_variance))
+    eps = check_number(op, "epsilon", epsilon, positive=True)
+    _refuse_bad_host_variance(op, moving_variance, eps)
+    o_w, o_b = _validate.out_tuple(op, out, 2)
+    (w, host_w), (b, host_b) = out_buffers(op, ("out[0]", o_w, shape, np.float32),
+                                           ("out[1]", o_b, (f,), np.float32))
+    vecs = [flat(device_in(op, name, v)) for name, v in (
+        ("bias", bias), ("gamma", gamma), ("beta", beta), ("moving_mean", moving_mean),
+        ("moving_variance", moving_variance))]
+    kf = flat(device_in(op, "kernel", kernel))
+    bn_fold[_elementwise(kf.size)](kf, *vecs, np.float32(eps), flat(w), flat(b), np.uint32(f))
+    return finish(w, host_w), finish(b, host_b)
 
 
 def batchnorm_moving_update(moving_mean, moving_variance, mean, var, momentum=0.99,

@@ -91,6 +91,28 @@ def batchnorm_moving_update(moving_mean, moving_variance, mean, var, momentum=0.
                        + batch.astype(np.float64) * (1.0 - mom)).astype(moving.dtype)
 
 
+
+def batchnorm_fold(kernel, bias, gamma, beta, moving_mean, moving_variance, epsilon=1e-3):
+    """(kernel', bias'): a BatchNormalization in inference folded into the convolution
+    before it. kernel (..., F) (a Conv2D's (KH, KW, C, F), a pointwise (1, 1, C, F)), the
+    conv's bias and the BN's vectors (F,); with s = gamma / sqrt(moving_variance +
+    epsilon): kernel' = kernel * s (over the last axis), bias' = (bias - moving_mean) * s
+    + beta, so conv(x, kernel') + bias' = BN(conv(x, kernel) + bias). New arrays."""
+    op = "batchnorm_fold"
+    _, f = check_bn_x(op, "kernel", kernel)
+    check_channel_vectors(op, f, kernel.dtype, of="kernel's output channels", bias=bias,
+                          gamma=gamma, beta=beta, moving_mean=moving_mean,
+                          moving_variance=moving_variance)
+    eps = check_number(op, "epsilon", epsilon, positive=True)
+    mv = moving_variance.astype(np.float64)
+    if (mv + eps <= 0).any():
+        raise ValueError(f"{op}: moving_variance + epsilon must be > 0, got a minimum of "
+                         f"{float((mv + eps).min())!r}")
+    s = gamma.astype(np.float64) / np.sqrt(mv + eps)
+    w = kernel.astype(np.float64) * s
+    b = (bias.astype(np.float64) - moving_mean) * s + beta
+    return w.astype(kernel.dtype), b.astype(kernel.dtype)
+
 # -- BatchNormalization -> ReLU, the fused training pair (kernels.FUSED_KINDS) ----------
 
 def batchnorm_relu_train_forward(x, gamma, beta, epsilon=1e-3):
