@@ -154,6 +154,21 @@ def extra_samples(seed=7):
                      dict(epsilon=1e-3), label)
         yield Sample("batchnorm_moving_update", (moving_mean, moving_var, mean, var),
                      dict(momentum=0.9), label)
+        # the fused BatchNormalization -> ReLU (bn_relu_apply, bn_relu_grad_part,
+        # bn_relu_grad_x), a channel all clipped
+        beta = beta.copy()
+        beta[-1] = -50.0
+        yield Sample("batchnorm_relu_train_forward", (x, gamma, beta), dict(epsilon=1e-3),
+                     label)
+        y, mean, var = R.batchnorm_relu_train_forward(x, gamma, beta, 1e-3)
+        for need_dx in (True, False):
+            yield Sample("batchnorm_relu_backward", (dy, y, x, gamma, mean, var),
+                         dict(epsilon=1e-2, need_dx=need_dx), f"{label} need_dx={need_dx}")
+    # batchnorm_fold (bn_fold): a kernel of 3 * 3 * 37 * 5 = 1665 floats, more than the
+    # patched grid's 3 blocks of 32 threads (the grid-stride loop goes round), F = 5
+    kernel = _f32(rng.standard_normal((3, 3, 37, 5)))
+    vecs = [_f32(rng.standard_normal(5)) for _ in range(4)] + [_f32(rng.random(5) + 0.1)]
+    yield Sample("batchnorm_fold", (kernel, *vecs), dict(epsilon=1e-3), "kernel(3, 3, 37, 5)")
     p, g, s1, s2 = (_f32(rng.standard_normal(1001)) for _ in range(4))
     s1, s2 = np.abs(s1), np.abs(s2)
     yield Sample("adam_update", (p, g, s1, s2), dict(t=1, lr=1e-2), "n=1001 t=1")

@@ -91,10 +91,56 @@ def test_cpu_batchnorm_is_bitwise_equal_at_1_and_2_threads():
         for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
             numba.set_num_threads(threads)
             y, mean, var = K.batchnorm_train_forward(x, g, b)
+            yr, mr, vr = K.batchnorm_relu_train_forward(x, g, b)
             runs.append((y, mean, var) + K.batchnorm_backward(dy, x, g, mean, var)
                         + (K.batchnorm_infer_forward(x, g, b, mean, var),
-                           K.rescale_forward(x, 0.5, offset=1.0)))
+                           K.rescale_forward(x, 0.5, offset=1.0), yr, mr, vr)
+                        + K.batchnorm_relu_backward(dy, yr, x, g, mr, vr))
     finally:
         numba.set_num_threads(before)
     for a, c in zip(*runs):
         assert np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batchnorm_relu_by_hand(backend):
+    """One channel, x = 1, 3 (mean 2, var 1), gamma 2, beta 0.5: the pre-relu values are
+    0.5 -/+ 2s (s = 1/sqrt(1 + eps)), so the first row is clipped to 0; dy = (1, 1): only
+    the second row's gradient counts, dbeta = 1, dgamma = s, and dx is batchnorm_backward's
+    with dy = (0, 1)."""
+    K = kernels.get(backend)
+    x = np.array([[1.0], [3.0]], np.float32)
+    gamma, beta = np.array([2.0], np.float32), np.array([0.5], np.float32)
+    y, mean, var = K.batchnorm_relu_train_forward(x, gamma, beta, epsilon=1e-3)
+    s = 1.0 / np.sqrt(1.0 + 1e-3)
+    np.testing.assert_allclose(y.reshape(-1), [0.0, 0.5 + 2 * s], rtol=1e-6)
+    assert y[0, 0] == 0.0 and np.array_equal(mean, [2.0]) and np.array_equal(var, [1.0])
+    dy = np.array([[1.0], [1.0]], np.float32)
+    dx, dgamma, dbeta = K.batchnorm_relu_backward(dy, y, x, gamma, mean, var)
+    np.testing.assert_allclose(dbeta, [1.0], rtol=1e-6)
+    np.testing.assert_allclose(dgamma, [s], rtol=1e-6)
+    want = K.batchnorm_backward(np.array([[0.0], [1.0]], np.float32), x, gamma, mean, var)[0]
+    np.testing.assert_allclose(dx, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 7), (1, 5, 3, 7), (2, 9, 11, 13), (4, 33, 35, 9)])
+def test_cpu_batchnorm_relu_is_its_cpu_composition_bit_for_bit(shape):
+    """The fused pair applies the mask inside batchnorm's own passes, in the same order:
+    batchnorm_relu_train_forward is relu_forward(batchnorm_train_forward) and
+    batchnorm_relu_backward is batchnorm_backward(relu_backward(dy, y)), bitwise (shapes
+    below and above the parallel threshold)."""
+    K = kernels.get("cpu")
+    rng = np.random.default_rng(3)
+    c = shape[-1]
+    x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
+    g, b = rng.standard_normal(c).astype(np.float32), rng.standard_normal(c).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    y, mean, var = K.batchnorm_relu_train_forward(x, g, b)
+    z, mean2, var2 = K.batchnorm_train_forward(x, g, b)
+    assert np.array_equal(y, K.relu_forward(z))
+    assert np.array_equal(mean, mean2) and np.array_equal(var, var2)
+    for need_dx in (True, False):
+        got = K.batchnorm_relu_backward(dy, y, x, g, mean, var, need_dx=need_dx)
+        want = K.batchnorm_backward(K.relu_backward(dy, y), x, g, mean, var, need_dx=need_dx)
+        for a, w in zip(got, want):
+            assert (a is None and w is None) or np.array_equal(a, w)

@@ -37,6 +37,8 @@ SEED_OPS = (
 FUSED_KINDS = {
     "conv2d_relu": ("conv2d_relu_forward", "conv2d_relu_backward"),
     "conv2d_relu_maxpool": ("conv2d_relu_maxpool_forward", "conv2d_relu_maxpool_backward"),
+    # BatchNormalization -> ReLU in training (the plan folds BN into its conv in inference)
+    "batchnorm_relu": ("batchnorm_relu_train_forward", "batchnorm_relu_backward"),
 }
 FUSED = tuple(name for names in FUSED_KINDS.values() for name in names)
 
@@ -47,10 +49,11 @@ MERGE = ("add_forward", "accumulate_grad", "concat_forward", "concat_backward")
 GLOBALPOOL = ("global_avgpool2d_forward", "global_avgpool2d_backward",
               "global_maxpool2d_forward", "global_maxpool2d_backward")
 # Keras Rescaling (y = x * scale + offset) and BatchNormalization (training forward,
-# backward, inference forward, the moving statistics' update):
+# backward, inference forward, the moving statistics' update, and its inference fold into
+# the conv before it):
 RESCALE = ("rescale_forward", "rescale_backward")
 BATCHNORM = ("batchnorm_train_forward", "batchnorm_backward", "batchnorm_infer_forward",
-             "batchnorm_moving_update")
+             "batchnorm_moving_update", "batchnorm_fold")
 # Keras DepthwiseConv2D (SeparableConv2D = this, then a 1x1 conv2d):
 DEPTHWISE = ("depthwise_conv2d_forward", "depthwise_conv2d_backward")
 # Keras AveragePooling2D (valid and same, the padding not counted).
@@ -72,8 +75,8 @@ class BackendUnavailable(RuntimeError):
 
 def fuses(backend, kind):
     """True when the backend module `backend` exports both fused ops of `kind` (a key
-    of FUSED_KINDS: 'conv2d_relu' or 'conv2d_relu_maxpool'), so that layer sequence
-    runs as one step."""
+    of FUSED_KINDS: 'conv2d_relu', 'conv2d_relu_maxpool' or 'batchnorm_relu'), so that
+    layer sequence runs as one step."""
     return all(callable(getattr(backend, name, None)) for name in FUSED_KINDS[kind])
 
 

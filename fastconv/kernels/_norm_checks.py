@@ -41,10 +41,11 @@ def check_bn_x(op, name, x):
     return m, c
 
 
-def check_channel_vectors(op, c, dtype, **vectors):
-    """Each keyword a float array of shape (C,) and x's dtype."""
+def check_channel_vectors(op, c, dtype, of="x's channels", **vectors):
+    """Each keyword a float array of shape (C,) and x's dtype (of: what C counts, for the
+    message)."""
     for name, v in vectors.items():
         _validate.check_float_array(op, name, v, 1)
         if v.shape != (c,) or v.dtype != dtype:
-            raise ValueError(f"{op}: {name} must be {np.dtype(dtype)} of shape ({c},) (x's "
-                             f"channels), got {v.dtype} of shape {v.shape}")
+            raise ValueError(f"{op}: {name} must be {np.dtype(dtype)} of shape ({c},) ({of}), "
+                             f"got {v.dtype} of shape {v.shape}")

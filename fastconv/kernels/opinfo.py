@@ -200,6 +200,8 @@ def samples(shapes="quick", seed=0):
     if shapes != "seed":  # the seed model has no global pooling, rescaling or batchnorm
         yield from _globalpool_samples(rng)
         yield from _norm_samples(rng)
+        yield from _bn_relu_samples(np.random.default_rng(seed + 19))
+        yield from _bn_fold_samples(np.random.default_rng(seed + 20))
     yield from _depthwise_samples(rng, shapes)
     yield from _avgpool_samples(rng, shapes)
 
@@ -316,6 +318,43 @@ def _norm_samples(rng):
                      dict(epsilon=1e-3), label)
         yield Sample("batchnorm_moving_update", (moving_mean, moving_var, mean, var),
                      dict(momentum=0.99), label)
+
+
+def _bn_relu_samples(rng):
+    """The fused BatchNormalization -> ReLU: NHWC and (N, C), batch 1, odd channel
+    counts, a mean far from 0, a beta that keeps a channel all positive (or all zero)."""
+    from . import reference as R
+
+    for shape in ((1, 1), (2, 9), (1, 5, 3, 7), (3, 4, 5, 33), (4, 7, 6, 3)):
+        x = _f32(rng.standard_normal(shape) * 2.0 + 3.0)
+        c = shape[-1]
+        label = f"x{shape}"
+        gamma = _f32(rng.standard_normal(c))
+        beta = _f32(rng.standard_normal(c))
+        beta[0] = 50.0 if c > 2 else beta[0]           # channel 0: relu passes everything
+        beta[-1] = -50.0 if c > 2 else beta[-1]        # the last: relu passes nothing
+        yield Sample("batchnorm_relu_train_forward", (x, gamma, beta), dict(epsilon=1e-3),
+                     label)
+        y, mean, var = R.batchnorm_relu_train_forward(x, gamma, beta, 1e-3)
+        dy = _f32(rng.standard_normal(shape))
+        for need_dx in (True, False):
+            yield Sample("batchnorm_relu_backward", (dy, y, x, gamma, mean, var),
+                         dict(epsilon=1e-3, need_dx=need_dx), f"{label} need_dx={need_dx}")
+
+
+def _bn_fold_samples(rng):
+    """BatchNormalization folded into a conv kernel: Conv2D kernels (3, 3, C, F) and
+    pointwise (1, 1, C, F), F = 1 and odd F, the moving variance near 0 (large scales)."""
+    for shape in ((3, 3, 2, 1), (3, 3, 5, 7), (1, 1, 9, 33), (2, 3, 1, 6)):
+        f = shape[-1]
+        kernel = _f32(rng.standard_normal(shape) * 0.3)
+        bias = _f32(rng.standard_normal(f))
+        gamma, beta = _f32(rng.standard_normal(f)), _f32(rng.standard_normal(f))
+        moving_mean = _f32(rng.standard_normal(f))
+        moving_var = _f32(rng.random(f) + 0.1)
+        moving_var[0] = 0.0                         # s = gamma / sqrt(epsilon)
+        yield Sample("batchnorm_fold", (kernel, bias, gamma, beta, moving_mean, moving_var),
+                     dict(epsilon=1e-3), f"kernel{shape}")
 
 
 def _depthwise_configs(shapes):
@@ -772,6 +811,39 @@ def error_inputs():
         ("batchnorm_backward", (z(2, 4), z(2, 4), z(4), z(4), z(4)), dict(epsilon=-1e-3),
          "epsilon negative",
          ValueError, "batchnorm_backward: epsilon must be > 0, got -0.001"),
+        ("batchnorm_fold", (z(3, 3, 2, 4), z(5), z(4), z(4), z(4), z(4)), {},
+         "bias of another F",
+         ValueError, "batchnorm_fold: bias must be float32 of shape (4,) (kernel's output "
+                     "channels), got float32 of shape (5,)"),
+        ("batchnorm_fold", (z(3, 3, 2, 4, dtype=np.int32), z(4), z(4), z(4), z(4), z(4)), {},
+         "kernel int32", TypeError, "batchnorm_fold: kernel must be float32, got int32"),
+        ("batchnorm_fold", (z(1, 1, 2, 4), z(4), z(4), z(4), z(4), np.full(4, -1.0, F32)), {},
+         "moving_variance + epsilon < 0",
+         ValueError, "batchnorm_fold: moving_variance + epsilon must be > 0, got a minimum of "
+                     "-0.999"),
+        ("batchnorm_fold", (z(1, 1, 2, 4), z(4), z(4), z(4), z(4), z(4)), dict(epsilon=-1.0),
+         "epsilon -1", ValueError, "batchnorm_fold: epsilon must be > 0, got -1.0"),
+        ("batchnorm_fold", (z(1, 1, 2, 4), z(4), z(4), z(4), z(4), z(4)),
+         dict(out=(z(1, 1, 2, 4), z(3))), "out[1] of another F",
+         ValueError, "batchnorm_fold: out[1] must be float32 of shape (4,), got float32 of "
+                     "shape (3,)"),
+        ("batchnorm_relu_train_forward", (z(2, 3, 3, 4), z(3), z(4)), {}, "gamma of another C",
+         ValueError, "batchnorm_train_forward: gamma must be float32 of shape (4,) (x's "
+                     "channels), got float32 of shape (3,)"),
+        ("batchnorm_relu_train_forward", (z(2, 4, dtype=np.int32), z(4), z(4)), {}, "x int32",
+         TypeError, "batchnorm_train_forward: x must be float32, got int32"),
+        ("batchnorm_relu_backward", (z(2, 4), z(2, 5), z(2, 4), z(4), z(4), z(4)), {},
+         "y of another shape",
+         ValueError, "relu_backward: y must have the shape of dy (2, 4), got (2, 5)"),
+        ("batchnorm_relu_backward", (z(2, 5), z(2, 5), z(2, 4), z(4), z(4), z(4)), {},
+         "dy of another shape than x",
+         ValueError, "batchnorm_backward: dy must have the shape of x (2, 4), got (2, 5)"),
+        ("batchnorm_relu_backward", (z(2, 4), z(2, 4, dtype=np.int32), z(2, 4), z(4), z(4),
+                                     z(4)), {}, "y int32",
+         TypeError, "relu_backward: y must be float32, got int32"),
+        ("batchnorm_relu_backward", (z(2, 4), z(2, 4), z(2, 4), z(4), z(4), z(4)),
+         dict(epsilon=0.0), "epsilon 0",
+         ValueError, "batchnorm_backward: epsilon must be > 0, got 0.0"),
         ("batchnorm_moving_update", (z(4), z(4), z(4), z(4)), dict(momentum=1.5),
          "momentum above 1",
          ValueError, "batchnorm_moving_update: momentum must be in [0, 1], got 1.5"),
@@ -1013,6 +1085,31 @@ def _batchnorm_grad(shape):
     return GradientSample("batchnorm_backward", f"batchnorm x{shape}", build)
 
 
+def _batchnorm_relu_grad(shape, gap=0.05):
+    """The fused BatchNormalization -> ReLU: dx, dgamma, dbeta of L = sum(y * r), y =
+    relu(batchnorm(x)), x drawn again until every pre-relu value is >= gap from 0 (the
+    kink is never straddled by the checker's step)."""
+    from . import reference as R
+
+    def build(rng):
+        c = shape[-1]
+        gamma = rng.standard_normal(c)
+        beta = rng.standard_normal(c) * 0.5
+        while True:
+            x = rng.standard_normal(shape) * 1.5 + 0.5
+            z, _, _ = R.batchnorm_train_forward(x, gamma, beta, 1e-3)
+            if np.abs(z).min() >= gap:
+                break
+        r = rng.standard_normal(shape)
+        y, mean, var = R.batchnorm_relu_train_forward(x, gamma, beta, 1e-3)
+        dx, dgamma, dbeta = R.batchnorm_relu_backward(r, y, x, gamma, mean, var, 1e-3)
+        def loss():
+            return float(np.sum(R.batchnorm_relu_train_forward(x, gamma, beta, 1e-3)[0] * r))
+        return loss, (("batchnorm_relu dx", x, dx), ("batchnorm_relu dgamma", gamma, dgamma),
+                      ("batchnorm_relu dbeta", beta, dbeta))
+    return GradientSample("batchnorm_relu_backward", f"batchnorm+relu x{shape}", build)
+
+
 def _dense_grad(n, d_in, d_out):
     from . import reference as R
 
@@ -1140,6 +1237,8 @@ def gradient_samples():
         _rescale_grad((2, 3, 4), 1.0 / 255, -0.5),
         _batchnorm_grad((3, 2, 3, 5)),
         _batchnorm_grad((4, 3)),
+        _batchnorm_relu_grad((2, 3, 2, 3)),
+        _batchnorm_relu_grad((5, 2)),
         _depthwise_grad((2, 5, 6, 3), (3, 3), 2, 1, "valid"),
         _depthwise_grad((1, 7, 6, 2), (3, 2), 1, 2, "same"),
         _depthwise_grad((1, 6, 5, 3), (2, 3), 3, (2, 1), "same"),

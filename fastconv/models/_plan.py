@@ -5,7 +5,8 @@ Planning happens once per (mode, batch size):
   2. a final sigmoid/softmax is split off as the *head*: training and evaluation
      hand the logits before it to the loss kernel, prediction applies it;
   3. Conv2D -> ReLU -> MaxPooling2D and Conv2D -> ReLU become one fused step when the
-     backend exports the fused ops (fastconv.kernels.fuses), else unfused steps;
+     backend exports the fused ops (fastconv.kernels.fuses), else unfused steps (so do
+     BatchNormalization -> ReLU in training; in inference on cpu BN folds into its conv);
   4. every step allocates its output, workspace (argmax, dropout mask) and, when
      training, input-gradient buffers once with the backend's empty(); Flatten and
      inference-time Dropout are views/aliases and cost nothing.
@@ -138,20 +139,21 @@ def require_ops(ops, K, training):
                 f"'reference' for this model")
 
 
-def describe(ops, K):
+def describe(ops, K, training=False):
     """Human-readable step names after fusion (for tests and debugging)."""
-    return [kind for kind, _, _ in _group(ops, K)]
+    return [kind for kind, _, _ in _group(ops, K, bn_relu=training)]
 
 
-def _group(ops, K, fold_bn=False):
+def _group(ops, K, fold_bn=False, bn_relu=False):
     """[(step kind, [ops], input step indices (-1: the model input))] after fusion on
     backend K. conv -> relu (-> maxpool) fuse when they follow each other and each op's
     only consumer is the next (a tensor a second layer reads stays a step's output); a
     SeparableConv2D's relu fuses into its pointwise conv (conv2d_relu) on the same terms.
-    fold_bn (inference on the cpu backend): a BatchNormalization that is the only reader
+    fold_bn (inference on the cpu and cuda backends): a BatchNormalization that is the only reader
     of a Conv2D or SeparableConv2D folds into that conv's weights and bias (FoldedBN), so
     conv -> BN -> relu (-> maxpool) runs as one fused conv step; the group then holds the
-    BN op after the conv."""
+    BN op after the conv. bn_relu (training): a BatchNormalization whose only reader is a
+    relu fuses with it (batchnorm_relu, when K exports the pair) into one BatchNormStep."""
     consumers = [0] * len(ops)
     for op in ops:
         for i in op.inputs:
@@ -186,6 +188,10 @@ def _group(ops, K, fold_bn=False):
         elif (op.kind == "sepconv" and feeds(e, e + 1) and ops[e + 1].kind == "act"
               and ops[e + 1].act == "relu" and kernels.fuses(K, "conv2d_relu")):
             group, kind = ops[i:e + 2], "sepconv_relu"    # the pointwise conv + relu
+        elif (bn_relu and op.kind == "batchnorm" and feeds(i, i + 1)
+              and ops[i + 1].kind == "act" and ops[i + 1].act == "relu"
+              and kernels.fuses(K, "batchnorm_relu")):
+            group, kind = ops[i:i + 2], "batchnorm_relu"
         out.append((kind, group, tuple(step_of[j] for j in op.inputs)))
         i += len(group)
         step_of[i - 1] = len(out) - 1
@@ -197,28 +203,24 @@ class FoldedBN:
     gamma / sqrt(moving_variance + epsilon), kernel' = kernel * s (over the output
     channels, the last axis) and bias' = (bias - moving_mean) * s + beta, so that
     conv(x, kernel') + bias' is BN(conv(x, kernel) + bias). refresh() recomputes both
-    from the layers' current weights into buffers allocated here (in place: a forward
-    allocates nothing), so training or set_weights between predictions is seen; it
-    costs one pass over the kernel, next to a forward's N * OH * OW passes."""
+    from the layers' current weights with the backend's batchnorm_fold (on cuda one
+    device launch) into buffers allocated here (a forward allocates nothing), so training
+    or set_weights between predictions is seen; it costs one pass over the kernel, next
+    to a forward's N * OH * OW passes."""
 
-    def __init__(self, bn_layer, kernel, bias, channels):
-        self.bn, self.kernel, self.bias = bn_layer, kernel, bias
-        self.w = np.empty_like(kernel)
-        self.b = np.empty(channels, np.float32)
-        self.s = np.empty(channels, np.float32)
-        self.ones = np.ones(channels, np.float32)
-        self.zeros = np.zeros(channels, np.float32)
+    def __init__(self, K, bn_layer, kernel, bias, channels):
+        self.K, self.bn, self.kernel = K, bn_layer, kernel
+        self.w = K.empty(tuple(kernel.shape))
+        self.b = K.empty((channels,))
+        const = {v: K.to_device(np.full(channels, v, np.float32)) for v in (0.0, 1.0)}
+        self.bias = const[0.0] if bias is None else bias
+        weights = dict(zip(bn_layer.weight_names, bn_layer._weights))
+        self.args = (weights.get("gamma", const[1.0]), weights.get("beta", const[0.0]),
+                     weights["moving_mean"], weights["moving_variance"])
 
     def refresh(self):
-        weights = dict(zip(self.bn.weight_names, self.bn._weights))
-        np.add(weights["moving_variance"], np.float32(self.bn.epsilon), out=self.s)
-        np.sqrt(self.s, out=self.s)
-        np.divide(weights.get("gamma", self.ones), self.s, out=self.s)
-        np.multiply(self.kernel, self.s, out=self.w)
-        np.subtract(self.zeros if self.bias is None else self.bias, weights["moving_mean"],
-                    out=self.b)
-        np.multiply(self.b, self.s, out=self.b)
-        np.add(self.b, weights.get("beta", self.zeros), out=self.b)
+        self.K.batchnorm_fold(self.kernel, self.bias, *self.args, self.bn.epsilon,
+                              out=(self.w, self.b))
 
 
 # --------------------------------------------------------------------------- steps
@@ -275,7 +277,7 @@ class ConvStep(Step):
         self.conv_kw = {"stride": conv.strides, "padding": conv.padding}
         self.fold = None
         if len(ops) > 1 and ops[1].kind == "batchnorm":      # inference: _group(fold_bn)
-            self.fold = FoldedBN(ops[1].layer, self.w, self.b, int(self.w.shape[3]))
+            self.fold = FoldedBN(K, ops[1].layer, self.w, self.b, int(self.w.shape[3]))
             self.w, self.b = self.fold.w, self.fold.b
         self.y = K.empty(self.out_shape())                    # (N, OH, OW, F) or pooled
         self.argmax = None
@@ -385,7 +387,7 @@ class SeparableStep(DepthwiseStep):
         self._bias_and_grad(K, weights, grads, int(self.pw.shape[3]))
         self.fold = None
         if len(ops) > 1 and ops[1].kind == "batchnorm":      # inference: _group(fold_bn)
-            self.fold = FoldedBN(ops[1].layer, self.pw, self.b, int(self.pw.shape[3]))
+            self.fold = FoldedBN(K, ops[1].layer, self.pw, self.b, int(self.pw.shape[3]))
             self.pw, self.b = self.fold.w, self.fold.b
         self.zero_b = K.to_device(np.zeros(cm, np.float32))   # (C*M,) the depthwise bias
         self.y = K.empty(self.out_shape())                    # (N, OH, OW, F)
@@ -626,13 +628,16 @@ class BatchNormStep(Step):
     update_moving(), which the plan calls after backward (so a step whose loss is not
     finite, which never runs backward, leaves them as they were). Inference: the moving
     statistics. A layer without scale/center gets a constant gamma of ones / beta of
-    zeros here, and its unused gradient goes to a scratch buffer."""
+    zeros here, and its unused gradient goes to a scratch buffer. Grouped with the relu
+    that alone reads it (training, _group's batchnorm_relu), it runs the fused pair:
+    y is the relu's output, and backward masks dy by y > 0 inside batchnorm's passes."""
 
     def __init__(self, K, n, x, ops, grads, training):
         super().__init__(K, n, x, ops)
         layer = ops[0].layer
         self.layer = layer if layer.trainable_weight_count() else None
         self.bn, self.training = layer, training
+        self.relu = ops[-1].kind == "act"                   # batchnorm_relu (training)
         weights = list(layer._weights)
         c = tuple(x.shape)[-1]
         grads = list(grads) if training else []
@@ -651,16 +656,21 @@ class BatchNormStep(Step):
     def forward(self):
         bn = self.bn
         if self.training:
-            self.K.batchnorm_train_forward(self.x, self.gamma, self.beta, bn.epsilon,
-                                           out=(self.y, self.mean, self.var))
+            fwd = (self.K.batchnorm_relu_train_forward if self.relu
+                   else self.K.batchnorm_train_forward)
+            fwd(self.x, self.gamma, self.beta, bn.epsilon, out=(self.y, self.mean, self.var))
         else:
             self.K.batchnorm_infer_forward(self.x, self.gamma, self.beta, self.moving_mean,
                                            self.moving_var, bn.epsilon, out=self.y)
 
     def backward(self):
-        self.K.batchnorm_backward(self.dy, self.x, self.gamma, self.mean, self.var,
-                                  self.bn.epsilon, need_dx=self.dx is not None,
-                                  out=(self.dx, self.dgamma, self.dbeta))
+        kw = dict(need_dx=self.dx is not None, out=(self.dx, self.dgamma, self.dbeta))
+        if self.relu:
+            self.K.batchnorm_relu_backward(self.dy, self.y, self.x, self.gamma, self.mean,
+                                           self.var, self.bn.epsilon, **kw)
+        else:
+            self.K.batchnorm_backward(self.dy, self.x, self.gamma, self.mean, self.var,
+                                      self.bn.epsilon, **kw)
 
     def update_moving(self, guard=None):
         """The moving statistics' Keras update. guard (cuda's device-side step): the step
@@ -791,10 +801,11 @@ class Plan:
         self.steps = []
         self.inputs = []            # per step: the steps whose outputs it reads (-1: x)
         ref = {-1: -1}              # group index -> the step holding its output (-1: x)
-        # BatchNormalization folds into its conv in inference on the fast cpu engine; the
-        # reference keeps the textbook composition (the oracle the cpu plan is tested
-        # against), cuda its BN step (folding there would need a device kernel)
-        groups = _group(ops, K, fold_bn=not training and getattr(K, "NAME", None) == "cpu")
+        # BatchNormalization folds into its conv in inference on the fast engines (cpu,
+        # cuda: batchnorm_fold); the reference keeps the textbook composition (the oracle
+        # the fast plans are tested against)
+        fold = not training and getattr(K, "NAME", None) in ("cpu", "cuda")
+        groups = _group(ops, K, fold_bn=fold, bn_relu=training)
         for g, (kind, group, inputs) in enumerate(groups):
             ins = tuple(ref[j] for j in inputs)
             if kind in ("dropout", "augment") and not training:
@@ -830,7 +841,7 @@ class Plan:
                 step = GlobalPoolStep(K, n, cur, group)
             elif kind == "rescale":
                 step = RescaleStep(K, n, cur, group)
-            elif kind == "batchnorm":
+            elif kind in ("batchnorm", "batchnorm_relu"):
                 step = BatchNormStep(K, n, cur, group, model._grads_of(group[0].layer, K)
                                      if training else (), training)
             elif kind == "add":

@@ -228,7 +228,7 @@ class Model:
         """The kernel steps a plan runs on this device, e.g. ['conv2d_relu_maxpool', ...]."""
         self.require_built("plan")
         ops, head = self._logical_ops()
-        steps = describe(ops, self._backend())
+        steps = describe(ops, self._backend(), training)
         if head is not None:
             steps.append(f"{head.act} (folded into the loss)" if training else head.act)
         return steps

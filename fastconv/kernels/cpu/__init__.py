@@ -13,8 +13,8 @@ from .activations import (  # noqa: F401
     dropout_backward, dropout_forward, relu_backward, relu_forward, sigmoid_backward,
     sigmoid_forward, softmax_backward, softmax_forward)
 from .batchnorm import (  # noqa: F401
-    batchnorm_backward, batchnorm_infer_forward, batchnorm_moving_update,
-    batchnorm_train_forward)
+    batchnorm_backward, batchnorm_fold, batchnorm_infer_forward, batchnorm_moving_update,
+    batchnorm_relu_backward, batchnorm_relu_train_forward, batchnorm_train_forward)
 from .dense import dense_backward, dense_forward  # noqa: F401
 from .globalpool import (  # noqa: F401
     global_avgpool2d_backward, global_avgpool2d_forward, global_maxpool2d_backward,

@@ -26,8 +26,8 @@ from .pool import (  # noqa: F401
     avgpool2d_backward, avgpool2d_forward, maxpool2d_backward, maxpool2d_forward)
 from .rescale import rescale_backward, rescale_forward  # noqa: F401
 from .batchnorm import (  # noqa: F401
-    batchnorm_backward, batchnorm_infer_forward, batchnorm_moving_update,
-    batchnorm_train_forward)
+    batchnorm_backward, batchnorm_fold, batchnorm_infer_forward, batchnorm_moving_update,
+    batchnorm_relu_backward, batchnorm_relu_train_forward, batchnorm_train_forward)
 from .conv2d import conv2d_backward, conv2d_forward  # noqa: F401
 from .depthwise import depthwise_conv2d_backward, depthwise_conv2d_forward  # noqa: F401
 from .dense import dense_backward, dense_forward  # noqa: F401

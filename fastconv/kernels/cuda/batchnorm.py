@@ -36,6 +36,10 @@ computed once per call (scratch: _mem.workspace, per thread and context). All in
 math is uint32 (operands below 2**31 elements, check_int32_indexable). Device code is
 float32 only (no float64 in the PTX: tests/test_cuda_ptx.py).
 
+The fused BatchNormalization -> ReLU pair (batchnorm_relu_*) launches the same kernels
+but for bn_relu_apply (y = max(., 0) in the normalize pass) and, backward,
+bn_relu_grad_part / bn_relu_grad_x, which read dy only where y > 0.
+
 Host-side value checks: batchnorm_infer_forward refuses moving_variance + epsilon <= 0
 as the reference does when moving_variance is a host array; a device one is not read
 back (that would copy it), and a channel with moving_variance + epsilon <= 0 then gives
@@ -233,6 +237,74 @@ def bn_grad_x(dy, x, mean, fac, dx, c):
 
 
 @cuda.jit
+def bn_relu_grad_part(dy, y, x, mean, part, m, c, rows):
+    """bn_grad_part with dy counted only where y > 0 (the fused BatchNormalization ->
+    ReLU's backward, y its forward's output). Launched as bn_stats_part."""
+    sh1 = cuda.shared.array(BN_MAX, float32)
+    sh2 = cuda.shared.array(BN_MAX, float32)
+    tx, ty, tc, tp, ch, k, r0, end = _tile(rows, m)
+    s1 = float32(0.0)
+    s2 = float32(0.0)
+    if ch < c:
+        mu = mean[ch]
+        r = uint32(r0 + ty)
+        while r < end:
+            i = uint32(r * c + ch)
+            if y[i] > float32(0.0):
+                g = dy[i]
+                s1 += g
+                s2 += g * (x[i] - mu)
+            r = uint32(r + tp)
+    _store_partials(sh1, sh2, s1, s2, part, tx, ty, tc, tp, ch, k, c)
+
+
+@cuda.jit
+def bn_relu_apply(x, center, scale, beta, y, c):
+    """bn_apply then max(., 0): y[r, ch] = max((x[r, ch] - center[ch]) * scale[ch]
+    + beta[ch], 0). Grid-stride over the flat array; y may be x."""
+    i = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    step = uint32(cuda.gridDim.x * cuda.blockDim.x)
+    n = uint32(y.size)
+    while i < n:
+        ch = uint32(i % c)
+        y[i] = max((x[i] - center[ch]) * scale[ch] + beta[ch], float32(0.0))
+        i = uint32(i + step)
+
+
+@cuda.jit
+def bn_relu_grad_x(dy, y, x, mean, fac, dx, c):
+    """bn_grad_x with dy masked by y > 0. Grid-stride."""
+    i = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    step = uint32(cuda.gridDim.x * cuda.blockDim.x)
+    n = uint32(dx.size)
+    while i < n:
+        ch = uint32(i % c)
+        g = dy[i] if y[i] > float32(0.0) else float32(0.0)
+        xhat = (x[i] - mean[ch]) * fac[ch]
+        dx[i] = fac[uint32(c + ch)] * (g - fac[uint32(2 * c + ch)]
+                                       - xhat * fac[uint32(3 * c + ch)])
+        i = uint32(i + step)
+
+
+@cuda.jit
+def bn_fold(kernel, bias, gamma, beta, mm, mv, eps, w, b, f):
+    """A BatchNormalization folded into the conv before it: w[i] = kernel[i] * s[ch] (ch
+    = i % f, kernel and w (rows * f,)), b = (bias - mm) * s + beta (the threads of
+    i < f), s = gamma / sqrt(mv + eps) computed where it is used, the same way by every
+    thread (one launch, no scratch). Grid-stride."""
+    i = uint32(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x)
+    step = uint32(cuda.gridDim.x * cuda.blockDim.x)
+    n = uint32(w.size)
+    while i < n:
+        ch = uint32(i % f)
+        s = gamma[ch] / math.sqrt(mv[ch] + eps)
+        w[i] = kernel[i] * s
+        if i < f:
+            b[ch] = (bias[ch] - mm[ch]) * s + beta[ch]
+        i = uint32(i + step)
+
+
+@cuda.jit
 def bn_moving(moving_mean, moving_var, mean, var, mom, one_minus_mom, stats, guarded):
     """moving = moving * mom + batch * (1 - mom) for the mean and the variance, all (C,),
     in place; skipped when guarded != 0 and stats[BAD] != 0 (fit's device step; stats is
@@ -259,6 +331,11 @@ KERNELS = [
     KernelSpec("bn_infer_scale", bn_infer_scale, (_F1, _F1, float32, _F1), _launch.ELEMENTWISE),
     KernelSpec("bn_apply", bn_apply, (_F1,) * 5 + (uint32,), _launch.ELEMENTWISE),
     KernelSpec("bn_grad_x", bn_grad_x, (_F1,) * 5 + (uint32,), _launch.ELEMENTWISE),
+    KernelSpec("bn_relu_grad_part", bn_relu_grad_part, (_F1,) * 5 + _U3, _launch.BN),
+    KernelSpec("bn_relu_apply", bn_relu_apply, (_F1,) * 5 + (uint32,), _launch.ELEMENTWISE),
+    KernelSpec("bn_relu_grad_x", bn_relu_grad_x, (_F1,) * 6 + (uint32,), _launch.ELEMENTWISE),
+    KernelSpec("bn_fold", bn_fold, (_F1,) * 6 + (float32, _F1, _F1, uint32),
+               _launch.ELEMENTWISE),
     KernelSpec("bn_moving", bn_moving, (_F1,) * 4 + (float32, float32, _F1, int32),
                _launch.ELEMENTWISE),
 ]
@@ -306,11 +383,20 @@ def _elementwise(size):
     return blocks_for(size, threads, _launch.MAX_BLOCKS), threads
 
 
-def _check_x(op, x):
-    m, c = check_bn_x(op, "x", checkable(x))
-    check_float32(op, "x", x)
+def _check_x(op, x, name="x"):
+    m, c = check_bn_x(op, name, checkable(x))
+    check_float32(op, name, x)
     check_int32_indexable(op, x.shape)
     return m, c, tuple(int(s) for s in x.shape)
+
+
+def _refuse_bad_host_variance(op, moving_variance, eps):
+    """The reference's moving_variance + epsilon > 0, for a host moving_variance."""
+    if isinstance(moving_variance, np.ndarray):
+        mv = moving_variance.astype(np.float64) + eps
+        if (mv <= 0).any():
+            raise ValueError(f"{op}: moving_variance + epsilon must be > 0, got a minimum "
+                             f"of {float(mv.min())!r}")
 
 
 def _vectors(op, c, **vectors):
@@ -319,9 +405,9 @@ def _vectors(op, c, **vectors):
     return [flat(device_in(op, k, v)) for k, v in vectors.items()]
 
 
-def batchnorm_train_forward(x, gamma, beta, epsilon=1e-3, out=None):
-    """(y, mean, var) as the reference: y (x's shape), mean and var (C,) float32 (var
-    biased), device arrays or the out=(y, mean, var) buffers (each one or None)."""
+def _train_forward(x, gamma, beta, epsilon, out, apply):
+    """batchnorm_train_forward's checks and statistics, then apply (bn_apply, or
+    bn_relu_apply for the fused pair) writes y."""
     op = "batchnorm_train_forward"
     m, c, shape = _check_x(op, x)
     check_channel_vectors(op, c, np.float32, gamma=checkable(gamma), beta=checkable(beta))
@@ -336,8 +422,20 @@ def batchnorm_train_forward(x, gamma, beta, epsilon=1e-3, out=None):
     scale = workspace("batchnorm_scale", (c,))
     bn_stats_final[_per_channel(c)](part, xf, g, chunks, np.float32(m), np.float32(eps),
                                     flat(mean), flat(var), scale)
-    bn_apply[_elementwise(xf.size)](xf, flat(mean), scale, b, flat(y), np.uint32(c))
+    apply[_elementwise(xf.size)](xf, flat(mean), scale, b, flat(y), np.uint32(c))
     return finish(y, host_y), finish(mean, host_mean), finish(var, host_var)
+
+
+def batchnorm_train_forward(x, gamma, beta, epsilon=1e-3, out=None):
+    """(y, mean, var) as the reference: y (x's shape), mean and var (C,) float32 (var
+    biased), device arrays or the out=(y, mean, var) buffers (each one or None)."""
+    return _train_forward(x, gamma, beta, epsilon, out, bn_apply)
+
+
+def batchnorm_relu_train_forward(x, gamma, beta, epsilon=1e-3, out=None):
+    """(y, mean, var) as the reference: batchnorm_train_forward with y = max(y, 0) in its
+    normalize pass (bn_relu_apply). out= as there."""
+    return _train_forward(x, gamma, beta, epsilon, out, bn_relu_apply)
 
 
 def batchnorm_infer_forward(x, gamma, beta, moving_mean, moving_variance, epsilon=1e-3,
@@ -351,11 +449,7 @@ def batchnorm_infer_forward(x, gamma, beta, moving_mean, moving_variance, epsilo
                           moving_mean=checkable(moving_mean),
                           moving_variance=checkable(moving_variance))
     eps = check_number(op, "epsilon", epsilon, positive=True)
-    if isinstance(moving_variance, np.ndarray):
-        mv = moving_variance.astype(np.float64) + eps
-        if (mv <= 0).any():
-            raise ValueError(f"{op}: moving_variance + epsilon must be > 0, got a minimum "
-                             f"of {float(mv.min())!r}")
+    _refuse_bad_host_variance(op, moving_variance, eps)
     [(y, host)] = out_buffers(op, ("out", out, shape, np.float32))
     g, b, mm, mv = _vectors(op, c, gamma=gamma, beta=beta, moving_mean=moving_mean,
                             moving_variance=moving_variance)
@@ -366,11 +460,15 @@ def batchnorm_infer_forward(x, gamma, beta, moving_mean, moving_variance, epsilo
     return finish(y, host)
 
 
-def batchnorm_backward(dy, x, gamma, mean, var, epsilon=1e-3, need_dx=True, out=None):
-    """(dx or None, dgamma, dbeta) as the reference: dx (x's shape), dgamma and dbeta
-    (C,), device arrays or the out=(dx, dgamma, dbeta) buffers (out[0] is not used
-    without need_dx)."""
+def _backward(dy, x, gamma, mean, var, epsilon, need_dx, out, y=None):
+    """batchnorm_backward's checks and launches; y given (the fused pair): dy counts only
+    where y > 0 in both passes (relu_backward's checks first, as the reference's
+    composition makes them)."""
     op = "batchnorm_backward"
+    if y is not None:
+        _validate.check_float_array("relu_backward", "dy", checkable(dy))
+        _validate.check_float_array("relu_backward", "y", checkable(y))
+        _validate.check_same_shape("relu_backward", "dy", checkable(dy), "y", checkable(y))
     m, c, shape = _check_x(op, x)
     _validate.check_float_array(op, "dy", checkable(dy))
     _validate.check_same_shape(op, "x", checkable(x), "dy", checkable(dy))
@@ -387,16 +485,65 @@ def batchnorm_backward(dy, x, gamma, mean, var, epsilon=1e-3, need_dx=True, out=
     g, mu, v = _vectors(op, c, gamma=gamma, mean=mean, var=var)
     xf = flat(device_in(op, "x", x))
     dyf = flat(device_in(op, "dy", dy))
-    part, chunks = _part(bn_grad_part, m, c, dyf, xf, mu)
+    if y is None:
+        part, chunks = _part(bn_grad_part, m, c, dyf, xf, mu)
+    else:
+        check_float32("relu_backward", "y", y)
+        yf = flat(device_in("relu_backward", "y", y))
+        part, chunks = _part(bn_relu_grad_part, m, c, dyf, yf, xf, mu)
     fac = workspace("batchnorm_fac", (4 * c,))
     bn_grad_final[_per_channel(c)](part, g, v, chunks, np.float32(m), np.float32(eps),
                                    flat(dg), flat(db), fac)
     dx = None
     if need_dx:
         buf, host_dx = bufs[2]
-        bn_grad_x[_elementwise(xf.size)](dyf, xf, mu, fac, flat(buf), np.uint32(c))
+        if y is None:
+            bn_grad_x[_elementwise(xf.size)](dyf, xf, mu, fac, flat(buf), np.uint32(c))
+        else:
+            bn_relu_grad_x[_elementwise(xf.size)](dyf, yf, xf, mu, fac, flat(buf),
+                                                  np.uint32(c))
         dx = finish(buf, host_dx)
     return dx, finish(dg, host_dg), finish(db, host_db)
+
+
+def batchnorm_backward(dy, x, gamma, mean, var, epsilon=1e-3, need_dx=True, out=None):
+    """(dx or None, dgamma, dbeta) as the reference: dx (x's shape), dgamma and dbeta
+    (C,), device arrays or the out=(dx, dgamma, dbeta) buffers (out[0] is not used
+    without need_dx)."""
+    return _backward(dy, x, gamma, mean, var, epsilon, need_dx, out)
+
+
+def batchnorm_relu_backward(dy, y, x, gamma, mean, var, epsilon=1e-3, need_dx=True,
+                            out=None):
+    """(dx or None, dgamma, dbeta) as the reference: batchnorm_backward of dy masked by
+    y > 0 (y the fused forward's output), inside both passes (bn_relu_grad_part,
+    bn_relu_grad_x): no masked copy of dy. out= as batchnorm_backward's."""
+    return _backward(dy, x, gamma, mean, var, epsilon, need_dx, out, y)
+
+
+def batchnorm_fold(kernel, bias, gamma, beta, moving_mean, moving_variance, epsilon=1e-3,
+                   out=None):
+    """(kernel', bias') as the reference: the BN folded into the conv before it (kernel
+    (..., F), the vectors (F,)), device arrays or the out=(kernel', bias') buffers; one
+    launch (bn_fold). A host moving_variance is checked as the reference's; a device
+    one is not read back (a channel with moving_variance + epsilon <= 0 gives NaN/inf)."""
+    op = "batchnorm_fold"
+    _, f, shape = _check_x(op, kernel, "kernel")
+    check_channel_vectors(op, f, np.float32, of="kernel's output channels",
+                          bias=checkable(bias), gamma=checkable(gamma), beta=checkable(beta),
+                          moving_mean=checkable(moving_mean),
+                          moving_variance=checkable(moving_variance))
+    eps = check_number(op, "epsilon", epsilon, positive=True)
+    _refuse_bad_host_variance(op, moving_variance, eps)
+    o_w, o_b = _validate.out_tuple(op, out, 2)
+    (w, host_w), (b, host_b) = out_buffers(op, ("out[0]", o_w, shape, np.float32),
+                                           ("out[1]", o_b, (f,), np.float32))
+    vecs = [flat(device_in(op, name, v)) for name, v in (
+        ("bias", bias), ("gamma", gamma), ("beta", beta), ("moving_mean", moving_mean),
+        ("moving_variance", moving_variance))]
+    kf = flat(device_in(op, "kernel", kernel))
+    bn_fold[_elementwise(kf.size)](kf, *vecs, np.float32(eps), flat(w), flat(b), np.uint32(f))
+    return finish(w, host_w), finish(b, host_b)
 
 
 def batchnorm_moving_update(moving_mean, moving_variance, mean, var, momentum=0.99,

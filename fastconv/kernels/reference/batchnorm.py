@@ -11,11 +11,14 @@ Backward (xhat = (x - mean) / sqrt(var + epsilon), the batch statistics):
   dbeta = sum(dy), dgamma = sum(dy * xhat),
   dx = gamma / sqrt(var + epsilon) * (dy - dbeta / M - xhat * dgamma / M).
 A layer without scale/center passes gamma = ones, beta = zeros.
+The fused BatchNormalization -> ReLU pair (batchnorm_relu_*) is the composition with
+relu_forward / relu_backward (activations.py), spelled out at the end.
 """
 import numpy as np
 
 from .. import _validate
 from .._norm_checks import check_bn_x, check_channel_vectors, check_number
+from .activations import relu_backward, relu_forward
 
 
 def _rows(x):
@@ -86,3 +89,40 @@ def batchnorm_moving_update(moving_mean, moving_variance, mean, var, momentum=0.
     for moving, batch in ((moving_mean, mean), (moving_variance, var)):
         moving[...] = (moving.astype(np.float64) * mom
                        + batch.astype(np.float64) * (1.0 - mom)).astype(moving.dtype)
+
+
+
+def batchnorm_fold(kernel, bias, gamma, beta, moving_mean, moving_variance, epsilon=1e-3):
+    """(kernel', bias'): a BatchNormalization in inference folded into the convolution
+    before it. kernel (..., F) (a Conv2D's (KH, KW, C, F), a pointwise (1, 1, C, F)), the
+    conv's bias and the BN's vectors (F,); with s = gamma / sqrt(moving_variance +
+    epsilon): kernel' = kernel * s (over the last axis), bias' = (bias - moving_mean) * s
+    + beta, so conv(x, kernel') + bias' = BN(conv(x, kernel) + bias). New arrays."""
+    op = "batchnorm_fold"
+    _, f = check_bn_x(op, "kernel", kernel)
+    check_channel_vectors(op, f, kernel.dtype, of="kernel's output channels", bias=bias,
+                          gamma=gamma, beta=beta, moving_mean=moving_mean,
+                          moving_variance=moving_variance)
+    eps = check_number(op, "epsilon", epsilon, positive=True)
+    mv = moving_variance.astype(np.float64)
+    if (mv + eps <= 0).any():
+        raise ValueError(f"{op}: moving_variance + epsilon must be > 0, got a minimum of "
+                         f"{float((mv + eps).min())!r}")
+    s = gamma.astype(np.float64) / np.sqrt(mv + eps)
+    w = kernel.astype(np.float64) * s
+    b = (bias.astype(np.float64) - moving_mean) * s + beta
+    return w.astype(kernel.dtype), b.astype(kernel.dtype)
+
+# -- BatchNormalization -> ReLU, the fused training pair (kernels.FUSED_KINDS) ----------
+
+def batchnorm_relu_train_forward(x, gamma, beta, epsilon=1e-3):
+    """(y, mean, var): y = relu_forward(batchnorm_train_forward(x, gamma, beta)[0]), mean
+    and var the batch statistics, as batchnorm_train_forward's."""
+    y, mean, var = batchnorm_train_forward(x, gamma, beta, epsilon)
+    return relu_forward(y), mean, var
+
+
+def batchnorm_relu_backward(dy, y, x, gamma, mean, var, epsilon=1e-3, need_dx=True):
+    """(dx or None, dgamma, dbeta) of batchnorm_relu_train_forward given dy and its y:
+    batchnorm_backward(relu_backward(dy, y), x, gamma, mean, var, epsilon)."""
+    return batchnorm_backward(relu_backward(dy, y), x, gamma, mean, var, epsilon, need_dx)
