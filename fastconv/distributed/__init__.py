@@ -21,7 +21,7 @@ from ._comm import (DistributedError, code_of, describe, launched_by_mpi, report
                     shard, world)
 from ._trainer import DistributedFit
 
-__all__ = ["DistributedError", "DistributedFit", "code_of", "describe", "fit",
+__all__ = ["DistributedError", "DistributedFit", "code_of", "describe", "evaluate", "fit",
            "launched_by_mpi", "report_and_abort", "shard", "world"]
 
 
@@ -30,3 +30,10 @@ def fit(model, distributed, fit_fn, args):
     with the step, the batches and the start of training made data-parallel;
     `distributed` is True (COMM_WORLD) or an mpi4py communicator."""
     return DistributedFit(model, world(distributed)).run(fit_fn, args)
+
+
+def evaluate(model, distributed, evaluate_fn, data, batch_size):
+    """model.evaluate(..., distributed=...) (models.training): evaluate_fn(data,
+    batch_size) with each rank evaluating its slice of every batch and the sums
+    Allreduced, after rank 0's weights are broadcast."""
+    return DistributedFit(model, world(distributed)).evaluate(evaluate_fn, data, batch_size)

@@ -4,9 +4,17 @@ and, through model._batches, its batches) and removes at the end.
 
 The exchange buffer (float32, one per fit):
     [ gradients of every trainable weight, each at a 16-float aligned offset | padding
-      | BatchNormalization moving statistics | loss sum, correct count, non-finite flag,
-      batch size, step number ]  (the last two: every rank must be at the same step;
-      after its last batch of an epoch a rank exchanges the buffer zeroed, batch size 0)
+      | BatchNormalization moving statistics | the streamed metrics' counts of the step
+      (metrics.state_of: precision's tp/fp/fn, auc's 4 x 200 histograms, ...) | loss sum,
+      correct count, non-finite flag, batch size, step number ]  (the last two: every
+      rank must be at the same step; after its last batch of an epoch a rank exchanges
+      the buffer zeroed, batch size 0)
+A step's metric counts are at most its batch's element count, exact in float32 below
+2**24 (16.7 M: a global batch of 16,000 images of 1,000 classes); they are added into
+the model's int64 streams after the exchange, so every rank logs the global batch's
+values, step by step, as one process does. Regularizer penalties need no exchange: the
+weights are the same on every rank, so each adds the same penalty and its gradient to
+the averaged gradients after the exchange.
 The model's gradient buffers (model._grads) are views of its first part, so backward
 writes them in place; one Allreduce(IN_PLACE, SUM) per step exchanges the whole buffer.
 """
@@ -18,6 +26,8 @@ import numpy as np
 
 from ..layers.normalization import BatchNormalization
 from ..models import batches as plain
+from ..models import metrics as metrics_mod
+from ..models import weighting
 from ..models._plan import device_kit
 from ._comm import DistributedError, code_of, describe, report_and_abort, shard
 
@@ -59,22 +69,36 @@ class DistributedFit:
                 report_and_abort(self.comm, describe(exc), code_of(exc))
             raise
 
-    def _check_setup(self, args):
+    def evaluate(self, evaluate_fn, data, batch_size):
+        """evaluate_fn(data, batch_size) with this rank's slices (eval_batches) summed
+        across ranks (reduce_eval); a rank that fails stops every rank."""
+        m = self.model
+        if getattr(m, "_distributed", None) is not None:   # inside a distributed fit
+            return evaluate_fn(data, batch_size)
+        try:
+            self._check_device("evaluate")
+            self._broadcast_weights()
+            m._distributed = self
+            try:
+                return evaluate_fn(data, batch_size)
+            finally:
+                m._distributed = None
+        except BaseException as exc:
+            if self.size > 1:
+                report_and_abort(self.comm, describe(exc), code_of(exc))
+            raise
+
+    def _check_device(self, what):
         m = self.model
         if device_kit(m._backend()) is not None:
             raise DistributedError(
-                f"{m.name}.fit(distributed=...): data-parallel training runs on the cpu "
+                f"{m.name}.{what}(distributed=...): data-parallel training runs on the cpu "
                 f"and reference devices so far, not on {m.device!r} (the NCCL / "
                 f"host-staged GPU path is not built yet)")
-        from ..models.metrics import ACCURACY
-        streamed = [k for k in m.metrics if k not in ACCURACY]
-        if streamed or m._regularized():
-            what = (f"the metrics {', '.join(streamed)}" if streamed else
-                    "weight regularizers (kernel_regularizer / bias_regularizer)")
-            raise DistributedError(
-                f"{m.name}.fit(distributed=...): {what} are not supported under MPI yet "
-                f"(each rank would see only its slice); compile with metrics=['accuracy'] "
-                f"and no regularizer for data-parallel training")
+
+    def _check_setup(self, args):
+        m = self.model
+        self._check_device("fit")
         x, b = args["x"], args["batch_size"]
         if isinstance(x, np.ndarray) and isinstance(b, int) and 0 < b < self.size:
             raise DistributedError(
@@ -87,9 +111,12 @@ class DistributedFit:
         seed, states = comm.bcast((m.seed, m.rng_states()) if self.rank == 0 else None,
                                   root=0)
         m.set_rng_states(seed, states)
-        for layer in m.layers:
+        self._broadcast_weights()
+
+    def _broadcast_weights(self):
+        for layer in self.model.layers:
             for w in layer._weights:
-                comm.Bcast(w, root=0)
+                self.comm.Bcast(w, root=0)
 
     def _flat_buffer(self):
         """The exchange buffer, the model's gradient buffers made views of it."""
@@ -106,13 +133,16 @@ class DistributedFit:
                 offset += -(-int(np.prod(s)) // ALIGN) * ALIGN
         self.grads_end = offset
         self.moving_end = offset + sum(int(w.size) for w in self.moving)
-        buf = np.zeros(self.moving_end + STATS, np.float32)
+        self.local_streams = metrics_mod.make(m.metrics)     # this rank's slice, per step
+        self.metrics_end = self.moving_end + metrics_mod.state_of(self.local_streams).size
+        buf = np.zeros(self.metrics_end + STATS, np.float32)
         views = iter(buf[o:o + int(np.prod(s))].reshape(s) for o, s in places)
         m._grads = {l.name: tuple(next(views) for _ in ss) for l, ss in shapes}
         m._invalidate()                  # the plans are rebuilt on these buffers
         self.buffer = buf
         self.grads = buf[:self.grads_end]
-        self.stats = buf[self.moving_end:]
+        self.counts = buf[self.moving_end:self.metrics_end]
+        self.stats = buf[self.metrics_end:]
 
     # ------------------------------------------------------------------ per step
     def step(self, plan, loss, snaps):
@@ -125,6 +155,12 @@ class DistributedFit:
         n = plan.n
         finite = math.isfinite(loss)
         correct = plan.correct() if (m.metrics and finite) else 0
+        if self.local_streams:
+            for st in self.local_streams.values():
+                st.reset()
+            if finite:
+                m._update_streams(plan, self.local_streams)
+            self.counts[:] = metrics_mod.state_of(self.local_streams)
         if snaps is not None:
             from .._memory import copy
             for p, s in zip(plan.params, snaps):
@@ -152,8 +188,15 @@ class DistributedFit:
         self.steps += 1
         if self.stats[2] or not math.isfinite(float(self.stats[0])):
             return (loss if not finite else float("nan")), None
+        streams = getattr(m, "_streams", None)
+        if streams:
+            metrics_mod.add_states(streams, self.counts.astype(np.float64))
+        loss = float(self.stats[0]) / total
+        regs = m._regularized()
+        if regs:        # the same weights on every rank: the same penalty and gradient
+            loss += m._regularize(plan.K, plan.params, plan.grads, regs)
         m.optimizer.apply(plan.K, plan.params, plan.grads)
-        return float(self.stats[0]) / total, int(self.stats[1])
+        return loss, int(self.stats[1])
 
     def _check_in_step(self, total):
         """Every rank at the same step of the same global batch: the sums of the batch
@@ -185,8 +228,9 @@ class DistributedFit:
     # ------------------------------------------------------------------ batches
     def batches(self, data, batch_size, shuffle, training, steps=None, labels=True):
         """model._batches during the fit: training batches sharded (yielding (plan,
-        global batch size), so fit's logs count the global batch), the rest (validation)
-        whole on every rank."""
+        global batch size), so fit's logs count the global batch), the rest (a predict
+        in a callback) whole on every rank; validation and evaluate go through
+        eval_batches."""
         m = self.model
         if not training:
             yield from plain.batches(m, data, batch_size, shuffle, training, steps, labels)
@@ -207,14 +251,10 @@ class DistributedFit:
                 yield plan, stop - start
             self._check_epoch_end()
             return
-        if len(data) > 2 and data[2] is not None:
-            raise DistributedError(
-                f"{m.name}.fit(distributed=...): class_weight with a dataset is not supported "
-                f"under MPI yet; pass array x and y (or sample_weight arrays)")
-        for k, (xb, yb) in enumerate(self._whole(data, steps, labels)):
+        for k, (xb, yb, wb) in enumerate(self._whole(data, steps)):
             plan = self._plan(xb.shape[0], f"batch {k}")
             first = plan.shard[1]
-            plan.load_slice(xb, yb, first, first + plan.n)
+            plan.load_slice(xb, yb, first, first + plan.n, wb)
             yield plan, xb.shape[0]
         self._check_epoch_end()
 
@@ -227,24 +267,70 @@ class DistributedFit:
         first, stop = shard(total, self.rank, self.size)
         return self.model._plan("train", stop - first, (total, first))
 
-    def _whole(self, data, steps, labels):
-        """The iterable's global batches as (x, labels) checked as models.batches does."""
+    def _whole(self, data, steps):
+        """The iterable's global batches as (x, labels, sample weights or None), checked
+        and weighted as models.batches does (class weights: data[2])."""
         m = self.model
         iterable = data[1]
+        class_vec = data[2] if len(data) > 2 else None
         if steps is not None:
             import itertools
             iterable = itertools.islice(iterable, steps)
         for k, batch in enumerate(iterable):
-            if isinstance(batch, (tuple, list)) and len(batch) >= 3:
-                raise DistributedError(
-                    f"{m.name}.fit(distributed=...): batch {k} carries sample weights, not "
-                    f"supported under MPI for datasets yet; pass arrays with sample_weight")
-            if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-                xb, yb = batch[0], batch[1]
-            else:
+            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
                 raise ValueError(f"{m.name}: batch {k} has no labels; training needs "
                                  f"(x, y) batches")
+            xb, yb = batch[0], batch[1]
+            wb = batch[2] if len(batch) >= 3 else None
             xb = m._check_x(xb, f"x of batch {k}")
-            if xb.shape[0] == 0:
+            n = xb.shape[0]
+            if n == 0:
                 continue
-            yield xb, m._prep_labels(yb, xb.shape[0], f"y of batch {k}")
+            yp = m._prep_labels(yb, n, f"y of batch {k}")
+            if class_vec is not None:
+                if wb is not None:
+                    raise ValueError(f"{m.name}: batch {k} has sample weights and fit has "
+                                     f"class_weight; pass one of them, not both (as Keras)")
+                wb = weighting.sample_weights_from_classes(m, class_vec, yp)
+            elif wb is not None:
+                wb = weighting.check_sample_weight(m, wb, n, f"sample_weight of batch {k}")
+            yield xb, yp, wb
+
+    # ------------------------------------------------------------------ evaluation
+    def eval_batches(self, data, batch_size):
+        """(plan, n) of this rank's slice of every global evaluation batch (rows
+        shard(B, rank, size) of each; a rank whose slice of a small last batch is empty
+        skips it): models.training._evaluate_data sums them, then reduce_eval."""
+        m = self.model
+        if data[0] == "arrays":
+            x, y = data[1], data[2]
+            w = data[3] if len(data) > 3 else None
+            total = x.shape[0]
+            for start in range(0, total, batch_size):
+                stop = min(start + batch_size, total)
+                lo, hi = shard(stop - start, self.rank, self.size)
+                if hi > lo:
+                    plan = m._plan("infer", hi - lo)
+                    plan.load_slice(x, y, start + lo, start + hi, w)
+                    yield plan, hi - lo
+            return
+        for xb, yb, wb in self._whole(data, None):
+            lo, hi = shard(xb.shape[0], self.rank, self.size)
+            if hi > lo:
+                plan = m._plan("infer", hi - lo)
+                plan.load_slice(xb, yb, lo, hi, wb)
+                yield plan, hi - lo
+
+    def reduce_eval(self, loss_sum, correct_sum, seen, streams):
+        """The ranks' sums of an evaluation added up (one float64 Allreduce: the loss
+        sum, the correct and sample counts, the streamed metrics' counts, in compile
+        order): (loss_sum, correct_sum, seen), `streams` holding the whole data's
+        counts."""
+        vec = np.concatenate([[loss_sum, correct_sum, seen],
+                              metrics_mod.state_of(streams)]).astype(np.float64)
+        MPI = _mpi()
+        self.comm.Allreduce(MPI.IN_PLACE, vec, op=MPI.SUM)
+        for st in streams.values():
+            st.reset()
+        metrics_mod.add_states(streams, vec[3:])
+        return float(vec[0]), int(round(vec[1])), int(round(vec[2]))
