@@ -219,3 +219,81 @@ def test_two_ranks_stream_metrics_regularize_weight_and_evaluate_as_one_process(
             np.testing.assert_allclose(r0[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
         else:                                  # ratios of integer counts: the same counts
             np.testing.assert_allclose(r0[k], ref[k], rtol=1e-12, atol=0, err_msg=k)
+
+
+def _demo_dataset(tmp_path, **kw):
+    from fastconv import data
+    root = tmp_path / "demo"
+    data.write_demo_data(str(root), train_per_class=7, validation_per_class=2,
+                         image_size=12, seed=2)
+    aug = data.Augmentation(horizontal_flip=True, rotation_range=20, zoom_range=0.2)
+    return root, data.image_dataset_from_directory(
+        str(root / "train"), image_size=(12, 12), batch_size=5, seed=4, shuffle=True,
+        augmentation=aug, workers=0, **kw)
+
+
+def test_a_data_set_decodes_only_each_ranks_slice_with_the_whole_batchs_draws(
+        tmp_path, monkeypatch):
+    """ImageDataset.shard_batches (what a rank iterates under MPI): the ranks' slices,
+    put together, are bitwise the batches one process yields (augmentation drawn for the
+    image's place in the whole batch), and each file is decoded by one rank only."""
+    from fastconv.data import dataset as D
+    _, ds = _demo_dataset(tmp_path)
+    whole = list(ds)                              # epoch 0, one process
+    decoded = []
+    real = D.decode_image
+    monkeypatch.setattr(D, "decode_image", lambda p, *a: decoded.append(p) or real(p, *a))
+    for size in (2, 3):
+        parts = []
+        for rank in range(size):
+            ds.epoch = 0
+            parts.append(list(ds.shard_batches(rank, size)))
+        assert len(decoded) == ds.num_images and len(set(decoded)) == ds.num_images
+        decoded.clear()
+        for k, (x, y) in enumerate(whole):
+            assert all(p[k][2] == x.shape[0] for p in parts)          # the batch's files
+            assert [p[k][3] for p in parts] == [shard(x.shape[0], r, size)[0]
+                                                for r in range(size)]
+            assert np.array_equal(np.concatenate([p[k][0] for p in parts]), x)
+            assert np.array_equal(np.concatenate([p[k][1] for p in parts]), y)
+
+
+def test_the_ranks_share_the_files_they_found_unreadable(tmp_path):
+    """A file only rank 1 decodes fails: its slice is one row short; after add_unreadable
+    on rank 0 (what fit does at the epoch's end, through an allgather) both ranks leave
+    it out of the next epoch's order alike."""
+    root, ds = _demo_dataset(tmp_path)
+    other = _demo_dataset(tmp_path / "again")[1]
+    ds.epoch = other.epoch = 0
+    order = ds.order(0)
+    bad = int(order[4])                 # in rank 1's rows of the first batch (2 to 4)
+    with open(ds.file_paths[bad], "wb") as f:
+        f.write(b"not an image")
+    other.file_paths[bad] = ds.file_paths[bad]
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
+        one = list(ds.shard_batches(1, 2))
+    assert one[0][0].shape[0] == 2 and one[0][2] == 5 and one[0][3] == 2
+    zero = list(other.shard_batches(0, 2))
+    assert other.unreadable() == []
+    other.add_unreadable(ds.unreadable())
+    assert np.array_equal(other.order(1), ds.order(1)) and bad not in ds.order(1)
+    assert len(other) == len(ds)
+    assert zero[0][0].shape[0] == 2
+
+
+@needs_mpi
+def test_mpirun_train_with_an_unreadable_image_trains_on_the_rest(tmp_path):
+    """One training image is not an image: the rank whose slice holds it trains on one
+    row fewer (the gradient and loss the mean over the rows trained), both ranks learn of
+    it at the epoch's end and leave it out of epoch 2 alike (else: out of step)."""
+    from fastconv import data
+    demo = tmp_path / "demo"
+    data.write_demo_data(str(demo), train_per_class=6, validation_per_class=2,
+                         image_size=32, seed=3)        # 12 - 1 images: batches 8 and 3
+    victim = sorted((demo / "train").rglob("*.*"))[3]
+    victim.write_bytes(b"not an image")
+    out = tmp_path / "run" / "model.fcm"
+    out.parent.mkdir()
+    run = _train(demo, out, 2, "--epochs", "2")
+    assert run.returncode == 0, run.stderr
+    assert "epoch 2/2" in run.stdout and victim.name in run.stderr

@@ -6,9 +6,11 @@ The exchange buffer (float32, one per fit):
     [ gradients of every trainable weight, each at a 16-float aligned offset | padding
       | BatchNormalization moving statistics | the streamed metrics' counts of the step
       (metrics.state_of: precision's tp/fp/fn, auc's 4 x 200 histograms, ...) | loss sum,
-      correct count, non-finite flag, batch size, step number ]  (the last two: every
-      rank must be at the same step; after its last batch of an epoch a rank exchanges
-      the buffer zeroed, batch size 0)
+      correct count, non-finite flag, batch size, step number, rows ]  (batch size and
+      step: every rank must be at the same step; after its last batch of an epoch a rank
+      exchanges the buffer zeroed, batch size 0. rows: the slices' rows, fewer than the
+      batch when a data set decoding by rank left out unreadable images; the gradient
+      and loss are then rescaled to the mean over the rows trained)
 A step's metric counts are at most its batch's element count, exact in float32 below
 2**24 (16.7 M: a global batch of 16,000 images of 1,000 classes); they are added into
 the model's int64 streams after the exchange, so every rank logs the global batch's
@@ -32,7 +34,8 @@ from ..models._plan import device_kit
 from ._comm import DistributedError, code_of, describe, report_and_abort, shard
 
 ALIGN = 16          # floats: each gradient starts on a 64-byte boundary
-STATS = 5           # loss sum, correct count, non-finite flag, batch size, step number
+STATS = 6           # loss sum, correct count, non-finite flag, batch size, step number,
+                    # rows trained (the batch size less unreadable images)
 
 
 def _mpi():
@@ -175,7 +178,7 @@ class DistributedFit:
         self.stats[0] = loss * n if finite else 0.0
         self.stats[1] = correct
         self.stats[2] = 0.0 if finite else 1.0
-        self.stats[3], self.stats[4] = total, self.steps
+        self.stats[3], self.stats[4], self.stats[5] = total, self.steps, n
         MPI = _mpi()
         self.comm.Allreduce(MPI.IN_PLACE, self.buffer, op=MPI.SUM)
         if self.moving:
@@ -186,12 +189,15 @@ class DistributedFit:
                 at += w.size
         self._check_in_step(total)
         self.steps += 1
+        rows = int(self.stats[5])
+        if rows != total:           # unreadable images left out: the mean over the rest
+            np.multiply(self.grads, np.float32(total / rows), out=self.grads)
         if self.stats[2] or not math.isfinite(float(self.stats[0])):
             return (loss if not finite else float("nan")), None
         streams = getattr(m, "_streams", None)
         if streams:
             metrics_mod.add_states(streams, self.counts.astype(np.float64))
-        loss = float(self.stats[0]) / total
+        loss = float(self.stats[0]) / rows
         regs = m._regularized()
         if regs:        # the same weights on every rank: the same penalty and gradient
             loss += m._regularize(plan.K, plan.params, plan.grads, regs)
@@ -251,12 +257,26 @@ class DistributedFit:
                 yield plan, stop - start
             self._check_epoch_end()
             return
-        for k, (xb, yb, wb) in enumerate(self._whole(data, steps)):
-            plan = self._plan(xb.shape[0], f"batch {k}")
-            first = plan.shard[1]
-            plan.load_slice(xb, yb, first, first + plan.n, wb)
-            yield plan, xb.shape[0]
+        for k, (xb, yb, wb, total, first) in enumerate(self._slices(data, steps)):
+            if total < self.size:
+                self._plan(total, f"batch {k}")          # the error naming the batch
+            if xb.shape[0] == 0:
+                raise DistributedError(
+                    f"{m.name}.fit(distributed=...): every image of rank {self.rank}'s "
+                    f"slice of batch {k} (from row {first} of {total}) is unreadable, "
+                    f"leaving it nothing to train on; remove the unreadable files")
+            plan = self.model._plan("train", xb.shape[0], (total, first))
+            plan.load_slice(xb, yb, 0, xb.shape[0], wb)
+            yield plan, total
         self._check_epoch_end()
+        self._share_unreadable(data)
+
+    def _share_unreadable(self, data):
+        """A data set that decodes by rank (shard_batches): every rank learns the files
+        the others found unreadable, so all leave out the same files next epoch."""
+        if data[0] != "arrays" and hasattr(data[1], "add_unreadable"):
+            for found in self.comm.allgather(data[1].unreadable()):
+                data[1].add_unreadable(found)
 
     def _plan(self, total, which):
         if total < self.size:
@@ -267,34 +287,51 @@ class DistributedFit:
         first, stop = shard(total, self.rank, self.size)
         return self.model._plan("train", stop - first, (total, first))
 
-    def _whole(self, data, steps):
-        """The iterable's global batches as (x, labels, sample weights or None), checked
-        and weighted as models.batches does (class weights: data[2])."""
+    def _slices(self, data, steps):
+        """This rank's slice of each of the iterable's global batches as (x, labels,
+        sample weights or None, the global batch's size, the slice's first row), checked
+        and weighted as models.batches does (class weights: data[2]). A data set with
+        shard_batches (ImageDataset) decodes only the slice; of any other iterable every
+        rank takes the whole batch and keeps its rows."""
         m = self.model
         iterable = data[1]
         class_vec = data[2] if len(data) > 2 else None
+        sharded = hasattr(iterable, "shard_batches")
+        if sharded:
+            iterable = iterable.shard_batches(self.rank, self.size)
         if steps is not None:
             import itertools
             iterable = itertools.islice(iterable, steps)
         for k, batch in enumerate(iterable):
-            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-                raise ValueError(f"{m.name}: batch {k} has no labels; training needs "
-                                 f"(x, y) batches")
-            xb, yb = batch[0], batch[1]
-            wb = batch[2] if len(batch) >= 3 else None
+            if sharded:
+                xb, yb, total, first = batch
+                wb = None
+            else:
+                if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+                    raise ValueError(f"{m.name}: batch {k} has no labels; training needs "
+                                     f"(x, y) batches")
+                xb, yb = batch[0], batch[1]
+                wb = batch[2] if len(batch) >= 3 else None
             xb = m._check_x(xb, f"x of batch {k}")
             n = xb.shape[0]
-            if n == 0:
-                continue
-            yp = m._prep_labels(yb, n, f"y of batch {k}")
+            if not sharded:
+                if n == 0:
+                    continue
+                total = n
+                first, stop = shard(n, self.rank, self.size)
+                yp = m._prep_labels(yb, n, f"y of batch {k}")
+                if wb is not None:
+                    wb = weighting.check_sample_weight(m, wb, n, f"sample_weight of batch {k}")
+                    wb = wb[first:stop]
+                xb, yp, n = xb[first:stop], yp[first:stop], stop - first
+            else:
+                yp = m._prep_labels(yb, n, f"y of batch {k}")
             if class_vec is not None:
                 if wb is not None:
                     raise ValueError(f"{m.name}: batch {k} has sample weights and fit has "
                                      f"class_weight; pass one of them, not both (as Keras)")
                 wb = weighting.sample_weights_from_classes(m, class_vec, yp)
-            elif wb is not None:
-                wb = weighting.check_sample_weight(m, wb, n, f"sample_weight of batch {k}")
-            yield xb, yp, wb
+            yield xb, yp, wb, total, first
 
     # ------------------------------------------------------------------ evaluation
     def eval_batches(self, data, batch_size):
@@ -314,12 +351,12 @@ class DistributedFit:
                     plan.load_slice(x, y, start + lo, start + hi, w)
                     yield plan, hi - lo
             return
-        for xb, yb, wb in self._whole(data, None):
-            lo, hi = shard(xb.shape[0], self.rank, self.size)
-            if hi > lo:
-                plan = m._plan("infer", hi - lo)
-                plan.load_slice(xb, yb, lo, hi, wb)
-                yield plan, hi - lo
+        for xb, yb, wb, _, _ in self._slices(data, None):
+            if xb.shape[0]:
+                plan = m._plan("infer", xb.shape[0])
+                plan.load_slice(xb, yb, 0, xb.shape[0], wb)
+                yield plan, xb.shape[0]
+        self._share_unreadable(data)
 
     def reduce_eval(self, loss_sum, correct_sum, seen, streams):
         """The ranks' sums of an evaluation added up (one float64 Allreduce: the loss
