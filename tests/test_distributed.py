@@ -297,3 +297,144 @@ def test_mpirun_train_with_an_unreadable_image_trains_on_the_rest(tmp_path):
     run = _train(demo, out, 2, "--epochs", "2")
     assert run.returncode == 0, run.stderr
     assert "epoch 2/2" in run.stdout and victim.name in run.stderr
+
+
+# ---------------------------------------------------------------------- the GPU path
+
+def test_the_local_rank_comes_from_the_launchers_variables_and_picks_the_gpu():
+    from fastconv.distributed import _device
+    assert _device.local_rank(None, {"OMPI_COMM_WORLD_LOCAL_RANK": "3"}) == 3
+    assert _device.local_rank(None, {"MPI_LOCALRANKID": "1"}) == 1
+    assert _device.local_rank(None, {"SLURM_LOCALID": "2", "MPI_LOCALRANKID": "x"}) == 2
+    assert _device.wanted_gpu(None, {"SLURM_LOCALID": "5"}, count=4) == 1
+    assert _device.wanted_gpu(None, {"SLURM_LOCALID": "5"}, count=1) == 0
+    with pytest.raises(distributed.DistributedError, match="sees no GPU"):
+        _device.wanted_gpu(None, {"SLURM_LOCALID": "0"}, count=0)
+
+
+class _Device:
+    """A device array as the exchange sees one: host memory behind copy_to_host /
+    copy_to_device, slices sharing it, and a __cuda_array_interface__ pointer."""
+
+    def __init__(self, data):
+        self.data = data
+        self.size = data.size
+
+    def __getitem__(self, key):
+        return _Device(self.data[key])
+
+    def copy_to_host(self, out):
+        out[...] = self.data
+
+    def copy_to_device(self, src):
+        self.data[...] = src
+
+    @property
+    def __cuda_array_interface__(self):
+        return {"data": (self.data.ctypes.data, False), "shape": self.data.shape,
+                "typestr": "<f4", "version": 3}
+
+
+class _FakeNccl:
+    """cupy.cuda.nccl's part the exchange uses, recording the calls."""
+    NCCL_FLOAT32, NCCL_SUM = 7, 0
+
+    def __init__(self):
+        self.calls = []
+
+    def get_unique_id(self):
+        return (1, 2, 3)
+
+    def NcclCommunicator(self, size, uid, rank):
+        self.calls.append(("init", size, uid, rank))
+        outer = self
+
+        class Comm:
+            def allReduce(self, send, recv, count, dtype, op, stream):
+                outer.calls.append(("allReduce", send, recv, count, dtype, op, stream))
+                import ctypes
+                buf = (ctypes.c_float * count).from_address(recv)
+                for i in range(count):            # two ranks holding the same values
+                    buf[i] *= 2
+        return Comm()
+
+
+class _ExchangeComm(_FakeComm):
+    def __init__(self):
+        super().__init__(0, 2)
+
+    def allreduce(self, value, op=None):
+        return value
+
+    def bcast(self, value, root=0):
+        return value
+
+    def Allreduce(self, send, recv, op=None):
+        recv *= 2                                   # two ranks holding the same values
+
+
+@pytest.mark.skipif(MPIRUN is None, reason="mpi4py is not installed")
+def test_nccl_is_chosen_when_a_binding_imports_and_reduces_the_device_buffer():
+    from fastconv.distributed import _device
+    fake = _FakeNccl()
+
+    def importer(name):
+        if name == "cupy.cuda.nccl":
+            return fake
+        raise ImportError(name)
+
+    assert _device.find_nccl(importer) == ("cupy.cuda.nccl", fake)
+    assert _device.find_nccl(lambda name: (_ for _ in ()).throw(OSError("no libnccl"))) \
+        is None
+    said = []
+    data = np.arange(10, dtype=np.float32)
+    ex = _device.exchange(_ExchangeComm(), 10, importer, log=said.append)
+    assert isinstance(ex, _device.Nccl) and fake.calls[0] == ("init", 2, (1, 2, 3), 0)
+    assert said == ["fastconv.distributed: 2 ranks on cuda, gradients allreduced with "
+                    "NCCL (cupy.cuda.nccl)"]
+    tail = np.array([5.0, 6.0], np.float32)
+    ex.allreduce(_Device(data), tail)
+    call = fake.calls[1]
+    assert call[0] == "allReduce" and call[1] == call[2] == data.ctypes.data
+    assert call[3:] == (10, 7, 0, 0)
+    assert np.array_equal(data, np.r_[np.arange(8) * 2, 10, 12].astype(np.float32))
+    assert np.array_equal(tail, [10, 12])
+    # no binding: staged through (pinned) host memory and MPI
+    said.clear()
+    ex = _device.exchange(_ExchangeComm(), 10, lambda n: (_ for _ in ()).throw(
+        ImportError(n)), log=said.append)
+    assert isinstance(ex, _device.HostStaged) and "pinned host memory and MPI" in said[0]
+    ex.host = np.zeros(10, np.float32)             # (cuda.pinned_array without a GPU)
+    data = np.arange(10, dtype=np.float32)
+    tail = np.array([1.0, 2.0], np.float32)
+    ex.allreduce(_Device(data), tail)
+    assert np.array_equal(data, np.r_[np.arange(8) * 2, 2, 4].astype(np.float32))
+    assert np.array_equal(tail, [2, 4])
+
+
+@needs_mpi
+def test_two_cuda_ranks_under_the_simulator_agree_and_match_one_process(tmp_path):
+    """The host-staged GPU path (no NCCL here) under the CUDA simulator: a tiny model,
+    RandomFlip and Dropout (each rank uses its rows of the whole batch's device-drawn
+    mask), 8 samples, 2 epochs of one step: the ranks' weights bitwise equal, and within
+    atol 1e-6 + rtol 1e-5 of one simulated-cuda process (measured ~4e-9)."""
+    from tests import simulator
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    env = dict(simulator.env(), NUMBA_NUM_THREADS="1")
+    env.pop("OMPI_COMM_WORLD_SIZE", None)
+    env.pop("PMI_SIZE", None)
+    flags = ["--device", "cuda", "--tiny", "--samples", "8"]
+    one = subprocess.run([sys.executable, WORKER, tmp_path / "one", "--alone", *flags],
+                         capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([*MPIRUN, "-n", "2", sys.executable, WORKER, tmp_path / "two",
+                          *flags], capture_output=True, text=True, env=env, cwd=str(ROOT),
+                         timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stderr.count("gradients allreduced with pinned host memory and MPI") == 1
+    ref = np.load(tmp_path / "one" / "rank0.npz")
+    r0, r1 = (np.load(tmp_path / "two" / f"rank{r}.npz") for r in (0, 1))
+    for k in ref.files:
+        assert np.array_equal(r0[k], r1[k]), k
+        np.testing.assert_allclose(r0[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)

@@ -30,6 +30,8 @@ from ..layers.normalization import BatchNormalization
 from ..models import batches as plain
 from ..models import metrics as metrics_mod
 from ..models import weighting
+from .._memory import copy as _copy
+from .._memory import upload
 from ..models._plan import device_kit
 from ._comm import DistributedError, code_of, describe, report_and_abort, shard
 
@@ -92,12 +94,13 @@ class DistributedFit:
             raise
 
     def _check_device(self, what):
+        """On cuda: this rank on its local rank's GPU (_device.check_gpu); self.device
+        True when the model's buffers live on a device."""
         m = self.model
-        if device_kit(m._backend()) is not None:
-            raise DistributedError(
-                f"{m.name}.{what}(distributed=...): data-parallel training runs on the cpu "
-                f"and reference devices so far, not on {m.device!r} (the NCCL / "
-                f"host-staged GPU path is not built yet)")
+        self.device = device_kit(m._backend()) is not None
+        if self.device:
+            from ._device import check_gpu
+            check_gpu(self.comm, f"{m.name}.{what}(distributed=...)")
 
     def _check_setup(self, args):
         m = self.model
@@ -117,9 +120,16 @@ class DistributedFit:
         self._broadcast_weights()
 
     def _broadcast_weights(self):
+        """Rank 0's weights on every rank (device weights through a host copy)."""
+        K = self.model._backend()
         for layer in self.model.layers:
             for w in layer._weights:
-                self.comm.Bcast(w, root=0)
+                if isinstance(w, np.ndarray):
+                    self.comm.Bcast(w, root=0)
+                else:
+                    host = np.ascontiguousarray(K.to_host(w))
+                    self.comm.Bcast(host, root=0)
+                    upload(host, w)
 
     def _flat_buffer(self):
         """The exchange buffer, the model's gradient buffers made views of it."""
@@ -138,14 +148,42 @@ class DistributedFit:
         self.moving_end = offset + sum(int(w.size) for w in self.moving)
         self.local_streams = metrics_mod.make(m.metrics)     # this rank's slice, per step
         self.metrics_end = self.moving_end + metrics_mod.state_of(self.local_streams).size
-        buf = np.zeros(self.metrics_end + STATS, np.float32)
+        size = self.metrics_end + STATS
+        K = m._backend()
+        # on a device the buffer is one device array; its tail (counts and statistics)
+        # is written and read on the host, in `tail`, and travels with it (_device)
+        buf = K.zeros((size,)) if self.device else np.zeros(size, np.float32)
         views = iter(buf[o:o + int(np.prod(s))].reshape(s) for o, s in places)
         m._grads = {l.name: tuple(next(views) for _ in ss) for l, ss in shapes}
         m._invalidate()                  # the plans are rebuilt on these buffers
         self.buffer = buf
         self.grads = buf[:self.grads_end]
-        self.counts = buf[self.moving_end:self.metrics_end]
-        self.stats = buf[self.metrics_end:]
+        self.tail = np.zeros(size - self.moving_end, np.float32) if self.device \
+            else buf[self.moving_end:]
+        self.counts = self.tail[:self.metrics_end - self.moving_end]
+        self.stats = self.tail[self.metrics_end - self.moving_end:]
+        self.zeros = np.zeros(size, np.float32) if self.device else None
+        self.exchanger = None
+        if self.device and self.size > 1:
+            from ._device import exchange
+            self.exchanger = exchange(self.comm, size)
+
+    # the device-agnostic pieces of a step
+    def _scale(self, a, factor, out=None):
+        """out = a * factor (float32), on the host or the device."""
+        out = a if out is None else out
+        if isinstance(a, np.ndarray):
+            np.multiply(a, np.float32(factor), out=out)
+        else:
+            self.model._backend().rescale_forward(a, float(factor), 0.0, out=out)
+
+    def _exchange(self):
+        """The one collective of a step: the whole buffer summed over the ranks."""
+        if not self.device:
+            MPI = _mpi()
+            self.comm.Allreduce(MPI.IN_PLACE, self.buffer, op=MPI.SUM)
+        elif self.exchanger is not None:
+            self.exchanger.allreduce(self.buffer, self.tail)
 
     # ------------------------------------------------------------------ per step
     def step(self, plan, loss, snaps):
@@ -165,33 +203,31 @@ class DistributedFit:
                 m._update_streams(plan, self.local_streams)
             self.counts[:] = metrics_mod.state_of(self.local_streams)
         if snaps is not None:
-            from .._memory import copy
             for p, s in zip(plan.params, snaps):
-                copy(p, s)
+                _copy(p, s)
         plan.backward()
         # each rank's mean gradient weighted by its share: the sum is the global mean
-        np.multiply(self.grads, np.float32(n / total), out=self.grads)
+        if n != total:
+            self._scale(self.grads, n / total)
         at = self.grads_end
         for w in self.moving:
-            self.buffer[at:at + w.size] = w.reshape(-1)
+            _copy(w.reshape(w.size), self.buffer[at:at + w.size])
             at += w.size
         self.stats[0] = loss * n if finite else 0.0
         self.stats[1] = correct
         self.stats[2] = 0.0 if finite else 1.0
         self.stats[3], self.stats[4], self.stats[5] = total, self.steps, n
-        MPI = _mpi()
-        self.comm.Allreduce(MPI.IN_PLACE, self.buffer, op=MPI.SUM)
+        self._exchange()
         if self.moving:
             at = self.grads_end
-            inv = np.float32(1.0 / self.size)
             for w in self.moving:
-                np.multiply(self.buffer[at:at + w.size], inv, out=w.reshape(-1))
+                self._scale(self.buffer[at:at + w.size], 1.0 / self.size, w.reshape(w.size))
                 at += w.size
         self._check_in_step(total)
         self.steps += 1
         rows = int(self.stats[5])
         if rows != total:           # unreadable images left out: the mean over the rest
-            np.multiply(self.grads, np.float32(total / rows), out=self.grads)
+            self._scale(self.grads, total / rows)
         if self.stats[2] or not math.isfinite(float(self.stats[0])):
             return (loss if not finite else float("nan")), None
         streams = getattr(m, "_streams", None)
@@ -221,10 +257,13 @@ class DistributedFit:
         buffer, zeroed, batch size 0 marking the end, so that a rank with a batch left
         (it sees the marker in its step) and the ranks that ended (they see its batch)
         all stop with a message rather than wait for each other."""
-        self.buffer.fill(0)
+        if self.device:
+            upload(self.zeros, self.buffer)
+            self.tail.fill(0)
+        else:
+            self.buffer.fill(0)
         self.stats[4] = self.steps
-        MPI = _mpi()
-        self.comm.Allreduce(MPI.IN_PLACE, self.buffer, op=MPI.SUM)
+        self._exchange()
         if self.stats[3] != 0 or self.stats[4] != np.float32(self.steps * self.size):
             raise DistributedError(
                 f"{self.model.name}.fit(distributed=...): the ranks are out of step: rank "

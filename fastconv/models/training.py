@@ -378,7 +378,10 @@ class Trainer:
             loss_sum, correct_sum, seen = 0.0, 0, 0
             nonfinite = None
             self._streams = metrics_mod.make(self.metrics)
-            kit = device_kit(self._backend())
+            # under MPI (fastconv.distributed) every step reads its loss anyway (the
+            # exchange waits for it): the host loop, whose step it replaces, also on cuda
+            kit = device_kit(self._backend()) if getattr(self, "_distributed", None) \
+                is None else None
             if kit is not None:
                 loss_sum, correct_sum, seen, nonfinite = self._fit_epoch_device(
                     kit, data, batch_size, shuffle, steps_per_epoch, cb, bar, guard, snaps,
