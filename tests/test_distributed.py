@@ -438,3 +438,33 @@ def test_two_cuda_ranks_under_the_simulator_agree_and_match_one_process(tmp_path
     for k in ref.files:
         assert np.array_equal(r0[k], r1[k]), k
         np.testing.assert_allclose(r0[k], ref[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.skipif(MPIRUN is None, reason="mpi4py is not installed")
+def test_nccl4py_is_the_second_choice_and_gets_the_device_buffer_itself():
+    from fastconv.distributed import _device
+    calls = []
+
+    class Communicator:
+        @classmethod
+        def init(cls, nranks, rank, unique_id):
+            calls.append(("init", nranks, rank, unique_id))
+            return cls()
+
+        def allreduce(self, send, recv, op, stream=None):
+            calls.append(("allreduce", send is recv, op, stream))
+
+    fake = type("nccl4py", (), {"get_unique_id": staticmethod(lambda: b"id"),
+                                "Communicator": Communicator, "SUM": "sum"})
+
+    def importer(name):
+        if name == "nccl.core":
+            return fake
+        raise ImportError(name)
+
+    ex = _device.exchange(_ExchangeComm(), 4, importer, log=lambda s: None)
+    assert ex.name == "NCCL (nccl.core)" and calls == [("init", 2, 0, b"id")]
+    tail, data = np.array([3.0], np.float32), np.ones(4, np.float32)
+    ex.allreduce(_Device(data), tail)               # (the fake sums nothing)
+    assert calls[1] == ("allreduce", True, "sum", 0)
+    assert tail[0] == 3 and np.array_equal(data, [1, 1, 1, 3])

@@ -36,8 +36,8 @@ def fit(model, distributed, fit_fn, args):
     return DistributedFit(model, world(distributed)).run(fit_fn, args)
 
 
-def evaluate(model, distributed, evaluate_fn, data, batch_size):
-    """model.evaluate(..., distributed=...) (models.training): evaluate_fn(data,
-    batch_size) with each rank evaluating its slice of every batch and the sums
-    Allreduced, after rank 0's weights are broadcast."""
-    return DistributedFit(model, world(distributed)).evaluate(evaluate_fn, data, batch_size)
+def evaluate(model, distributed, evaluate_fn):
+    """model.evaluate(..., distributed=...) (models.training): evaluate_fn() (its logs)
+    with each rank evaluating its slice of every batch and the sums Allreduced, after
+    rank 0's weights are broadcast; a rank that fails stops every rank."""
+    return DistributedFit(model, world(distributed)).evaluate(evaluate_fn)

@@ -151,7 +151,10 @@ class Nccl:
             ptr = _pointer(device_buf)
             self.comm.allReduce(ptr, ptr, n, self.nccl.NCCL_FLOAT32, self.nccl.NCCL_SUM, 0)
         else:
-            self.comm.allreduce(device_buf, device_buf, self.nccl.SUM, stream=0)
+            op = getattr(self.nccl, "SUM", None)
+            if op is None:
+                op = self.nccl.NcclRedOp.SUM
+            self.comm.allreduce(device_buf, device_buf, op, stream=0)
         device_buf[n - t:].copy_to_host(tail)           # waits for the reduction
 
 

@@ -74,18 +74,18 @@ class DistributedFit:
                 report_and_abort(self.comm, describe(exc), code_of(exc))
             raise
 
-    def evaluate(self, evaluate_fn, data, batch_size):
-        """evaluate_fn(data, batch_size) with this rank's slices (eval_batches) summed
-        across ranks (reduce_eval); a rank that fails stops every rank."""
+    def evaluate(self, evaluate_fn):
+        """evaluate_fn() with this rank's slices (eval_batches) summed across ranks
+        (reduce_eval); a rank that fails stops every rank."""
         m = self.model
         if getattr(m, "_distributed", None) is not None:   # inside a distributed fit
-            return evaluate_fn(data, batch_size)
+            return evaluate_fn()
         try:
             self._check_device("evaluate")
             self._broadcast_weights()
             m._distributed = self
             try:
-                return evaluate_fn(data, batch_size)
+                return evaluate_fn()
             finally:
                 m._distributed = None
         except BaseException as exc:

@@ -580,9 +580,8 @@ class Trainer:
         batch_size = self._check_positive("batch_size", batch_size)
         if distributed is not False and distributed is not None:
             from ..distributed import evaluate as distributed_evaluate
-            logs = distributed_evaluate(self, distributed, self._evaluate_data,
-                                        self._adapt(x, y, "evaluate", sample_weight),
-                                        batch_size)
+            logs = distributed_evaluate(self, distributed, lambda: self._evaluate_data(
+                self._adapt(x, y, "evaluate", sample_weight), batch_size))
         else:
             logs = self._evaluate_data(self._adapt(x, y, "evaluate", sample_weight),
                                        batch_size)
