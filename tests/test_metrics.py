@@ -73,6 +73,32 @@ def test_top_k_tie_rule():
     assert s.result() == 1.0     # ties straddling the boundary are in the top k (TF's rule)
 
 
+def test_states_of_slices_add_up_to_the_whole_batch():
+    """What fastconv.distributed sums across ranks: each stream's counts of two halves of
+    every batch, added (add_states of state_of), give the whole batches' result exactly."""
+    zb, yb, zk, yk = _batches()
+    cases = [(["binary_accuracy", "precision", "recall", "auc"], yb, zb, "sigmoid"),
+             (["auc", "precision", "sparse_top_k_categorical_accuracy"], yk, zk, "softmax")]
+    for names, labels, logits, head in cases:
+        whole, total = M.make(names), M.make(names)
+        for y, z in zip(labels, logits):
+            for s in whole.values():
+                s.update(y, z, head)
+            cut = len(y) // 2
+            for part in (slice(0, cut), slice(cut, None)):
+                rank = M.make(names)
+                for s in rank.values():
+                    s.update(y[part], z[part], head)
+                M.add_states(total, M.state_of(rank))
+        assert M.state_of(total).size == M.state_of(whole).size > len(names)
+        for n in names:
+            assert total[n].result() == whole[n].result(), n
+    s = M.make(["precision"])["precision"]
+    with pytest.raises(ValueError, match=r"metric 'precision': a state of 2 counts, "
+                                         r"expected 3"):
+        s.add_state(np.zeros(2))
+
+
 @pytest.mark.parametrize("device", ["reference", "cpu"])
 def test_compiled_metrics_in_fit_and_evaluate(device):
     rng = np.random.default_rng(0)

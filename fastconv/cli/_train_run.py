@@ -130,6 +130,20 @@ class _Counted:
             self.seen += x.shape[0]
             yield x, y
 
+    # under MPI (fastconv.distributed): the rank decodes its slice; the count is the
+    # global batches' images (unreadable ones included)
+    def shard_batches(self, rank, size):
+        self.seen = 0
+        for x, y, files, first in self.ds.shard_batches(rank, size):
+            self.seen += files
+            yield x, y, files, first
+
+    def unreadable(self):
+        return self.ds.unreadable()
+
+    def add_unreadable(self, found):
+        self.ds.add_unreadable(found)
+
 
 # --------------------------------------------------------------------------- callbacks
 

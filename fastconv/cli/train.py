@@ -208,6 +208,9 @@ def _train(args, comm=None):
     from ..models.file_format import ModelFileError
     from ..models.saving import load_model
     require_device(args.device)
+    if comm is not None and args.device == "cuda":      # one GPU per rank, by local rank
+        from ..distributed import select_gpu
+        select_gpu(comm)
     paths = paths_for(args.out)
     # Every file the run writes is checked before anything is: only regular files are
     # replaced, and those of an earlier run only when asked (--overwrite, --resume).

@@ -334,23 +334,51 @@ class ImageDataset:
         return x[:kept.size], self._targets(kept), failures
 
     def __iter__(self):
+        for x, y, _, _ in self.shard_batches(0, 1):
+            if x.shape[0]:
+                yield x, y
+
+    def shard_batches(self, rank, size):
+        """One epoch as iteration yields it, rank `rank` of `size` decoding only its rows
+        of each batch (fastconv.distributed.shard: rows B*r//N to B*(r+1)//N of a batch
+        of B files, before unreadable files are left out) with the augmentation drawn
+        for their places in the whole batch, so the ranks' slices together are the
+        batch one process would decode. Yields (x, y, files, first) per batch: files the
+        batch's file count (unreadable ones included), first the slice's first row;
+        x may hold fewer rows than the slice (unreadable files), even none. Every rank
+        must iterate; unreadable files found by other ranks are for add_unreadable."""
+        from ..distributed._comm import shard
         epoch = self.epoch
         self.epoch += 1
         order = self.order(epoch)
-        jobs = [(epoch, s, order[s:s + self.batch_size])
-                for s in range(0, order.size, self.batch_size)]
+        jobs, places = [], []
+        for s in range(0, order.size, self.batch_size):
+            idx = order[s:s + self.batch_size]
+            lo, hi = shard(idx.size, rank, size)
+            jobs.append((epoch, s + lo, idx[lo:hi]))
+            places.append((idx.size, lo))
         runner = OrderedPrefetch(self._make_batch, jobs, self.workers, self.prefetch)
         try:
-            for x, y, failures in runner:
+            for (x, y, failures), (files, first) in zip(runner, places):
                 for i, reason in failures:
                     if i not in self._bad:
                         self._bad[i] = reason
                         warnings.warn(f"skipping unreadable image {self.file_paths[i]!r}: "
                                       f"{reason}", UserWarning, stacklevel=2)
-                if x.shape[0]:
-                    yield x, y
+                yield x, y, files, first
         finally:
             self.last_epoch_wait_seconds = runner.wait_seconds
+
+    def unreadable(self):
+        """[(index, reason)] of the files found unreadable so far (add_unreadable's
+        argument on the other ranks)."""
+        return list(self._bad.items())
+
+    def add_unreadable(self, found):
+        """Record files other ranks found unreadable ([(index, reason)]), so that every
+        rank leaves out the same files from the next epoch's order."""
+        for i, reason in found:
+            self._bad.setdefault(int(i), str(reason))
 
 
 def _check_choice(name, value, choices):

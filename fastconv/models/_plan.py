@@ -510,6 +510,15 @@ class DropoutStep(Step):
             # save/resume, whose files keep the generator's state): no host draw, no
             # upload. These masks are not the cpu/reference backends' masks.
             self.seeded = kit.activations.dropout_forward_seeded
+            # a rank's slice of a global batch (fastconv.distributed): the mask is drawn
+            # for the whole batch (the hash of each element's place in it) and its rows
+            # used, so the ranks' masks are the single-process one
+            self.whole = None
+            if shard is not None and shard[0] != n:
+                total, first = shard
+                whole = (total,) + shape[1:]
+                self.whole = (K.zeros(whole), K.empty(whole), K.empty(whole))
+                self.mask = self.whole[2][first:first + n]
             return
         # shard (total, first): this plan's batch is rows first..first+n of a global batch
         # of `total` (fastconv.distributed): the draws are the global batch's, this slice
@@ -527,6 +536,11 @@ class DropoutStep(Step):
     def forward(self):
         if self.seeded is not None:
             seed = int(self.rng.integers(0, 2 ** 64, dtype=np.uint64))
+            if self.whole is not None:
+                zeros, y_all, mask_all = self.whole
+                self.seeded(zeros, self.rate, seed, out=(y_all, mask_all))
+                self.K.dropout_backward(self.x, self.mask, out=self.y)
+                return
             self.seeded(self.x, self.rate, seed, out=(self.y, self.mask))
             return
         self.rng.random(out=self.u_all)

@@ -46,10 +46,36 @@ def _flat_truth(labels, k):
 
 
 class Stream:
+    """One streamed metric: counts added per batch (update), the ratio at the end
+    (result). Its counts, in the order of `fields`, are its state: state() as float64
+    (exact for counts below 2**53), add_state() adds another stream's (the counts of
+    several ranks' slices add up to the whole batch's: fastconv.distributed sums them)."""
     name = ""
+    fields = ()
 
     def __init__(self):
         self.reset()
+
+    def state(self):
+        """The counts as one float64 vector, `fields` in order."""
+        return np.concatenate([np.atleast_1d(np.asarray(getattr(self, f), np.float64))
+                               for f in self.fields]) if self.fields else np.zeros(0)
+
+    def add_state(self, vec):
+        """Add counts `vec` (another stream's state(), or a sum of them)."""
+        vec = np.asarray(vec, np.float64)
+        want = sum(np.size(getattr(self, f)) for f in self.fields)
+        if vec.shape != (want,):
+            raise ValueError(f"metric {self.name!r}: a state of {vec.size} counts, "
+                             f"expected {want}")
+        at = 0
+        for f in self.fields:
+            old = getattr(self, f)
+            n = np.size(old)
+            part = np.rint(vec[at:at + n]).astype(np.int64)
+            setattr(self, f, old + part if isinstance(old, np.ndarray) else int(old) +
+                    int(part[0]))
+            at += n
 
     def reset(self):
         raise NotImplementedError
@@ -63,6 +89,7 @@ class Stream:
 
 class BinaryAccuracy(Stream):
     name = "binary_accuracy"
+    fields = ("hits", "total")
 
     def reset(self):
         self.hits, self.total = 0, 0
@@ -78,6 +105,8 @@ class BinaryAccuracy(Stream):
 
 
 class _Confusion(Stream):
+    fields = ("tp", "fp", "fn")
+
     def reset(self):
         self.tp = self.fp = self.fn = 0
 
@@ -113,6 +142,7 @@ def auc_thresholds(n=NUM_THRESHOLDS):
 
 class AUC(Stream):
     name = "auc"
+    fields = ("tp", "fp", "tn", "fn")
 
     def reset(self):
         self.thresholds = auc_thresholds()
@@ -143,6 +173,8 @@ class AUC(Stream):
 
 
 class TopK(Stream):
+    fields = ("hits", "total")
+
     def __init__(self, name, k=5):
         self.name, self.k = name, k
         super().__init__()
@@ -178,3 +210,18 @@ NAMES = ACCURACY + tuple(STREAMED)
 def make(names):
     """Fresh Stream objects for the compiled metric names that are streamed."""
     return {n: STREAMED[n]() for n in names if n in STREAMED}
+
+
+def state_of(streams):
+    """The states of `streams` (make's dict) one after another, in its (compile) order."""
+    parts = [s.state() for s in streams.values()]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def add_states(streams, vec):
+    """Add state_of-ordered counts `vec` to `streams`."""
+    at = 0
+    for s in streams.values():
+        n = s.state().size
+        s.add_state(vec[at:at + n])
+        at += n

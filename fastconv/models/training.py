@@ -378,7 +378,10 @@ class Trainer:
             loss_sum, correct_sum, seen = 0.0, 0, 0
             nonfinite = None
             self._streams = metrics_mod.make(self.metrics)
-            kit = device_kit(self._backend())
+            # under MPI (fastconv.distributed) every step reads its loss anyway (the
+            # exchange waits for it): the host loop, whose step it replaces, also on cuda
+            kit = device_kit(self._backend()) if getattr(self, "_distributed", None) \
+                is None else None
             if kit is not None:
                 loss_sum, correct_sum, seen, nonfinite = self._fit_epoch_device(
                     kit, data, batch_size, shuffle, steps_per_epoch, cb, bar, guard, snaps,
@@ -546,13 +549,18 @@ class Trainer:
         penalty = self._regularize(self._backend(), self._params(), None, regs) if regs \
             else 0.0
         streams = metrics_mod.make(self.metrics)   # its own: fit's validation keeps fit's
-        for plan, n in self._batches(data, batch_size, False, False):
+        dist = getattr(self, "_distributed", None)  # fastconv.distributed: this rank's rows
+        for plan, n in (self._batches(data, batch_size, False, False) if dist is None
+                        else dist.eval_batches(data, batch_size)):
             plan.forward()
             loss_sum += (plan.compute_loss() + penalty) * n
             if self.metrics:
                 correct_sum += plan.correct()
             self._update_streams(plan, streams)
             seen += n
+        if dist is not None:                        # the ranks' sums added up
+            loss_sum, correct_sum, seen = dist.reduce_eval(loss_sum, correct_sum, seen,
+                                                           streams)
         if seen == 0:
             raise ValueError(f"{self.name}: the evaluation data yielded no samples")
         logs = {"loss": loss_sum / seen}
@@ -561,13 +569,22 @@ class Trainer:
 
     @locked
     def evaluate(self, x=None, y=None, batch_size=32, verbose=0, sample_weight=None,
-                 return_dict=False):
+                 return_dict=False, distributed=False):
         """Loss (and accuracy) in inference mode (no dropout): loss, [loss, acc] or a dict.
         sample_weight (N,) weights each sample's loss as fit's (sum(w * l) / N per batch);
-        an iterable x may yield (x, y, sample_weight) batches."""
+        an iterable x may yield (x, y, sample_weight) batches. distributed: True
+        (MPI.COMM_WORLD) or an mpi4py communicator: each rank evaluates its slice of
+        every batch and the sums are added up (fastconv.distributed; every rank returns
+        the whole data's values, rank 0's weights broadcast first)."""
         self._require_compiled_or_build(x)
         batch_size = self._check_positive("batch_size", batch_size)
-        logs = self._evaluate_data(self._adapt(x, y, "evaluate", sample_weight), batch_size)
+        if distributed is not False and distributed is not None:
+            from ..distributed import evaluate as distributed_evaluate
+            logs = distributed_evaluate(self, distributed, lambda: self._evaluate_data(
+                self._adapt(x, y, "evaluate", sample_weight), batch_size))
+        else:
+            logs = self._evaluate_data(self._adapt(x, y, "evaluate", sample_weight),
+                                       batch_size)
         if verbose:
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return self._result(logs, return_dict)
