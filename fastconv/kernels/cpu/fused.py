@@ -267,38 +267,6 @@ KC = 96
 KS = 16
 IB = 3
 IB_KS = IB * KS
-# Accumulator sets of the short-run dw (SETS x IB x KS floats, held in registers).
-SETS = 4
-SETS_IB_KS = SETS * IB * KS
-
-
-@njit(inline="always", **FMA_OPTS)
-def _add_winner(a, xall, o, row, gv, lim, K, tmp):
-    """a (IB, KS)[r, t] += gv * xall[o + r*row + t]: one winner's three kernel rows of a
-    short-run dw (see _backward_pooled). KS inputs per row where o <= lim (the reads
-    stay inside x); else the K that count are copied into tmp (IB, KS), zeros after
-    them, and read from there. Either way a is indexed by constants only, so LLVM can
-    hold it in registers across the winner loop (an exact loop over K adding into a
-    kept it on the stack: a load and a store around every FMA)."""
-    if o <= lim:
-        q0 = np.uint64(o)
-        q1 = q0 + np.uint64(row)
-        q2 = q1 + np.uint64(row)
-        for t in range(KS):
-            u = np.uint64(t)
-            a[0, t] += gv * xall[q0 + u]
-            a[1, t] += gv * xall[q1 + u]
-            a[2, t] += gv * xall[q2 + u]
-    else:
-        for r in range(IB):
-            for t in range(KS):
-                tmp[r, t] = 0
-            for t in range(K):
-                tmp[r, t] = xall[o + r * row + t]
-        for t in range(KS):
-            a[0, t] += gv * tmp[0, t]
-            a[1, t] += gv * tmp[1, t]
-            a[2, t] += gv * tmp[2, t]
 
 
 @njit(parallel=True, **FMA_OPTS)
@@ -318,8 +286,7 @@ def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, 
       dw[f, i, chunk] sums g * x[winner + i*Wp*C + chunk] over the list with
       the chunk accumulating on the stack (no aliasing, so no stores to dw in
       the loop). Runs of at most KS inputs (an RGB first layer) read KS and
-      keep the first KW*C sums, IB kernel rows at a time, the winners spread over
-      SETS register-held sums (_add_winner).
+      keep the first KW*C sums, IB kernel rows at a time.
     Scratch, one slab per worker thread: loff (T, F, PH*PW) int64, lg
     (T, F, PH*PW), lcnt (T, F) int64.
     """
@@ -332,15 +299,13 @@ def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, 
     xall = xp.reshape(-1)
     dxf = dxp.reshape(dxp.shape[0], Hp * row)
     inv = 1.0 / ow_n
-    lim = xall.size - (IB - 1) * row - KS      # _add_winner's fast reads end inside x
     for n in prange(N):
         tid = numba.get_thread_id()
         offs = loff[tid]
         gs = lg[tid]
         cnt = lcnt[tid]
         acc = numba.carray(_stack_f32(KC), (KC,))
-        acc4 = numba.carray(_stack_f32(SETS_IB_KS), (SETS, IB, KS))
-        tmp = numba.carray(_stack_f32(IB_KS), (IB, KS))
+        acc2 = numba.carray(_stack_f32(IB_KS), (IB, KS))
         xn = xf[n]
         dxn = dxf[n]
         cnt[:] = 0
@@ -381,35 +346,31 @@ def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, 
                 # Short runs (conv1: KW*C = 9): read KS inputs per kernel row, IB rows
                 # at a time, and keep only the first K sums. The extra lanes read
                 # the next pixels' inputs (finite, discarded); an entry whose reads
-                # would pass the end of x is copied into tmp first (_add_winner).
-                # The winners go round SETS accumulator sets, added at the end as
-                # (s0 + s1) + (s2 + s3): with one set, every FMA waited for the one
-                # before it (the same 3 x 16 sums, winner after winner).
-                c = cnt[f]
+                # would pass the end of x takes the exact loop below.
                 while i0 + IB <= KH:
-                    for q in range(SETS):
-                        for r in range(IB):
+                    for r in range(IB):
+                        for t in range(KS):
+                            acc2[r, t] = 0
+                    for j in range(cnt[f]):
+                        o = img + of[j] + i0 * row
+                        gv = gf[j]
+                        if o + (IB - 1) * row + KS <= xall.size:
+                            xs0 = xall[o:o + KS]
+                            xs1 = xall[o + row:o + row + KS]
+                            xs2 = xall[o + 2 * row:o + 2 * row + KS]
                             for t in range(KS):
-                                acc4[q, r, t] = 0
-                    base = img + i0 * row
-                    j = 0
-                    while j + SETS <= c:
-                        _add_winner(acc4[0], xall, base + of[j], row, gf[j], lim, K, tmp)
-                        _add_winner(acc4[1], xall, base + of[j + 1], row, gf[j + 1], lim, K,
-                                    tmp)
-                        _add_winner(acc4[2], xall, base + of[j + 2], row, gf[j + 2], lim, K,
-                                    tmp)
-                        _add_winner(acc4[3], xall, base + of[j + 3], row, gf[j + 3], lim, K,
-                                    tmp)
-                        j += SETS
-                    while j < c:
-                        _add_winner(acc4[0], xall, base + of[j], row, gf[j], lim, K, tmp)
-                        j += 1
+                                acc2[0, t] += gv * xs0[t]
+                                acc2[1, t] += gv * xs1[t]
+                                acc2[2, t] += gv * xs2[t]
+                        else:
+                            for r in range(IB):
+                                xs = xall[o + r * row:o + r * row + K]
+                                for t in range(K):
+                                    acc2[r, t] += gv * xs[t]
                     for r in range(IB):
                         d = dwp[n, f, i0 + r]
                         for t in range(K):
-                            d[t] = (acc4[0, r, t] + acc4[1, r, t]) + \
-                                (acc4[2, r, t] + acc4[3, r, t])
+                            d[t] = acc2[r, t]
                     i0 += IB
             for i in range(i0, KH):
                 c0 = 0
