@@ -22,7 +22,7 @@ from numba import config, cuda, float32, int32, uint32, uint64
 from .. import _validate
 from . import _launch, _mem
 from ._spec import KernelSpec
-from .dense import SUM_THREADS, dense_sum
+from . import dense as _dense
 
 # dx GEMM tile (conv2d_dx_tile; the forward's tiles are FW_TILES, below, the same design):
 # BM input pixels x BN input channels per block of (BM // TM) * (BN // TN) = 64 threads,
@@ -880,11 +880,12 @@ def dx_split(m, c, k):
     return s, chunk
 
 
-def launch_forward(x, w2, b, y, kw, oh, ow, stride, pt, pl, relu=False,
-                   pool=(1, 1), pool_stride=(1, 1), ppt=0, ppl=0, arg=None):
-    """y (N, PH, PW, F) [and arg] from x (N, H, W, C) and w2 = w viewed as (K, F);
-    see conv2d_fwd_tile (and conv2d_fwd_sum when fwd_split splits it). Without pool,
-    PH, PW = OH, OW."""
+def forward_launches(x, w2, b, y, kw, oh, ow, stride, pt, pl, relu=False,
+                     pool=(1, 1), pool_stride=(1, 1), ppt=0, ppl=0, arg=None):
+    """The launches of y (N, PH, PW, F) [and arg] from x (N, H, W, C) and w2 = w viewed as
+    (K, F): [(kernel, (grid, block), arguments)], conv2d_fwd_tile and, when fwd_split
+    splits it, conv2d_fwd_sum. Without pool, PH, PW = OH, OW. Computed once per plan step
+    (kernels/cuda/_bound.py) or per call (the public ops)."""
     n, h, wd, c = x.shape
     _, ph, pw, f = y.shape
     m, q = n * ph * pw, pool[0] * pool[1]
@@ -893,19 +894,21 @@ def launch_forward(x, w2, b, y, kw, oh, ow, stride, pt, pl, relu=False,
     y2, arg2 = _rows(y), _rows(arg) if pooled else _dummy_argmax()
     part = _mem.workspace("conv2d_fwd_partials", (s * q * m * f if g * s > 1 else 1,))
     grid = (_mem.blocks(m, FW_BM), _mem.blocks(f, FW_BN), g * s)
-    conv2d_fwd_tile[grid, fwd_threads()](
+    launches = [(conv2d_fwd_tile, (grid, fwd_threads()), (
         _flat(x), _flat(w2), b, y2, arg2, part,
         *_i32(h, wd, c, kw, ph, pw, oh, ow, stride[0], stride[1], pt, pl, pool[0], pool[1],
-              pool_stride[0], pool_stride[1], ppt, ppl, relu, pooled, q_per, k_chunk, s))
+              pool_stride[0], pool_stride[1], ppt, ppl, relu, pooled, q_per, k_chunk, s)))]
     if g * s > 1:
-        conv2d_fwd_sum[_mem.blocks(m * f, _launch.ELEMENTWISE), _launch.ELEMENTWISE](
+        threads = _launch.ELEMENTWISE
+        launches.append((conv2d_fwd_sum, (_mem.blocks(m * f, threads), threads), (
             part, b, y2, arg2, *_i32(s, ph, pw, oh, ow, pool[1], q, pool_stride[0],
-                                     pool_stride[1], ppt, ppl, relu, pooled))
+                                     pool_stride[1], ppt, ppl, relu, pooled))))
+    return launches
 
 
-def launch_dx(dz, w2, dx, kh, kw, stride, pt, pl):
-    """dx (N, H, W, C) from dz (N, OH, OW, F) and w2 (K, F); see conv2d_dx_tile (split-K
-    by dx_split, then dense.dense_sum)."""
+def dx_launches(dz, w2, dx, kh, kw, stride, pt, pl):
+    """The launches of dx (N, H, W, C) from dz (N, OH, OW, F) and w2 (K, F):
+    conv2d_dx_tile, split-K by dx_split and then dense.dense_sum."""
     n, h, wd, c = dx.shape
     _, oh, ow, _ = dz.shape
     m = n * h * wd
@@ -913,13 +916,15 @@ def launch_dx(dz, w2, dx, kh, kw, stride, pt, pl):
     part = _mem.workspace("conv2d_dx_partials", (s, m, c) if s > 1 else (1, 1, 1))
     grid = (_mem.blocks(m, BM), _mem.blocks(c, BN), s)
     dx2 = _rows(dx)
-    conv2d_dx_tile[grid, dx_threads()](
+    launches = [(conv2d_dx_tile, (grid, dx_threads()), (
         _flat(dz), _flat(w2), dx2, _flat(part),
-        *_i32(h, wd, kh, kw, oh, ow, stride[0], stride[1], pt, pl, k_chunk))
+        *_i32(h, wd, kh, kw, oh, ow, stride[0], stride[1], pt, pl, k_chunk)))]
     if s > 1:
         dummy = _mem.workspace("conv2d_dx_dummy", (1,))
-        dense_sum[_mem.blocks(m * c, SUM_THREADS), SUM_THREADS](
-            part, dummy, dx2, dummy, np.uint32(0))
+        launches.append((_dense.dense_sum, (_mem.blocks(m * c, _dense.SUM_THREADS),
+                                            _dense.SUM_THREADS),
+                         (part, dummy, dx2, dummy, np.uint32(0))))
+    return launches
 
 
 def dw_split(m, k, f):
@@ -945,9 +950,9 @@ def dw_sum_rows(s):
     return rows
 
 
-def launch_dw(x, dz, dw2, db, kw, stride, pt, pl):
-    """dw2 (K, F) and db (F,) from x (N, H, W, C) and dz (N, OH, OW, F), via a cached
-    partials workspace; see conv2d_dw_tile and conv2d_dw_sum."""
+def dw_launches(x, dz, dw2, db, kw, stride, pt, pl):
+    """The launches of dw2 (K, F) and db (F,) from x (N, H, W, C) and dz (N, OH, OW, F),
+    via a cached partials workspace: conv2d_dw_tile, then conv2d_dw_sum when split."""
     n, h, wd, c = x.shape
     _, oh, ow, f = dz.shape
     k = dw2.shape[0]
@@ -958,12 +963,14 @@ def launch_dw(x, dz, dw2, db, kw, stride, pt, pl):
     grid = (_mem.blocks(k, DW_BK), _mem.blocks(f, DW_BN), s)
     kh = k // (kw * c)
     clipped = pt > 0 or pl > 0 or (oh - 1) * stride[0] + kh > h or (ow - 1) * stride[1] + kw > wd
-    conv2d_dw_tile[grid, dw_threads()](
+    launches = [(conv2d_dw_tile, (grid, dw_threads()), (
         _flat(x), _flat(dz), part, _flat(dw2), db,
-        *_i32(h, wd, c, kw, oh, ow, stride[0], stride[1], pt, pl, clipped, m, k, f, chunk))
+        *_i32(h, wd, c, kw, oh, ow, stride[0], stride[1], pt, pl, clipped, m, k, f, chunk)))]
     if s > 1:
-        conv2d_dw_sum[_mem.blocks((k + 1) * f, DW_SUM_COLS), (DW_SUM_COLS, dw_sum_rows(s))](
-            part, _flat(dw2), db, *_i32(s, k, f))
+        launches.append((conv2d_dw_sum, (_mem.blocks((k + 1) * f, DW_SUM_COLS),
+                                       (DW_SUM_COLS, dw_sum_rows(s))),
+                         (part, _flat(dw2), db, *_i32(s, k, f))))
+    return launches
 
 
 def backward_buffers(op, x_shape, w_shape, need_dx, out):
@@ -978,18 +985,24 @@ def backward_buffers(op, x_shape, w_shape, need_dx, out):
     return _mem.out_buffers(op, *specs)
 
 
-def launch_backward(x, w, dz, stride, pt, pl, need_dx, bufs):
-    """(dx or None, dw, db) of the conv from device arrays x, w and dz (N, OH, OW, F), into
-    `bufs` (backward_buffers')."""
+def backward_launches(x, w, dz, stride, pt, pl, dx, dw, db):
+    """The launches of the conv backward from device arrays x, w and dz (N, OH, OW, F) into
+    dw, db and dx (None: not computed): dw_launches, then dx_launches."""
     kh, kw, c, f = w.shape
-    (dw, dw_host), (db, db_host) = bufs[:2]
-    launch_dw(x, dz, dw.reshape(kh * kw * c, f), db, kw, stride, pt, pl)
-    dx = None
-    if need_dx:
-        dx, dx_host = bufs[2]
-        launch_dx(dz, w.reshape(kh * kw * c, f), dx, kh, kw, stride, pt, pl)
-        dx = _mem.finish(dx, dx_host)
-    return dx, _mem.finish(dw, dw_host), _mem.finish(db, db_host)
+    launches = dw_launches(x, dz, dw.reshape(kh * kw * c, f), db, kw, stride, pt, pl)
+    if dx is not None:
+        launches += dx_launches(dz, w.reshape(kh * kw * c, f), dx, kh, kw, stride, pt, pl)
+    return launches
+
+
+def backward_result(bufs, need_dx):
+    """What a conv backward op returns once its launches ran: () -> (dx or None, dw, db),
+    each copied to its host out= array when it had one."""
+    def result():
+        (dw, dw_host), (db, db_host) = bufs[:2]
+        dx = _mem.finish(*bufs[2]) if need_dx else None
+        return dx, _mem.finish(dw, dw_host), _mem.finish(db, db_host)
+    return result
 
 
 def check_conv(op, x, w, stride, padding, layout=_validate.CONV2D_LAYOUT):
@@ -1017,21 +1030,43 @@ def check_dy(op, dy, shape):
 
 # --- public ops ---
 
-def conv2d_forward(x, w, b, stride=1, padding="valid", out=None):
-    """y[n, oh, ow, f] = b[f] + sum_{i, j, c} xpad[n, oh*sh + i, ow*sw + j, c] * w[i, j, c, f].
-
-    x (N, H, W, C), w (KH, KW, C, F), b (F,): float32 C-contiguous device arrays (host arrays
-    are copied in); stride int or pair; padding 'valid' or 'same' (Keras geometry). Returns y
-    (N, OH, OW, F): a new device array, or `out` (overwritten). One launch of conv2d_fwd_tile.
-    """
+def conv2d_forward_launches(x, w, b, stride=1, padding="valid", out=None):
+    """conv2d_forward's checks, copies in and launches, not launched: (launches, result),
+    result() giving what the op returns once they ran (kernels/cuda/_bound.py binds them
+    once per plan step)."""
     op = "conv2d_forward"
     stride, oh, ow, pt, pl = check_conv(op, x, w, stride, padding)
     check_bias(op, b, w.shape[3])
     kh, kw, c, f = w.shape
     [(y, y_host)] = _mem.out_buffers(op, ("out", out, (x.shape[0], oh, ow, f), np.float32))
     x, w, b = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w), _mem.device_in(op, "b", b)
-    launch_forward(x, w.reshape(kh * kw * c, f), b, y, kw, oh, ow, stride, pt, pl)
-    return _mem.finish(y, y_host)
+    return (forward_launches(x, w.reshape(kh * kw * c, f), b, y, kw, oh, ow, stride, pt, pl),
+            lambda: _mem.finish(y, y_host))
+
+
+def conv2d_forward(x, w, b, stride=1, padding="valid", out=None):
+    """y[n, oh, ow, f] = b[f] + sum_{i, j, c} xpad[n, oh*sh + i, ow*sw + j, c] * w[i, j, c, f].
+
+    x (N, H, W, C), w (KH, KW, C, F), b (F,): float32 C-contiguous device arrays (host arrays
+    are copied in); stride int or pair; padding 'valid' or 'same' (Keras geometry). Returns y
+    (N, OH, OW, F): a new device array, or `out` (overwritten). One launch of conv2d_fwd_tile
+    (plus conv2d_fwd_sum when fwd_split splits the grid).
+    """
+    launches, result = conv2d_forward_launches(x, w, b, stride, padding, out)
+    _launch.run(launches)
+    return result()
+
+
+def conv2d_backward_launches(x, w, dy, stride=1, padding="valid", need_dx=True, out=None):
+    """conv2d_backward's checks, copies in and launches, not launched: (launches, result)."""
+    op = "conv2d_backward"
+    stride, oh, ow, pt, pl = check_conv(op, x, w, stride, padding)
+    check_dy(op, dy, (x.shape[0], oh, ow, w.shape[3]))
+    bufs = backward_buffers(op, x.shape, w.shape, need_dx, out)
+    x, w, dy = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w), _mem.device_in(op, "dy", dy)
+    dx = bufs[2][0] if need_dx else None
+    return (backward_launches(x, w, dy, stride, pt, pl, dx, bufs[0][0], bufs[1][0]),
+            backward_result(bufs, need_dx))
 
 
 def conv2d_backward(x, w, dy, stride=1, padding="valid", need_dx=True, out=None):
@@ -1041,9 +1076,6 @@ def conv2d_backward(x, w, dy, stride=1, padding="valid", need_dx=True, out=None)
     buffers (overwritten; an entry may be None). need_dx=False skips dx. dw and db are
     reduced in two deterministic stages (no atomics) through a cached workspace.
     """
-    op = "conv2d_backward"
-    stride, oh, ow, pt, pl = check_conv(op, x, w, stride, padding)
-    check_dy(op, dy, (x.shape[0], oh, ow, w.shape[3]))
-    bufs = backward_buffers(op, x.shape, w.shape, need_dx, out)
-    x, w, dy = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w), _mem.device_in(op, "dy", dy)
-    return launch_backward(x, w, dy, stride, pt, pl, need_dx, bufs)
+    launches, result = conv2d_backward_launches(x, w, dy, stride, padding, need_dx, out)
+    _launch.run(launches)
+    return result()
