@@ -36,7 +36,14 @@ SCRIPT = textwrap.dedent("""
 
     rng = np.random.default_rng(0)
     f32 = lambda a: np.ascontiguousarray(a, np.float32)
-    results = []
+    results, splits = [], []
+
+    def note_splits(x, w, y, q):
+        # how launch_forward / launch_dx split these grids (y: the forward's output, q pool
+        # window offsets); the test wants every path taken
+        (n, h, wd, c), (kh, kw, _, f) = x.shape, w.shape
+        g, s, _, _ = conv2d.fwd_split(n * y.shape[1] * y.shape[2], f, kh * kw * c, q)
+        splits.append({"fwd": [g, s], "dx": conv2d.dx_split(n * h * wd, c, kh * kw * f)[0]})
 
     def check(op, *args, **kw):
         r = testing.compare_to_reference(K, op, *args, **kw)
@@ -50,6 +57,7 @@ SCRIPT = textwrap.dedent("""
         kw = dict(stride=stride, padding=padding)
         y = R.conv2d_forward(x, w, b, **kw)
         if pool is None:
+            note_splits(x, w, y, 1)
             check("conv2d_forward", x, w, b, **kw)
             dy = f32(rng.standard_normal(y.shape))
             for need_dx in (True, False) if skip_dx else (True,):
@@ -61,6 +69,8 @@ SCRIPT = textwrap.dedent("""
             pkw = dict(pool=pool[0], pool_stride=pool[1], pool_padding=pool[2])
             check("conv2d_relu_maxpool_forward", x, w, b, **kw, **pkw)
             yp, arg = R.conv2d_relu_maxpool_forward(x, w, b, **kw, **pkw)
+            pp = pool[0] if isinstance(pool[0], tuple) else (pool[0], pool[0])
+            note_splits(x, w, yp, pp[0] * pp[1])
             dy = f32(rng.standard_normal(yp.shape))
             check("conv2d_relu_maxpool_backward", x, w, dy, yp, arg, **kw)
 
@@ -105,7 +115,7 @@ SCRIPT = textwrap.dedent("""
     dense_case(3, 7, 5)
     dense_case(1, 13, 9)
     dense_case(10, 3, 1)
-    print("RESULT:" + json.dumps(results))
+    print("RESULT:" + json.dumps({"results": results, "splits": splits}))
 """)
 
 
@@ -114,11 +124,19 @@ def _run(script, timeout=600):
 
 
 def test_conv_fused_dense_match_the_reference_under_the_simulator():
-    results = _run(SCRIPT)
+    run = _run(SCRIPT)
+    results = run["results"]
     assert len(results) == 44
     failed = [r for r in results if not r["passed"]]
     assert not failed, "\n".join(f"{r['op']} {r['args']} {r['kw']}: {r['message']}"
                                  for r in failed)
+    # every path of the split forward and dx ran against the reference: whole grids, the
+    # forward split over the pool window (G > 1) and over K (S > 1), dx split-K
+    fwd = [tuple(s["fwd"]) for s in run["splits"]]
+    dx = [s["dx"] for s in run["splits"]]
+    assert (1, 1) in fwd and any(g > 1 for g, _ in fwd) and any(s > 1 for _, s in fwd), fwd
+    assert any(g > 1 and s > 1 for g, s in fwd), fwd
+    assert 1 in dx and max(dx) > 1, dx
 
 
 

@@ -19,6 +19,10 @@ copy and allocation through a few Python seams, which the script wraps and count
   FakeCUDAArray.copy_to_host                     device->host;
   a kernel launched with a host ndarray argument an implicit copy in and back;
   numba.cuda.pinned_array                        pinned host staging (setup only).
+It also counts the conv/dense ops' argument checks and grid/split choices
+(conv2d.check_conv, backward_buffers, dense._check; fwd_split, dx_split, dw_split,
+dense.split): the plan's conv and dense steps replay pre-bound launches
+(kernels/cuda/_bound.py), so a steady step calls none of them.
 Counted between the starts of batch 1 and of the last batch of the second epoch (the
 plan, its staging buffers and the optimizer state exist by then), so per-epoch work
 (resetting and reading the epoch's loss and accuracy) is outside the window; the
@@ -179,7 +183,7 @@ SCRIPT = textwrap.dedent("""
     _launch.ELEMENTWISE = _launch.POOL = 32
     _launch.REDUCE = 32
 
-    counts = dict(h2d=0, d2h=0, d2d=0, alloc=0, implicit=0, pinned=0)
+    counts = dict(h2d=0, d2h=0, d2d=0, alloc=0, implicit=0, pinned=0, checks=0, grids=0)
 
     def counting(fn, *keys):
         def wrapped(*args, **kwargs):
@@ -204,6 +208,15 @@ SCRIPT = textwrap.dedent("""
             counts["implicit"] += sum(isinstance(a, np.ndarray) and a.ndim > 0 for a in args)
         return orig_call(self, *args)
     sim_kernel.FakeCUDAKernel.__call__ = launch
+
+    # the conv and dense steps replay pre-bound launches (kernels/cuda/_bound.py): their
+    # ops' argument checks and grid/split choices run when a step is bound, not per step
+    from fastconv.kernels.cuda import conv2d as C, dense as D
+    for mod, name, key in ((C, "check_conv", "checks"), (C, "backward_buffers", "checks"),
+                           (D, "_check", "checks"), (C, "fwd_split", "grids"),
+                           (C, "dx_split", "grids"), (C, "dw_split", "grids"),
+                           (D, "split", "grids")):
+        setattr(mod, name, counting(getattr(mod, name), key))
 
     class Window(callbacks.Callback):
         # counts at the start of batch 1 and of the last batch of epoch 1 (the second)
@@ -257,6 +270,7 @@ def test_steady_fit_step_copies_one_batch_in_and_allocates_nothing(model):
     assert step["d2d"] == 0, step                     # no parameter snapshots
     assert step["implicit"] == 0, step                # no host array handed to a kernel
     assert step["pinned"] == 0, step
+    assert step["checks"] == 0 and step["grids"] == 0, step    # pre-bound conv/dense launches
     # the last step (one upload) and one read of the epoch's loss and accuracy
     assert tail["h2d"] <= 1 and tail["d2h"] <= 1 and tail["alloc"] == 0, tail
     assert tail["d2d"] == 0 and tail["implicit"] == 0, tail

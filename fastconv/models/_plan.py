@@ -36,9 +36,27 @@ def device_kit(K):
     if getattr(K, "NAME", None) != "cuda":
         return None
     import types
-    from ..kernels.cuda import _mem, activations, losses, optimizers
+    from ..kernels.cuda import _bound, _mem, activations, losses, optimizers
     return types.SimpleNamespace(mem=_mem, activations=activations, losses=losses,
-                                 optimizers=optimizers)
+                                 optimizers=optimizers, bound=_bound)
+
+
+class _Calls:
+    """How a step calls its ops: K.<name>(...) on host backends; on cuda, pre-bound
+    launch programs (kernels/cuda/_bound.py: the op's checks, views, grid and split once
+    per set of buffers, then only the launches)."""
+
+    __slots__ = ("K", "bindings")
+
+    def __init__(self, K, prebind=True):
+        kit = device_kit(K) if prebind else None
+        self.K, self.bindings = K, kit.bound.Bindings() if kit is not None else None
+
+    def __call__(self, name, *args, **kwargs):
+        if self.bindings is None:
+            getattr(self.K, name)(*args, **kwargs)
+        else:
+            self.bindings.run(name, *args, **kwargs)
 
 
 class Op:
@@ -281,6 +299,7 @@ class ConvStep(Step):
             self.w, self.b = self.fold.w, self.fold.b
         self.y = K.empty(self.out_shape())                    # (N, OH, OW, F) or pooled
         self.argmax = None
+        self.call = _Calls(K, prebind=self.fold is None)      # fold.w, fold.b: host arrays
         if kind == "conv2d_relu_maxpool":
             pool = ops[-1].layer
             self.pool_kw = {"pool": pool.pool_size, "pool_stride": pool.strides,
@@ -288,29 +307,30 @@ class ConvStep(Step):
             self.argmax = K.empty(self.out_shape(), np.int32)  # (N, PH, PW, F) into (OH, OW)
 
     def forward(self):
-        K, kind = self.K, self.kind
+        call, kind = self.call, self.kind
         if self.fold is not None:
             self.fold.refresh()
         if kind == "conv":
-            K.conv2d_forward(self.x, self.w, self.b, out=self.y, **self.conv_kw)
+            call("conv2d_forward", self.x, self.w, self.b, out=self.y, **self.conv_kw)
         elif kind == "conv2d_relu":
-            K.conv2d_relu_forward(self.x, self.w, self.b, out=self.y, **self.conv_kw)
+            call("conv2d_relu_forward", self.x, self.w, self.b, out=self.y, **self.conv_kw)
         else:
-            K.conv2d_relu_maxpool_forward(self.x, self.w, self.b, out=(self.y, self.argmax),
-                                          **self.conv_kw, **self.pool_kw)
+            call("conv2d_relu_maxpool_forward", self.x, self.w, self.b,
+                 out=(self.y, self.argmax), **self.conv_kw, **self.pool_kw)
 
     def backward(self):
-        K, kind = self.K, self.kind
+        call, kind = self.call, self.kind
         out = (self.dx, self.dw, self.db)
         need_dx = self.dx is not None
         if kind == "conv":
-            K.conv2d_backward(self.x, self.w, self.dy, need_dx=need_dx, out=out, **self.conv_kw)
+            call("conv2d_backward", self.x, self.w, self.dy, need_dx=need_dx, out=out,
+                 **self.conv_kw)
         elif kind == "conv2d_relu":
-            K.conv2d_relu_backward(self.x, self.w, self.dy, self.y, need_dx=need_dx, out=out,
-                                   **self.conv_kw)
+            call("conv2d_relu_backward", self.x, self.w, self.dy, self.y, need_dx=need_dx,
+                 out=out, **self.conv_kw)
         else:
-            K.conv2d_relu_maxpool_backward(self.x, self.w, self.dy, self.y, self.argmax,
-                                           need_dx=need_dx, out=out, **self.conv_kw)
+            call("conv2d_relu_maxpool_backward", self.x, self.w, self.dy, self.y, self.argmax,
+                 need_dx=need_dx, out=out, **self.conv_kw)
 
 
 class DenseStep(Step):
@@ -320,13 +340,14 @@ class DenseStep(Step):
         self.w, self.b = self.layer._weights                  # (IN, OUT), (OUT,)
         self.dw, self.db = grads
         self.y = K.empty(self.out_shape())                    # (N, OUT)
+        self.call = _Calls(K)
 
     def forward(self):
-        self.K.dense_forward(self.x, self.w, self.b, out=self.y)
+        self.call("dense_forward", self.x, self.w, self.b, out=self.y)
 
     def backward(self):
-        self.K.dense_backward(self.x, self.w, self.dy, need_dx=self.dx is not None,
-                              out=(self.dx, self.dw, self.db))
+        self.call("dense_backward", self.x, self.w, self.dy, need_dx=self.dx is not None,
+                  out=(self.dx, self.dw, self.db))
 
 
 class DepthwiseStep(Step):

@@ -21,3 +21,13 @@ BN_MAX = 256        # the shared memory the batchnorm statistics kernels compile
 BN_CHUNKS = 256     # at most this many row chunks (blocks per channel tile) in the statistics
 BN_ROWS = 8         # at least this many rows per lane before the statistics add a chunk
 MAX_BLOCKS = 65535  # grid-stride kernels never need more (and 1-D grids allow 2**31 - 1)
+
+
+def run(launches):
+    """Launch each (kernel, (grid, block), argument tuple) of a launch list, in order: what
+    the conv/dense ops' `*_launches` functions return, and what a pre-bound plan step
+    replays (kernels/cuda/_bound.py). The kernel is configured at each launch, not when
+    the list is made: the simulator's kernel[grid, block] reconfigures the kernel object
+    itself (a real one returns a new launch configuration)."""
+    for kernel, config, args in launches:
+        kernel[config](*args)

@@ -161,16 +161,30 @@ KERNELS = [
 ]
 
 
-def _elementwise(kernel, n, *arrays):
+def elementwise_launch(kernel, n, *arrays):
+    """(kernel, (grid, block), arguments) of a grid-stride elementwise kernel over n items
+    of the flattened arrays (a launch list entry: _launch.run)."""
     threads = _launch.ELEMENTWISE
-    kernel[blocks_for(n, threads, _launch.MAX_BLOCKS), threads](*(flat(a) for a in arrays))
+    return (kernel, (blocks_for(n, threads, _launch.MAX_BLOCKS), threads),
+            tuple(flat(a) for a in arrays))
+
+
+def _elementwise(kernel, n, *arrays):
+    _launch.run([elementwise_launch(kernel, n, *arrays)])
+
+
+def zero_launches(a):
+    """The launches that set the C-contiguous float32 device array `a` to 0 (none if empty)."""
+    if not a.size:
+        return []
+    threads = _launch.ELEMENTWISE
+    return [(fill, (blocks_for(a.size, threads, _launch.MAX_BLOCKS), threads),
+             (flat(a), np.float32(0.0)))]
 
 
 def zero(a):
     """Set the C-contiguous float32 device array `a` to 0 on the device."""
-    if a.size:
-        threads = _launch.ELEMENTWISE
-        fill[blocks_for(a.size, threads, _launch.MAX_BLOCKS), threads](flat(a), np.float32(0.0))
+    _launch.run(zero_launches(a))
 
 
 def _rows(kernel, n_rows, *arrays):

@@ -20,8 +20,9 @@ import numpy as np
 from numba import config, cuda, float32, int32, uint32, uint64
 
 from .. import _validate
-from . import _mem
+from . import _launch, _mem
 from ._spec import KernelSpec
+from . import dense as _dense
 
 # dx GEMM tile (conv2d_dx_tile; the forward's tiles are FW_TILES, below, the same design):
 # BM input pixels x BN input channels per block of (BM // TM) * (BN // TN) = 64 threads,
@@ -42,6 +43,20 @@ NOWHERE = -(1 << 28)   # a row/column offset that puts every tap outside the ima
 # thread per step. 32 channels per block: two of the seed's three conv layers have 32.
 FW_TILES = dict(fw_bm=64, fw_bn=32, fw_bk=8, fw_tm=8, fw_tn=4)
 FW_KU = 2       # reduction columns per trip of the FMA loop (fw_bk must be a multiple)
+
+# Splitting the forward and dx grids when they would not fill the GPU (fwd_split,
+# dx_split). A block of either kernel is 64 threads at <= 128 registers: 8 resident per SM,
+# 1,056 on the 132 SMs of an H100/H200, so fw/dx_target_blocks = 2,112 is two waves. A
+# grid with fewer blocks is split: the forward over its pool-window offsets first (no
+# shorter reductions), then both over K (split-K, chunks of at least split_min_steps
+# staging steps); the blocks write raw sums to a cached partials workspace and a second
+# pass adds them in a fixed order (conv2d_fwd_sum: + bias, ReLU, pool; dense.dense_sum for
+# dx): deterministic, no atomics. No split when the partials would exceed
+# split_max_partials floats (32 MB: they should stay in the 50 MB L2 between the two
+# launches), e.g. conv1's forward (its pool-window split would write the whole 90 MB
+# pre-pool activation the fusion avoids).
+SPLIT = dict(fw_target_blocks=2112, dx_target_blocks=2112, split_min_steps=4,
+             split_max_partials=8 * 2 ** 20)
 # cudasim has no aligned shared arrays (it raises on alignment=); on a GPU the tiles are
 # 16-byte aligned so that 4 consecutive floats load as one ld.shared.v4.f32.
 SHARED_ALIGN = None if config.ENABLE_CUDASIM else 16
@@ -92,6 +107,9 @@ def set_tiles(**tiles):
             f"set_tiles: {', '.join(compiled)} already compiled with the tiles "
             f"{_current_tiles()}; kernels freeze the tiles when they compile, so set them "
             f"before the first cuda conv2d/dense call (in a fresh process)")
+    split = dict(SPLIT, **{key: tiles.pop(key) for key in list(tiles) if key in SPLIT})
+    if min(split.values()) < 1:
+        raise ValueError(f"split settings {split} must be >= 1")
     dw = {key: tiles.pop(key) for key in list(tiles) if key.startswith("dw_")}
     t = dict(TILES, **{k: v for k, v in tiles.items() if k not in FW_TILES})
     f = dict(FW_TILES, **{k: v for k, v in tiles.items() if k in FW_TILES})
@@ -102,12 +120,13 @@ def set_tiles(**tiles):
     _set_dw_tiles(**dw)     # the weight-gradient tiles (checked there): before any change
     globals().update(BM=bm, BN=bn, BK=bk, TM=tm, TN=tn, FW_BM=f["fw_bm"],
                      FW_BN=f["fw_bn"], FW_BK=f["fw_bk"], FW_TM=f["fw_tm"], FW_TN=f["fw_tn"],
-                     **fw, **dx)
+                     **fw, **dx, **{k.upper(): v for k, v in split.items()})
 
 
 def _current_tiles():
     return dict(fw_bm=FW_BM, fw_bn=FW_BN, fw_bk=FW_BK, fw_tm=FW_TM, fw_tn=FW_TN,
-                bm=BM, bn=BN, bk=BK, tm=TM, tn=TN, **_current_dw_tiles())
+                bm=BM, bn=BN, bk=BK, tm=TM, tn=TN, **_current_dw_tiles(),
+                **{k: globals()[k.upper()] for k in SPLIT})
 
 
 def _compiled_kernels():
@@ -159,9 +178,16 @@ def _fwd_stage(x, w, n_k, n_f, k0, kk_l, H, W, C, KW, tid, f0, pa_off, pa_row, p
         rb[sl] = v if ok else float32(0.0)
 
 
-@cuda.jit
-def conv2d_fwd_tile(x, w, b, y2, arg2, H, W, C, KW, n_ph, n_pw, OH, OW, sh, sw, pt, pl,
-                    pool_h, pool_w, psh, psw, ppt, ppl, relu, pooled):
+# launch_bounds (maxntid 64, minnctapersm 8): ptxas keeps conv2d_fwd_tile at <= 128
+# registers (8 blocks, 16 warps per SM) without spills; without the bound the split-mode
+# stores of the raw sums cost it 28 registers (154: 6 blocks). The simulator takes none.
+FW_MIN_BLOCKS = 8
+FW_JIT = {} if config.ENABLE_CUDASIM else dict(launch_bounds=(64, FW_MIN_BLOCKS))
+
+
+@cuda.jit(**FW_JIT)
+def conv2d_fwd_tile(x, w, b, y2, arg2, part, H, W, C, KW, n_ph, n_pw, OH, OW, sh, sw, pt, pl,
+                    pool_h, pool_w, psh, psw, ppt, ppl, relu, pooled, q_per, k_chunk, n_ks):
     """y[n, ph, pw, f] = max over the pool window of act(conv(x, w) + b) at conv pixel (oh, ow).
 
     x: the (N, H, W, C) input, flat; w: w2 (K=KH*KW*C, F) flat; b (F,); y2 (M=N*PH*PW, F), the
@@ -169,7 +195,13 @@ def conv2d_fwd_tile(x, w, b, y2, arg2, H, W, C, KW, n_ph, n_pw, OH, OW, sh, sw, 
     the flat index oh * OW + ow of the winner, first maximum in row-major window order
     (a (1, 1) dummy otherwise). act is ReLU when relu != 0. The unfused conv is pool 1x1,
     stride 1, no padding. All float32. Overwrites y2 (and arg2).
-    Grid (ceil(M / FW_BM), ceil(F / FW_BN)), block FW_THREADS (1-D).
+    Grid (ceil(M / FW_BM), ceil(F / FW_BN), G * n_ks), block FW_THREADS (1-D).
+
+    Split (fwd_split; gridDim.z > 1): block z = gq * n_ks + kz reduces only the columns
+    [kz * k_chunk, (kz + 1) * k_chunk) of K at the window offsets [gq * q_per, (gq + 1) *
+    q_per) and writes the raw sums (no bias) to part[kz, q, m, f] (flat; Q = pool_h * pool_w
+    offsets); y2 and arg2 are left to conv2d_fwd_sum. With one block in z it runs the whole
+    reduction and the epilogue itself.
 
     A register-blocked implicit GEMM (docs/cuda_conv.md): thread (tm, tn) accumulates rows
     tm*FW_TM.. x channels tn*FW_TN.. of the block's tile; the patches are gathered from x
@@ -198,6 +230,14 @@ def conv2d_fwd_tile(x, w, b, y2, arg2, H, W, C, KW, n_ph, n_pw, OH, OW, sh, sw, 
     n_m = uint32(y2.shape[0])
     n_f = uint32(y2.shape[1])
     n_k = uint32(w.shape[0] // y2.shape[1])
+    split = cuda.gridDim.z > 1
+    gq = uint32(cuda.blockIdx.z) // uint32(n_ks)
+    kz = uint32(cuda.blockIdx.z) - gq * uint32(n_ks)
+    k_lo = uint32(kz * uint32(k_chunk))
+    k_hi = uint32(min(n_k, uint32(k_lo + uint32(k_chunk))))
+    n_q = uint32(pool_h * pool_w)
+    q_lo = uint32(gq * uint32(q_per))
+    q_hi = uint32(min(n_q, uint32(q_lo + uint32(q_per))))
     uH = uint32(H)
     uW = uint32(W)
     uC = uint32(C)
@@ -233,7 +273,7 @@ def conv2d_fwd_tile(x, w, b, y2, arg2, H, W, C, KW, n_ph, n_pw, OH, OW, sh, sw, 
         best_s[e, tid] = float32(0.0)
         won_s[e, tid] = -1
     seen = uint32(0)                # bit r: pixel row r has met a conv pixel
-    for q in range(pool_h * pool_w):
+    for q in range(q_lo, q_hi):
         qi = q // pool_w
         qj = q - qi * pool_w
         cuda.syncthreads()          # the pixel table is written
@@ -249,10 +289,10 @@ def conv2d_fwd_tile(x, w, b, y2, arg2, H, W, C, KW, n_ph, n_pw, OH, OW, sh, sw, 
             pa_off[sl] = int32(s_nb[mm] + (row * W + col) * C)
         for e in range(FW_OUT):
             acc[e] = float32(0.0)
-        _fwd_stage(x, w, n_k, n_f, uint32(0), kk_l, uH, uW, uC, uKW, tid, f0, pa_off, pa_row,
+        _fwd_stage(x, w, k_hi, n_f, k_lo, kk_l, uH, uW, uC, uKW, tid, f0, pa_off, pa_row,
                    pa_col, ra, rb)
-        k0 = uint32(0)
-        while k0 < n_k:
+        k0 = k_lo
+        while k0 < k_hi:
             cuda.syncthreads()      # every thread is done reading the previous step's tiles
             for sl in range(FW_AL):
                 a_s[kk_l * FW_AP + mm_l + uint32(sl * (FW_THREADS // FW_BK))] = ra[sl]
@@ -262,7 +302,7 @@ def conv2d_fwd_tile(x, w, b, y2, arg2, H, W, C, KW, n_ph, n_pw, OH, OW, sh, sw, 
             cuda.syncthreads()
             k0 = uint32(k0 + FW_BK)
             # the next step's loads now, so their latency hides behind the FMAs below
-            _fwd_stage(x, w, n_k, n_f, k0, kk_l, uH, uW, uC, uKW, tid, f0, pa_off, pa_row,
+            _fwd_stage(x, w, k_hi, n_f, k0, kk_l, uH, uW, uC, uKW, tid, f0, pa_off, pa_row,
                        pa_col, ra, rb)
             ao = a0
             bo = b0
@@ -279,6 +319,15 @@ def conv2d_fwd_tile(x, w, b, y2, arg2, H, W, C, KW, n_ph, n_pw, OH, OW, sh, sw, 
                             acc[r * FW_TN + c] += av[r] * bv[c]
                 ao = uint32(ao + FW_KU * FW_AP)
                 bo = uint32(bo + FW_KU * FW_BP)
+        if split:                   # block-uniform: the raw sums to part[kz, q]
+            pbase = uint32((kz * n_q + uint32(q)) * n_m)
+            for r in range(FW_TM):
+                m = m0 + a0 + uint32(r)
+                for c in range(FW_TN):
+                    f = f0 + b0 + uint32(c)
+                    if m < n_m and f < n_f:
+                        part[uint32((pbase + m) * n_f + f)] = acc[r * FW_TN + c]
+            continue
         for r in range(FW_TM):      # epilogue: bias, ReLU, running max over the window
             mm = a0 + uint32(r)
             oh = s_oh[mm] + qi
@@ -295,13 +344,55 @@ def conv2d_fwd_tile(x, w, b, y2, arg2, H, W, C, KW, n_ph, n_pw, OH, OW, sh, sw, 
                 seen |= uint32(1) << uint32(r)
     for r in range(FW_TM):
         m = m0 + a0 + uint32(r)
-        if m < n_m:
+        if m < n_m and not split:
             for c in range(FW_TN):
                 f = f0 + b0 + uint32(c)
                 if f < n_f:
                     y2[m, f] = best_s[r * FW_TN + c, tid]
                     if pooled != 0:
                         arg2[m, f] = won_s[r * FW_TN + c, tid]
+
+
+@cuda.jit
+def conv2d_fwd_sum(part, b, y2, arg2, n_ks, n_ph, n_pw, OH, OW, pool_w, n_q, psh, psw, ppt,
+                   ppl, relu, pooled):
+    """Stage 2 of a split forward (conv2d_fwd_tile with gridDim.z > 1): for each pooled
+    output (m, f) and window offset q = 0, 1, ... in row-major order, v = sum over kz = 0,
+    1, ... of part[kz, q, m, f] + b[f] (then ReLU when relu != 0) at the offsets that fall
+    in the conv grid; y2[m, f] = the first maximum, arg2[m, f] its flat conv index (when
+    pooled != 0). The same rules as conv2d_fwd_tile's epilogue (padding never wins; 0 and
+    -1 when no offset is in the grid) and fixed-order sums: deterministic.
+    part (n_ks, n_q, M, F) flat, b (F,), y2 (M, F), arg2 int32 like y2 or a (1, 1) dummy.
+    One thread per (m, f), f fastest (coalesced): grid ceil(M * F / _launch.ELEMENTWISE)."""
+    e = uint32(cuda.grid(1))
+    n_m = uint32(y2.shape[0])
+    n_f = uint32(y2.shape[1])
+    if e < uint32(n_m * n_f):     # no barrier in this kernel: the guard is safe
+        m = uint32(e // n_f)
+        f = uint32(e - m * n_f)
+        rem = uint32(m % uint32(n_ph * n_pw))
+        p_h = uint32(rem // uint32(n_pw))
+        oh0 = int32(p_h) * psh - ppt
+        ow0 = int32(rem - p_h * uint32(n_pw)) * psw - ppl
+        best = float32(0.0)
+        won = int32(-1)
+        for q in range(n_q):
+            qi = q // pool_w
+            oh = oh0 + qi
+            ow = ow0 + (q - qi * pool_w)
+            if uint32(oh) < uint32(OH) and uint32(ow) < uint32(OW):
+                v = float32(0.0)
+                for kz in range(n_ks):
+                    v += part[uint32(((uint32(kz) * uint32(n_q) + uint32(q)) * n_m + m) * n_f + f)]
+                v += b[f]
+                if relu != 0 and v < float32(0.0):
+                    v = float32(0.0)
+                if won < 0 or v > best:
+                    best = v
+                    won = int32(oh * OW + ow)
+        y2[m, f] = best
+        if pooled != 0:
+            arg2[m, f] = won
 
 
 @cuda.jit(device=True, inline="always")
@@ -342,13 +433,17 @@ def _dx_stage(dz, w, n_k, C, F, k0, kk_l, c0, KW, OH, OW, sh, sw, pa_base, pa_hp
 
 
 @cuda.jit
-def conv2d_dx_tile(dz, w, dx2, H, W, KH, KW, OH, OW, sh, sw, pt, pl):
+def conv2d_dx_tile(dz, w, dx2, part, H, W, KH, KW, OH, OW, sh, sw, pt, pl, k_chunk):
     """dx[n, h, w, c] = sum over taps (i, j) and f of dz[n, oh, ow, f] * w[i, j, c, f]
     where h + pt - i = oh * sh and w + pl - j = ow * sw (a gather, so no atomics).
 
     dz: the (N, OH, OW, F) gradient, flat; w: w2 (KH*KW*C, F) flat; dx2 (N*H*W, C), the
     (N, H, W, C) input gradient viewed as rows. float32. Overwrites every dx element.
-    Grid (ceil(N*H*W / BM), ceil(C / BN)), block DX_THREADS (1-D).
+    Grid (ceil(N*H*W / BM), ceil(C / BN), S), block DX_THREADS (1-D).
+
+    Split-K (dx_split; S = gridDim.z > 1): block z reduces the columns [z * k_chunk,
+    (z + 1) * k_chunk) and writes its sums to part[z] (S, N*H*W, C), flat; dense.py's
+    dense_sum adds them in the order z = 0, 1, ... (deterministic).
 
     The forward's register-blocked GEMM (conv2d_fwd_tile) with rows = input pixels,
     columns = input channels and the reduction over (i, j, f): thread (tm, tn) keeps TM x TN
@@ -369,6 +464,10 @@ def conv2d_dx_tile(dz, w, dx2, H, W, KH, KW, OH, OW, sh, sw, pt, pl):
     C = uint32(dx2.shape[1])
     F = uint32(w.shape[0] // (KH * KW * dx2.shape[1]))
     n_k = uint32(KH * KW * F)
+    z = uint32(cuda.blockIdx.z)
+    k_lo = uint32(z * uint32(k_chunk))
+    k_hi = uint32(min(n_k, uint32(k_lo + uint32(k_chunk))))
+    out_base = uint32(z * n_m)      # rows of part[z] (0 and dx2 itself when S == 1)
     uKW = uint32(KW)
     uOH = uint32(OH)
     uOW = uint32(OW)
@@ -400,10 +499,10 @@ def conv2d_dx_tile(dz, w, dx2, H, W, KH, KW, OH, OW, sh, sw, pt, pl):
         pa_base[sl] = base
     for e in range(DX_OUT):
         acc[e] = float32(0.0)
-    _dx_stage(dz, w, n_k, C, F, uint32(0), kk_l, c0, uKW, uOH, uOW, ush, usw, pa_base, pa_hp,
+    _dx_stage(dz, w, k_hi, C, F, k_lo, kk_l, c0, uKW, uOH, uOW, ush, usw, pa_base, pa_hp,
               pa_wp, mm_l, ra, rb)
-    k0 = uint32(0)
-    while k0 < n_k:
+    k0 = k_lo
+    while k0 < k_hi:
         cuda.syncthreads()          # every thread is done reading the previous step's tiles
         for sl in range(DX_AL):
             a_s[kk_l * DX_AP + mm_l + uint32(sl * (DX_THREADS // BK))] = ra[sl]
@@ -411,7 +510,7 @@ def conv2d_dx_tile(dz, w, dx2, H, W, KH, KW, OH, OW, sh, sw, pt, pl):
             b_s[kk_l * DX_BP + mm_l + uint32(sl * (DX_THREADS // BK))] = rb[sl]
         cuda.syncthreads()
         k0 = uint32(k0 + BK)
-        _dx_stage(dz, w, n_k, C, F, k0, kk_l, c0, uKW, uOH, uOW, ush, usw, pa_base, pa_hp,
+        _dx_stage(dz, w, k_hi, C, F, k0, kk_l, c0, uKW, uOH, uOW, ush, usw, pa_base, pa_hp,
                   pa_wp, mm_l, ra, rb)
         ao = a0
         bo = b0
@@ -432,7 +531,10 @@ def conv2d_dx_tile(dz, w, dx2, H, W, KH, KW, OH, OW, sh, sw, pt, pl):
             for c in range(TN):
                 cc = c0 + b0 + uint32(c)
                 if cc < C:
-                    dx2[m, cc] = acc[r * TN + c]
+                    if cuda.gridDim.z == 1:
+                        dx2[m, cc] = acc[r * TN + c]
+                    else:
+                        part[uint32((out_base + m) * C + cc)] = acc[r * TN + c]
 
 
 # --- weight gradient: dw2 = patches^T @ dz and db = sum dz (this section owns its constants) ---
@@ -709,13 +811,15 @@ F2 = float32[:, ::1]
 F4 = float32[:, :, :, ::1]
 I2 = int32[:, ::1]
 I4 = int32[:, :, :, ::1]
-FWD_SIG = (F1, F1, F1, F2, I2) + (int32,) * 20
-DX_SIG = (F1, F1, F2) + (int32,) * 10
+FWD_SIG = (F1, F1, F1, F2, I2, F1) + (int32,) * 23
+FWD_SUM_SIG = (F1, F1, F2, I2) + (int32,) * 13
+DX_SIG = (F1, F1, F2, F1) + (int32,) * 11
 DW_SIG = (F1, F1, F1, F1, F1) + (int32,) * 15
 SUM_SIG = (F1, F1, F1, int32, int32, int32)
 
 KERNELS = [
     KernelSpec("conv2d_fwd_tile", conv2d_fwd_tile, FWD_SIG, FW_THREADS),
+    KernelSpec("conv2d_fwd_sum", conv2d_fwd_sum, FWD_SUM_SIG, _launch.ELEMENTWISE),
     KernelSpec("conv2d_dx_tile", conv2d_dx_tile, DX_SIG, DX_THREADS),
     KernelSpec("conv2d_dw_tile", conv2d_dw_tile, DW_SIG, DW_NT),
     KernelSpec("conv2d_dw_sum", conv2d_dw_sum, SUM_SIG, DW_SUM_ROWS * DW_SUM_COLS),
@@ -742,27 +846,85 @@ def _dummy_argmax():
     return _mem.workspace("conv2d_dummy_argmax", (1, 1), np.int32)
 
 
-def launch_forward(x, w2, b, y, kw, oh, ow, stride, pt, pl, relu=False,
-                   pool=(1, 1), pool_stride=(1, 1), ppt=0, ppl=0, arg=None):
-    """y (N, PH, PW, F) [and arg] from x (N, H, W, C) and w2 = w viewed as (K, F);
-    see conv2d_fwd_tile. Without pool, PH, PW = OH, OW."""
+def _split(base, target, steps, bk, per_split, ways=1):
+    """(G, S, k_chunk) for a grid of `base` blocks aiming at `target`: G <= ways groups of
+    an outer loop (the forward's pool-window offsets; G * (ways // G) >= the need), then S
+    chunks of k_chunk (a multiple of bk) over `steps` staging steps, at least
+    SPLIT_MIN_STEPS each, while the partials (S * per_split floats, once split) stay within
+    SPLIT_MAX_PARTIALS; (1, 1, steps * bk) when no split pays or fits."""
+    whole = (1, 1, steps * bk)
+    if base >= target or per_split > SPLIT_MAX_PARTIALS:
+        return whole
+    need = _mem.blocks(target, base)
+    per = max(1, ways // min(ways, need))       # outer offsets per group
+    g = _mem.blocks(ways, per)
+    s = min(_mem.blocks(need, g), max(1, steps // SPLIT_MIN_STEPS),
+            SPLIT_MAX_PARTIALS // per_split)
+    chunk = _mem.blocks(steps, s)
+    s = _mem.blocks(steps, chunk)
+    return (whole if g == s == 1 else (g, s, chunk * bk))
+
+
+def fwd_split(m, f, k, q):
+    """(G, S, q_per, k_chunk) of conv2d_fwd_tile for M = m pooled pixels, F = f, K = k and
+    q pool-window offsets (see SPLIT): grid z = G * S; G == S == 1: no split."""
+    g, s, chunk = _split(_mem.blocks(m, FW_BM) * _mem.blocks(f, FW_BN), FW_TARGET_BLOCKS,
+                         _mem.blocks(k, FW_BK), FW_BK, q * m * f, ways=q)
+    return g, s, _mem.blocks(q, g), chunk
+
+
+def dx_split(m, c, k):
+    """(S, k_chunk) of conv2d_dx_tile for M = m input pixels, C = c and K = KH*KW*F = k."""
+    _, s, chunk = _split(_mem.blocks(m, BM) * _mem.blocks(c, BN), DX_TARGET_BLOCKS,
+                         _mem.blocks(k, BK), BK, m * c)
+    return s, chunk
+
+
+def forward_launches(x, w2, b, y, kw, oh, ow, stride, pt, pl, relu=False,
+                     pool=(1, 1), pool_stride=(1, 1), ppt=0, ppl=0, arg=None):
+    """The launches of y (N, PH, PW, F) [and arg] from x (N, H, W, C) and w2 = w viewed as
+    (K, F): [(kernel, (grid, block), arguments)], conv2d_fwd_tile and, when fwd_split
+    splits it, conv2d_fwd_sum. Without pool, PH, PW = OH, OW. Computed once per plan step
+    (kernels/cuda/_bound.py) or per call (the public ops)."""
     n, h, wd, c = x.shape
     _, ph, pw, f = y.shape
-    grid = (_mem.blocks(n * ph * pw, FW_BM), _mem.blocks(f, FW_BN))
+    m, q = n * ph * pw, pool[0] * pool[1]
+    g, s, q_per, k_chunk = fwd_split(m, f, w2.shape[0], q)
     pooled = arg is not None
-    conv2d_fwd_tile[grid, fwd_threads()](
-        _flat(x), _flat(w2), b, _rows(y), _rows(arg) if pooled else _dummy_argmax(),
+    y2, arg2 = _rows(y), _rows(arg) if pooled else _dummy_argmax()
+    part = _mem.workspace("conv2d_fwd_partials", (s * q * m * f if g * s > 1 else 1,))
+    grid = (_mem.blocks(m, FW_BM), _mem.blocks(f, FW_BN), g * s)
+    launches = [(conv2d_fwd_tile, (grid, fwd_threads()), (
+        _flat(x), _flat(w2), b, y2, arg2, part,
         *_i32(h, wd, c, kw, ph, pw, oh, ow, stride[0], stride[1], pt, pl, pool[0], pool[1],
-              pool_stride[0], pool_stride[1], ppt, ppl, relu, pooled))
+              pool_stride[0], pool_stride[1], ppt, ppl, relu, pooled, q_per, k_chunk, s)))]
+    if g * s > 1:
+        threads = _launch.ELEMENTWISE
+        launches.append((conv2d_fwd_sum, (_mem.blocks(m * f, threads), threads), (
+            part, b, y2, arg2, *_i32(s, ph, pw, oh, ow, pool[1], q, pool_stride[0],
+                                     pool_stride[1], ppt, ppl, relu, pooled))))
+    return launches
 
 
-def launch_dx(dz, w2, dx, kh, kw, stride, pt, pl):
-    """dx (N, H, W, C) from dz (N, OH, OW, F) and w2 (K, F); see conv2d_dx_tile."""
+def dx_launches(dz, w2, dx, kh, kw, stride, pt, pl):
+    """The launches of dx (N, H, W, C) from dz (N, OH, OW, F) and w2 (K, F):
+    conv2d_dx_tile, split-K by dx_split and then dense.dense_sum."""
     n, h, wd, c = dx.shape
     _, oh, ow, _ = dz.shape
-    grid = (_mem.blocks(n * h * wd, BM), _mem.blocks(c, BN))
-    conv2d_dx_tile[grid, dx_threads()](
-        _flat(dz), _flat(w2), _rows(dx), *_i32(h, wd, kh, kw, oh, ow, stride[0], stride[1], pt, pl))
+    m = n * h * wd
+    s, k_chunk = dx_split(m, c, kh * kw * dz.shape[3])
+    part = _mem.workspace("conv2d_dx_partials", (s, m, c) if s > 1 else (1, 1, 1))
+    grid = (_mem.blocks(m, BM), _mem.blocks(c, BN), s)
+    dx2 = _rows(dx)
+    launches = [(conv2d_dx_tile, (grid, dx_threads()), (
+        _flat(dz), _flat(w2), dx2, _flat(part),
+        *_i32(h, wd, kh, kw, oh, ow, stride[0], stride[1], pt, pl, k_chunk)))]
+    if s > 1:
+        dummy = _mem.workspace("conv2d_dx_dummy", (1,))
+        launches.append((_dense.dense_sum, (_mem.blocks(m * c, _dense.SUM_THREADS),
+                                            _dense.SUM_THREADS),
+                         (part, dummy, dx2, dummy, np.uint32(0))))
+    return launches
 
 
 def dw_split(m, k, f):
@@ -788,9 +950,9 @@ def dw_sum_rows(s):
     return rows
 
 
-def launch_dw(x, dz, dw2, db, kw, stride, pt, pl):
-    """dw2 (K, F) and db (F,) from x (N, H, W, C) and dz (N, OH, OW, F), via a cached
-    partials workspace; see conv2d_dw_tile and conv2d_dw_sum."""
+def dw_launches(x, dz, dw2, db, kw, stride, pt, pl):
+    """The launches of dw2 (K, F) and db (F,) from x (N, H, W, C) and dz (N, OH, OW, F),
+    via a cached partials workspace: conv2d_dw_tile, then conv2d_dw_sum when split."""
     n, h, wd, c = x.shape
     _, oh, ow, f = dz.shape
     k = dw2.shape[0]
@@ -801,12 +963,14 @@ def launch_dw(x, dz, dw2, db, kw, stride, pt, pl):
     grid = (_mem.blocks(k, DW_BK), _mem.blocks(f, DW_BN), s)
     kh = k // (kw * c)
     clipped = pt > 0 or pl > 0 or (oh - 1) * stride[0] + kh > h or (ow - 1) * stride[1] + kw > wd
-    conv2d_dw_tile[grid, dw_threads()](
+    launches = [(conv2d_dw_tile, (grid, dw_threads()), (
         _flat(x), _flat(dz), part, _flat(dw2), db,
-        *_i32(h, wd, c, kw, oh, ow, stride[0], stride[1], pt, pl, clipped, m, k, f, chunk))
+        *_i32(h, wd, c, kw, oh, ow, stride[0], stride[1], pt, pl, clipped, m, k, f, chunk)))]
     if s > 1:
-        conv2d_dw_sum[_mem.blocks((k + 1) * f, DW_SUM_COLS), (DW_SUM_COLS, dw_sum_rows(s))](
-            part, _flat(dw2), db, *_i32(s, k, f))
+        launches.append((conv2d_dw_sum, (_mem.blocks((k + 1) * f, DW_SUM_COLS),
+                                       (DW_SUM_COLS, dw_sum_rows(s))),
+                         (part, _flat(dw2), db, *_i32(s, k, f))))
+    return launches
 
 
 def backward_buffers(op, x_shape, w_shape, need_dx, out):
@@ -821,18 +985,24 @@ def backward_buffers(op, x_shape, w_shape, need_dx, out):
     return _mem.out_buffers(op, *specs)
 
 
-def launch_backward(x, w, dz, stride, pt, pl, need_dx, bufs):
-    """(dx or None, dw, db) of the conv from device arrays x, w and dz (N, OH, OW, F), into
-    `bufs` (backward_buffers')."""
+def backward_launches(x, w, dz, stride, pt, pl, dx, dw, db):
+    """The launches of the conv backward from device arrays x, w and dz (N, OH, OW, F) into
+    dw, db and dx (None: not computed): dw_launches, then dx_launches."""
     kh, kw, c, f = w.shape
-    (dw, dw_host), (db, db_host) = bufs[:2]
-    launch_dw(x, dz, dw.reshape(kh * kw * c, f), db, kw, stride, pt, pl)
-    dx = None
-    if need_dx:
-        dx, dx_host = bufs[2]
-        launch_dx(dz, w.reshape(kh * kw * c, f), dx, kh, kw, stride, pt, pl)
-        dx = _mem.finish(dx, dx_host)
-    return dx, _mem.finish(dw, dw_host), _mem.finish(db, db_host)
+    launches = dw_launches(x, dz, dw.reshape(kh * kw * c, f), db, kw, stride, pt, pl)
+    if dx is not None:
+        launches += dx_launches(dz, w.reshape(kh * kw * c, f), dx, kh, kw, stride, pt, pl)
+    return launches
+
+
+def backward_result(bufs, need_dx):
+    """What a conv backward op returns once its launches ran: () -> (dx or None, dw, db),
+    each copied to its host out= array when it had one."""
+    def result():
+        (dw, dw_host), (db, db_host) = bufs[:2]
+        dx = _mem.finish(*bufs[2]) if need_dx else None
+        return dx, _mem.finish(dw, dw_host), _mem.finish(db, db_host)
+    return result
 
 
 def check_conv(op, x, w, stride, padding, layout=_validate.CONV2D_LAYOUT):
@@ -860,21 +1030,43 @@ def check_dy(op, dy, shape):
 
 # --- public ops ---
 
-def conv2d_forward(x, w, b, stride=1, padding="valid", out=None):
-    """y[n, oh, ow, f] = b[f] + sum_{i, j, c} xpad[n, oh*sh + i, ow*sw + j, c] * w[i, j, c, f].
-
-    x (N, H, W, C), w (KH, KW, C, F), b (F,): float32 C-contiguous device arrays (host arrays
-    are copied in); stride int or pair; padding 'valid' or 'same' (Keras geometry). Returns y
-    (N, OH, OW, F): a new device array, or `out` (overwritten). One launch of conv2d_fwd_tile.
-    """
+def conv2d_forward_launches(x, w, b, stride=1, padding="valid", out=None):
+    """conv2d_forward's checks, copies in and launches, not launched: (launches, result),
+    result() giving what the op returns once they ran (kernels/cuda/_bound.py binds them
+    once per plan step)."""
     op = "conv2d_forward"
     stride, oh, ow, pt, pl = check_conv(op, x, w, stride, padding)
     check_bias(op, b, w.shape[3])
     kh, kw, c, f = w.shape
     [(y, y_host)] = _mem.out_buffers(op, ("out", out, (x.shape[0], oh, ow, f), np.float32))
     x, w, b = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w), _mem.device_in(op, "b", b)
-    launch_forward(x, w.reshape(kh * kw * c, f), b, y, kw, oh, ow, stride, pt, pl)
-    return _mem.finish(y, y_host)
+    return (forward_launches(x, w.reshape(kh * kw * c, f), b, y, kw, oh, ow, stride, pt, pl),
+            lambda: _mem.finish(y, y_host))
+
+
+def conv2d_forward(x, w, b, stride=1, padding="valid", out=None):
+    """y[n, oh, ow, f] = b[f] + sum_{i, j, c} xpad[n, oh*sh + i, ow*sw + j, c] * w[i, j, c, f].
+
+    x (N, H, W, C), w (KH, KW, C, F), b (F,): float32 C-contiguous device arrays (host arrays
+    are copied in); stride int or pair; padding 'valid' or 'same' (Keras geometry). Returns y
+    (N, OH, OW, F): a new device array, or `out` (overwritten). One launch of conv2d_fwd_tile
+    (plus conv2d_fwd_sum when fwd_split splits the grid).
+    """
+    launches, result = conv2d_forward_launches(x, w, b, stride, padding, out)
+    _launch.run(launches)
+    return result()
+
+
+def conv2d_backward_launches(x, w, dy, stride=1, padding="valid", need_dx=True, out=None):
+    """conv2d_backward's checks, copies in and launches, not launched: (launches, result)."""
+    op = "conv2d_backward"
+    stride, oh, ow, pt, pl = check_conv(op, x, w, stride, padding)
+    check_dy(op, dy, (x.shape[0], oh, ow, w.shape[3]))
+    bufs = backward_buffers(op, x.shape, w.shape, need_dx, out)
+    x, w, dy = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w), _mem.device_in(op, "dy", dy)
+    dx = bufs[2][0] if need_dx else None
+    return (backward_launches(x, w, dy, stride, pt, pl, dx, bufs[0][0], bufs[1][0]),
+            backward_result(bufs, need_dx))
 
 
 def conv2d_backward(x, w, dy, stride=1, padding="valid", need_dx=True, out=None):
@@ -884,9 +1076,6 @@ def conv2d_backward(x, w, dy, stride=1, padding="valid", need_dx=True, out=None)
     buffers (overwritten; an entry may be None). need_dx=False skips dx. dw and db are
     reduced in two deterministic stages (no atomics) through a cached workspace.
     """
-    op = "conv2d_backward"
-    stride, oh, ow, pt, pl = check_conv(op, x, w, stride, padding)
-    check_dy(op, dy, (x.shape[0], oh, ow, w.shape[3]))
-    bufs = backward_buffers(op, x.shape, w.shape, need_dx, out)
-    x, w, dy = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w), _mem.device_in(op, "dy", dy)
-    return launch_backward(x, w, dy, stride, pt, pl, need_dx, bufs)
+    launches, result = conv2d_backward_launches(x, w, dy, stride, padding, need_dx, out)
+    _launch.run(launches)
+    return result()

@@ -23,7 +23,7 @@ import numpy as np
 from numba import config, cuda, float32, uint32
 
 from .. import _validate
-from . import _mem
+from . import _launch, _mem
 from ._spec import KernelSpec
 
 # Block tile BM rows x BN columns of C, TM x TN outputs per thread (registers), BK
@@ -262,9 +262,10 @@ def _dummy():
     return _mem.workspace("dense_dummy", (1,), np.float32)
 
 
-def launch_gemm(a, b, out, out_last, strides, n_k, ones_row=False, bias=None):
-    """C = A @ B into out (R, N) [+ bias] and out_last (the ones row); see dense_gemm.
-    `strides` = (a_sm, a_sk, b_sk, b_sn) of the flat a and b."""
+def gemm_launches(a, b, out, out_last, strides, n_k, ones_row=False, bias=None):
+    """The launches (not launched) of C = A @ B into out (R, N) [+ bias] and out_last (the
+    ones row): [(kernel, (grid, block), arguments)], dense_gemm and, when split, dense_sum;
+    see dense_gemm. `strides` = (a_sm, a_sk, b_sk, b_sn) of the flat a and b."""
     rows, cols = out.shape
     m = rows + int(ones_row)
     s, chunk = split(m, cols, n_k)
@@ -274,12 +275,13 @@ def launch_gemm(a, b, out, out_last, strides, n_k, ones_row=False, bias=None):
     has_bias = bias is not None
     bias = bias if has_bias else _dummy()
     out_last = out_last if out_last is not None else _dummy()
-    dense_gemm[grid, (BN // TN, BM // TM)](
+    launches = [(dense_gemm, (grid, (BN // TN, BM // TM)), (
         _flat(a), _flat(b), bias, part, out, out_last,
-        *_u32(n_k, *strides, chunk, ones_row, direct, has_bias))
+        *_u32(n_k, *strides, chunk, ones_row, direct, has_bias)))]
     if not direct:
-        dense_sum[_mem.blocks(m * cols, SUM_THREADS), SUM_THREADS](
-            part, bias, out, out_last, np.uint32(has_bias))
+        launches.append((dense_sum, (_mem.blocks(m * cols, SUM_THREADS), SUM_THREADS),
+                         (part, bias, out, out_last, np.uint32(has_bias))))
+    return launches
 
 
 # --- public ops ---
@@ -292,12 +294,9 @@ def _check(op, x, w):
     _mem.check_int32_indexable(op, x.shape, w.shape, (x.shape[0], w.shape[1]))
 
 
-def dense_forward(x, w, b, out=None):
-    """y = x @ w + b: (N, OUT), a new device array or `out` (overwritten).
-
-    x (N, IN), w (IN, OUT), b (OUT,): float32 C-contiguous device arrays (host arrays are
-    copied in). One dense_gemm launch, plus dense_sum when the reduction is split.
-    """
+def dense_forward_launches(x, w, b, out=None):
+    """dense_forward's checks, copies in and launches, not launched: (launches, result),
+    result() giving what the op returns once they ran (kernels/cuda/_bound.py)."""
     op = "dense_forward"
     _check(op, x, w)
     _validate.check_bias(op, _mem.checkable(b), w.shape[1], np.float32)
@@ -305,14 +304,23 @@ def dense_forward(x, w, b, out=None):
     [(y, y_host)] = _mem.out_buffers(op, ("out", out, (x.shape[0], w.shape[1]), np.float32))
     x, w, b = _mem.device_in(op, "x", x), _mem.device_in(op, "w", w), _mem.device_in(op, "b", b)
     n_in, n_out = w.shape
-    launch_gemm(x, w, y, None, (n_in, 1, n_out, 1), n_in, bias=b)
-    return _mem.finish(y, y_host)
+    return (gemm_launches(x, w, y, None, (n_in, 1, n_out, 1), n_in, bias=b),
+            lambda: _mem.finish(y, y_host))
 
 
-def dense_backward(x, w, dy, need_dx=True, out=None):
-    """(dx = dy @ w.T or None, dw = x.T @ dy, db = sum_n dy): new device arrays or the out=
-    tuple's buffers (overwritten; an entry may be None). dw and db come from one product
-    (x.T with a row of ones, times dy); every sum runs in a fixed order (deterministic)."""
+def dense_forward(x, w, b, out=None):
+    """y = x @ w + b: (N, OUT), a new device array or `out` (overwritten).
+
+    x (N, IN), w (IN, OUT), b (OUT,): float32 C-contiguous device arrays (host arrays are
+    copied in). One dense_gemm launch, plus dense_sum when the reduction is split.
+    """
+    launches, result = dense_forward_launches(x, w, b, out)
+    _launch.run(launches)
+    return result()
+
+
+def dense_backward_launches(x, w, dy, need_dx=True, out=None):
+    """dense_backward's checks, copies in and launches, not launched: (launches, result)."""
     op = "dense_backward"
     _check(op, x, w)
     _validate.check_dy(op, _mem.checkable(dy), (x.shape[0], w.shape[1]), np.float32)
@@ -328,11 +336,21 @@ def dense_backward(x, w, dy, need_dx=True, out=None):
     n, n_in = x.shape
     n_out = w.shape[1]
     # dw (IN, OUT) and db: A[i, k=n] = x[n, i] (a_sm 1, a_sk IN) plus the ones row
-    launch_gemm(x, dy, dw, db, (1, n_in, n_out, 1), n, ones_row=True)
-    dx = None
+    launches = gemm_launches(x, dy, dw, db, (1, n_in, n_out, 1), n, ones_row=True)
     if need_dx:
-        dx, dx_host = bufs[2]
         # dx (N, IN): A = dy (N, OUT), B[k=o, j=i] = w[i, o] (b_sk 1, b_sn OUT)
-        launch_gemm(dy, w, dx, None, (n_out, 1, 1, n_out), n_out)
-        dx = _mem.finish(dx, dx_host)
-    return dx, _mem.finish(dw, dw_host), _mem.finish(db, db_host)
+        launches += gemm_launches(dy, w, bufs[2][0], None, (n_out, 1, 1, n_out), n_out)
+
+    def result():
+        dx = _mem.finish(*bufs[2]) if need_dx else None
+        return dx, _mem.finish(dw, dw_host), _mem.finish(db, db_host)
+    return launches, result
+
+
+def dense_backward(x, w, dy, need_dx=True, out=None):
+    """(dx = dy @ w.T or None, dw = x.T @ dy, db = sum_n dy): new device arrays or the out=
+    tuple's buffers (overwritten; an entry may be None). dw and db come from one product
+    (x.T with a row of ones, times dy); every sum runs in a fixed order (deterministic)."""
+    launches, result = dense_backward_launches(x, w, dy, need_dx, out)
+    _launch.run(launches)
+    return result()

@@ -39,7 +39,7 @@ from . import _launch
 from ._mem import (blocks_for, check_float32, check_int32_indexable, checkable, device_in,
                    finish, flat, is_device_array, out_buffer, out_buffers)
 from ._spec import KernelSpec
-from .activations import zero
+from .activations import zero_launches
 
 _F4 = float32[:, :, :, ::1]
 _I4 = int32[:, :, :, ::1]
@@ -192,16 +192,23 @@ def _launch_over(kernel, n, *args):
     kernel[blocks_for(n, threads, _launch.MAX_BLOCKS), threads](*args)
 
 
+def scatter_grad_launches(dy, argmax, dx, mask=None):
+    """The launches of scatter_grad (not launched): [(kernel, (grid, block), arguments)]."""
+    launches = zero_launches(dx)
+    if dy.size:
+        masked = mask is not None
+        threads = _launch.POOL
+        launches.append((maxpool_bwd, (blocks_for(dy.size, threads, _launch.MAX_BLOCKS), threads),
+                         (dy, argmax, mask if masked else dy, np.int32(masked), dx)))
+    return launches
+
+
 def scatter_grad(dy, argmax, dx, mask=None):
     """dx zeroed, then each dy added at its argmax (only where mask > 0 when a mask is
     given): the max-pool backward, and with mask=y the fused backward's conv-grid
     gradient. Device arrays: dy, argmax (int32) and mask of one shape (N, OH, OW, C),
     dx (N, H, W, C)."""
-    zero(dx)
-    if dy.size:
-        masked = mask is not None
-        _launch_over(maxpool_bwd, dy.size, dy, argmax, mask if masked else dy,
-                     np.int32(masked), dx)
+    _launch.run(scatter_grad_launches(dy, argmax, dx, mask))
 
 
 def maxpool2d_forward(x, pool=2, stride=None, padding="valid", out=None):
