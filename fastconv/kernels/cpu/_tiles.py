@@ -30,6 +30,18 @@ def _stack_f32(typingctx, size):
     return types.CPointer(types.float32)(size), codegen
 
 
+@intrinsic
+def _data_f32(typingctx, arr):
+    """The data pointer of a float32 array, as a CPointer: no reference counting, so a
+    variable can hold this array's data or a stack tile's (see _add_winner)."""
+    if not isinstance(arr, types.Array) or arr.dtype != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return context.make_array(signature.args[0])(context, builder, args[0]).data
+    return types.CPointer(types.float32)(arr), codegen
+
+
 # Register block of the forward: PX output pixels x FC output channels of
 # accumulators. With 256-bit vectors (16 registers): 3 x 32 floats = 12
 # registers, leaving 4 for the weights and the broadcast input, measured best of

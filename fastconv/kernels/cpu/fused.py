@@ -32,6 +32,7 @@ from numba import njit, prange
 from .. import _validate
 from . import conv2d
 from ._common import F32, FMA_OPTS, Target, check_float32, contiguous
+from ._tiles import _data_f32
 from .conv2d import FC, _conv_row, _conv_row_3x3, _conv_row_3x3_short, _stack_f32
 
 
@@ -267,6 +268,44 @@ KC = 96
 KS = 16
 IB = 3
 IB_KS = IB * KS
+# Accumulator sets of the short-run dw (SETS x IB x KS floats, held in registers).
+SETS = 4
+SETS_IB_KS = SETS * IB * KS
+
+
+@njit(inline="always", **FMA_OPTS)
+def _add_winner(a, xptr, img, o, row, gv, lim, K, tptr):
+    """a (IB, KS)[r, t] += gv * x[img + o + r*row + t]: one winner's three kernel rows of
+    a short-run dw (see _backward_pooled). xptr is x's data (_data_f32), img the
+    image's offset in it, o the winner's in the image. Where o > lim the KS reads of a
+    row would pass the end of the image, so the K that count are first copied into the
+    stack tile tptr (IB * KS floats), zeros after them, and read from there. One
+    multiply-add loop serves both ways, so every winner's products and sums round
+    alike (two loops need not be contracted into FMAs alike), and the test is on the
+    image, not on x, so nothing depends on the batch. a is indexed by constants only:
+    LLVM holds it in registers across the winner loop (an exact loop over K adding
+    into a kept it on the stack, a load and a store around every FMA)."""
+    p = xptr
+    q0 = np.uint64(img + o)
+    rs = np.uint64(row)
+    if o > lim:
+        # reads clamped to the K that count, then zeroed: no call to memcpy (a call
+        # makes every zmm register caller-saved, and the sums went back to the stack)
+        for r in range(IB):
+            q = np.uint64(img + o + r * row)
+            for t in range(KS):
+                v = xptr[q + np.uint64(min(t, K - 1))]
+                tptr[r * KS + t] = v if t < K else F32(0)
+        p = tptr
+        q0 = np.uint64(0)
+        rs = np.uint64(KS)
+    q1 = q0 + rs
+    q2 = q1 + rs
+    for t in range(KS):
+        u = np.uint64(t)
+        a[0, t] += gv * p[q0 + u]
+        a[1, t] += gv * p[q1 + u]
+        a[2, t] += gv * p[q2 + u]
 
 
 @njit(parallel=True, **FMA_OPTS)
@@ -286,7 +325,8 @@ def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, 
       dw[f, i, chunk] sums g * x[winner + i*Wp*C + chunk] over the list with
       the chunk accumulating on the stack (no aliasing, so no stores to dw in
       the loop). Runs of at most KS inputs (an RGB first layer) read KS and
-      keep the first KW*C sums, IB kernel rows at a time.
+      keep the first KW*C sums, IB kernel rows at a time, the winners spread over
+      SETS register-held sums (_add_winner).
     Scratch, one slab per worker thread: loff (T, F, PH*PW) int64, lg
     (T, F, PH*PW), lcnt (T, F) int64.
     """
@@ -299,13 +339,16 @@ def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, 
     xall = xp.reshape(-1)
     dxf = dxp.reshape(dxp.shape[0], Hp * row)
     inv = 1.0 / ow_n
+    lim = (Hp - IB + 1) * row - KS       # _add_winner's fast reads end inside the image
+    xptr = _data_f32(xall)
     for n in prange(N):
         tid = numba.get_thread_id()
         offs = loff[tid]
         gs = lg[tid]
         cnt = lcnt[tid]
         acc = numba.carray(_stack_f32(KC), (KC,))
-        acc2 = numba.carray(_stack_f32(IB_KS), (IB, KS))
+        acc4 = numba.carray(_stack_f32(SETS_IB_KS), (SETS, IB, KS))
+        tptr = _stack_f32(IB_KS)
         xn = xf[n]
         dxn = dxf[n]
         cnt[:] = 0
@@ -346,31 +389,37 @@ def _backward_pooled(xp, wt, dy, y, arg, sh, sw, ow_n, need_dx, loff, lg, lcnt, 
                 # Short runs (conv1: KW*C = 9): read KS inputs per kernel row, IB rows
                 # at a time, and keep only the first K sums. The extra lanes read
                 # the next pixels' inputs (finite, discarded); an entry whose reads
-                # would pass the end of x takes the exact loop below.
+                # would pass the end of x is copied into tmp first (_add_winner).
+                # The winners go round SETS accumulator sets, added at the end as
+                # (s0 + s1) + (s2 + s3): with one set, every FMA waited for the one
+                # before it (the same 3 x 16 sums, winner after winner).
+                c = cnt[f]
                 while i0 + IB <= KH:
-                    for r in range(IB):
-                        for t in range(KS):
-                            acc2[r, t] = 0
-                    for j in range(cnt[f]):
-                        o = img + of[j] + i0 * row
-                        gv = gf[j]
-                        if o + (IB - 1) * row + KS <= xall.size:
-                            xs0 = xall[o:o + KS]
-                            xs1 = xall[o + row:o + row + KS]
-                            xs2 = xall[o + 2 * row:o + 2 * row + KS]
+                    for q in range(SETS):
+                        for r in range(IB):
                             for t in range(KS):
-                                acc2[0, t] += gv * xs0[t]
-                                acc2[1, t] += gv * xs1[t]
-                                acc2[2, t] += gv * xs2[t]
-                        else:
-                            for r in range(IB):
-                                xs = xall[o + r * row:o + r * row + K]
-                                for t in range(K):
-                                    acc2[r, t] += gv * xs[t]
+                                acc4[q, r, t] = 0
+                    base = i0 * row
+                    j = 0
+                    while j + SETS <= c:
+                        _add_winner(acc4[0], xptr, img, base + of[j], row, gf[j], lim, K,
+                                    tptr)
+                        _add_winner(acc4[1], xptr, img, base + of[j + 1], row, gf[j + 1],
+                                    lim, K, tptr)
+                        _add_winner(acc4[2], xptr, img, base + of[j + 2], row, gf[j + 2],
+                                    lim, K, tptr)
+                        _add_winner(acc4[3], xptr, img, base + of[j + 3], row, gf[j + 3],
+                                    lim, K, tptr)
+                        j += SETS
+                    while j < c:
+                        _add_winner(acc4[0], xptr, img, base + of[j], row, gf[j], lim, K,
+                                    tptr)
+                        j += 1
                     for r in range(IB):
                         d = dwp[n, f, i0 + r]
                         for t in range(K):
-                            d[t] = acc2[r, t]
+                            d[t] = (acc4[0, r, t] + acc4[1, r, t]) + \
+                                (acc4[2, r, t] + acc4[3, r, t])
                     i0 += IB
             for i in range(i0, KH):
                 c0 = 0
