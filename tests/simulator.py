@@ -40,9 +40,9 @@ def run(script, *args, timeout=600):
     return json.loads(proc.stdout.split("RESULT:", 1)[1])
 
 
-# The start of a cuda model script: skip (exit 3) when the cuda backend cannot load, and
-# launch configurations patched down so that small inputs still need several blocks.
-CUDA_PRELUDE = """
+# The start of a cuda script: skip (exit 3) when the cuda backend cannot load; the
+# checkout (the child's working directory) importable, so `from tests.x import y` works.
+CUDA_SKIP = """
 import json, sys
 import numpy as np
 from fastconv import kernels
@@ -51,7 +51,11 @@ try:
 except kernels.BackendUnavailable as exc:
     print("SKIP:", exc)
     sys.exit(3)
-from fastconv.kernels.cuda import _launch
-_launch.ELEMENTWISE = _launch.POOL = _launch.REDUCE = 32   # fewer simulated threads
 sys.path.insert(0, ".")
+"""
+
+# The start of a cuda model script: CUDA_SKIP, and launch configurations patched down so
+# that small inputs still need several blocks.
+CUDA_PRELUDE = CUDA_SKIP + """from fastconv.kernels.cuda import _launch
+_launch.ELEMENTWISE = _launch.POOL = _launch.REDUCE = 32   # fewer simulated threads
 """

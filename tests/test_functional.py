@@ -12,6 +12,7 @@ from fastconv import layers as L
 from fastconv.models import Functional
 from fastconv.optimizers import SGD, Adam
 
+from . import simulator
 from .model_helpers import discs_and_squares, residual_net, tiny_convnet
 from .test_model_training import _backend_or_skip, _loss_and_grads
 
@@ -326,20 +327,9 @@ def test_inference_shares_buffers_and_computes_what_training_does(make, shares):
     assert infer.logits is not train.logits
 
 
-CUDA_SIM_SCRIPT = """
-import json, sys
-import numpy as np
-from fastconv import kernels
-try:
-    kernels.get("cuda")
-except kernels.BackendUnavailable as exc:
-    print("SKIP:", exc)
-    sys.exit(3)
-from fastconv.kernels.cuda import _launch
+CUDA_SIM_SCRIPT = simulator.CUDA_PRELUDE + """
 from fastconv.optimizers import SGD
-_launch.ELEMENTWISE = _launch.POOL = _launch.REDUCE = 32   # fewer simulated threads
-sys.path.insert(0, "tests")
-from model_helpers import residual_net
+from tests.model_helpers import residual_net
 rng = np.random.default_rng(0)
 x = rng.random((8, 6, 6, 1), np.float32)
 y = (rng.random(8) > 0.5).astype(np.float32)
@@ -364,8 +354,7 @@ def test_residual_net_on_cuda_under_the_simulator_follows_the_reference():
     accumulate_grad, the device-side fit step), without and with a BatchNormalization
     after the first conv (its moving statistics among the weights); tolerances of
     test_model_cuda_sim."""
-    from .simulator import run
-    result = run(CUDA_SIM_SCRIPT, timeout=900)
+    result = simulator.run(CUDA_SIM_SCRIPT, timeout=900)
     for suffix in ("", "_bn"):
         ref, dev = result["reference" + suffix], result["cuda" + suffix]
         np.testing.assert_allclose(dev["losses"], ref["losses"], rtol=2e-4, atol=1e-5)

@@ -14,6 +14,8 @@ from fastconv import Sequential
 from fastconv import layers as L
 from fastconv import optimizers as O
 
+from . import simulator
+
 VECTORS = os.path.join(os.path.dirname(__file__), "keras_oracle", "bn_model.npz")
 
 
@@ -85,18 +87,9 @@ def moved_as_keras(model, before, after):
     return moved
 
 
-CUDA_SCRIPT = """
-import json, sys
-import numpy as np
-from fastconv import kernels
+CUDA_SCRIPT = simulator.CUDA_SKIP + """
 from fastconv import optimizers as O
-try:
-    kernels.get("cuda")
-except kernels.BackendUnavailable as exc:
-    print("SKIP:", exc)
-    sys.exit(3)
-sys.path.insert(0, sys.argv[1])
-from test_keras_oracle import VECTORS, _weights, build
+from tests.test_keras_oracle import VECTORS, _weights, build
 with np.load(VECTORS) as f:
     run = {k: f[k] for k in f.files}
 model = build("cuda")
@@ -113,8 +106,7 @@ def test_cuda_under_the_simulator_matches_keras(keras_run):
     """The same two checks on device='cuda' (the cuda batchnorm, rescaling and global
     pooling kernels at their real launch sizes) under the simulator, same tolerances."""
     pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
-    from .simulator import TESTS, run
-    got = run(CUDA_SCRIPT, TESTS, timeout=600)
+    got = simulator.run(CUDA_SCRIPT, timeout=600)
     np.testing.assert_allclose(np.array(got["pred"]), keras_run["pred"], rtol=1e-4, atol=1e-4)
     assert abs(got["loss"] - float(keras_run["loss"])) < 1e-5
     before = _weights(keras_run, "w")

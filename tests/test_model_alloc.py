@@ -18,10 +18,7 @@ also shows that no device buffer is allocated and kept; the per-step peak is not
 checked there (the simulator's own per-launch objects, thread frames and argument
 wrappers, dwarf a real launch's argument marshalling).
 """
-import json
 import os
-import subprocess
-import sys
 import textwrap
 import tracemalloc
 import types
@@ -32,6 +29,7 @@ import pytest
 from fastconv import kernels
 from fastconv.kernels import _host
 
+from . import simulator
 from .model_helpers import discs_and_squares, residual_net, separable_net, tiny_convnet
 
 # A step may create a few short-lived Python objects (the loss float, kwargs dicts,
@@ -228,18 +226,8 @@ def test_steady_state_training_step_allocates_no_buffers(device):
         assert calls["conv2d_forward"] == calls["maxpool2d_forward"] == 2 * 5 * 4
 
 
-SIM_SCRIPT = textwrap.dedent("""
-    import json, sys, tracemalloc
-    import numpy as np
-    from fastconv import kernels
-    try:
-        kernels.get("cuda")
-    except kernels.BackendUnavailable as exc:
-        print("SKIP:", exc)
-        sys.exit(3)
-    from fastconv.kernels.cuda import _launch
-    _launch.ELEMENTWISE = _launch.POOL = _launch.REDUCE = 32   # fewer simulated threads
-    sys.path.insert(0, {root!r})
+SIM_SCRIPT = simulator.CUDA_PRELUDE + textwrap.dedent("""
+    import tracemalloc
     from tests import test_model_alloc as T
     from tests.model_helpers import discs_and_squares, tiny_convnet
     rng = np.random.default_rng(0)
@@ -249,8 +237,8 @@ SIM_SCRIPT = textwrap.dedent("""
     tracemalloc.start()
     peaks, nets, numpy_net = T._measure(model, x, y, batch_size=4, epochs=2, warmup=1)
     tracemalloc.stop()
-    print("RESULT:" + json.dumps({{"peaks": peaks, "nets": nets, "numpy_net": numpy_net,
-                                  "plans": len(model._plans)}}))
+    print("RESULT:" + json.dumps({"peaks": peaks, "nets": nets, "numpy_net": numpy_net,
+                                 "plans": len(model._plans)}))
 """)
 
 
@@ -259,14 +247,7 @@ def _cuda_under_the_simulator():
     (FASTCONV_SLOW_SIM=1): tracemalloc over the simulator's Python thread per CUDA thread
     takes 10-20 minutes on 2 cores, too long for every CI run; tests/test_cuda_step.py
     counts the same step's device allocations and copies under the simulator in CI."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    proc = subprocess.run([sys.executable, "-c", SIM_SCRIPT.format(root=root)], env=env,
-                          capture_output=True, text=True, timeout=900, cwd=root)
-    if proc.returncode == 3:
-        pytest.skip(f"cuda backend under the simulator: {proc.stdout.strip()}")
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    r = json.loads(proc.stdout.split("RESULT:", 1)[1])
+    r = simulator.run(SIM_SCRIPT, timeout=900)
     print(f"\ncuda (simulator): per-step peak traced bytes {r['peaks']} (not checked), "
           f"net {r['nets']}, NumPy buffers net {r['numpy_net']}")
     assert len(r["peaks"]) == 2

@@ -14,6 +14,7 @@ from fastconv import Sequential, kernels
 from fastconv import layers as L
 from fastconv import optimizers as O
 
+from . import simulator
 from .model_helpers import discs_and_squares
 
 
@@ -230,19 +231,10 @@ def test_a_backend_without_an_op_is_refused_at_plan_time_naming_the_layer():
         model.train_on_batch(x, np.zeros(2, np.float32))
 
 
-CUDA_SIM_SCRIPT = """
-import json, sys
-import numpy as np
-from fastconv import Sequential, kernels
+CUDA_SIM_SCRIPT = simulator.CUDA_PRELUDE + """
+from fastconv import Sequential
 from fastconv import layers as L
 from fastconv import optimizers as O
-try:
-    kernels.get("cuda")
-except kernels.BackendUnavailable as exc:
-    print("SKIP:", exc)
-    sys.exit(3)
-from fastconv.kernels.cuda import _launch
-_launch.ELEMENTWISE = _launch.POOL = _launch.REDUCE = 32   # fewer simulated threads
 rng = np.random.default_rng(0)
 x = rng.random((4, 6, 6, 1), np.float32) * 255
 y = np.array([0, 1, 1, 0], np.float32)
@@ -293,16 +285,8 @@ def test_rescaling_and_batchnorm_on_cuda_under_the_simulator():
     moving statistics alone) through the cuda plan under the simulator against the
     reference: rtol 1e-4 on losses and predictions, 1e-3 on the weights and moving
     statistics (as tests/test_model_cuda_sim.py)."""
-    import subprocess
-    import sys
     pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
-    from .simulator import env
-    proc = subprocess.run([sys.executable, "-c", CUDA_SIM_SCRIPT], env=env(),
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode == 3:
-        pytest.skip(f"cuda backend under the simulator: {proc.stdout.strip()}")
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    r = json.loads(proc.stdout.split("RESULT:", 1)[1])
+    r = simulator.run(CUDA_SIM_SCRIPT, timeout=600)
     ref, dev = r["reference"], r["cuda"]
     np.testing.assert_allclose(dev["losses"], ref["losses"], rtol=1e-4, atol=1e-6)
     for a, b in zip(dev["w"], ref["w"]):

@@ -19,13 +19,21 @@ is written once, by one thread: no zeroing pass, no races, the same bits at any
 thread count.
 """
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from .. import _validate
-from ._common import F32, Target, check_float32, contiguous, kernel
+from ._common import F32, OPTS, Target, check_float32, contiguous, kernel
 
 NEG_INF = np.float32(-np.inf)
 F0 = np.float32(0.0)
+
+
+@njit(inline="always", **OPTS)
+def _real(o, s, p, k, n):
+    """[start, end): the real pixels, along one axis of n pixels, of output o's window
+    (size k, stride s, padding p before the first pixel); empty when start >= end."""
+    t0 = o * s - p
+    return max(t0, 0), min(t0 + k, n)
 
 
 @kernel
@@ -35,11 +43,9 @@ def _pool_fwd(x, ph, pw, sh, sw, pt, pl, y, arg):
     for task in prange(n * oh):
         b = task // oh
         r = task - b * oh
-        r0 = r * sh - pt
-        rs, re = max(r0, 0), min(r0 + ph, h)       # the window's real rows
+        rs, re = _real(r, sh, pt, ph, h)            # the window's real rows
         for q in range(ow):
-            q0 = q * sw - pl
-            qs, qe = max(q0, 0), min(q0 + pw, w)
+            qs, qe = _real(q, sw, pl, pw, w)
             if rs >= re or qs >= qe:                 # no real pixel: as the reference
                 for ch in range(c):
                     y[b, r, q, ch] = NEG_INF
@@ -92,11 +98,9 @@ def _avg_fwd(x, ph, pw, sh, sw, pt, pl, y):
     for task in prange(n * oh):
         b = task // oh
         r = task - b * oh
-        r0 = r * sh - pt
-        rs, re = max(r0, 0), min(r0 + ph, h)       # the window's real rows
+        rs, re = _real(r, sh, pt, ph, h)            # the window's real rows
         for q in range(ow):
-            q0 = q * sw - pl
-            qs, qe = max(q0, 0), min(q0 + pw, w)
+            qs, qe = _real(q, sw, pl, pw, w)
             count = F32(max((re - rs) * (qe - qs), 1))
             for ch in range(c):
                 y[b, r, q, ch] = F0
@@ -127,11 +131,10 @@ def _avg_bwd(dy, ph, pw, sh, sw, pt, pl, dx):
             for ch in range(c):
                 dx[b, i, j, ch] = F0
             for r in range(r_lo, r_hi + 1):
-                r0 = r * sh - pt
-                rows = min(r0 + ph, h) - max(r0, 0)
+                rs, re = _real(r, sh, pt, ph, h)
                 for q in range(q_lo, q_hi + 1):
-                    q0 = q * sw - pl
-                    count = F32(max(rows * (min(q0 + pw, w) - max(q0, 0)), 1))
+                    qs, qe = _real(q, sw, pl, pw, w)
+                    count = F32(max((re - rs) * (qe - qs), 1))
                     for ch in range(c):
                         dx[b, i, j, ch] += dy[b, r, q, ch] / count
 

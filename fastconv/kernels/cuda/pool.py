@@ -28,8 +28,11 @@ one thread per input element (n, h, w, c), channels fastest, summing dy / count
 over exactly the windows that cover its pixel (closed ranges of output rows and
 columns computed from h, w): every element of dx is written once, no zeroing
 pass, no atomics, the same bits run to run. Flat arrays and uint32 index math
-(sizes below 2**31, check_int32_indexable): window starts are kept in padded
-coordinates (r * sh, never negative) so nothing needs a signed index.
+(sizes below 2**31, check_int32_indexable).
+
+Every kernel here that visits a window gets its real rows and columns from _real,
+which keeps the window's start in padded coordinates (r * sh, never negative), so
+nothing needs a signed index.
 """
 import numpy as np
 from numba import cuda, float32, int32, uint32
@@ -43,6 +46,15 @@ from .activations import zero_launches
 
 _F4 = float32[:, :, :, ::1]
 _I4 = int32[:, :, :, ::1]
+
+
+@cuda.jit(device=True, inline="always")
+def _real(o, s, p, k, n):
+    """[start, end) in x: the real pixels, along one axis of n pixels, of output o's window
+    (size k, stride s, padding p before the first pixel), uint32. The window starts at
+    o * s in padded coordinates, so nothing is negative; empty when start >= end."""
+    o0 = uint32(o * s)
+    return uint32(max(o0, p) - p), uint32(min(uint32(o0 + k), uint32(n + p)) - p)
 
 
 @cuda.jit
@@ -60,20 +72,20 @@ def maxpool_fwd(x, y, arg, ph, pw, sh, sw, pt, pl):
         t = t // ow
         r = t % oh
         n = t // oh
-        r0 = r * sh - pt
-        q0 = q * sw - pl
+        rs, re = _real(r, sh, pt, ph, h)              # the window's real rows [rs, re)
+        qs, qe = _real(q, sw, pl, pw, w)
         best = np.float32(-np.inf)
-        where = -1
-        for a in range(ph):
-            hh = r0 + a
-            if hh >= 0 and hh < h:
-                for b in range(pw):
-                    ww = q0 + b
-                    if ww >= 0 and ww < w:
-                        val = x[n, hh, ww, ch]
-                        if where < 0 or val > best:   # first maximum wins ties
-                            best = val
-                            where = hh * w + ww
+        where = int32(-1)
+        hh = rs
+        while hh < re:
+            ww = qs
+            while ww < qe:
+                val = x[n, hh, ww, ch]
+                if where < 0 or val > best:           # first maximum wins ties
+                    best = val
+                    where = int32(hh * uint32(w) + ww)
+                ww = uint32(ww + 1)
+            hh = uint32(hh + 1)
         y[n, r, q, ch] = best
         arg[n, r, q, ch] = where
 
@@ -118,12 +130,8 @@ def avgpool_fwd(x, y, h, w, c, oh, ow, ph, pw, sh, sw, pt, pl):
         q = uint32(t - u * ow)
         b = uint32(u // oh)
         r = uint32(u - b * oh)
-        r0 = uint32(r * sh)
-        q0 = uint32(q * sw)
-        rs = uint32(max(r0, pt) - pt)                 # the window's real rows [rs, re)
-        re = uint32(min(uint32(r0 + ph), uint32(h + pt)) - pt)
-        qs = uint32(max(q0, pl) - pl)
-        qe = uint32(min(uint32(q0 + pw), uint32(w + pl)) - pl)
+        rs, re = _real(r, sh, pt, ph, h)              # the window's real rows [rs, re)
+        qs, qe = _real(q, sw, pl, pw, w)
         s = float32(0.0)
         a = rs
         while a < re:
@@ -161,13 +169,13 @@ def avgpool_bwd(dy, dx, h, w, c, oh, ow, ph, pw, sh, sw, pt, pl):
         s = float32(0.0)
         r = r_lo
         while r <= r_hi:
-            r0 = uint32(r * sh)
-            rows = uint32(min(uint32(r0 + ph), uint32(h + pt)) - max(r0, pt))
+            rs, re = _real(r, sh, pt, ph, h)
+            rows = uint32(re - rs)
             base = uint32((b * oh + r) * ow)
             q = q_lo
             while q <= q_hi:
-                q0 = uint32(q * sw)
-                cols = uint32(min(uint32(q0 + pw), uint32(w + pl)) - max(q0, pl))
+                qs, qe = _real(q, sw, pl, pw, w)
+                cols = uint32(qe - qs)
                 s += dy[uint32((base + q) * c + ch)] / float32(max(uint32(rows * cols),
                                                                    uint32(1)))
                 q = uint32(q + 1)
