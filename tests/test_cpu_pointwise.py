@@ -161,6 +161,9 @@ def test_xception_step_workspaces_fit_the_per_thread_cache():
     so no step evicts and re-allocates another's."""
     import fastconv
     from fastconv.kernels.cpu import _tiles
+    # this thread's cache holds whatever earlier tests left (the suite runs in one
+    # process and fills it to the cap): count only this model's workspaces
+    _tiles._thread_workspaces().clear()
     model = fastconv.models.keras_io_xception((64, 64, 3), width=0.25, seed=0)
     rng = np.random.default_rng(0)
     x = (255 * rng.random((2, 64, 64, 3))).astype(F32)
