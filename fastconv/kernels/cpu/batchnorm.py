@@ -26,6 +26,19 @@ from ._common import F32, OPTS, Target, check_float32, contiguous, kernel
 NCHUNK = 64     # row blocks of the statistics (enough tasks for 16 threads, fixed)
 
 
+@njit(inline="always", **OPTS)
+def _add_blocks(part, s0, s1):
+    """s0, s1 (C,) = the row blocks' partial sums part (blocks, 2, C) added in block
+    order (so the same at any thread count)."""
+    for ch in range(part.shape[2]):
+        s0[ch] = 0.0
+        s1[ch] = 0.0
+    for k in range(part.shape[0]):
+        for ch in range(part.shape[2]):
+            s0[ch] += part[k, 0, ch]
+            s1[ch] += part[k, 1, ch]
+
+
 @kernel
 def _sums(a, b, s_a, s_ab, use_b):
     """s_a[c] = sum_r a[r, c], s_ab[c] = sum_r a[r, c] * (b[r, c] if use_b else a[r, c]),
@@ -42,13 +55,7 @@ def _sums(a, b, s_a, s_ab, use_b):
                 vb = np.float64(b[r, ch]) if use_b else va
                 part[k, 0, ch] += va
                 part[k, 1, ch] += va * vb
-    for ch in range(c):
-        s_a[ch] = 0.0
-        s_ab[ch] = 0.0
-    for k in range(nch):
-        for ch in range(c):
-            s_a[ch] += part[k, 0, ch]
-            s_ab[ch] += part[k, 1, ch]
+    _add_blocks(part, s_a, s_ab)
 
 
 @kernel
@@ -100,13 +107,7 @@ def _masked_sums(dy, y, x, s_g, s_gx):
                 g = np.float64(dy[r, ch]) if y[r, ch] > 0 else 0.0
                 part[k, 0, ch] += g
                 part[k, 1, ch] += g * np.float64(x[r, ch])
-    for ch in range(c):
-        s_g[ch] = 0.0
-        s_gx[ch] = 0.0
-    for k in range(nch):
-        for ch in range(c):
-            s_g[ch] += part[k, 0, ch]
-            s_gx[ch] += part[k, 1, ch]
+    _add_blocks(part, s_g, s_gx)
 
 
 @kernel
